@@ -1,0 +1,124 @@
+"""The manifest: one row per utterance, the contract between preparers and training.
+
+Columns (in this order; extra columns are kept after them):
+
+``id``        unique utterance id
+``wav``       path to the audio file (absolute, or relative to the manifest's folder)
+``duration``  seconds, from the header
+``task``      ``intent``, ``emotion`` or ``both``: which labels the row carries
+``intent``    intent label name, empty when the row has none
+``emotion``   emotion label name, empty when the row has none
+``speaker``   speaker (voice, actor) id; used for speaker-disjoint splits
+``split``     ``train``, ``valid`` or ``test``
+
+Manifests are CSV (``.csv``) or JSON (``.json``: a mapping from id to the other
+columns, SpeechBrain's layout). Both load into the same list of row dicts.
+
+Example
+-------
+>>> import tempfile, os
+>>> path = os.path.join(tempfile.mkdtemp(), "m.csv")
+>>> write_manifest(path, [{"id": "a", "wav": "a.wav", "duration": 1.5, "task": "intent",
+...                        "intent": "block", "speaker": "s1", "split": "train"}])
+>>> rows = read_manifest(path)
+>>> rows[0]["emotion"], rows[0]["duration"], rows[0]["wav"] == os.path.join(os.path.dirname(path), "a.wav")
+('', 1.5, True)
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+from collections.abc import Iterable
+
+COLUMNS = ("id", "wav", "duration", "task", "intent", "emotion", "speaker", "split")
+TASKS = ("intent", "emotion")
+SPLITS = ("train", "valid", "test")
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be used; the message names the file and the rows."""
+
+
+def task_of(intent: str, emotion: str) -> str:
+    """The ``task`` column for a row with these labels."""
+    if intent and emotion:
+        return "both"
+    if intent:
+        return "intent"
+    if emotion:
+        return "emotion"
+    raise ValueError("a row needs an intent or an emotion label")
+
+
+def write_manifest(path, rows: Iterable[dict]) -> None:
+    """Write rows as CSV or JSON (by extension); missing columns are left empty."""
+    rows = [dict(row) for row in rows]
+    extra = [key for row in rows for key in row if key not in COLUMNS]
+    fields = list(COLUMNS) + list(dict.fromkeys(extra))
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    tmp = f"{path}.tmp"
+    if str(path).endswith(".json"):
+        data = {row["id"]: {k: row.get(k, "") for k in fields if k != "id"} for row in rows}
+        with open(tmp, "w", encoding="utf-8") as fout:
+            json.dump(data, fout, indent=1, ensure_ascii=False)
+    else:
+        with open(tmp, "w", newline="", encoding="utf-8") as fout:
+            writer = csv.DictWriter(fout, fieldnames=fields)
+            writer.writeheader()
+            for row in rows:
+                writer.writerow({k: row.get(k, "") for k in fields})
+    os.replace(tmp, path)
+
+
+def read_manifest(path) -> list[dict]:
+    """Read a CSV or JSON manifest; relative ``wav`` paths resolve against its folder."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ManifestError(f"{path}: manifest not found")
+    try:
+        if path.endswith(".json"):
+            with open(path, encoding="utf-8") as fin:
+                data = json.load(fin)
+            rows = [{"id": key, **value} for key, value in data.items()]
+        else:
+            with open(path, newline="", encoding="utf-8") as fin:
+                rows = list(csv.DictReader(fin))
+    except (json.JSONDecodeError, csv.Error, UnicodeDecodeError, AttributeError) as err:
+        raise ManifestError(f"{path}: not a readable manifest ({err})") from None
+    if rows:
+        missing = [c for c in ("id", "wav", "duration") if c not in rows[0]]
+        if missing:
+            raise ManifestError(f"{path}: missing column(s) {', '.join(missing)}")
+    root = os.path.dirname(os.path.abspath(path))
+    for number, row in enumerate(rows, start=2):
+        for column in COLUMNS:
+            row[column] = "" if row.get(column) is None else str(row.get(column, ""))
+        row["wav"] = os.path.join(root, row["wav"])
+        try:
+            row["duration"] = float(row["duration"])
+        except ValueError:
+            raise ManifestError(
+                f"{path}: row {number} (id {row['id']!r}) has a non-numeric duration "
+                f"{row['duration']!r}"
+            ) from None
+        if not row["task"]:
+            row["task"] = task_of(row["intent"], row["emotion"])
+    return rows
+
+
+def read_manifests(paths) -> list[dict]:
+    """Concatenate several manifests, refusing an id that appears twice."""
+    if isinstance(paths, (str, os.PathLike)):
+        paths = [paths]
+    rows, seen = [], {}
+    for path in paths:
+        for row in read_manifest(path):
+            if row["id"] in seen:
+                raise ManifestError(
+                    f"{path}: id {row['id']!r} also appears in {seen[row['id']]}; ids must be unique"
+                )
+            seen[row["id"]] = path
+            rows.append(row)
+    return rows
