@@ -1,0 +1,73 @@
+"""SpeechBrain's ``Checkpointer``, made crash-safe.
+
+SpeechBrain writes a checkpoint's meta file (which marks the folder as a
+checkpoint) before its parameter files, so a process killed in between leaves a
+folder that looks complete and would be loaded on resume. Here every checkpoint
+is written into a staging folder that the ``Checkpointer`` does not list, flushed
+to disk, and only then renamed into place: a rename within one file system is
+atomic, so a checkpoint is either whole or absent.
+
+Example
+-------
+>>> import tempfile, torch
+>>> layer = torch.nn.Linear(2, 2)
+>>> ckpt = AtomicCheckpointer(tempfile.mkdtemp(), recoverables={"layer": layer})
+>>> saved = ckpt.save_checkpoint(meta={"accuracy": 0.5})
+>>> [c.meta["accuracy"] for c in ckpt.list_checkpoints()]
+[0.5]
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+
+from speechbrain.utils.checkpoints import Checkpoint, Checkpointer
+from speechbrain.utils.distributed import ddp_barrier, if_main_process
+
+STAGING = ".staging"
+
+
+class AtomicCheckpointer(Checkpointer):
+    """A ``Checkpointer`` whose checkpoints appear only once fully written."""
+
+    def __init__(self, checkpoints_dir, *args, **kwargs):
+        super().__init__(checkpoints_dir, *args, **kwargs)
+        self.final_dir = self.checkpoints_dir
+        if if_main_process():
+            # Leftovers of a save that was interrupted: never complete, never loaded.
+            shutil.rmtree(self.final_dir / STAGING, ignore_errors=True)
+
+    def save_checkpoint(self, meta={}, end_of_epoch=True, name=None, verbosity=20):
+        staging = self.final_dir / STAGING
+        if if_main_process():
+            staging.mkdir(parents=True, exist_ok=True)
+        self.checkpoints_dir = staging
+        try:
+            staged = super().save_checkpoint(meta, end_of_epoch, name, verbosity)
+        finally:
+            self.checkpoints_dir = self.final_dir
+        ddp_barrier()
+        if not if_main_process() or staged is None:
+            return None
+        _fsync_folder(staged.path)
+        final = self.final_dir / staged.path.name
+        suffix = 0
+        while final.exists():  # names are per second or per epoch: never overwrite one
+            suffix += 1
+            final = self.final_dir / f"{staged.path.name}-{suffix}"
+        os.replace(staged.path, final)
+        _fsync_folder(self.final_dir)
+        files = {key: final / pathlib.Path(p).name for key, p in staged.paramfiles.items()}
+        return Checkpoint(final, staged.meta, files)
+
+
+def _fsync_folder(folder: pathlib.Path) -> None:
+    for path in [*folder.iterdir(), folder] if folder.is_dir() else [folder]:
+        flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) if path.is_dir() else os.O_RDONLY
+        fd = os.open(path, flags)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

@@ -1,0 +1,292 @@
+"""The network: one wav2vec2 encoder, one head per task.
+
+``Wav2Vec2Encoder`` is SpeechBrain's HF wav2vec2 wrapper with three decisions made
+explicit: it returns every hidden state, it passes an attention mask only when the
+encoder's config says padding must be masked (layer-norm feature extractors, as in
+wav2vec2-large-lv60 / XLS-R; group-norm ones such as wav2vec2-base were trained
+without one), and it can be built from a folder holding only ``config.json``
+(random initialisation, used for from-scratch training and for exported models
+whose weights arrive later through the ``Pretrainer``).
+
+``TaskHead`` follows Transformers' ``Wav2Vec2ForSequenceClassification``: a
+softmax-normalised weighted sum over layers (initialised uniform), a projection,
+mean pooling over the non-padded frames only, then a small MLP.
+
+``MultitaskModel`` runs the encoder once and every head on its output.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from speechbrain.integrations.huggingface.wav2vec2 import Wav2Vec2
+from torch import nn
+from transformers import AutoModel
+
+WEIGHTS_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+class Wav2Vec2Encoder(Wav2Vec2):
+    """SpeechBrain's wav2vec2 wrapper returning all layers, with config-driven masking.
+
+    Parameters
+    ----------
+    source : str
+        Hub id (``facebook/wav2vec2-base``) or a local folder. A local folder with a
+        ``config.json`` and no weights gives a randomly initialised encoder.
+    save_path : str
+        Cache folder for downloads.
+    freeze_feature_extractor : bool
+        Keep the convolutional front end fixed (the usual choice when fine-tuning).
+    layerdrop : float
+        Overrides the config's layerdrop. Defaults to 0: under DDP a skipped layer
+        has parameters without gradients, which stops the all-reduce.
+    apply_spec_augment : bool
+        Let Transformers mask time steps during training (``mask_time_prob``).
+    use_attention_mask : bool or None
+        ``None`` follows the config (mask for ``feat_extract_norm == "layer"``).
+
+    Example
+    -------
+    >>> import tempfile
+    >>> from transformers import Wav2Vec2Config
+    >>> folder = tempfile.mkdtemp()
+    >>> tiny_config(num_hidden_layers=2).save_pretrained(folder)
+    >>> enc = Wav2Vec2Encoder(folder, save_path=tempfile.mkdtemp())
+    >>> out = enc(torch.randn(2, 16000), torch.tensor([1.0, 0.5]))
+    >>> out.shape[0], enc.num_layers, enc.output_size
+    (3, 3, 32)
+    """
+
+    def __init__(
+        self,
+        source,
+        save_path="pretrained_models",
+        freeze=False,
+        freeze_feature_extractor=True,
+        layerdrop=0.0,
+        apply_spec_augment=False,
+        use_attention_mask=None,
+        **kwargs,
+    ):
+        self._layerdrop = layerdrop
+        super().__init__(
+            source=os.fspath(source),
+            save_path=os.fspath(save_path),
+            freeze=freeze,
+            freeze_feature_extractor=freeze_feature_extractor,
+            apply_spec_augment=apply_spec_augment,
+            output_all_hiddens=True,
+            **kwargs,
+        )
+        # Inputs are normalised per utterance in multitask.audio, before padding;
+        # the wrapper's whole-batch layer norm would let padding change the statistics.
+        self.normalize_wav = False
+        if use_attention_mask is None:
+            use_attention_mask = self.config.feat_extract_norm == "layer"
+        self.use_attention_mask = bool(use_attention_mask)
+
+    def override_config(self, config):
+        if self._layerdrop is not None:
+            config.layerdrop = self._layerdrop
+        return config
+
+    def _from_pretrained(self, source, save_path, cache_dir, device=None, **kwargs):
+        if _is_config_only_folder(source):
+            self.model = AutoModel.from_config(self.config)
+            if device is not None:
+                self.model.to(device)
+            return
+        super()._from_pretrained(source, save_path, cache_dir, device=device, **kwargs)
+
+    def load_feature_extractor(self, source, cache_dir, **kwarg):
+        if _is_config_only_folder(source) and not os.path.isfile(
+            os.path.join(source, "preprocessor_config.json")
+        ):
+            from transformers import Wav2Vec2FeatureExtractor
+
+            self.feature_extractor = Wav2Vec2FeatureExtractor(do_normalize=True)
+            return
+        super().load_feature_extractor(source, cache_dir, **kwarg)
+
+    @property
+    def num_layers(self) -> int:
+        """Hidden states returned: the projected CNN output plus every transformer layer."""
+        return self.config.num_hidden_layers + 1
+
+    @property
+    def output_size(self) -> int:
+        return self.config.hidden_size
+
+    def frame_lengths(self, wav: torch.Tensor, wav_lens: torch.Tensor) -> torch.Tensor:
+        """Number of valid encoder frames per row, from the conv stack's arithmetic."""
+        samples = torch.round(wav_lens * wav.shape[1]).long()
+        return self.model._get_feat_extract_output_lengths(samples).long()
+
+    def extract_features(self, wav, wav_lens=None):
+        if wav_lens is None:
+            wav_lens = torch.ones(wav.shape[0], device=wav.device)
+        attention_mask = None
+        if self.use_attention_mask:
+            samples = torch.round(wav_lens * wav.shape[1]).long()
+            positions = torch.arange(wav.shape[1], device=wav.device)
+            attention_mask = (positions[None, :] < samples[:, None]).long()
+        out = self.model(wav, attention_mask=attention_mask, output_hidden_states=True)
+        return torch.stack(list(out.hidden_states), dim=0)
+
+
+def _is_config_only_folder(source) -> bool:
+    source = os.fspath(source)
+    return (
+        os.path.isdir(source)
+        and os.path.isfile(os.path.join(source, "config.json"))
+        and not any(os.path.isfile(os.path.join(source, f)) for f in WEIGHTS_FILES)
+    )
+
+
+def tiny_config(**overrides):
+    """A very small ``Wav2Vec2Config`` for tests and doctests (random weights).
+
+    Group-norm front end and post-norm transformer, as wav2vec2-base; pass
+    ``feat_extract_norm="layer", do_stable_layer_norm=True`` for the large-lv60 kind.
+    """
+    from transformers import Wav2Vec2Config
+
+    settings = dict(
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        conv_dim=(32, 32, 32),
+        conv_stride=(5, 4, 4),
+        conv_kernel=(10, 8, 4),
+        num_conv_pos_embeddings=16,
+        num_conv_pos_embedding_groups=4,
+        feat_extract_norm="group",
+        do_stable_layer_norm=False,
+        hidden_dropout=0.0,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+        feat_proj_dropout=0.0,
+        final_dropout=0.0,
+        layerdrop=0.0,
+        mask_time_prob=0.0,
+        vocab_size=8,
+    )
+    settings.update(overrides)
+    return Wav2Vec2Config(**settings)
+
+
+def frame_mask(frame_lens: torch.Tensor, max_frames: int) -> torch.Tensor:
+    """``[batch, frames]`` boolean mask, True on valid (non-padded) frames."""
+    positions = torch.arange(max_frames, device=frame_lens.device)
+    return positions[None, :] < frame_lens[:, None]
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over time of ``x [batch, frames, dim]`` counting only frames where mask is True."""
+    weights = mask.to(x.dtype).unsqueeze(-1)
+    return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+
+
+class TaskHead(nn.Module):
+    """Layer weighting → projection → masked mean pooling → MLP classifier.
+
+    Parameters
+    ----------
+    num_layers : int
+        Hidden states the encoder returns (the weighted sum runs over these).
+    input_size : int
+        Encoder width.
+    num_classes : int
+        Output classes; comes from the task's label encoder.
+    proj_size : int
+        Width after projection.
+    hidden_size : int
+        Width of the MLP's hidden layer.
+    dropout : float
+        Dropout before each linear layer of the MLP.
+
+    Example
+    -------
+    >>> head = TaskHead(num_layers=3, input_size=8, num_classes=4, proj_size=16, hidden_size=16)
+    >>> hidden = torch.randn(3, 2, 10, 8)                      # [layers, batch, frames, dim]
+    >>> head(hidden, torch.tensor([10, 6])).shape
+    torch.Size([2, 4])
+    """
+
+    def __init__(self, num_layers, input_size, num_classes, proj_size=256, hidden_size=256, dropout=0.1):
+        super().__init__()
+        self.layer_weights = nn.Parameter(torch.zeros(num_layers))
+        self.projector = nn.Linear(input_size, proj_size)
+        self.classifier = nn.Sequential(
+            nn.Dropout(dropout),
+            nn.Linear(proj_size, hidden_size),
+            nn.GELU(),
+            nn.Dropout(dropout),
+            nn.Linear(hidden_size, num_classes),
+        )
+
+    def forward(self, hidden_states: torch.Tensor, frame_lens: torch.Tensor) -> torch.Tensor:
+        weights = torch.softmax(self.layer_weights, dim=0)
+        mixed = torch.einsum("l,lbtd->btd", weights, hidden_states)
+        projected = self.projector(mixed)
+        pooled = masked_mean(projected, frame_mask(frame_lens, projected.shape[1]))
+        return self.classifier(pooled)
+
+    @property
+    def num_classes(self) -> int:
+        return self.classifier[-1].out_features
+
+
+class MultitaskModel(nn.Module):
+    """One encoder pass, one logits tensor per task.
+
+    Parameters
+    ----------
+    encoder : Wav2Vec2Encoder
+    heads : dict[str, TaskHead]
+        Task name → head, e.g. ``{"intent": ..., "emotion": ...}``.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp(); tiny_config().save_pretrained(folder)
+    >>> enc = Wav2Vec2Encoder(folder, save_path=folder)
+    >>> heads = {t: TaskHead(enc.num_layers, enc.output_size, n, 16, 16)
+    ...          for t, n in {"intent": 14, "emotion": 6}.items()}
+    >>> logits = MultitaskModel(enc, heads)(torch.randn(2, 8000), torch.tensor([1.0, 0.7]))
+    >>> {task: tuple(x.shape) for task, x in logits.items()}
+    {'intent': (2, 14), 'emotion': (2, 6)}
+    """
+
+    def __init__(self, encoder: Wav2Vec2Encoder, heads: dict):
+        super().__init__()
+        self.encoder = encoder
+        self.heads = nn.ModuleDict(heads)
+        self.encoder_frozen = False
+
+    @property
+    def tasks(self) -> tuple[str, ...]:
+        return tuple(self.heads.keys())
+
+    def forward(self, wavs: torch.Tensor, wav_lens: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.encoder_frozen:
+            with torch.no_grad():
+                hidden = self.encoder(wavs, wav_lens)
+        else:
+            hidden = self.encoder(wavs, wav_lens)
+        frame_lens = self.encoder.frame_lengths(wavs, wav_lens).clamp(max=hidden.shape[2])
+        return {task: head(hidden, frame_lens) for task, head in self.heads.items()}
+
+
+def build_heads(encoder: Wav2Vec2Encoder, num_classes: dict, **head_options) -> dict:
+    """One :class:`TaskHead` per task, sized by that task's label encoder.
+
+    ``head_options`` are passed to every head (``proj_size``, ``hidden_size``, ``dropout``).
+    """
+    return {
+        task: TaskHead(encoder.num_layers, encoder.output_size, n, **head_options)
+        for task, n in num_classes.items()
+    }

@@ -1,0 +1,55 @@
+"""Command-line handling shared by the recipes: SpeechBrain's conventions, Accelerate's ownership.
+
+Recipes take ``HPARAMS.yaml --key=value ...`` exactly as SpeechBrain recipes do. The
+run options SpeechBrain's ``Brain`` would read (``--device``, ``--precision``,
+``--distributed_launch``, ...) are refused rather than silently ignored: here
+Accelerate owns device, data parallelism and precision, set with
+``accelerate launch`` or its config file.
+"""
+
+from __future__ import annotations
+
+import speechbrain as sb
+from hyperpyyaml import load_hyperpyyaml
+
+# Brain run options that have an Accelerate equivalent (and what to use instead).
+ACCELERATE_OWNS = {
+    "device": "accelerate launch --cpu, or CUDA_VISIBLE_DEVICES",
+    "precision": "accelerate launch --mixed_precision bf16|fp16|no",
+    "eval_precision": "accelerate launch --mixed_precision",
+    "auto_mix_prec": "accelerate launch --mixed_precision fp16",
+    "bfloat16_mix_prec": "accelerate launch --mixed_precision bf16",
+    "distributed_launch": "accelerate launch --multi_gpu --num_processes N",
+    "distributed_backend": "the accelerate config file",
+    "data_parallel_backend": "accelerate launch --multi_gpu",
+    "grad_accumulation_factor": "--grad_accumulation=N (an hparam)",
+    "max_grad_norm": "--max_grad_norm=X (an hparam)",
+    "nonfinite_patience": "--nonfinite_patience=N (an hparam)",
+}
+
+
+def parse_arguments(argv: list[str]) -> tuple[str, str]:
+    """``(hparams_file, overrides)`` from SpeechBrain-style recipe arguments.
+
+    Example
+    -------
+    >>> parse_arguments(["hparams/train.yaml", "--seed=7"])
+    ('hparams/train.yaml', 'seed: 7')
+    """
+    hparams_file, run_opts, overrides = sb.parse_arguments(argv)
+    refused = sorted(set(run_opts.get("overridden_args", ())) & set(ACCELERATE_OWNS))
+    if refused:
+        hints = "; ".join(f"--{name}: use {ACCELERATE_OWNS[name]}" for name in refused)
+        raise SystemExit(f"Accelerate owns device, precision and parallelism here. {hints}")
+    return hparams_file, overrides
+
+
+def load_hparams(hparams_file: str, overrides: str | dict = "") -> dict:
+    """Load a HyperPyYAML file with overrides, naming the file in any error."""
+    try:
+        with open(hparams_file, encoding="utf-8") as fin:
+            return load_hyperpyyaml(fin, overrides)
+    except FileNotFoundError:
+        raise SystemExit(f"{hparams_file}: hparams file not found") from None
+    except ValueError as err:
+        raise SystemExit(f"{hparams_file}: {err}") from None

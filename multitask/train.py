@@ -1,0 +1,347 @@
+"""The joint training loop, owned by Accelerate.
+
+Accelerate decides the device, wraps the model for data parallelism, applies the
+mixed precision its launch config asks for, and accumulates gradients; nothing in
+this file sets any of those itself (SpeechBrain's ``Brain`` is not used for the
+same reason: it would be a second owner of device, DDP and precision).
+
+The loop, as ``accelerate launch recipes/train.py hparams/train.yaml`` runs it:
+
+1. label encoders from the training rows (main process first, then shared);
+2. datasets and length-aware loaders, one ``accelerator.prepare`` call;
+3. per epoch: reseed from ``(seed, epoch)``, train with clipping and a
+   non-finite-loss guard, validate with ``gather_for_metrics``, checkpoint
+   (keeping the latest and the best by ``best_metric``);
+4. rerunning the same command resumes from the latest complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs, set_seed
+from speechbrain.utils.train_logger import FileTrainLogger
+from tqdm.auto import tqdm
+
+from . import data as D
+from .checkpoints import AtomicCheckpointer
+from .losses import IGNORE_INDEX, joint_loss, task_loss_sums
+from .manifest import TASKS, read_manifests
+from .metrics import classification_report, plot_confusion_matrix
+from .model import MultitaskModel
+from .optim import param_groups
+from .sampling import steps_per_epoch
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced NaN/Inf losses for more consecutive steps than allowed."""
+
+
+def make_accelerator(hparams) -> Accelerator:
+    """An ``Accelerator`` configured from hparams; precision comes from the launch config."""
+    ddp = DistributedDataParallelKwargs(
+        # A frozen encoder takes no gradient for a while; DDP must then skip it.
+        find_unused_parameters=hparams.get("encoder_freeze_steps", 0) > 0,
+    )
+    return Accelerator(
+        gradient_accumulation_steps=hparams.get("grad_accumulation", 1),
+        step_scheduler_with_optimizer=False,
+        kwargs_handlers=[ddp],
+    )
+
+
+def get_dataloaders(accelerator, hparams, encoders=None):
+    """Label encoders, and train/valid loaders built from the manifests in ``hparams``."""
+    save_folder = hparams["save_folder"]
+    train_rows = read_manifests(hparams["train_manifests"])
+    with accelerator.main_process_first():
+        if encoders is None:
+            encoders = D.build_label_encoders(train_rows, save_folder, hparams.get("tasks", TASKS))
+    train_set, train_rows = D.load_split(hparams["train_manifests"], encoders)
+    valid_set, valid_rows = D.load_split(hparams["valid_manifests"], encoders)
+    seed = hparams["seed"]
+    train_loader = D.make_loader(train_set, train_rows, hparams["train_batching"], True, seed,
+                                 hparams.get("num_workers", 0))
+    valid_loader = D.make_loader(valid_set, valid_rows, hparams["eval_batching"], False, seed,
+                                 hparams.get("num_workers", 0))
+    return encoders, train_loader, valid_loader
+
+
+def build_model(hparams, encoders) -> MultitaskModel:
+    """Encoder from hparams; one head per task, sized by that task's label encoder."""
+    encoder = hparams["encoder"]
+    heads = {
+        task: hparams["head"](
+            num_layers=encoder.num_layers, input_size=encoder.output_size, num_classes=len(enc)
+        )
+        for task, enc in encoders.items()
+    }
+    return MultitaskModel(encoder, heads)
+
+
+def fit(hparams, accelerator: Accelerator | None = None) -> dict:
+    """Train (or resume) as ``hparams`` says; returns the last validation stats."""
+    accelerator = accelerator or make_accelerator(hparams)
+    set_seed(hparams["seed"])
+    encoders, train_loader, valid_loader = get_dataloaders(accelerator, hparams)
+    model = build_model(hparams, encoders)
+    optimizer = hparams["optimizer"](
+        param_groups(model, hparams["encoder_lr"], hparams["head_lr"], hparams.get("weight_decay", 0.0))
+    )
+    epoch_counter = hparams["epoch_counter"]
+    train_sampler = train_loader.batch_sampler
+    total_steps = epoch_counter.limit * steps_per_epoch(
+        len(train_sampler), accelerator.num_processes, accelerator.gradient_accumulation_steps
+    )
+    freeze_steps = hparams.get("encoder_freeze_steps", 0)
+    scheduler = hparams["lr_schedule"](
+        optimizer, total_steps=total_steps, warmup_steps=hparams.get("warmup_steps", 0),
+        encoder_freeze_steps=freeze_steps,
+    )
+    checkpointer = AtomicCheckpointer(
+        hparams["save_folder"],
+        recoverables={
+            "encoder": model.encoder,
+            "heads": model.heads,
+            "optimizer": optimizer,
+            "scheduler": scheduler,
+            "epoch_counter": epoch_counter,
+            "train_sampler": train_sampler,
+        },
+    )
+    resumed = checkpointer.recover_if_possible()
+    if resumed is not None:
+        accelerator.print(f"Resuming from {resumed.path} (epoch {epoch_counter.current} done)")
+
+    model, optimizer, train_loader, valid_loader = accelerator.prepare(
+        model, optimizer, train_loader, valid_loader
+    )
+    logger = FileTrainLogger(os.path.join(hparams["output_folder"], "train_log.txt"))
+    weights = hparams.get("task_weights", {})
+    best_metric = hparams.get("best_metric", "mean_accuracy")
+    valid_stats = {}
+    for epoch in epoch_counter:
+        # Reseeding per epoch makes an epoch's dropout and masking independent of
+        # whether the run was resumed before it.
+        set_seed(hparams["seed"] + epoch, device_specific=True)
+        train_sampler.set_epoch(epoch)
+        start = time.time()
+        train_stats = train_one_epoch(
+            accelerator, model, optimizer, scheduler, train_loader, weights, hparams, epoch,
+            freeze_steps,
+        )
+        train_stats["seconds"] = time.time() - start
+        valid_stats = evaluate(accelerator, model, valid_loader, encoders, weights,
+                               desc=f"valid {epoch}")
+        summary = flat_stats(valid_stats)
+        if accelerator.is_main_process:
+            logger.log_stats(
+                stats_meta={"epoch": epoch, "lr_heads": _group_lr(optimizer, "heads"),
+                            "lr_encoder": _group_lr(optimizer, "encoder")},
+                train_stats=train_stats,
+                valid_stats=summary,
+            )
+        accelerator.print(
+            f"epoch {epoch}: train loss {train_stats['loss']:.4f} | "
+            + " | ".join(f"{k} {v:.4f}" for k, v in summary.items())
+        )
+        if best_metric not in summary:
+            raise KeyError(f"best_metric {best_metric!r} is not one of {sorted(summary)}")
+        checkpointer.save_and_keep_only(
+            meta={**summary, "epoch": epoch}, name=f"epoch-{epoch:04d}", max_keys=[best_metric],
+            keep_recent=True, num_to_keep=1,
+        )
+        accelerator.wait_for_everyone()
+    return valid_stats
+
+
+def train_one_epoch(accelerator, model, optimizer, scheduler, loader, weights, hparams, epoch,
+                    freeze_steps) -> dict:
+    """One pass over ``loader``; returns the mean loss and counts of skipped steps."""
+    model.train()
+    core = accelerator.unwrap_model(model)
+    max_norm = hparams.get("max_grad_norm", 5.0)
+    patience = hparams.get("nonfinite_patience", 3)
+    total_loss, batches, skipped, consecutive_bad = 0.0, 0, 0, 0
+    bar = tqdm(loader, desc=f"train {epoch}", disable=not accelerator.is_local_main_process,
+               dynamic_ncols=True)
+    for batch in bar:
+        core.encoder_frozen = scheduler.last_epoch < freeze_steps
+        with accelerator.accumulate(model):
+            wavs, wav_lens = batch.sig
+            logits = model(wavs, wav_lens)
+            sums, counts = task_loss_sums(logits, D.batch_labels(batch, core.tasks))
+            global_counts = {t: accelerator.reduce(c, "sum") for t, c in counts.items()}
+            loss = joint_loss(sums, global_counts, weights, accelerator.num_processes)
+            # Every process must agree to skip, or the gradient all-reduce would hang.
+            bad = accelerator.reduce(torch.tensor(float(not torch.isfinite(loss)),
+                                                  device=loss.device), "max")
+            if bad.item() > 0:
+                skipped += 1
+                consecutive_bad += 1
+                optimizer.zero_grad()
+                if consecutive_bad > patience:
+                    raise NonFiniteLossError(
+                        f"epoch {epoch}: non-finite loss on {consecutive_bad} consecutive steps "
+                        f"(batch ids {batch.id[:4]}...); lower the learning rate or check the data"
+                    )
+                continue
+            consecutive_bad = 0
+            accelerator.backward(loss)
+            if accelerator.sync_gradients and max_norm:
+                accelerator.clip_grad_norm_(model.parameters(), max_norm)
+            optimizer.step()
+            if accelerator.sync_gradients and not accelerator.optimizer_step_was_skipped:
+                scheduler.step()
+            optimizer.zero_grad()
+        total_loss += loss.item()
+        batches += 1
+        bar.set_postfix(loss=f"{total_loss / batches:.3f}")
+    return {"loss": total_loss / max(1, batches), "skipped_steps": skipped}
+
+
+@torch.no_grad()
+def evaluate(accelerator, model, loader, encoders, weights=None, desc="eval", keep_rows=False) -> dict:
+    """Loss and per-task metrics over ``loader``, gathered from every process.
+
+    Each task is scored on the rows that carry its label. With ``keep_rows`` the
+    result also holds per-row ids, references and predictions (for reports).
+    """
+    model.eval()
+    core = accelerator.unwrap_model(model)
+    tasks = core.tasks
+    collected = {t: {"pred": [], "ref": [], "prob": []} for t in tasks}
+    ids, loss_sum, loss_batches = [], 0.0, 0
+    for batch in tqdm(loader, desc=desc, disable=not accelerator.is_local_main_process,
+                      dynamic_ncols=True, leave=False):
+        wavs, wav_lens = batch.sig
+        logits = model(wavs, wav_lens)
+        labels = D.batch_labels(batch, tasks)
+        sums, counts = task_loss_sums(logits, labels)
+        loss = joint_loss(sums, counts, weights or {})
+        loss_sum += accelerator.gather_for_metrics(loss.reshape(1)).mean().item()
+        loss_batches += 1
+        for task in tasks:
+            probs = torch.softmax(logits[task].float(), dim=-1)
+            gathered = accelerator.gather_for_metrics(
+                {"pred": probs.argmax(-1), "ref": labels[task], "prob": probs}
+            )
+            for key, value in gathered.items():
+                collected[task][key].append(value.cpu())
+        if keep_rows:
+            ids.extend(accelerator.gather_for_metrics(list(batch.id), use_gather_object=True))
+    stats = {"loss": loss_sum / max(1, loss_batches)}
+    for task in tasks:
+        pred = torch.cat(collected[task]["pred"])
+        ref = torch.cat(collected[task]["ref"])
+        labelled = ref != IGNORE_INDEX
+        if labelled.any():
+            names = encoders[task].decode_ndim(list(range(len(encoders[task]))))
+            stats[task] = classification_report(
+                pred[labelled].tolist(), ref[labelled].tolist(), names, task
+            )
+        if keep_rows:
+            stats.setdefault("rows", {})[task] = {
+                "pred": pred.tolist(), "ref": ref.tolist(),
+                "prob": torch.cat(collected[task]["prob"]).tolist(),
+            }
+    if keep_rows:
+        stats["ids"] = ids
+    return stats
+
+
+def flat_stats(stats: dict) -> dict:
+    """``{"loss", "<task>_accuracy", "<task>_macro_f1", ..., "mean_accuracy", "mean_macro_f1"}``."""
+    flat = {"loss": stats["loss"]}
+    for task in TASKS:
+        if task in stats:
+            for key in ("accuracy", "macro_f1", "unweighted_accuracy"):
+                flat[f"{task}_{key}"] = stats[task][key]
+    for key in ("accuracy", "macro_f1"):
+        values = [stats[t][key] for t in TASKS if t in stats]
+        if values:
+            flat[f"mean_{key}"] = sum(values) / len(values)
+    return flat
+
+
+def _group_lr(optimizer, name) -> float:
+    lrs = [g["lr"] for g in optimizer.param_groups if g.get("name") == name]
+    return lrs[0] if lrs else 0.0
+
+
+def test(hparams, accelerator: Accelerator | None = None) -> dict:
+    """Score the best checkpoint on each manifest in ``hparams["test_manifests"]``.
+
+    Writes ``test_metrics.json``, per-row ``predictions_<name>.csv`` and confusion-matrix
+    PNGs into ``output_folder`` and returns the metrics.
+    """
+    accelerator = accelerator or make_accelerator(hparams)
+    encoders = D.load_label_encoders(hparams["save_folder"], hparams.get("tasks", TASKS))
+    model = build_model(hparams, encoders)
+    checkpointer = AtomicCheckpointer(
+        hparams["save_folder"], recoverables={"encoder": model.encoder, "heads": model.heads}
+    )
+    best_metric = hparams.get("best_metric", "mean_accuracy")
+    best = checkpointer.recover_if_possible(max_key=best_metric)
+    if best is None:
+        raise FileNotFoundError(f"{hparams['save_folder']}: no checkpoint to test")
+    model = accelerator.prepare(model)
+    results = {"checkpoint": os.path.basename(best.path), "checkpoint_meta": best.meta}
+    out = hparams["output_folder"]
+    for name, manifest in (hparams.get("test_manifests") or {}).items():
+        dataset, rows = D.load_split(manifest, encoders)
+        loader = accelerator.prepare(
+            D.make_loader(dataset, rows, hparams["eval_batching"], False, hparams["seed"])
+        )
+        stats = evaluate(accelerator, model, loader, encoders, desc=f"test {name}", keep_rows=True)
+        row_data, ids = stats.pop("rows"), stats.pop("ids")
+        results[name] = {"manifest": os.path.basename(str(manifest)), **stats}
+        if accelerator.is_main_process:
+            _write_predictions(os.path.join(out, f"predictions_{name}.csv"), ids, row_data, encoders)
+            for task in encoders:
+                if task in stats:
+                    plot_confusion_matrix(
+                        stats[task]["confusion_matrix"], _names(encoders[task]),
+                        os.path.join(out, f"confusion_{name}_{task}.png"),
+                        title=f"{task} — {name} ({stats[task]['num_examples']} utterances)",
+                    )
+        accelerator.print(f"test {name}: " + " | ".join(
+            f"{k} {v:.4f}" for k, v in flat_stats(stats).items()))
+    if accelerator.is_main_process:
+        with open(os.path.join(out, "test_metrics.json"), "w", encoding="utf-8") as fout:
+            json.dump(results, fout, indent=2, default=_json_default)
+    return results
+
+
+def _names(encoder) -> list[str]:
+    return encoder.decode_ndim(list(range(len(encoder))))
+
+
+def _write_predictions(path, ids, row_data, encoders) -> None:
+    import csv
+
+    tasks = list(row_data)
+    with open(path, "w", newline="", encoding="utf-8") as fout:
+        writer = csv.writer(fout)
+        writer.writerow(["id", *[f"{t}_{k}" for t in tasks for k in ("ref", "pred", "prob")]])
+        for i, utt in enumerate(ids):
+            cells = [utt]
+            for task in tasks:
+                ref, pred = row_data[task]["ref"][i], row_data[task]["pred"][i]
+                names = _names(encoders[task])
+                cells += [names[ref] if ref != IGNORE_INDEX else "", names[pred],
+                          f"{row_data[task]['prob'][i][pred]:.4f}"]
+            writer.writerow(cells)
+
+
+def _json_default(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)

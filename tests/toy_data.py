@@ -1,0 +1,77 @@
+"""Generated audio for tests: a separable toy task for each head, and tiny encoders.
+
+Intent rows are tones (class ``low`` at 300 Hz, ``high`` at 1200 Hz); emotion rows
+are noise (class ``dull`` low-passed, ``bright`` high-passed). Every row carries one
+label only, as rows from two single-task corpora do. Nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import soundfile as sf
+
+from multitask.manifest import write_manifest
+from multitask.model import tiny_config
+
+SAMPLE_RATE = 16000
+
+
+def tone(freq, seconds, rng, sample_rate=SAMPLE_RATE):
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    wav = np.sin(2 * np.pi * freq * (1 + 0.02 * rng.standard_normal()) * t)
+    return (0.4 * wav + 0.01 * rng.standard_normal(t.size)).astype(np.float32)
+
+
+def coloured_noise(bright, seconds, rng, sample_rate=SAMPLE_RATE):
+    noise = rng.standard_normal(int(seconds * sample_rate))
+    kernel = np.ones(8) / 8
+    smooth = np.convolve(noise, kernel, mode="same")
+    wav = noise - smooth if bright else smooth
+    return (0.3 * wav / (np.abs(wav).max() + 1e-9)).astype(np.float32)
+
+
+def write_toy_corpus(folder, per_class=12, seed=0, prefix="") -> dict:
+    """Write wavs and ``train/valid/test.csv`` manifests; returns their paths."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(os.path.join(folder, "wav"), exist_ok=True)
+    splits = {}
+    for split, count in (("train", per_class), ("valid", max(2, per_class // 3)),
+                         ("test", max(2, per_class // 3))):
+        rows = []
+        for label, freq in (("low", 300), ("high", 1200)):
+            for i in range(count):
+                rows.append(_row(folder, f"{prefix}{split}_int_{label}_{i}", split, "intent",
+                                 label, tone(freq, rng.uniform(0.4, 1.0), rng), speaker=f"spk{i % 3}"))
+        for label, bright in (("dull", False), ("bright", True)):
+            for i in range(count):
+                rows.append(_row(folder, f"{prefix}{split}_emo_{label}_{i}", split, "emotion",
+                                 label, coloured_noise(bright, rng.uniform(0.4, 1.0), rng),
+                                 speaker=f"spk{i % 3}"))
+        path = os.path.join(folder, f"{split}.csv")
+        write_manifest(path, rows)
+        splits[split] = path
+    return splits
+
+
+def _row(folder, utt_id, split, task, label, wav, speaker):
+    rel = os.path.join("wav", f"{utt_id}.wav")
+    sf.write(os.path.join(folder, rel), wav, SAMPLE_RATE, subtype="PCM_16")
+    return {"id": utt_id, "wav": rel, "duration": round(len(wav) / SAMPLE_RATE, 3),
+            "task": task, "intent": label if task == "intent" else "",
+            "emotion": label if task == "emotion" else "", "speaker": speaker, "split": split}
+
+
+def save_tiny_encoder(folder, **config_overrides) -> str:
+    """A tiny randomly initialised wav2vec2 saved with ``save_pretrained`` (config + weights)."""
+    import torch
+    from transformers import Wav2Vec2FeatureExtractor, Wav2Vec2Model
+
+    torch.manual_seed(0)
+    config = tiny_config(**config_overrides)
+    Wav2Vec2Model(config).save_pretrained(folder)
+    Wav2Vec2FeatureExtractor(
+        do_normalize=True, return_attention_mask=config.feat_extract_norm == "layer"
+    ).save_pretrained(folder)
+    return str(folder)
