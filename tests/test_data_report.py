@@ -1,0 +1,111 @@
+"""Tests of the data report: Markdown tables and PNG plots from prepared manifests."""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+import pytest
+from PIL import Image
+
+from multitask import data_report
+from multitask.data_report import write_data_report
+from multitask.prepare import prepare_crema_d, prepare_skit_s2i
+
+try:  # the tests folder may be a package or just a folder on sys.path
+    from tests.corpus_fixtures import make_crema_d, make_skit_s2i
+except ImportError:
+    from corpus_fixtures import make_crema_d, make_skit_s2i
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    """Skit-S2I (speaker split) and CREMA-D manifests, with their rejected.csv files."""
+    root = tmp_path_factory.mktemp("corpora")
+    skit = make_skit_s2i(root / "skit")
+    crema = make_crema_d(root / "crema")
+    skit_paths = prepare_skit_s2i(skit.root, root / "out_skit")
+    crema_paths = prepare_crema_d(crema.root, root / "out_crema")
+    return {"skit": skit, "crema": crema, "manifests":
+            list(skit_paths.values()) + list(crema_paths.values()), "root": root}
+
+
+@pytest.fixture(scope="module")
+def report(prepared, tmp_path_factory):
+    out = tmp_path_factory.mktemp("report")
+    path = write_data_report(prepared["manifests"], out)
+    return out, open(path, encoding="utf-8").read()
+
+
+def table_row(text: str, first_cell: str) -> list[str]:
+    """The cells of the Markdown table row that starts with ``first_cell``."""
+    for line in text.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if line.startswith("|") and cells[0] == first_cell:
+            return cells
+    raise AssertionError(f"no table row starts with {first_cell!r}")
+
+
+def test_report_counts_every_class_per_split(report):
+    _, text = report
+    assert "## Intent classes" in text and "## Emotion classes" in text
+    for name in ("branch_address", "activate_card", "past_transactions", "dispatch_status",
+                 "angry", "disgust", "fear", "happy", "neutral", "sad"):
+        assert f"| {name} |" in text
+    # 6 speakers x 3 takes of each intent; 8 actors x 3 sentences of each emotion.
+    assert table_row(text, "branch_address")[-1] == "18"
+    assert table_row(text, "angry")[-1] == "24"
+    assert table_row(text, "angry")[0] == "angry"
+
+
+def test_report_lists_speakers_sample_rates_and_durations(report):
+    _, text = report
+    assert "## Speakers" in text and "No speaker appears in two splits." in text
+    assert "| 8000 Hz |" in text and "| 16000 Hz |" in text
+    assert "## Durations (seconds)" in text
+
+
+def test_report_lists_every_rejected_row_with_its_reason(prepared, report):
+    _, text = report
+    broken = {**prepared["skit"].broken, **prepared["crema"].broken}
+    assert f"{len(broken)} row(s) rejected" in text
+    for row_id in broken:
+        assert f"| {row_id} |" in text
+
+
+def test_report_plots_are_valid_nontrivial_pngs(report):
+    out, text = report
+    images = ["class_distribution_intent.png", "class_distribution_emotion.png",
+              "durations.png"]
+    for name in images:
+        path = os.path.join(out, name)
+        assert f"({name})" in text  # embedded in the Markdown
+        assert os.path.getsize(path) > 5000
+        with Image.open(path) as image:
+            image.verify()
+        with Image.open(path) as image:
+            assert image.format == "PNG"
+            assert image.width >= 400 and image.height >= 200
+            # Something was drawn: far more than a blank canvas's single colour.
+            assert len(image.convert("RGB").getcolors(maxcolors=1 << 16) or []) > 20
+
+
+def test_report_flags_speakers_shared_between_splits(prepared, tmp_path):
+    official = prepare_skit_s2i(prepared["skit"].root, tmp_path / "official", split="official")
+    path = write_data_report(list(official.values()), tmp_path / "report")
+    text = open(path, encoding="utf-8").read()
+    assert "train / test share 6 speaker(s)" in text
+
+
+def test_report_without_rejected_files_says_so(prepared, tmp_path):
+    path = write_data_report(prepared["manifests"][:1], tmp_path / "report", rejected_paths=[])
+    assert "No rejected.csv found" in open(path, encoding="utf-8").read()
+
+
+def test_data_report_subcommand_writes_the_report(prepared, tmp_path, capsys):
+    parser = argparse.ArgumentParser(prog="multitask")
+    data_report.add_parser(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["data-report", *prepared["manifests"], "--out", str(tmp_path)])
+    args.func(args)
+    assert capsys.readouterr().out.strip() == str(tmp_path / "report.md")
+    assert (tmp_path / "durations.png").is_file()
