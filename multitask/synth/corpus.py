@@ -1,0 +1,499 @@
+"""Plan, render and write the synthetic corpora in their real on-disk layouts.
+
+``generate(out_dir, domain="banking")`` writes::
+
+    <out>/skit_s2i/train.csv, test.csv, intent_info.csv, wavs/*.wav   (8 kHz telephone)
+    <out>/crema_d/AudioWAV/<actor>_<sentence>_<EMO>_<level>.wav       (16 kHz wideband)
+    <out>/crema_d/sentences.csv                                       (code -> words)
+    <out>/joint_test/joint_test.csv, wavs/*.wav                       (manifest, 8 kHz)
+    <out>/speakers.json, <out>/DATASHEET.md
+
+``generate(out_dir, domain="new", shots=N)`` writes::
+
+    <out>/new_domain/train.csv, valid.csv, test.csv, wavs/*.wav, DATASHEET.md
+
+Planning (which text, voice and emotion each file gets) happens in the parent
+process from seeded generators; rendering is farmed out to a process pool. Each
+utterance carries its own seed, derived from the corpus seed, a stream number and its
+index, so the output does not depend on ``jobs`` or on scheduling.
+
+Example
+-------
+>>> import tempfile
+>>> paths = generate(tempfile.mkdtemp(), size="tiny", jobs=1, progress=False)
+>>> sorted(paths)
+['crema_d', 'datasheet', 'joint_test', 'root', 'skit_s2i', 'speakers']
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import multiprocessing
+import os
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+from tqdm import tqdm
+
+from ..manifest import write_manifest
+from .datasheet import write_banking_datasheet, write_new_domain_datasheet
+from .prosody import EMOTION_CODES, EMOTIONS, LEVELS, make_speaker
+from .render import Utterance, render_batch
+from .text import (
+    EMOTION_SENTENCES,
+    INTENTS,
+    NEW_INTENTS,
+    NEW_TEMPLATES,
+    TEMPLATES,
+    fill,
+    sentence,
+    split_templates,
+)
+from .voices import speaker_pools, split_variants
+
+DEFAULT_SEED = 1234
+SKIT_COLUMNS = ("id", "intent_class", "template", "audio_path", "speaker_id")
+NEW_DOMAIN_COLUMNS = ("path", "intent", "emotion", "speaker")
+FIRST_ACTOR_ID = 1001
+# Utterances rendered after one synthesiser reset; part of what fixes the output bytes.
+BATCH = 16
+# Random-number streams: one per corpus, so resizing one corpus leaves the others alone.
+STREAMS = {"intent": 1, "emotion": 2, "joint": 3, "new": 4}
+
+
+@dataclass(frozen=True)
+class SizeSpec:
+    """Clip counts per class for one ``--size``.
+
+    Attributes
+    ----------
+    intent_train : int
+        Skit-S2I ``train.csv`` clips per intent (train + valid voices).
+    intent_test : int
+        Skit-S2I ``test.csv`` clips per intent (test voices).
+    emotion : int
+        CREMA-D clips per emotion (all corpus actors).
+    joint : int
+        Joint-test clips per intent (joint voices).
+    new_valid, new_test : int
+        New-domain validation / test clips per intent.
+    """
+
+    intent_train: int
+    intent_test: int
+    emotion: int
+    joint: int
+    new_valid: int
+    new_test: int
+
+
+SIZES: dict[str, SizeSpec] = {
+    "tiny": SizeSpec(intent_train=3, intent_test=2, emotion=4, joint=2, new_valid=2, new_test=2),
+    "small": SizeSpec(
+        intent_train=230, intent_test=40, emotion=320, joint=30, new_valid=15, new_test=30
+    ),
+    "full": SizeSpec(
+        intent_train=900, intent_test=150, emotion=1200, joint=110, new_valid=40, new_test=100
+    ),
+}
+
+
+def utterance_seed(seed: int, stream: str, index: int) -> int:
+    """A 32-bit seed for one utterance, independent of every other utterance's."""
+    return int(np.random.SeedSequence([seed, STREAMS[stream], index]).generate_state(1)[0])
+
+
+def _cycle(items: list, n: int, rng: np.random.Generator) -> list:
+    """``n`` items covering ``items`` as evenly as possible, in random order."""
+    reps = -(-n // len(items)) if n else 0
+    out = [items[i] for _ in range(reps) for i in rng.permutation(len(items))]
+    return out[:n]
+
+
+@dataclass
+class Plan:
+    """Utterances to render plus the rows to write once they exist."""
+
+    utterances: list[Utterance] = field(default_factory=list)
+    rows: list[dict] = field(default_factory=list)
+
+    def add(self, utt: Utterance, row: dict) -> None:
+        self.utterances.append(utt)
+        self.rows.append(row)
+
+
+# ------------------------------------------------------------------------- planning
+
+
+def plan_intent_corpus(root: str, size: SizeSpec, pools: dict, seed: int) -> Plan:
+    """Skit-S2I: train+valid voices -> ``train.csv``, test voices -> ``test.csv``."""
+    rng = np.random.default_rng([seed, STREAMS["intent"], 0])
+    entries = []
+    for split, voices, n in (
+        ("train", pools["train"] + pools["valid"], size.intent_train),
+        ("test", pools["test"], size.intent_test),
+    ):
+        chunk = []
+        for class_index, (intent, _) in enumerate(INTENTS):
+            seen, _ = split_templates(TEMPLATES[intent])
+            for template, voice in zip(_cycle(seen, n, rng), _cycle(voices, n, rng), strict=True):
+                chunk.append((split, class_index, template, voice))
+        entries += [chunk[i] for i in rng.permutation(len(chunk))]
+    plan = Plan()
+    for index, (split, class_index, template, voice) in enumerate(entries):
+        text = sentence(fill(template, rng))
+        rel = f"wavs/{index:06d}.wav"
+        utt = Utterance(
+            path=os.path.join(root, rel),
+            text=text,
+            speaker=make_speaker(voice, seed),
+            emotion="neutral",
+            strength=0.0,
+            channel="telephone",
+            seed=utterance_seed(seed, "intent", index),
+        )
+        row = {
+            "split": split,
+            "id": index,
+            "intent_class": class_index,
+            "template": text,
+            "audio_path": rel,
+            "speaker_id": voice,
+        }
+        plan.add(utt, row)
+    return plan
+
+
+def crema_actors(pools: dict, seed: int) -> dict[str, str]:
+    """Four-digit actor ids for every corpus voice (not the joint pool), shuffled so an
+    id says nothing about the voice's pool."""
+    voices = pools["train"] + pools["valid"] + pools["test"]
+    order = np.random.default_rng([seed, STREAMS["emotion"], 1]).permutation(len(voices))
+    return {str(FIRST_ACTOR_ID + rank): voices[i] for rank, i in enumerate(order)}
+
+
+def plan_emotion_corpus(root: str, size: SizeSpec, actors: dict, seed: int) -> Plan:
+    """CREMA-D: each emotion gets ``size.emotion`` distinct (actor, sentence, level) files."""
+    rng = np.random.default_rng([seed, STREAMS["emotion"], 0])
+    actor_ids = sorted(actors)
+    codes = sorted(EMOTION_SENTENCES)
+    levels = list(LEVELS)
+    combos = len(actor_ids) * len(codes) * len(levels)
+    if size.emotion > combos:
+        raise ValueError(f"{size.emotion} clips per emotion exceed the {combos} distinct names")
+    plan = Plan()
+    for emo_code, emotion in EMOTION_CODES.items():
+        for flat in sorted(rng.choice(combos, size=size.emotion, replace=False)):
+            actor = actor_ids[flat // (len(codes) * len(levels))]
+            code = codes[(flat // len(levels)) % len(codes)]
+            level = levels[flat % len(levels)]
+            index = len(plan.rows)
+            name = f"{actor}_{code}_{emo_code}_{level}.wav"
+            utt = Utterance(
+                path=os.path.join(root, "AudioWAV", name),
+                text=EMOTION_SENTENCES[code],
+                speaker=make_speaker(actors[actor], seed),
+                emotion=emotion,
+                strength=LEVELS[level],
+                channel="wideband",
+                seed=utterance_seed(seed, "emotion", index),
+            )
+            plan.add(utt, {"name": name, "emotion": emotion, "level": level, "actor": actor})
+    return plan
+
+
+def plan_joint_test(root: str, size: SizeSpec, pools: dict, seed: int) -> Plan:
+    """Banking queries with emotion, by joint voices: half the clips use held-out templates."""
+    rng = np.random.default_rng([seed, STREAMS["joint"], 0])
+    plan = Plan()
+    for class_index, (intent, _) in enumerate(INTENTS):
+        seen, held = split_templates(TEMPLATES[intent])
+        n_held = (size.joint + 1) // 2
+        templates = [(t, False) for t in _cycle(held, n_held, rng)]
+        templates += [(t, True) for t in _cycle(seen, size.joint - n_held, rng)]
+        voices = _cycle(pools["joint"], size.joint, rng)
+        for k, ((template, was_seen), voice) in enumerate(zip(templates, voices, strict=True)):
+            # Rotating the emotion with the intent index balances intent x emotion.
+            emotion = EMOTIONS[(k + class_index) % len(EMOTIONS)]
+            level = list(LEVELS)[rng.integers(len(LEVELS))]
+            index = len(plan.rows)
+            uid = f"joint_{index:05d}"
+            text = sentence(fill(template, rng))
+            utt = Utterance(
+                path=os.path.join(root, "wavs", f"{uid}.wav"),
+                text=text,
+                speaker=make_speaker(voice, seed),
+                emotion=emotion,
+                strength=LEVELS[level],
+                channel="telephone",
+                seed=utterance_seed(seed, "joint", index),
+            )
+            row = {
+                "id": uid,
+                "wav": f"wavs/{uid}.wav",
+                "task": "both",
+                "intent": intent,
+                "emotion": emotion,
+                "speaker": voice,
+                "split": "test",
+                "level": level,
+                "template_seen": "yes" if was_seen else "no",
+                "text": text,
+            }
+            plan.add(utt, row)
+    return plan
+
+
+def _new_domain_emotion(rng: np.random.Generator) -> tuple[str, str]:
+    # Callers to a bank are mostly calm: half neutral, the rest spread over the others.
+    if rng.random() < 0.5:
+        return "neutral", "LO"
+    others = [e for e in EMOTIONS if e != "neutral"]
+    return others[rng.integers(len(others))], list(LEVELS)[rng.integers(len(LEVELS))]
+
+
+def plan_new_domain(root: str, size: SizeSpec, pools: dict, seed: int, shots: int) -> Plan:
+    """New intents: ``shots`` training clips each (train voices); validation from valid
+    voices; test from the joint voices, which no banking corpus contains."""
+    rng = np.random.default_rng([seed, STREAMS["new"], 0])
+    plan = Plan()
+    for split, voices, n in (
+        ("train", pools["train"], shots),
+        ("valid", pools["valid"], size.new_valid),
+        ("test", pools["joint"], size.new_test),
+    ):
+        for intent in NEW_INTENTS:
+            templates = _cycle(NEW_TEMPLATES[intent], n, rng)
+            for template, voice in zip(templates, _cycle(voices, n, rng), strict=True):
+                emotion, level = _new_domain_emotion(rng)
+                index = len(plan.rows)
+                rel = f"wavs/{split}_{index:05d}.wav"
+                utt = Utterance(
+                    path=os.path.join(root, rel),
+                    text=sentence(fill(template, rng)),
+                    speaker=make_speaker(voice, seed),
+                    emotion=emotion,
+                    strength=LEVELS[level],
+                    channel="telephone",
+                    seed=utterance_seed(seed, "new", index),
+                )
+                row = {
+                    "split": split,
+                    "path": rel,
+                    "intent": intent,
+                    "emotion": emotion,
+                    "speaker": voice,
+                }
+                plan.add(utt, row)
+    return plan
+
+
+# ------------------------------------------------------------------------ rendering
+
+
+def render_all(utterances: list[Utterance], jobs: int | None, progress: bool) -> list[dict]:
+    """Render in a process pool (each worker loads its own libespeak-ng); results in order.
+
+    Utterances go to workers in fixed batches of :data:`BATCH` consecutive items, and
+    each batch starts from a reset synthesiser, so the bytes do not depend on ``jobs``.
+    """
+    batches = [utterances[i : i + BATCH] for i in range(0, len(utterances), BATCH)]
+    jobs = max(1, min(jobs or os.cpu_count() or 1, len(batches) or 1))
+    bar = tqdm(total=len(utterances), desc="synth", unit="clip", disable=not progress)
+    results: list[dict] = []
+    if jobs == 1:
+        done = map(render_batch, batches)
+        for batch in done:
+            results += batch
+            bar.update(len(batch))
+    else:
+        # fork keeps start-up cheap; each batch resets the synthesiser in any case.
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("fork" if "fork" in methods else None)
+        with context.Pool(jobs) as pool:
+            for batch in pool.imap(render_batch, batches):
+                results += batch
+                bar.update(len(batch))
+    bar.close()
+    return results
+
+
+# -------------------------------------------------------------------------- writing
+
+
+def _write_csv(path: str, columns: Iterable[str], rows: Iterable[dict]) -> None:
+    columns = list(columns)
+    with open(path, "w", newline="", encoding="utf-8") as fout:
+        writer = csv.DictWriter(fout, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def write_skit(root: str, rows: list[dict]) -> None:
+    """``train.csv``, ``test.csv`` and ``intent_info.csv`` in Skit-S2I's columns."""
+    for split in ("train", "test"):
+        _write_csv(
+            os.path.join(root, f"{split}.csv"),
+            SKIT_COLUMNS,
+            (r for r in rows if r["split"] == split),
+        )
+    info = [
+        {"intent_class": i, "intent_name": name, "description": desc}
+        for i, (name, desc) in enumerate(INTENTS)
+    ]
+    _write_csv(
+        os.path.join(root, "intent_info.csv"), ("intent_class", "intent_name", "description"), info
+    )
+
+
+def write_joint(root: str, rows: list[dict], results: list[dict]) -> str:
+    """The joint test as a package manifest (task ``both``)."""
+    for row, res in zip(rows, results, strict=True):
+        row["duration"] = round(res["frames"] / res["sample_rate"], 3)
+        row["snr_db"] = round(res["snr_db"], 1)
+    path = os.path.join(root, "joint_test.csv")
+    write_manifest(path, rows)
+    return path
+
+
+def write_speakers(path: str, seed: int, pools: dict, actors: dict) -> None:
+    """Which voices (and CREMA-D actors) belong to which pool, for checking splits."""
+    pool_of = {voice: pool for pool, voices in pools.items() for voice in voices}
+    data = {
+        "seed": seed,
+        "split_by": "voice variant (timbre); every variant is spoken in every accent",
+        "variants": split_variants(seed),
+        "voices": pools,
+        "skit_s2i": {"train.csv": ["train", "valid"], "test.csv": ["test"]},
+        "crema_d_actors": {
+            actor: {"voice": voice, "pool": pool_of[voice]} for actor, voice in actors.items()
+        },
+        "joint_test": ["joint"],
+    }
+    with open(path, "w", encoding="utf-8") as fout:
+        json.dump(data, fout, indent=1)
+
+
+def _fresh_dir(path: str) -> str:
+    # Generated folders are replaced whole, so a smaller rerun leaves no stale files.
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    os.makedirs(path)
+    return path
+
+
+# ------------------------------------------------------------------------ generate
+
+
+def generate(
+    out_dir,
+    size: str = "small",
+    seed: int = DEFAULT_SEED,
+    jobs: int | None = None,
+    domain: str = "banking",
+    shots: int = 20,
+    progress: bool = True,
+) -> dict[str, str]:
+    """Generate the synthetic corpora.
+
+    Parameters
+    ----------
+    out_dir : path
+        Output folder; the corpus sub-folders in it are replaced.
+    size : {"tiny", "small", "full"}
+        See :data:`SIZES`.
+    seed : int
+        Same seed, same bytes (for any ``jobs``).
+    jobs : int, optional
+        Worker processes (default: all cores).
+    domain : {"banking", "new"}
+        ``banking``: Skit-S2I + CREMA-D + joint test. ``new``: the new-intents corpus.
+    shots : int
+        New domain only: training clips per intent.
+    progress : bool
+        Show a tqdm progress bar.
+
+    Returns
+    -------
+    dict
+        Paths of what was written (keys depend on ``domain``).
+    """
+    if size not in SIZES:
+        raise ValueError(f"size must be one of {sorted(SIZES)}, not {size!r}")
+    out_dir = os.path.abspath(os.fspath(out_dir))
+    os.makedirs(out_dir, exist_ok=True)
+    pools = speaker_pools(seed)
+    if domain == "banking":
+        return _generate_banking(out_dir, SIZES[size], size, seed, jobs, pools, progress)
+    if domain == "new":
+        if shots < 1:
+            raise ValueError(f"shots must be at least 1, not {shots}")
+        return _generate_new(out_dir, SIZES[size], size, seed, jobs, pools, shots, progress)
+    raise ValueError(f"domain must be 'banking' or 'new', not {domain!r}")
+
+
+def _generate_banking(out_dir, spec, size, seed, jobs, pools, progress) -> dict[str, str]:
+    skit = _fresh_dir(os.path.join(out_dir, "skit_s2i"))
+    crema = _fresh_dir(os.path.join(out_dir, "crema_d"))
+    joint = _fresh_dir(os.path.join(out_dir, "joint_test"))
+    actors = crema_actors(pools, seed)
+    plans = {
+        "skit_s2i": plan_intent_corpus(skit, spec, pools, seed),
+        "crema_d": plan_emotion_corpus(crema, spec, actors, seed),
+        "joint_test": plan_joint_test(joint, spec, pools, seed),
+    }
+    utterances = [u for p in plans.values() for u in p.utterances]
+    results = render_all(utterances, jobs, progress)
+    by_plan, start = {}, 0
+    for name, plan in plans.items():
+        by_plan[name] = results[start : start + len(plan.utterances)]
+        start += len(plan.utterances)
+    write_skit(skit, plans["skit_s2i"].rows)
+    _write_csv(
+        os.path.join(crema, "sentences.csv"),
+        ("code", "text"),
+        ({"code": c, "text": t} for c, t in sorted(EMOTION_SENTENCES.items())),
+    )
+    manifest = write_joint(joint, plans["joint_test"].rows, by_plan["joint_test"])
+    speakers = os.path.join(out_dir, "speakers.json")
+    write_speakers(speakers, seed, pools, actors)
+    datasheet = write_banking_datasheet(
+        os.path.join(out_dir, "DATASHEET.md"),
+        size=size,
+        seed=seed,
+        pools=pools,
+        actors=actors,
+        plans=plans,
+        results=by_plan,
+    )
+    return {
+        "root": out_dir,
+        "skit_s2i": skit,
+        "crema_d": crema,
+        "joint_test": manifest,
+        "speakers": speakers,
+        "datasheet": datasheet,
+    }
+
+
+def _generate_new(out_dir, spec, size, seed, jobs, pools, shots, progress) -> dict[str, str]:
+    root = _fresh_dir(os.path.join(out_dir, "new_domain"))
+    plan = plan_new_domain(root, spec, pools, seed, shots)
+    results = render_all(plan.utterances, jobs, progress)
+    paths = {"root": out_dir, "new_domain": root}
+    for split in ("train", "valid", "test"):
+        paths[split] = os.path.join(root, f"{split}.csv")
+        _write_csv(paths[split], NEW_DOMAIN_COLUMNS, (r for r in plan.rows if r["split"] == split))
+    paths["datasheet"] = write_new_domain_datasheet(
+        os.path.join(root, "DATASHEET.md"),
+        size=size,
+        seed=seed,
+        shots=shots,
+        pools=pools,
+        plan=plan,
+        results=results,
+    )
+    return paths

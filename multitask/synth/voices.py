@@ -1,0 +1,81 @@
+"""Synthetic speakers and their voice-disjoint split.
+
+A speaker is an espeak-ng English accent (language file) combined with a voice
+variant (``en-us+f2``). The variant carries the timbre (formants, pitch, breathiness);
+the accent carries pronunciation and intonation. Splits are made **by variant**, so a
+timbre heard in training never reappears in validation, test or the joint test, in any
+accent. Each split gets male and female variants.
+
+The four pools:
+
+``train``  intent corpus ``train.csv``, emotion corpus actors, new-domain training
+``valid``  intent corpus ``train.csv`` too (Skit-S2I has no validation split), emotion
+           actors, new-domain validation
+``test``   intent corpus ``test.csv``, emotion actors, new-domain test
+``joint``  only the joint IVR test set: in neither corpus
+
+Example
+-------
+>>> split = split_variants(seed=0)
+>>> sorted(split) == ["joint", "test", "train", "valid"]
+True
+>>> all(set(split[a]).isdisjoint(split[b]) for a in split for b in split if a != b)
+True
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# English language files shipped in espeak-ng-data/lang/gmw (en-shaw, the Shavian
+# alphabet, is left out: it is a spelling, not an accent).
+ACCENTS: list[str] = [
+    "en", "en-us", "en-gb-x-rp", "en-029", "en-gb-scotland", "en-us-nyc",
+    "en-gb-x-gbclan", "en-gb-x-gbcwmd",
+]  # fmt: skip
+
+# Variants from espeak-ng-data/voices/!v that sound human and keep a trackable pitch.
+# Left out: whisper/whisperf (unvoiced), croak/grandpa/announcer/klatt/klatt2/Storm
+# (mostly unvoiced or creaky), caleb/zac (pitch too high to track), robosoft*,
+# UniRobot, anikaRobot, Demonic (robotic by design).
+FEMALE_VARIANTS: list[str] = [
+    "f1", "f2", "f3", "f4", "f5", "Alicia", "Andrea", "Annie", "anika", "aunty",
+    "belinda", "grandma", "linda", "shelby", "steph",
+]  # fmt: skip
+MALE_VARIANTS: list[str] = [
+    "m1", "m2", "m3", "m4", "m5", "m6", "m7", "m8", "Alex", "Andy", "Denis", "Diogo",
+    "Gene", "Henrique", "Jacky", "Lee", "Mario", "Michael", "Reed", "adam", "antonio",
+    "boris", "david", "ed", "edward", "gustave", "john", "klatt4", "marcelo", "max",
+    "michel", "miguel", "norbert", "pablo", "paul", "quincy", "rob", "travis", "victor",
+]  # fmt: skip
+
+POOLS = ("train", "valid", "test", "joint")
+POOL_FRACTIONS = {"valid": 0.12, "test": 0.15, "joint": 0.15}  # the rest is train
+
+
+def _split_one(variants: list[str], rng: np.random.Generator) -> dict[str, list[str]]:
+    order = [variants[i] for i in rng.permutation(len(variants))]
+    out, start = {}, 0
+    for pool in ("valid", "test", "joint"):
+        n = max(1, int(round(POOL_FRACTIONS[pool] * len(variants))))
+        out[pool] = order[start : start + n]
+        start += n
+    out["train"] = order[start:]
+    return out
+
+
+def split_variants(seed: int) -> dict[str, list[str]]:
+    """Variants per pool, drawn separately for female and male variants (seeded)."""
+    rng = np.random.default_rng([seed, 7001])
+    female, male = _split_one(FEMALE_VARIANTS, rng), _split_one(MALE_VARIANTS, rng)
+    return {pool: sorted(female[pool] + male[pool]) for pool in POOLS}
+
+
+def voices_of(variants: list[str], accents: list[str] = ACCENTS) -> list[str]:
+    """Every accent x variant combination as espeak voice names, e.g. ``en-us+f2``."""
+    return [f"{accent}+{variant}" for variant in variants for accent in accents]
+
+
+def speaker_pools(seed: int) -> dict[str, list[str]]:
+    """Voice ids (speaker ids) per pool."""
+    return {pool: voices_of(variants) for pool, variants in split_variants(seed).items()}

@@ -1,0 +1,290 @@
+"""Tests for the synthetic corpus generator (``multitask.synth``).
+
+The banking corpora are generated once per module at ``tiny`` size (twice: with one
+and with two worker processes, for the determinism check); each test then checks one
+property of the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import re
+from itertools import combinations
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+pytest.importorskip("espeakng_loader")
+
+from multitask.manifest import read_manifest  # noqa: E402
+from multitask.synth import add_parser, generate  # noqa: E402
+from multitask.synth.prosody import EMOTIONS, f0_track, make_speaker, measure  # noqa: E402
+from multitask.synth.render import speak  # noqa: E402
+from multitask.synth.text import (  # noqa: E402
+    INTENTS,
+    NEW_INTENTS,
+    TEMPLATES,
+    split_templates,
+)
+from multitask.synth.voices import split_variants  # noqa: E402
+
+SEED = 7
+SKIT_HEADER = ["id", "intent_class", "template", "audio_path", "speaker_id"]
+CREMA_NAME = re.compile(r"^(\d{4})_([A-Z]{3})_(ANG|DIS|FEA|HAP|NEU|SAD)_(LO|HI)\.wav$")
+SKIT_ORDER = [
+    "branch_address", "activate_card", "past_transactions", "dispatch_status",
+    "outstanding_balance", "card_issue", "ifsc_code", "generate_pin",
+    "unauthorised_transaction", "loan_query", "balance_enquiry", "change_limit", "block",
+    "lost",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth_a")
+    return generate(out, size="tiny", seed=SEED, jobs=2, progress=False)
+
+
+@pytest.fixture(scope="module")
+def corpus_again(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth_b")
+    return generate(out, size="tiny", seed=SEED, jobs=1, progress=False)
+
+
+def _rows(path):
+    with open(path, newline="", encoding="utf-8") as fin:
+        reader = csv.DictReader(fin)
+        return reader.fieldnames, list(reader)
+
+
+def _variant(voice: str) -> str:
+    return voice.split("+", 1)[1]
+
+
+def _all_files(root):
+    found = {}
+    for folder, _, names in os.walk(root):
+        for name in names:
+            path = os.path.join(folder, name)
+            found[os.path.relpath(path, root)] = path
+    return found
+
+
+def test_skit_layout_has_exact_headers_and_8khz_pcm16_audio(corpus):
+    root = corpus["skit_s2i"]
+    for split in ("train", "test"):
+        header, rows = _rows(os.path.join(root, f"{split}.csv"))
+        assert header == SKIT_HEADER
+        assert {int(r["intent_class"]) for r in rows} == set(range(14))
+        for row in rows:
+            info = sf.info(os.path.join(root, row["audio_path"]))
+            assert (info.samplerate, info.channels, info.subtype) == (8000, 1, "PCM_16")
+    header, info_rows = _rows(os.path.join(root, "intent_info.csv"))
+    assert header == ["intent_class", "intent_name", "description"]
+    assert [r["intent_name"] for r in info_rows] == SKIT_ORDER
+    assert [int(r["intent_class"]) for r in info_rows] == list(range(14))
+
+
+def test_crema_file_names_follow_the_crema_d_pattern(corpus):
+    names = os.listdir(os.path.join(corpus["crema_d"], "AudioWAV"))
+    assert names
+    matches = [CREMA_NAME.match(n) for n in names]
+    assert all(matches), [n for n, m in zip(names, matches, strict=True) if not m]
+    assert {m.group(3) for m in matches} == {"ANG", "DIS", "FEA", "HAP", "NEU", "SAD"}
+    assert all(int(m.group(1)) >= 1001 for m in matches)
+    info = sf.info(os.path.join(corpus["crema_d"], "AudioWAV", names[0]))
+    assert (info.samplerate, info.subtype) == (16000, "PCM_16")
+
+
+def test_joint_test_is_a_manifest_with_both_labels(corpus):
+    rows = read_manifest(corpus["joint_test"])
+    assert rows
+    for row in rows:
+        assert row["task"] == "both" and row["split"] == "test"
+        assert row["intent"] in SKIT_ORDER and row["emotion"] in EMOTIONS
+        assert sf.info(row["wav"]).samplerate == 8000
+        assert row["duration"] == pytest.approx(sf.info(row["wav"]).duration, abs=1e-3)
+    assert {r["template_seen"] for r in rows} == {"yes", "no"}
+
+
+def test_splits_are_voice_disjoint(corpus):
+    with open(corpus["speakers"], encoding="utf-8") as fin:
+        speakers = json.load(fin)
+    _, train = _rows(os.path.join(corpus["skit_s2i"], "train.csv"))
+    _, test = _rows(os.path.join(corpus["skit_s2i"], "test.csv"))
+    joint = read_manifest(corpus["joint_test"])
+    crema_voices = {a["voice"] for a in speakers["crema_d_actors"].values()}
+    train_v = {_variant(r["speaker_id"]) for r in train}
+    test_v = {_variant(r["speaker_id"]) for r in test}
+    joint_v = {_variant(r["speaker"]) for r in joint}
+    assert train_v.isdisjoint(test_v)
+    assert joint_v.isdisjoint(train_v | test_v | {_variant(v) for v in crema_voices})
+    # The pools in speakers.json agree with what the CSVs contain.
+    variants = speakers["variants"]
+    assert train_v <= set(variants["train"]) | set(variants["valid"])
+    assert test_v <= set(variants["test"])
+    for a, b in combinations(variants, 2):
+        assert set(variants[a]).isdisjoint(variants[b])
+
+
+def test_held_out_templates_never_reach_the_intent_corpus(corpus):
+    _, train = _rows(os.path.join(corpus["skit_s2i"], "train.csv"))
+    _, test = _rows(os.path.join(corpus["skit_s2i"], "test.csv"))
+    spoken = [r["template"].lower().rstrip(".?") for r in train + test]
+    for name, _ in INTENTS:
+        for template in split_templates(TEMPLATES[name])[1]:
+            pattern = re.compile(
+                "^" + re.sub(r"\\\{\w+\\\}", ".+", re.escape(template.lower())) + "$"
+            )
+            assert not any(pattern.match(s) for s in spoken), template
+
+
+def test_same_seed_gives_identical_bytes_for_any_number_of_jobs(corpus, corpus_again):
+    first, second = _all_files(corpus["root"]), _all_files(corpus_again["root"])
+    assert sorted(first) == sorted(second)
+    differing = []
+    for rel, path in first.items():
+        with open(path, "rb") as a, open(second[rel], "rb") as b:
+            if a.read() != b.read():
+                differing.append(rel)
+    assert not differing
+
+
+def test_seed_changes_the_voice_split():
+    assert split_variants(1) != split_variants(2)
+    assert split_variants(1) == split_variants(1)
+
+
+def test_pitch_tracker_recovers_a_known_f0():
+    sr = 16000
+    t = np.arange(sr) / sr
+    wave = sum(np.sin(2 * np.pi * 140 * k * t) / k for k in range(1, 6))
+    assert np.median(f0_track(wave, sr)) == pytest.approx(140, rel=0.03)
+
+
+@pytest.fixture(scope="module")
+def emotion_features():
+    """Mean features per emotion: same two sentences, one male and one female voice."""
+    texts = ["The branch opens at ten in the morning.", "My cheque book is on the table."]
+    voices = ["en-us+m3", "en-gb-x-rp+f4"]
+    feats = {}
+    for emotion in EMOTIONS:
+        per = [
+            measure(*speak(t, make_speaker(v, 0), emotion, 1.0, seed=11, variation=0.0))
+            for v in voices
+            for t in texts
+        ]
+        base = [
+            measure(*speak(t, make_speaker(v, 0), "neutral", 1.0, seed=11, variation=0.0))
+            for v in voices
+            for t in texts
+        ]
+        feats[emotion] = {
+            "semitones": np.mean(
+                [12 * np.log2(p["f0_hz"] / b["f0_hz"]) for p, b in zip(per, base, strict=True)]
+            ),
+            "db": np.mean([p["rms_db"] - b["rms_db"] for p, b in zip(per, base, strict=True)]),
+            "log_duration": np.mean(
+                [np.log(p["seconds"] / b["seconds"]) for p, b in zip(per, base, strict=True)]
+            ),
+        }
+    return feats
+
+
+def test_emotion_profiles_move_pitch_energy_and_rate_the_expected_way(emotion_features):
+    f = emotion_features
+    assert f["angry"]["db"] - f["sad"]["db"] > 8  # angry much louder than sad
+    assert f["angry"]["db"] > f["neutral"]["db"] + 4
+    assert f["angry"]["semitones"] > f["sad"]["semitones"] + 3  # and higher
+    assert f["happy"]["semitones"] > 3 and f["fear"]["semitones"] > 3
+    assert f["sad"]["semitones"] < -2
+    assert np.exp(f["sad"]["log_duration"]) > 1.3  # sad is slower
+    assert np.exp(f["disgust"]["log_duration"]) > 1.3  # drawn out
+    assert np.exp(f["fear"]["log_duration"]) < 0.92  # hurried
+
+
+# Margins for "measurably different": a pair of emotions must differ by at least one.
+MIN_SEMITONES, MIN_DB, MIN_DURATION_RATIO = 1.5, 2.0, 1.10
+
+
+def test_every_pair_of_emotions_differs_in_pitch_energy_or_rate(emotion_features):
+    f = emotion_features
+    for a, b in combinations(EMOTIONS, 2):
+        pitch = abs(f[a]["semitones"] - f[b]["semitones"])
+        energy = abs(f[a]["db"] - f[b]["db"])
+        rate = np.exp(abs(f[a]["log_duration"] - f[b]["log_duration"]))
+        assert pitch >= MIN_SEMITONES or energy >= MIN_DB or rate >= MIN_DURATION_RATIO, (
+            f"{a} vs {b}: {pitch:.2f} st, {energy:.2f} dB, duration x{rate:.2f}"
+        )
+
+
+def test_new_domain_has_csv_layout_and_the_requested_shots(tmp_path):
+    paths = generate(
+        tmp_path, size="tiny", seed=SEED, jobs=2, domain="new", shots=3, progress=False
+    )
+    pools = split_variants(SEED)
+    expected = {"train": (3, "train"), "valid": (2, "valid"), "test": (2, "joint")}
+    for split, (per_intent, pool) in expected.items():
+        header, rows = _rows(paths[split])
+        assert header == ["path", "intent", "emotion", "speaker"]
+        assert {r["intent"] for r in rows} == set(NEW_INTENTS)
+        assert all(sum(r["intent"] == i for r in rows) == per_intent for i in NEW_INTENTS)
+        assert {_variant(r["speaker"]) for r in rows} <= set(pools[pool])
+        assert {r["emotion"] for r in rows} <= set(EMOTIONS)
+        for row in rows:
+            assert not os.path.isabs(row["path"])
+            assert sf.info(os.path.join(paths["new_domain"], row["path"])).samplerate == 8000
+    assert os.path.isfile(paths["datasheet"])
+    assert set(NEW_INTENTS).isdisjoint(SKIT_ORDER)
+
+
+def test_cli_registers_the_synth_subcommand():
+    parser = argparse.ArgumentParser(prog="multitask")
+    add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(
+        [
+            "synth",
+            "--out",
+            "x",
+            "--size",
+            "tiny",
+            "--seed",
+            "3",
+            "--jobs",
+            "2",
+            "--domain",
+            "new",
+            "--shots",
+            "5",
+        ]
+    )
+    assert (args.out, args.size, args.seed, args.jobs, args.domain, args.shots) == (
+        "x",
+        "tiny",
+        3,
+        2,
+        "new",
+        5,
+    )
+    assert callable(args.func)
+
+
+def test_datasheet_reports_counts_voices_emotions_channel_and_seed(corpus):
+    with open(corpus["datasheet"], encoding="utf-8") as fin:
+        text = fin.read()
+    for needle in (
+        "seed `7`",
+        "Held-out templates",
+        "## Voices",
+        "## How emotions are rendered",
+        "Measured on",
+        "## Channels",
+        "300-3400 Hz",
+        "train.csv",
+        "AudioWAV",
+    ):
+        assert needle in text, needle
