@@ -39,7 +39,8 @@ class AtomicCheckpointer(Checkpointer):
             # Leftovers of a save that was interrupted: never complete, never loaded.
             shutil.rmtree(self.final_dir / STAGING, ignore_errors=True)
 
-    def save_checkpoint(self, meta={}, end_of_epoch=True, name=None, verbosity=20):
+    def save_checkpoint(self, meta=None, end_of_epoch=True, name=None, verbosity=20):
+        meta = meta or {}
         staging = self.final_dir / STAGING
         if if_main_process():
             staging.mkdir(parents=True, exist_ok=True)
@@ -49,8 +50,12 @@ class AtomicCheckpointer(Checkpointer):
         finally:
             self.checkpoints_dir = self.final_dir
         ddp_barrier()
-        if not if_main_process() or staged is None:
-            return None
+        checkpoint = self._publish(staged) if if_main_process() and staged is not None else None
+        # Every process must see the published folder before anyone lists checkpoints.
+        ddp_barrier()
+        return checkpoint
+
+    def _publish(self, staged: Checkpoint) -> Checkpoint:
         _fsync_folder(staged.path)
         final = self.final_dir / staged.path.name
         suffix = 0

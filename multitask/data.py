@@ -147,8 +147,12 @@ def load_split(manifests, encoders: dict, probe=True) -> tuple[DynamicItemDatase
     return make_dataset(rows, encoders), rows
 
 
-def make_loader(dataset, rows: list[dict], sampler_options: dict, shuffle: bool, seed: int, num_workers=0):
-    """A DataLoader over ``dataset`` batched by :class:`TaskMixingBatchSampler`."""
+def make_loader(dataset, rows: list[dict], sampler_options: dict, shuffle: bool, seed: int,
+                num_workers=0, shard=None):
+    """A DataLoader over ``dataset`` batched by :class:`TaskMixingBatchSampler`.
+
+    ``shard=(process_index, num_processes)`` splits evaluation batches between processes.
+    """
     options = dict(sampler_options)
     if not shuffle:
         options.pop("task_ratio", None)
@@ -158,6 +162,7 @@ def make_loader(dataset, rows: list[dict], sampler_options: dict, shuffle: bool,
         tasks=[row["task"] for row in rows],
         shuffle=shuffle,
         seed=seed,
+        shard=shard,
         **options,
     )
     return DataLoader(

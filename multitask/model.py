@@ -133,7 +133,11 @@ class Wav2Vec2Encoder(Wav2Vec2):
             positions = torch.arange(wav.shape[1], device=wav.device)
             attention_mask = (positions[None, :] < samples[:, None]).long()
         out = self.model(wav, attention_mask=attention_mask, output_hidden_states=True)
-        return torch.stack(list(out.hidden_states), dim=0)
+        hidden = list(out.hidden_states)
+        # Pre-norm (stable layer norm) encoders apply a final layer norm that only the
+        # last hidden state carries; without it that norm would get no gradient.
+        hidden[-1] = out.last_hidden_state
+        return torch.stack(hidden, dim=0)
 
 
 def _is_config_only_folder(source) -> bool:

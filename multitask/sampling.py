@@ -63,6 +63,10 @@ class TaskMixingBatchSampler(Sampler):
     bucket_size : int
         Rows sorted together when forming batches.
     seed : int
+    shard : tuple of (index, count) or None
+        Evaluation across processes: yield only batches ``index, index + count, ...``.
+        Unlike Accelerate's even-batches sharding this never repeats a batch, so
+        gathered predictions cover every row exactly once.
     """
 
     def __init__(
@@ -76,6 +80,7 @@ class TaskMixingBatchSampler(Sampler):
         shuffle=True,
         bucket_size=400,
         seed=0,
+        shard=None,
     ):
         if max_batch_seconds is None and batch_size is None:
             raise ValueError("give max_batch_seconds, batch_size, or both")
@@ -89,6 +94,7 @@ class TaskMixingBatchSampler(Sampler):
         self.bucket_size = bucket_size
         self.seed = seed
         self.epoch = 0
+        self.shard = shard
         if self.task_ratio and shuffle:
             unnamed = sorted(set(self.tasks) - set(self.task_ratio))
             if unnamed:
@@ -160,6 +166,9 @@ class TaskMixingBatchSampler(Sampler):
                 batches.extend(self._cut(sorted(chunk, key=lambda i: -self.durations[i])))
             order = torch.randperm(len(batches), generator=self._generator()).tolist()
             batches = [batches[j] for j in order]
+        if self.shard is not None:
+            index, count = self.shard
+            batches = batches[index::count]
         self._cache = (key, batches)
         return batches
 

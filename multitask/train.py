@@ -17,6 +17,7 @@ The loop, as ``accelerate launch recipes/train.py hparams/train.yaml`` runs it:
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
@@ -24,7 +25,7 @@ import time
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs, set_seed
+from accelerate.utils import DistributedDataParallelKwargs, gather_object, set_seed
 from speechbrain.utils.train_logger import FileTrainLogger
 from tqdm.auto import tqdm
 
@@ -48,11 +49,20 @@ def make_accelerator(hparams) -> Accelerator:
         # A frozen encoder takes no gradient for a while; DDP must then skip it.
         find_unused_parameters=hparams.get("encoder_freeze_steps", 0) > 0,
     )
-    return Accelerator(
+    accelerator = Accelerator(
         gradient_accumulation_steps=hparams.get("grad_accumulation", 1),
         step_scheduler_with_optimizer=False,
         kwargs_handlers=[ddp],
     )
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched != accelerator.num_processes:
+        # Otherwise N independent single-process runs would write the same folder.
+        raise RuntimeError(
+            f"the launcher started {launched} processes but they did not form one group "
+            f"(this process sees {accelerator.num_processes}); on CPUs launch with "
+            "ACCELERATE_USE_CPU=true and --multi_gpu, or use hparams/accelerate/cpu_2proc.yaml"
+        )
+    return accelerator
 
 
 def get_dataloaders(accelerator, hparams, encoders=None):
@@ -68,7 +78,7 @@ def get_dataloaders(accelerator, hparams, encoders=None):
     train_loader = D.make_loader(train_set, train_rows, hparams["train_batching"], True, seed,
                                  hparams.get("num_workers", 0))
     valid_loader = D.make_loader(valid_set, valid_rows, hparams["eval_batching"], False, seed,
-                                 hparams.get("num_workers", 0))
+                                 hparams.get("num_workers", 0), shard=_shard(accelerator))
     return encoders, train_loader, valid_loader
 
 
@@ -118,9 +128,8 @@ def fit(hparams, accelerator: Accelerator | None = None) -> dict:
     if resumed is not None:
         accelerator.print(f"Resuming from {resumed.path} (epoch {epoch_counter.current} done)")
 
-    model, optimizer, train_loader, valid_loader = accelerator.prepare(
-        model, optimizer, train_loader, valid_loader
-    )
+    # Evaluation loaders are sharded by the sampler, not by prepare(): see evaluate().
+    model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
     logger = FileTrainLogger(os.path.join(hparams["output_folder"], "train_log.txt"))
     weights = hparams.get("task_weights", {})
     best_metric = hparams.get("best_metric", "mean_accuracy")
@@ -129,6 +138,9 @@ def fit(hparams, accelerator: Accelerator | None = None) -> dict:
         # Reseeding per epoch makes an epoch's dropout and masking independent of
         # whether the run was resumed before it.
         set_seed(hparams["seed"] + epoch, device_specific=True)
+        # The prepared loader re-sets its sampler's epoch when iterated (one process);
+        # a sharded one does not reach our sampler (several): set both, to one value.
+        train_loader.set_epoch(epoch)
         train_sampler.set_epoch(epoch)
         start = time.time()
         train_stats = train_one_epoch(
@@ -138,14 +150,14 @@ def fit(hparams, accelerator: Accelerator | None = None) -> dict:
         train_stats["seconds"] = time.time() - start
         valid_stats = evaluate(accelerator, model, valid_loader, encoders, weights,
                                desc=f"valid {epoch}")
+        valid_stats.pop("rows")
         summary = flat_stats(valid_stats)
-        if accelerator.is_main_process:
-            logger.log_stats(
-                stats_meta={"epoch": epoch, "lr_heads": _group_lr(optimizer, "heads"),
-                            "lr_encoder": _group_lr(optimizer, "encoder")},
-                train_stats=train_stats,
-                valid_stats=summary,
-            )
+        logger.log_stats(  # SpeechBrain writes on the main process; all must call it
+            stats_meta={"epoch": epoch, "lr_heads": _group_lr(optimizer, "heads"),
+                        "lr_encoder": _group_lr(optimizer, "encoder")},
+            train_stats=train_stats,
+            valid_stats=summary,
+        )
         accelerator.print(
             f"epoch {epoch}: train loss {train_stats['loss']:.4f} | "
             + " | ".join(f"{k} {v:.4f}" for k, v in summary.items())
@@ -157,7 +169,23 @@ def fit(hparams, accelerator: Accelerator | None = None) -> dict:
             keep_recent=True, num_to_keep=1,
         )
         accelerator.wait_for_everyone()
+    check_replicas_in_sync(accelerator, model)
     return valid_stats
+
+
+def check_replicas_in_sync(accelerator, model) -> None:
+    """Raise if data-parallel replicas ended with different parameters (they never should)."""
+    if accelerator.num_processes == 1:
+        return
+    with torch.no_grad():
+        fingerprint = torch.stack(
+            [p.detach().double().sum() for p in accelerator.unwrap_model(model).parameters()]
+        )
+    everyone = accelerator.gather(fingerprint.unsqueeze(0))
+    spread = (everyone - everyone[0]).abs().max().item()
+    if spread > 0:
+        raise RuntimeError(f"parameters differ between processes (max difference {spread:.3g})")
+    accelerator.print(f"parameters identical on all {accelerator.num_processes} processes")
 
 
 def train_one_epoch(accelerator, model, optimizer, scheduler, loader, weights, hparams, epoch,
@@ -199,59 +227,55 @@ def train_one_epoch(accelerator, model, optimizer, scheduler, loader, weights, h
             if accelerator.sync_gradients and not accelerator.optimizer_step_was_skipped:
                 scheduler.step()
             optimizer.zero_grad()
-        total_loss += loss.item()
+        # Each process holds its share of the global mean; their mean is the global loss.
+        total_loss += accelerator.reduce(loss.detach(), "mean").item()
         batches += 1
         bar.set_postfix(loss=f"{total_loss / batches:.3f}")
     return {"loss": total_loss / max(1, batches), "skipped_steps": skipped}
 
 
 @torch.no_grad()
-def evaluate(accelerator, model, loader, encoders, weights=None, desc="eval", keep_rows=False) -> dict:
+def evaluate(accelerator, model, loader, encoders, weights=None, desc="eval") -> dict:
     """Loss and per-task metrics over ``loader``, gathered from every process.
 
-    Each task is scored on the rows that carry its label. With ``keep_rows`` the
-    result also holds per-row ids, references and predictions (for reports).
+    ``loader`` is an evaluation loader built with ``shard=(process_index,
+    num_processes)``: each process scores its own batches with the unwrapped model
+    (no DDP collectives, so uneven shards are fine) and the rows are gathered once at
+    the end, each exactly once. Each task is scored on the rows that carry its label.
+    The result also holds per-row ids, references, predictions and probabilities.
     """
-    model.eval()
     core = accelerator.unwrap_model(model)
+    core.eval()
     tasks = core.tasks
-    collected = {t: {"pred": [], "ref": [], "prob": []} for t in tasks}
-    ids, loss_sum, loss_batches = [], 0.0, 0
+    local = []
+    loss_sums = {t: 0.0 for t in tasks}
+    loss_counts = {t: 0 for t in tasks}
     for batch in tqdm(loader, desc=desc, disable=not accelerator.is_local_main_process,
                       dynamic_ncols=True, leave=False):
+        batch = batch.to(accelerator.device)
         wavs, wav_lens = batch.sig
-        logits = model(wavs, wav_lens)
+        with accelerator.autocast():
+            logits = core(wavs, wav_lens)
         labels = D.batch_labels(batch, tasks)
         sums, counts = task_loss_sums(logits, labels)
-        loss = joint_loss(sums, counts, weights or {})
-        loss_sum += accelerator.gather_for_metrics(loss.reshape(1)).mean().item()
-        loss_batches += 1
-        for task in tasks:
-            probs = torch.softmax(logits[task].float(), dim=-1)
-            gathered = accelerator.gather_for_metrics(
-                {"pred": probs.argmax(-1), "ref": labels[task], "prob": probs}
-            )
-            for key, value in gathered.items():
-                collected[task][key].append(value.cpu())
-        if keep_rows:
-            ids.extend(accelerator.gather_for_metrics(list(batch.id), use_gather_object=True))
-    stats = {"loss": loss_sum / max(1, loss_batches)}
+        probs = {t: torch.softmax(logits[t].float(), dim=-1).cpu() for t in tasks}
+        for t in tasks:
+            loss_sums[t] += sums[t].item()
+            loss_counts[t] += int(counts[t])
+        for i, utt in enumerate(batch.id):
+            local.append({"id": utt, **{t: (int(labels[t][i]), probs[t][i].tolist()) for t in tasks}})
+    rows = gather_object(local)
+    totals = gather_object([(loss_sums, loss_counts)])
+    sums = {t: torch.tensor(sum(s[t] for s, _ in totals)) for t in tasks}
+    counts = {t: torch.tensor(sum(c[t] for _, c in totals)) for t in tasks}
+    stats = {"loss": float(joint_loss(sums, counts, weights or {})), "rows": rows}
     for task in tasks:
-        pred = torch.cat(collected[task]["pred"])
-        ref = torch.cat(collected[task]["ref"])
-        labelled = ref != IGNORE_INDEX
-        if labelled.any():
-            names = encoders[task].decode_ndim(list(range(len(encoders[task]))))
+        labelled = [r[task] for r in rows if r[task][0] != IGNORE_INDEX]
+        if labelled:
             stats[task] = classification_report(
-                pred[labelled].tolist(), ref[labelled].tolist(), names, task
+                [max(range(len(p)), key=p.__getitem__) for _, p in labelled],
+                [ref for ref, _ in labelled], _names(encoders[task]), task,
             )
-        if keep_rows:
-            stats.setdefault("rows", {})[task] = {
-                "pred": pred.tolist(), "ref": ref.tolist(),
-                "prob": torch.cat(collected[task]["prob"]).tolist(),
-            }
-    if keep_rows:
-        stats["ids"] = ids
     return stats
 
 
@@ -290,19 +314,18 @@ def test(hparams, accelerator: Accelerator | None = None) -> dict:
     best = checkpointer.recover_if_possible(max_key=best_metric)
     if best is None:
         raise FileNotFoundError(f"{hparams['save_folder']}: no checkpoint to test")
-    model = accelerator.prepare(model)
+    model.to(accelerator.device)
     results = {"checkpoint": os.path.basename(best.path), "checkpoint_meta": best.meta}
     out = hparams["output_folder"]
     for name, manifest in (hparams.get("test_manifests") or {}).items():
         dataset, rows = D.load_split(manifest, encoders)
-        loader = accelerator.prepare(
-            D.make_loader(dataset, rows, hparams["eval_batching"], False, hparams["seed"])
-        )
-        stats = evaluate(accelerator, model, loader, encoders, desc=f"test {name}", keep_rows=True)
-        row_data, ids = stats.pop("rows"), stats.pop("ids")
+        loader = D.make_loader(dataset, rows, hparams["eval_batching"], False, hparams["seed"],
+                               shard=_shard(accelerator))
+        stats = evaluate(accelerator, model, loader, encoders, desc=f"test {name}")
+        predictions = stats.pop("rows")
         results[name] = {"manifest": os.path.basename(str(manifest)), **stats}
         if accelerator.is_main_process:
-            _write_predictions(os.path.join(out, f"predictions_{name}.csv"), ids, row_data, encoders)
+            _write_predictions(os.path.join(out, f"predictions_{name}.csv"), predictions, encoders)
             for task in encoders:
                 if task in stats:
                     plot_confusion_matrix(
@@ -322,21 +345,24 @@ def _names(encoder) -> list[str]:
     return encoder.decode_ndim(list(range(len(encoder))))
 
 
-def _write_predictions(path, ids, row_data, encoders) -> None:
-    import csv
-
-    tasks = list(row_data)
+def _write_predictions(path, rows, encoders) -> None:
+    """One CSV line per utterance: reference, prediction and its probability per task."""
+    tasks = list(encoders)
     with open(path, "w", newline="", encoding="utf-8") as fout:
         writer = csv.writer(fout)
         writer.writerow(["id", *[f"{t}_{k}" for t in tasks for k in ("ref", "pred", "prob")]])
-        for i, utt in enumerate(ids):
-            cells = [utt]
+        for row in sorted(rows, key=lambda r: r["id"]):
+            cells = [row["id"]]
             for task in tasks:
-                ref, pred = row_data[task]["ref"][i], row_data[task]["pred"][i]
+                ref, probs = row[task]
                 names = _names(encoders[task])
-                cells += [names[ref] if ref != IGNORE_INDEX else "", names[pred],
-                          f"{row_data[task]['prob'][i][pred]:.4f}"]
+                pred = max(range(len(probs)), key=probs.__getitem__)
+                cells += [names[ref] if ref != IGNORE_INDEX else "", names[pred], f"{probs[pred]:.4f}"]
             writer.writerow(cells)
+
+
+def _shard(accelerator) -> tuple[int, int]:
+    return accelerator.process_index, accelerator.num_processes
 
 
 def _json_default(value):

@@ -22,13 +22,11 @@ if __name__ == "__main__":
 
     # Accelerate owns device, data parallelism and precision.
     accelerator = make_accelerator(hparams)
-    if accelerator.is_main_process:
-        sb.create_experiment_directory(
-            experiment_directory=hparams["output_folder"],
-            hyperparams_to_save=hparams_file,
-            overrides=overrides,
-        )
-    accelerator.wait_for_everyone()
+    sb.create_experiment_directory(  # writes on the main process; every process must call it
+        experiment_directory=hparams["output_folder"],
+        hyperparams_to_save=hparams_file,
+        overrides=overrides,
+    )
 
     # Train (or resume), then score the best checkpoint on the test manifests.
     fit(hparams, accelerator)
