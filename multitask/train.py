@@ -97,6 +97,10 @@ def build_model(hparams, encoders) -> MultitaskModel:
 def fit(hparams, accelerator: Accelerator | None = None) -> dict:
     """Train (or resume) as ``hparams`` says; returns the last validation stats."""
     accelerator = accelerator or make_accelerator(hparams)
+    accelerator.print(
+        f"world size {accelerator.num_processes}, device {accelerator.device}, "
+        f"mixed precision {accelerator.mixed_precision}"
+    )
     set_seed(hparams["seed"])
     encoders, train_loader, valid_loader = get_dataloaders(accelerator, hparams)
     model = build_model(hparams, encoders)

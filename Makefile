@@ -1,0 +1,33 @@
+# Every target creates (or reuses) the project's own environment in .venv.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: venv test demo bench lint clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## make test: unit tests, doctests, recipe smoke tests (about 10 minutes on 2 cores)
+test: $(STAMP)
+	$(PY) -m pytest tests --doctest-modules multitask
+
+## make demo: synthetic corpus -> joint training -> evaluation -> export -> reload -> predict
+demo: $(STAMP)
+	$(PY) recipes/demo.py
+
+## make bench: speed benchmarks, JSON under results/bench/
+bench: $(STAMP)
+	@echo "make bench: not yet (see the performance issue)"; exit 1
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check multitask recipes tests benchmarks
+
+clean:
+	rm -rf results .pytest_cache

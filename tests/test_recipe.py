@@ -1,0 +1,132 @@
+"""The training recipe as users run it: learning, outputs, resume, two processes.
+
+Each test runs ``recipes/train.py hparams/tiny.yaml`` in a subprocess with
+command-line overrides, on generated toy audio and a tiny generated encoder.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def recipe_command(encoder, corpus, out, *extra):
+    return [
+        "recipes/train.py", "hparams/tiny.yaml",
+        f"--encoder_source={encoder}", f"--output_folder={out}",
+        f"--train_manifests=[{corpus['train']}]", f"--valid_manifests=[{corpus['valid']}]",
+        *extra,
+    ]
+
+
+def run(args, launcher=None, env=None, check=True):
+    cmd = (launcher or [sys.executable]) + args
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, **(env or {})})
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def final_weights(out, epoch):
+    ckpt = os.path.join(out, "save", f"CKPT+epoch-{epoch:04d}")
+    weights = {}
+    for name in ("encoder", "heads"):
+        for key, value in torch.load(os.path.join(ckpt, f"{name}.ckpt")).items():
+            weights[f"{name}.{key}"] = value.float()
+    return weights
+
+
+def max_difference(a, b):
+    assert a.keys() == b.keys()
+    return max((a[k] - b[k]).abs().max().item() for k in a)
+
+
+def test_recipe_learns_both_toy_tasks_and_writes_its_outputs(group_norm_encoder, toy_corpus, tmp_path):
+    out = tmp_path / "run"
+    run(recipe_command(group_norm_encoder, toy_corpus, out, f"--test_manifests={{toy: {toy_corpus['test']}}}"))
+    results = json.loads((out / "test_metrics.json").read_text())
+    # Two classes per task: chance is 0.5.
+    assert results["toy"]["intent"]["accuracy"] >= 0.75
+    assert results["toy"]["emotion"]["accuracy"] >= 0.75
+    for produced in ("save/label_encoder_intent.txt", "save/label_encoder_emotion.txt",
+                     "train_log.txt", "log.txt", "hyperparams.yaml", "predictions_toy.csv",
+                     "confusion_toy_intent.png", "confusion_toy_emotion.png"):
+        assert (out / produced).is_file(), produced
+    assert "epoch: 4" in (out / "train_log.txt").read_text()
+    checkpoints = [p for p in os.listdir(out / "save") if p.startswith("CKPT+")]
+    assert checkpoints and all((out / "save" / c / "encoder.ckpt").is_file() for c in checkpoints)
+
+
+def test_brain_run_options_are_refused_because_accelerate_owns_them(group_norm_encoder, toy_corpus, tmp_path):
+    proc = run(recipe_command(group_norm_encoder, toy_corpus, tmp_path / "x", "--precision=bf16"),
+               check=False)
+    assert proc.returncode != 0 and "--mixed_precision" in proc.stderr
+
+
+def test_a_stopped_run_resumes_at_the_next_epoch_and_ends_with_the_same_weights(
+    group_norm_encoder, toy_corpus, tmp_path
+):
+    """Stopped (SIGKILL) right after epoch 1's checkpoint; the same command resumes.
+    Tolerance 1e-6: the resumed run replays the same batches and seeds, so on one
+    CPU it is expected to be bit-identical; the margin only absorbs BLAS noise."""
+    args = ["--number_of_epochs=2"]
+    straight = tmp_path / "straight"
+    run(recipe_command(group_norm_encoder, toy_corpus, straight, *args))
+
+    stopped = tmp_path / "stopped"
+    cmd = [sys.executable, *recipe_command(group_norm_encoder, toy_corpus, stopped, *args)]
+    proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = stopped / "save" / "CKPT+epoch-0001"
+    deadline = time.time() + 300
+    while not first.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert first.exists(), "the run ended before its first checkpoint"
+    assert not (stopped / "save" / "CKPT+epoch-0002").exists(), "killed too late to test resume"
+
+    resumed = run(recipe_command(group_norm_encoder, toy_corpus, stopped, *args))
+    assert "Resuming from" in resumed.stdout and "epoch 1 done" in resumed.stdout
+    assert "epoch 1:" not in resumed.stdout and "epoch 2:" in resumed.stdout
+    assert max_difference(final_weights(straight, 2), final_weights(stopped, 2)) < 1e-6
+
+
+def test_two_processes_train_in_sync_and_match_one_process_with_the_same_global_batch(
+    layer_norm_encoder, toy_corpus, tmp_path
+):
+    """World size 2 with 4 rows each vs one process with 8 rows: the same global
+    batches, the loss normalised over the global batch, gradients averaged by DDP.
+    The layer-norm encoder makes the outputs independent of padding, so the only
+    difference is float summation order: tolerance 1e-4 after 4 epochs (measured
+    about 6e-7)."""
+    one = tmp_path / "one"
+    run(recipe_command(layer_norm_encoder, toy_corpus, one, "--batch_size=8"))
+    two = tmp_path / "two"
+    launcher = [sys.executable, "-m", "accelerate.commands.launch",
+                "--config_file", "hparams/accelerate/cpu_2proc.yaml"]
+    proc = run(recipe_command(layer_norm_encoder, toy_corpus, two, "--batch_size=4"),
+               launcher=launcher, env={"ACCELERATE_USE_CPU": "true"})
+    assert "world size 2" in proc.stdout
+    assert "parameters identical on all 2 processes" in proc.stdout
+    assert max_difference(final_weights(one, 4), final_weights(two, 4)) < 1e-4
+
+
+def test_processes_that_do_not_form_a_group_are_stopped(group_norm_encoder, toy_corpus, tmp_path):
+    """Without ACCELERATE_USE_CPU on a CPU machine, the launcher starts two separate
+    single-process runs that would overwrite each other's files."""
+    launcher = [sys.executable, "-m", "accelerate.commands.launch",
+                "--config_file", "hparams/accelerate/cpu_2proc.yaml"]
+    env = {k: v for k, v in os.environ.items() if k != "ACCELERATE_USE_CPU"}
+    cmd = launcher + recipe_command(group_norm_encoder, toy_corpus, tmp_path / "x")
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
+    assert proc.returncode != 0 and "did not form one group" in proc.stdout + proc.stderr
