@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from . import data as D
 from .checkpoints import AtomicCheckpointer
+from .data_report import write_data_report
 from .losses import IGNORE_INDEX, joint_loss, task_loss_sums
 from .manifest import TASKS, read_manifests
 from .metrics import classification_report, plot_confusion_matrix
@@ -63,6 +64,26 @@ def make_accelerator(hparams) -> Accelerator:
             "ACCELERATE_USE_CPU=true and --multi_gpu, or use hparams/accelerate/cpu_2proc.yaml"
         )
     return accelerator
+
+
+def prepare_data(hparams, accelerator: Accelerator) -> None:
+    """Run the corpus preparers named in ``hparams["prepare"]`` (main process only,
+    the others wait), then write a data report of what training will read.
+
+    ``prepare`` maps a name to a preparer factory from YAML (``!name:``), e.g.
+    ``multitask.prepare.prepare_skit_s2i`` with its corpus and output folders.
+    """
+    if accelerator.is_main_process:
+        for preparer in (hparams.get("prepare") or {}).values():
+            preparer()
+        manifests = [*_as_list(hparams["train_manifests"]), *_as_list(hparams["valid_manifests"]),
+                     *(hparams.get("test_manifests") or {}).values()]
+        write_data_report(manifests, os.path.join(hparams["output_folder"], "data_report"))
+    accelerator.wait_for_everyone()
+
+
+def _as_list(value) -> list:
+    return [value] if isinstance(value, (str, os.PathLike)) else list(value)
 
 
 def get_dataloaders(accelerator, hparams, encoders=None):

@@ -13,7 +13,7 @@ import sys
 import speechbrain as sb
 
 from multitask.recipe import load_hparams, parse_arguments
-from multitask.train import fit, make_accelerator, test
+from multitask.train import fit, make_accelerator, prepare_data, test
 
 if __name__ == "__main__":
     # Arguments and hyperparameters, SpeechBrain style.
@@ -27,6 +27,9 @@ if __name__ == "__main__":
         hyperparams_to_save=hparams_file,
         overrides=overrides,
     )
+
+    # Corpus folders -> manifests (main process), and a report of the data.
+    prepare_data(hparams, accelerator)
 
     # Train (or resume), then score the best checkpoint on the test manifests.
     fit(hparams, accelerator)

@@ -130,3 +130,25 @@ def test_processes_that_do_not_form_a_group_are_stopped(group_norm_encoder, toy_
     cmd = launcher + recipe_command(group_norm_encoder, toy_corpus, tmp_path / "x")
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600, env=env)
     assert proc.returncode != 0 and "did not form one group" in proc.stdout + proc.stderr
+
+
+def test_the_real_recipe_prepares_both_corpora_and_trains_on_their_union(group_norm_encoder, tmp_path):
+    """hparams/train.yaml as shipped, on fixture folders in the released Skit-S2I and
+    CREMA-D layouts; only the encoder (no network here) and the sizes are overridden."""
+    from corpus_fixtures import make_crema_d, make_skit_s2i
+
+    make_skit_s2i(tmp_path / "skit", broken=("empty",))
+    make_crema_d(tmp_path / "crema", broken=("empty",))
+    out = tmp_path / "run"
+    run(["recipes/train.py", "hparams/train.yaml", f"--output_folder={out}",
+         f"--skit_s2i_folder={tmp_path / 'skit'}", f"--crema_d_folder={tmp_path / 'crema'}",
+         f"--encoder_source={group_norm_encoder}", "--number_of_epochs=1", "--num_workers=0",
+         "--encoder_freeze_steps=0", "--warmup_steps=0", "--apply_spec_augment=False"])
+    for produced in ("data/skit_s2i/train.csv", "data/skit_s2i/rejected.csv",
+                     "data/crema_d/test.csv", "data_report/report.md", "test_metrics.json"):
+        assert (out / produced).is_file(), produced
+    results = json.loads((out / "test_metrics.json").read_text())
+    assert results["intent"]["intent"]["num_examples"] > 0
+    assert results["emotion"]["emotion"]["num_examples"] > 0
+    train_rows = (out / "data/skit_s2i/train.csv").read_text() + (out / "data/crema_d/train.csv").read_text()
+    assert ",intent," in train_rows and ",emotion," in train_rows
