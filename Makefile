@@ -20,7 +20,7 @@ test: $(STAMP)
 
 ## make demo: synthetic corpus -> joint training -> evaluation -> export -> reload -> predict
 demo: $(STAMP)
-	$(PY) recipes/demo.py
+	$(PY) recipes/demo.py hparams/demo.yaml
 
 ## make bench: speed benchmarks, JSON under results/bench/
 bench: $(STAMP)

@@ -220,6 +220,7 @@ def train_one_epoch(accelerator, model, optimizer, scheduler, loader, weights, h
     core = accelerator.unwrap_model(model)
     max_norm = hparams.get("max_grad_norm", 5.0)
     patience = hparams.get("nonfinite_patience", 3)
+    augmentation = hparams.get("augmentation")
     total_loss, batches, skipped, consecutive_bad = 0.0, 0, 0, 0
     bar = tqdm(loader, desc=f"train {epoch}", disable=not accelerator.is_local_main_process,
                dynamic_ncols=True)
@@ -227,6 +228,9 @@ def train_one_epoch(accelerator, model, optimizer, scheduler, loader, weights, h
         core.encoder_frozen = scheduler.last_epoch < freeze_steps
         with accelerator.accumulate(model):
             wavs, wav_lens = batch.sig
+            if augmentation is not None:
+                # One augmented copy per row (no concatenation): labels stay aligned.
+                wavs, wav_lens = augmentation(wavs, wav_lens)
             logits = model(wavs, wav_lens)
             sums, counts = task_loss_sums(logits, D.batch_labels(batch, core.tasks))
             global_counts = {t: accelerator.reduce(c, "sum") for t, c in counts.items()}

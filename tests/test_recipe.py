@@ -13,7 +13,6 @@ import time
 
 import pytest
 import torch
-
 from conftest import REPO
 
 pytestmark = pytest.mark.slow
