@@ -1,0 +1,297 @@
+"""Inference: ``MultitaskClassifier``, the interface users load from an exported model.
+
+    from multitask.inference import MultitaskClassifier
+    model = MultitaskClassifier.from_hparams(source="org/name")   # or a local folder
+    result = model.classify_file("call.wav")
+    result["intent"]["label"], result["emotion"]["label"]
+
+One encoder pass serves both heads. Audio goes through the same reader as in
+training (:func:`multitask.audio.load_audio`: any sample rate or channel count,
+mono 16 kHz, normalised per utterance), so a file predicts as it would have been
+scored during evaluation.
+
+An exported folder (see :mod:`multitask.hub`) describes everything in its
+``hyperparams.yaml``: the encoder architecture (the wav2vec2 config, inline), the
+heads, the label encoders, and a :class:`ModelFolderPretrainer` that fetches the
+weights and label files from wherever the folder is (disk or the Hub, any
+revision). Nothing else is fetched: loading never reaches for the encoder the
+model was fine-tuned from.
+
+This file is also the source of the ``custom_interface.py`` shipped with every
+export: the exporter inlines the pieces of ``multitask`` it imports, so that
+SpeechBrain's ``foreign_class`` loads the model where the package is not
+installed. Keep imports from the package as ``from .module import name``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+import torch
+from speechbrain.inference.interfaces import Pretrained
+from speechbrain.utils.data_utils import batch_pad_right
+from speechbrain.utils.fetching import FetchConfig, FetchSource
+from speechbrain.utils.parameter_transfer import Pretrainer
+
+from .audio import AudioInputError, load_audio, probe_audio
+from .model import MultitaskModel, TaskHead, Wav2Vec2Encoder
+
+# Names hyperparams.yaml refers to as ``multitask.inference.<name>``.
+__all__ = [
+    "MultitaskClassifier",
+    "ModelFolderPretrainer",
+    "TaskHead",
+    "encoder_from_config",
+    "pad_batch",
+]
+
+DEFAULT_TOP_K = 3
+DEFAULT_BATCH_SIZE = 8
+
+
+def encoder_from_config(config: dict, use_attention_mask=None) -> Wav2Vec2Encoder:
+    """A randomly initialised :class:`Wav2Vec2Encoder` of the given architecture.
+
+    The exported ``hyperparams.yaml`` builds its encoder this way: the architecture is
+    written in the YAML and the trained weights arrive through the pretrainer, so
+    loading never downloads the encoder the model was fine-tuned from.
+
+    Parameters
+    ----------
+    config : dict
+        A ``transformers`` wav2vec2 config as a dict (``Wav2Vec2Config.to_dict()``).
+    use_attention_mask : bool or None
+        As in :class:`Wav2Vec2Encoder`; ``None`` follows the config.
+
+    Example
+    -------
+    >>> from multitask.model import tiny_config
+    >>> encoder = encoder_from_config(tiny_config().to_dict())
+    >>> encoder.num_layers, encoder.output_size
+    (3, 32)
+    """
+    # Wav2Vec2Encoder reads its architecture from a folder; a config-only folder
+    # gives a random initialisation (no weights are looked for, nothing is fetched).
+    with tempfile.TemporaryDirectory() as folder:
+        with open(os.path.join(folder, "config.json"), "w", encoding="utf-8") as fout:
+            json.dump(config, fout)
+        return Wav2Vec2Encoder(
+            folder,
+            save_path=folder,
+            freeze_feature_extractor=True,
+            apply_spec_augment=False,
+            use_attention_mask=use_attention_mask,
+        )
+
+
+class ModelFolderPretrainer(Pretrainer):
+    """SpeechBrain's ``Pretrainer`` whose ``paths`` may name files of the model itself.
+
+    ``from_hparams`` fetches each loadable from the model's source, but only as
+    ``<loadable>.ckpt``; any other file name needs a full ``source/file`` path, which
+    would tie ``hyperparams.yaml`` to one folder or one repo id. Here a path without
+    a ``/`` names a file at the root of the source being loaded, fetched with the
+    same revision and cache settings, so the same folder loads from disk, from the
+    Hub, or from a fork of the repo.
+
+    Example
+    -------
+    >>> import tempfile, torch
+    >>> folder = tempfile.mkdtemp()
+    >>> torch.save(torch.nn.Linear(2, 1).state_dict(), f"{folder}/layer.pt")
+    >>> layer = torch.nn.Linear(2, 1)
+    >>> pretrainer = ModelFolderPretrainer(loadables={"layer": layer}, paths={"layer": "layer.pt"})
+    >>> _ = pretrainer.collect_files(default_source=folder)
+    >>> pretrainer.load_collected()
+    """
+
+    def collect_files(self, default_source=None, **kwargs):
+        if default_source is not None:
+            for name, path in self.paths.items():
+                if isinstance(path, str) and "/" not in path:
+                    self.paths[name] = _in_source(default_source, path)
+        return super().collect_files(default_source=default_source, **kwargs)
+
+
+def _in_source(source, filename: str):
+    """``source/filename`` for a folder, a repo id or a ``FetchSource``."""
+    if isinstance(source, FetchSource):
+        return FetchSource(source.FetchFrom, f"{source.path}/{filename}")
+    return f"{os.fspath(source)}/{filename}"
+
+
+def pad_batch(wavs: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero-pad 1-D waveforms into ``[batch, samples]`` plus relative lengths.
+
+    The same padding as training batches (SpeechBrain's ``batch_pad_right``).
+
+    Example
+    -------
+    >>> batch, lens = pad_batch([torch.ones(4), torch.ones(2)])
+    >>> batch.tolist(), lens.tolist()
+    ([[1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 0.0, 0.0]], [1.0, 0.5])
+    """
+    return batch_pad_right(wavs)
+
+
+class MultitaskClassifier(Pretrained):
+    """Spoken intent and speech emotion from one wav2vec2 pass.
+
+    Load with :meth:`from_hparams` (the package installed) or with SpeechBrain's
+    ``foreign_class(source, pymodule_file="custom_interface.py",
+    classname="MultitaskClassifier")`` (SpeechBrain only).
+
+    Every result holds, per task::
+
+        {"label": "lost", "prob": 0.91,
+         "top_k": [["lost", 0.91], ["block", 0.05], ...],
+         "probs": {"activate_card": 0.001, ..., "lost": 0.91}}
+
+    Example
+    -------
+    >>> model = MultitaskClassifier.from_hparams(source="org/name")  # doctest: +SKIP
+    >>> result = model.classify_file("call.wav")                      # doctest: +SKIP
+    >>> result["intent"]["label"], result["emotion"]["prob"]         # doctest: +SKIP
+    ('block', 0.87)
+    """
+
+    MODULES_NEEDED = ["encoder", "heads"]
+    HPARAMS_NEEDED = ["tasks", "label_encoders"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.tasks = tuple(self.hparams.tasks)
+        # A view over the loaded modules: the training forward, shared, not copied.
+        self.model = MultitaskModel(self.mods.encoder, {t: self.mods.heads[t] for t in self.tasks})
+        self.model.eval()
+        self.labels = {task: _label_names(self.hparams.label_encoders[task]) for task in self.tasks}
+        for task in self.tasks:
+            classes = self.model.heads[task].num_classes
+            if classes != len(self.labels[task]):
+                raise ValueError(
+                    f"{task}: the head has {classes} outputs but its label encoder "
+                    f"{len(self.labels[task])} labels"
+                )
+
+    @classmethod
+    def from_hparams(cls, source, revision=None, token=None, **kwargs):
+        """Load an exported model from a local folder or a Hub repo id.
+
+        Parameters
+        ----------
+        source : str or os.PathLike
+            Folder written by ``multitask export``, or a Hub repo id (``org/name``).
+        revision : str, optional
+            Branch, tag or commit to load from the Hub (default: ``main``).
+        token : bool or str, optional
+            Hub token for private repos (``True``: the stored login).
+        **kwargs
+            Passed to SpeechBrain's ``Pretrained.from_hparams`` (``savedir``,
+            ``run_opts={"device": "cuda"}``, ``fetch_config`` ...).
+        """
+        if revision is not None or token is not None:
+            if "fetch_config" in kwargs:
+                raise TypeError("give revision/token either directly or in fetch_config, not both")
+            # allow_updates: a savedir filled from another revision is refreshed, not reused.
+            kwargs["fetch_config"] = FetchConfig(
+                revision=revision, token=token or False, allow_updates=revision is not None
+            )
+        return super().from_hparams(source=os.fspath(source), **kwargs)
+
+    @torch.inference_mode()
+    def forward(self, wavs: torch.Tensor, wav_lens: torch.Tensor | None = None) -> dict:
+        """Class probabilities ``{task: [batch, classes]}`` from one encoder pass.
+
+        Parameters
+        ----------
+        wavs : torch.Tensor
+            ``[batch, samples]`` (or ``[samples]``) at 16 kHz, each row normalised as
+            :func:`multitask.audio.to_model_input` does, zero-padded.
+        wav_lens : torch.Tensor, optional
+            Relative lengths ``[batch]`` (1.0 = the longest); default all 1.
+        """
+        if wavs.ndim == 1:
+            wavs = wavs.unsqueeze(0)
+        if wav_lens is None:
+            wav_lens = torch.ones(wavs.shape[0])
+        wavs = wavs.to(self.device, torch.float32)
+        wav_lens = wav_lens.to(self.device, torch.float32)
+        with self.inference_ctx:
+            logits = self.model(wavs, wav_lens)
+        return {task: torch.softmax(logits[task].float(), dim=-1).cpu() for task in self.tasks}
+
+    def classify_batch(self, wavs, wav_lens=None, top_k: int = DEFAULT_TOP_K) -> list[dict]:
+        """One result per row of ``wavs`` (see :meth:`forward` for the input format)."""
+        probs = self.forward(wavs, wav_lens)
+        batch = next(iter(probs.values())).shape[0]
+        return [
+            {task: self._describe(task, probs[task][row], top_k) for task in self.tasks}
+            for row in range(batch)
+        ]
+
+    def classify_file(self, path, top_k: int = DEFAULT_TOP_K) -> dict:
+        """Classify one audio file (any sample rate or channel count soundfile reads).
+
+        Raises :class:`multitask.audio.AudioInputError` (naming the file) for a file
+        that cannot be used.
+        """
+        wav = load_audio(path)
+        return self.classify_batch(wav.unsqueeze(0), top_k=top_k)[0]
+
+    def classify_files(self, paths, batch_size: int = DEFAULT_BATCH_SIZE,
+                       top_k: int = DEFAULT_TOP_K) -> list[dict]:
+        """Classify many files in batches; results come back in input order.
+
+        Files are batched shortest first, so each batch holds similar durations and
+        little padding. That matters beyond speed: group-norm encoders (wav2vec2-base)
+        see padding in their normalisation statistics, so a padded row's
+        probabilities differ slightly from the same file alone.
+
+        Each result is ``{"file": path, <task>: {...}, ...}``, or
+        ``{"file": path, "error": "<path>: <reason>"}`` for a file that cannot be
+        read; the other files are still classified.
+        """
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        paths = [os.fspath(p) for p in paths]
+        results: list[dict | None] = [None] * len(paths)
+        durations = {}
+        for index, path in enumerate(paths):
+            try:
+                durations[index] = probe_audio(path).duration
+            except AudioInputError as err:
+                results[index] = {"file": path, "error": str(err)}
+        order = sorted(durations, key=durations.__getitem__)  # stable: ties keep input order
+        for start in range(0, len(order), batch_size):
+            loaded = []
+            for index in order[start:start + batch_size]:
+                try:
+                    loaded.append((index, load_audio(paths[index])))
+                except AudioInputError as err:
+                    results[index] = {"file": paths[index], "error": str(err)}
+            if not loaded:
+                continue
+            wavs, wav_lens = pad_batch([wav for _, wav in loaded])
+            for (index, _), result in zip(loaded, self.classify_batch(wavs, wav_lens, top_k), strict=True):
+                results[index] = {"file": paths[index], **result}
+        return results
+
+    def _describe(self, task: str, probs: torch.Tensor, top_k: int) -> dict:
+        names = self.labels[task]
+        values = probs.tolist()
+        ranked = sorted(range(len(values)), key=lambda i: -values[i])
+        best = ranked[0]
+        return {
+            "label": names[best],
+            "prob": values[best],
+            "top_k": [[names[i], values[i]] for i in ranked[: max(1, top_k)]],
+            "probs": dict(zip(names, values, strict=True)),
+        }
+
+
+def _label_names(encoder) -> list[str]:
+    """Labels in class-index order from a loaded SpeechBrain ``CategoricalEncoder``."""
+    encoder.expect_len(len(encoder.lab2ind))
+    return [encoder.ind2lab[i] for i in range(len(encoder.ind2lab))]
