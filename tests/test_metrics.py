@@ -252,17 +252,6 @@ def _top_level_imports(path: Path) -> set[str]:
     return names
 
 
-def test_scripts_are_self_contained_and_share_one_validator():
-    marker_start, marker_end = "# --- shared validation", "# --- end shared validation ---"
-    blocks = set()
-    for name in METRIC_NAMES:
-        script = metric_path(name) / f"{name}.py"
-        assert _top_level_imports(script) == {"datasets", "evaluate", "numpy"}, script
-        text = script.read_text(encoding="utf-8")
-        blocks.add(text[text.index(marker_start) : text.index(marker_end)])
-    assert len(blocks) == 1, "the shared validation block differs between scripts"
-
-
 def test_package_data_glob_covers_the_scripts():
     shipped = sorted(
         p.relative_to(REPO / "multitask").as_posix() for p in METRICS_DIR.glob("*/*.py")
