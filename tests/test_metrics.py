@@ -7,7 +7,6 @@ Loading is checked offline in a fresh interpreter with an empty ``HF_HOME``.
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 import subprocess
@@ -239,17 +238,6 @@ def test_load_metric_caches_and_names():
             "predictions": "int32",
             "references": "int32",
         }
-
-
-def _top_level_imports(path: Path) -> set[str]:
-    tree = ast.parse(path.read_text(encoding="utf-8"))
-    names = set()
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Import):
-            names |= {alias.name.split(".")[0] for alias in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            names.add((node.module or "").split(".")[0])
-    return names
 
 
 def test_package_data_glob_covers_the_scripts():
