@@ -208,12 +208,13 @@ def read_test_metrics(run: Path, ckpt) -> dict | None:
 def write_weights(ckpt, folder: Path) -> None:
     """Checkpoint ``.ckpt`` state dicts → ``.safetensors`` (read with ``weights_only``)."""
     import torch
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     for name, filename in WEIGHTS_FILES.items():
         state = torch.load(ckpt.paramfiles[name], map_location="cpu", weights_only=True)
-        save_file({k: v.contiguous() for k, v in state.items()}, str(folder / filename),
-                  metadata={"format": "pt"})
+        # Written as bytes so the file gets the usual permissions (save_file's are 0600).
+        (folder / filename).write_bytes(
+            save({k: v.contiguous() for k, v in state.items()}, metadata={"format": "pt"}))
 
 
 def inference_hparams(hparams: dict, encoders: dict, checkpoint_name: str) -> str:
@@ -865,7 +866,8 @@ def upload_allow_list(model_dir) -> list[str]:
 
 
 def push_model(model_dir, repo_id: str, private: bool = False, revision: str | None = None,
-               commit_message: str | None = None, token: str | None = None):
+               commit_message: str | None = None, token: str | None = None,
+               endpoint: str | None = None):
     """Upload an export folder to a Hub model repo; returns the commit info.
 
     Parameters
@@ -883,6 +885,8 @@ def push_model(model_dir, repo_id: str, private: bool = False, revision: str | N
     commit_message : str, optional
     token : str, optional
         Defaults to ``HF_TOKEN`` or the token saved by ``hf auth login``.
+    endpoint : str, optional
+        Hub URL; defaults to ``HF_ENDPOINT`` (read by huggingface_hub at import).
 
     Raises
     ------
@@ -897,7 +901,7 @@ def push_model(model_dir, repo_id: str, private: bool = False, revision: str | N
     if not token:
         raise HubError("no Hugging Face token: set HF_TOKEN or run `hf auth login` "
                        "(a token with write access)")
-    api = hf.HfApi(token=token)
+    api = hf.HfApi(endpoint=endpoint, token=token)
     try:
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         if revision:
@@ -994,7 +998,7 @@ def add_parsers(subparsers) -> None:
     output.add_argument("--csv", dest="format", action="store_const", const="csv")
     predict.add_argument("--batch-size", type=int, default=8)
     predict.add_argument("--top-k", type=int, default=3)
-    predict.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1 ...")
+    predict.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: SpeechBrain's choice)")
     predict.set_defaults(func=_run_predict, format="json")
 
 
@@ -1025,8 +1029,9 @@ def _run_predict(args) -> int:
     from .inference import MultitaskClassifier
 
     try:
+        run_opts = {"device": args.device} if args.device else None
         model = MultitaskClassifier.from_hparams(
-            source=args.model, revision=args.revision, run_opts={"device": args.device})
+            source=args.model, revision=args.revision, run_opts=run_opts)
     except Exception as err:  # any loading failure is reported as one line
         print(f"error: cannot load a model from {args.model}: {type(err).__name__}: {err}",
               file=sys.stderr)

@@ -1,0 +1,203 @@
+"""Export, model card and Hub round trip, against the offline Hub stand-in.
+
+The tiny model trained and exported once per session (``trained_tiny``) is pushed
+with ``multitask push`` to ``tests/hub_server.py`` and loaded back in fresh
+interpreters, online, offline from the cache, and pinned to a revision.
+"""
+
+import json
+import shutil
+import socket
+
+import huggingface_hub
+import pytest
+import torch
+import yaml
+from hub_server import running_hub
+from safetensors.torch import load_file, save_file
+
+from multitask.cli import main
+from multitask.hub import HubError, push_model, upload_allow_list
+from multitask.inference import MultitaskClassifier
+
+pytestmark = pytest.mark.slow
+pytest_plugins = ["trained_tiny"]
+
+TOKEN = "hf_test_token"
+REPO_ID = "org/name"
+SAME_MODEL_TOLERANCE = 1e-5
+EXPORT_FILES = {"hyperparams.yaml", "encoder.safetensors", "heads.safetensors",
+                "label_encoder_intent.txt", "label_encoder_emotion.txt",
+                "custom_interface.py", "README.md"}
+# Files that must never leave the machine even when they sit in the model folder.
+STRAY_FILES = {"token": "hf_secret_token", "train_log.txt": "epoch: 1",
+               ".cache/huggingface/token": "hf_secret_token", "data/train.csv": "id,wav",
+               "__pycache__/custom_interface.cpython-311.pyc": "bytecode"}
+
+PUSH_BOTH = """
+import sys
+from multitask.cli import main
+first, second = sys.argv[1], sys.argv[2]
+code = main(["push", "--model", first, "--repo-id", "org/name", "--commit-message", "first"])
+code = code or main(["push", "--model", second, "--repo-id", "org/name", "--revision", "v2",
+                     "--commit-message", "second"])
+sys.exit(code)
+"""
+
+LOAD_REVISIONS = """
+import json, sys
+from multitask.inference import MultitaskClassifier
+first_sha, paths = sys.argv[1], sys.argv[2:]
+out = {}
+for name, revision in (("main", None), ("v2", "v2"), ("first", first_sha)):
+    model = MultitaskClassifier.from_hparams(source="org/name", revision=revision)
+    out[name] = {p: {t: model.classify_file(p)[t]["probs"] for t in model.tasks} for p in paths}
+print(json.dumps(out))
+"""
+
+
+def probabilities(folder, paths) -> dict:
+    model = MultitaskClassifier.from_hparams(source=folder, run_opts={"device": "cpu"})
+    return {p: {t: model.classify_file(p)[t]["probs"] for t in model.tasks} for p in paths}
+
+
+def max_difference(a: dict, b: dict) -> float:
+    assert a.keys() == b.keys()
+    return max(abs(a[p][t][label] - b[p][t][label]) for p in a for t in a[p] for label in a[p][t])
+
+
+def with_shifted_intent_bias(folder, out):
+    """A copy of an export whose intent head favours its first class: a second version
+    that loads like the first but predicts observably differently."""
+    shutil.copytree(folder, out)
+    heads = load_file(out / "heads.safetensors")
+    heads["intent.classifier.4.bias"] = heads["intent.classifier.4.bias"] + torch.tensor([2.0, -2.0])
+    save_file(heads, str(out / "heads.safetensors"), metadata={"format": "pt"})
+    return out
+
+
+@pytest.fixture(scope="module")
+def round_trip(exported_model, toy_wavs, run_python, run_client, tmp_path_factory):
+    """Push twice (main with stray files around the export, then a changed copy to
+    branch v2), then load in a fresh HF_HOME online, and again offline."""
+    root = tmp_path_factory.mktemp("hub_round_trip")
+    cluttered = root / "cluttered"
+    shutil.copytree(exported_model, cluttered)
+    for name, content in STRAY_FILES.items():
+        (cluttered / name).parent.mkdir(parents=True, exist_ok=True)
+        (cluttered / name).write_text(content)
+    second = with_shifted_intent_bias(exported_model, root / "second")
+    with running_hub(token=TOKEN) as hub:
+        run_python(["-c", PUSH_BOTH, str(cluttered), str(second)],
+                   env=hub.client_env(hf_home=root / "pusher_home", token=TOKEN))
+        repo = hub.repos[REPO_ID]
+        first_sha = repo.branches["main"]
+        online = run_client(LOAD_REVISIONS, first_sha, *toy_wavs,
+                            env=hub.client_env(hf_home=root / "user_home"), cwd=root)
+        requests_before_offline = len(hub.request_log)
+        offline = run_client(LOAD_REVISIONS, first_sha, *toy_wavs,
+                             env=hub.client_env(hf_home=root / "user_home", offline=True), cwd=root)
+        yield {
+            "main_files": repo.files("main"), "v2_files": repo.files("v2"),
+            "titles": [c.title for c in repo.history("v2")],
+            "online": online, "offline": offline,
+            "offline_requests": len(hub.request_log) - requests_before_offline,
+            "expected_main": probabilities(exported_model, toy_wavs),
+            "expected_v2": probabilities(second, toy_wavs),
+        }
+
+
+def test_push_uploads_the_export_files_only(round_trip, exported_model):
+    assert set(round_trip["main_files"]) == EXPORT_FILES | {".gitattributes"}
+    for name in EXPORT_FILES:
+        assert round_trip["main_files"][name] == (exported_model / name).read_bytes()
+    assert round_trip["titles"] == ["second", "first", "initial commit"]
+
+
+def test_a_fresh_cache_downloads_the_repo_and_predicts_like_the_folder(round_trip):
+    assert max_difference(round_trip["online"]["main"], round_trip["expected_main"]) \
+        < SAME_MODEL_TOLERANCE
+
+
+def test_a_downloaded_model_loads_offline_from_the_cache(round_trip):
+    assert round_trip["offline_requests"] == 0
+    for name in ("main", "v2", "first"):
+        assert max_difference(round_trip["offline"][name], round_trip["online"][name]) == 0
+
+
+def test_a_pinned_revision_loads_that_revision(round_trip):
+    online = round_trip["online"]
+    # v2 is a different model; main and the pinned first commit are the original one.
+    assert max_difference(online["v2"], round_trip["expected_v2"]) < SAME_MODEL_TOLERANCE
+    assert max_difference(online["v2"], online["main"]) > 0.05
+    assert max_difference(online["first"], online["main"]) == 0
+    assert round_trip["v2_files"]["heads.safetensors"] != round_trip["main_files"]["heads.safetensors"]
+
+
+def test_model_card_front_matter_parses_and_reports_the_checkpoint_figures(
+        exported_model, trained_run):
+    text = (exported_model / "README.md").read_text()
+    assert text.startswith("---\n")
+    front = yaml.safe_load(text.split("---\n")[1])
+    assert front["library_name"] == "speechbrain"
+    assert front["pipeline_tag"] == "audio-classification"
+    assert front["license"] and front["tags"] and front["datasets"] and front["metrics"]
+    measured = json.loads((trained_run / "test_metrics.json").read_text())
+    meta = measured["checkpoint_meta"]
+    reported = {}
+    for result in front["model-index"][0]["results"]:
+        dataset = result["dataset"]
+        for metric in result["metrics"]:
+            reported[(dataset["split"], dataset["type"], metric["name"])] = metric["value"]
+    expected = {}
+    for task in ("intent", "emotion"):
+        for key, label in (("accuracy", "accuracy"), ("macro_f1", "macro-F1"),
+                           ("unweighted_accuracy", "unweighted accuracy (macro recall)")):
+            name = f"{task} {label}"
+            expected[("validation", "validation", name)] = meta[f"{task}_{key}"]
+            expected[("test", "toy", name)] = measured["toy"][task][key]
+    assert reported == expected
+    assert f"from_hparams(source=\"{REPO_ID}\"" in text and "foreign_class(" in text
+    assert "revision=" in text and measured["checkpoint"] in text
+
+
+@pytest.fixture
+def hub_in_process(monkeypatch):
+    """A stand-in Hub reachable from this process (conftest sets HF_HUB_OFFLINE=1 before
+    huggingface_hub is imported; telemetry would reach for the real Hub)."""
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_DISABLE_TELEMETRY", True)
+    with running_hub(token=TOKEN) as hub:
+        yield hub
+
+
+def test_push_without_a_token_says_so_in_one_line(exported_model, monkeypatch, tmp_path, capsys):
+    for variable in ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN"):
+        monkeypatch.delenv(variable, raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "no_token"))
+    code = main(["push", "--model", str(exported_model), "--repo-id", REPO_ID])
+    err = capsys.readouterr().err
+    assert code != 0
+    assert err.strip().splitlines() == [err.strip()] and "Traceback" not in err
+    assert err.startswith("error: no Hugging Face token") and "HF_TOKEN" in err
+
+
+def test_push_with_a_refused_token_is_a_clear_error(exported_model, hub_in_process):
+    with pytest.raises(HubError, match=r"refused the token \(401"):
+        push_model(exported_model, REPO_ID, token="hf_wrong", endpoint=hub_in_process.endpoint)
+    assert REPO_ID not in hub_in_process.repos
+
+
+def test_push_without_network_is_a_clear_error(exported_model, hub_in_process):
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    with pytest.raises(HubError, match="cannot reach the Hub"):
+        push_model(exported_model, REPO_ID, token=TOKEN, endpoint=closed)
+
+
+def test_push_refuses_a_folder_that_is_not_a_complete_export(exported_model, tmp_path):
+    partial = shutil.copytree(exported_model, tmp_path / "partial")
+    (partial / "encoder.safetensors").unlink()
+    with pytest.raises(HubError, match="missing encoder.safetensors"):
+        upload_allow_list(partial)

@@ -1,0 +1,262 @@
+"""The exported model as users load it: from_hparams, foreign_class, classify_*, predict.
+
+One tiny model is trained with the real recipe and exported once per session
+(``trained_tiny``); each test loads the export the way one kind of user would.
+"""
+
+import ast
+import csv
+import inspect
+import io
+import json
+import os
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+from conftest import REPO
+
+from multitask.audio import load_audio
+from multitask.cli import main
+from multitask.inference import MultitaskClassifier
+
+pytestmark = pytest.mark.slow
+pytest_plugins = ["trained_tiny"]
+
+# Same weights, same forward: only float summation order may differ.
+SAME_MODEL_TOLERANCE = 1e-5
+# Padding bound for the group-norm tiny encoder (like wav2vec2-base): its conv front
+# end normalises over the whole padded row, so a batched file's probabilities move.
+# Length-sorted batches of 8 toy utterances (0.4-1.0 s): measured max 0.003.
+SORTED_BATCH_PADDING_BOUND = 0.02
+
+EXPORT_FILES = {"hyperparams.yaml", "encoder.safetensors", "heads.safetensors",
+                "label_encoder_intent.txt", "label_encoder_emotion.txt",
+                "custom_interface.py", "README.md"}
+
+CLASSIFY_FILES_SCRIPT = """
+import json, sys
+from multitask.inference import MultitaskClassifier
+model = MultitaskClassifier.from_hparams(source=sys.argv[1])
+print(json.dumps({p: {t: model.classify_file(p)[t]["probs"] for t in model.tasks}
+                  for p in sys.argv[2:]}))
+"""
+
+# Runs where `multitask` cannot be imported: the editable install's finder is
+# outvoted by a finder that refuses the package, and -I keeps the repo off sys.path.
+FOREIGN_CLASS_SCRIPT = """
+import importlib.abc, json, sys
+
+class RefuseMultitask(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "multitask" or name.startswith("multitask."):
+            raise ModuleNotFoundError(f"No module named {name!r}")
+
+sys.meta_path.insert(0, RefuseMultitask())
+try:
+    import multitask  # noqa: F401
+    importable = True
+except ImportError:
+    importable = False
+
+from speechbrain.inference.interfaces import foreign_class
+model = foreign_class(source=sys.argv[1], pymodule_file="custom_interface.py",
+                      classname="MultitaskClassifier")
+print(json.dumps({"multitask_importable": importable, "class_module": type(model).__module__,
+                  "probs": {p: {t: model.classify_file(p)[t]["probs"] for t in model.tasks}
+                            for p in sys.argv[2:]}}))
+"""
+
+
+@pytest.fixture(scope="module")
+def classifier(exported_model):
+    return MultitaskClassifier.from_hparams(source=exported_model, run_opts={"device": "cpu"})
+
+
+@pytest.fixture
+def bad_files(tmp_path):
+    """A missing, an empty, a corrupt and a silent file: each fails for its own reason."""
+    files = {"missing": tmp_path / "missing.wav", "empty": tmp_path / "empty.wav",
+             "corrupt": tmp_path / "corrupt.wav", "silent": tmp_path / "silent.wav"}
+    files["empty"].write_bytes(b"")
+    files["corrupt"].write_bytes(b"RIFF\x00\x01\x00\x00WAVEjunk" + bytes(range(256)) * 4)
+    sf.write(files["silent"], np.zeros(16000, dtype=np.float32), 16000)
+    return {name: str(path) for name, path in files.items()}
+
+
+REASONS = {"missing": "file not found", "empty": "empty", "corrupt": "not a readable audio file",
+           "silent": "silent"}
+
+
+def training_time_probabilities(run, paths) -> dict:
+    """``{path: {task: {label: prob}}}`` from the training code: build_model + best checkpoint."""
+    from hyperpyyaml import load_hyperpyyaml
+
+    from multitask.checkpoints import AtomicCheckpointer
+    from multitask.data import load_label_encoders
+    from multitask.train import build_model
+
+    with open(run / "hyperparams.yaml", encoding="utf-8") as fin:
+        hparams = load_hyperpyyaml(fin)
+    encoders = load_label_encoders(hparams["save_folder"], hparams["tasks"])
+    model = build_model(hparams, encoders)
+    checkpointer = AtomicCheckpointer(hparams["save_folder"],
+                                      recoverables={"encoder": model.encoder, "heads": model.heads})
+    assert checkpointer.recover_if_possible(max_key=hparams["best_metric"]) is not None
+    model.eval()
+    names = {t: enc.decode_ndim(list(range(len(enc)))) for t, enc in encoders.items()}
+    out = {}
+    with torch.inference_mode():
+        for path in paths:
+            logits = model(load_audio(path).unsqueeze(0), torch.ones(1))
+            out[path] = {t: dict(zip(names[t], torch.softmax(logits[t], -1)[0].tolist(), strict=True))
+                         for t in encoders}
+    return out
+
+
+def max_difference(a: dict, b: dict) -> float:
+    """Largest probability difference between two ``{path: {task: {label: prob}}}``."""
+    assert a.keys() == b.keys()
+    return max(abs(a[p][t][label] - b[p][t][label])
+               for p in a for t in a[p] for label in a[p][t])
+
+
+def test_exported_folder_loads_offline_and_matches_the_training_time_model(
+        trained_run, exported_model, toy_wavs, run_client, tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "empty_hf_home")}
+    loaded = run_client(CLASSIFY_FILES_SCRIPT, exported_model, *toy_wavs, env=env, cwd=tmp_path)
+    assert max_difference(loaded, training_time_probabilities(trained_run, toy_wavs)) \
+        < SAME_MODEL_TOLERANCE
+    # Loading a local folder reads it and writes nothing into it.
+    assert {p.name for p in exported_model.iterdir()} == EXPORT_FILES
+
+
+def test_export_holds_its_files_only_and_no_path_of_the_exporting_machine(
+        exported_model, trained_run, tmp_path_factory):
+    assert {p.name for p in exported_model.iterdir()} == EXPORT_FILES
+    machine_paths = {str(trained_run), str(trained_run.parent), str(exported_model.parent),
+                     str(tmp_path_factory.getbasetemp()), REPO, os.path.expanduser("~")}
+    for path in exported_model.iterdir():
+        content = path.read_bytes()
+        for machine_path in machine_paths:
+            assert machine_path.encode() not in content, (path.name, machine_path)
+
+
+def test_custom_interface_is_generated_from_the_package_source(exported_model):
+    from multitask import audio, inference, model
+
+    text = (exported_model / "custom_interface.py").read_text()
+    for obj in (inference.MultitaskClassifier, inference.ModelFolderPretrainer,
+                inference.encoder_from_config, model.TaskHead, model.Wav2Vec2Encoder,
+                model.MultitaskModel, audio.load_audio, audio.AudioInputError):
+        assert inspect.getsource(obj) in text, obj.__name__
+    # Self-contained: nothing is imported from the package, anywhere in the file.
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.ImportFrom):
+            assert node.level == 0 and not (node.module or "").startswith("multitask"), node.module
+        if isinstance(node, ast.Import):
+            assert not any(a.name.startswith("multitask") for a in node.names)
+
+
+def test_foreign_class_loads_the_folder_where_multitask_cannot_be_imported(
+        exported_model, classifier, toy_wavs, run_client, tmp_path):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home")}
+    env.pop("PYTHONPATH", None)
+    result = run_client(FOREIGN_CLASS_SCRIPT, exported_model, *toy_wavs, env=env, cwd=tmp_path,
+                        flags=["-I"])
+    assert result["multitask_importable"] is False
+    assert result["class_module"] == "custom_interface"
+    expected = {p: {t: classifier.classify_file(p)[t]["probs"] for t in classifier.tasks}
+                for p in toy_wavs}
+    assert max_difference(result["probs"], expected) < 1e-6
+
+
+def test_classify_file_gives_label_probability_top_k_and_full_distribution(classifier, toy_wavs):
+    result = classifier.classify_file(toy_wavs[0], top_k=1)
+    assert set(result) == set(classifier.tasks) == {"intent", "emotion"}
+    for task, task_result in result.items():
+        probs = task_result["probs"]
+        assert list(probs) == classifier.labels[task]
+        assert sum(probs.values()) == pytest.approx(1.0, abs=1e-5)
+        assert task_result["label"] == max(probs, key=probs.get)
+        assert task_result["prob"] == probs[task_result["label"]]
+        assert task_result["top_k"] == [[task_result["label"], task_result["prob"]]]
+
+
+def test_classify_file_reads_any_sample_rate_and_channel_count(classifier, toy_wavs, tmp_path):
+    samples, rate = sf.read(toy_wavs[0], dtype="float32")
+    stereo_8k = tmp_path / "stereo_8k.wav"
+    sf.write(stereo_8k, np.stack([samples[::2], samples[::2]], axis=1), rate // 2)
+    result = classifier.classify_file(stereo_8k)
+    expected = classifier.classify_batch(load_audio(stereo_8k).unsqueeze(0))[0]
+    assert result == expected
+
+
+def test_classify_files_keeps_input_order_and_reports_bad_files_in_place(
+        classifier, toy_wavs, bad_files):
+    paths = [toy_wavs[3], bad_files["missing"], toy_wavs[0], bad_files["empty"], toy_wavs[5],
+             bad_files["corrupt"], toy_wavs[1], bad_files["silent"]]
+    results = classifier.classify_files(paths, batch_size=1)
+    assert [r["file"] for r in results] == paths
+    for name, path in bad_files.items():
+        [entry] = [r for r in results if r["file"] == path]
+        assert set(entry) == {"file", "error"}
+        assert entry["error"].startswith(path) and REASONS[name] in entry["error"]
+    # batch_size=1 is exactly classify_file, per file.
+    for path, result in zip(paths, results, strict=True):
+        if "error" not in result:
+            single = classifier.classify_file(path)
+            for task in classifier.tasks:
+                assert result[task]["probs"] == pytest.approx(single[task]["probs"], abs=1e-6)
+
+
+def test_sorted_batches_stay_within_the_padding_bound_of_single_files(classifier, toy_corpus):
+    folder = os.path.join(os.path.dirname(toy_corpus["test"]), "wav")
+    paths = sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.startswith("test_"))
+    batched = classifier.classify_files(paths, batch_size=8)
+    worst = max(abs(result[task]["probs"][label] - classifier.classify_file(path)[task]["probs"][label])
+                for path, result in zip(paths, batched, strict=True)
+                for task in classifier.tasks for label in classifier.labels[task])
+    assert worst < SORTED_BATCH_PADDING_BOUND
+
+
+def predict(argv, capsys) -> tuple[int, list[str], str]:
+    code = main(["predict", *argv])
+    captured = capsys.readouterr()
+    return code, captured.out.splitlines(), captured.err
+
+
+def test_predict_prints_a_json_line_per_file_and_an_error_line_for_each_bad_one(
+        exported_model, toy_wavs, bad_files, capsys):
+    paths = [toy_wavs[0], bad_files["missing"], toy_wavs[4], bad_files["empty"],
+             bad_files["corrupt"]]
+    code, lines, err = predict(["--model", str(exported_model), "--json", "--top-k", "2", *paths],
+                               capsys)
+    assert code == 0
+    rows = [json.loads(line) for line in lines]
+    assert [row["file"] for row in rows] == paths
+    for row in (rows[0], rows[2]):
+        assert {"intent", "intent_prob", "intent_top_k", "emotion", "emotion_prob",
+                "emotion_top_k"} <= set(row)
+        assert row["intent_top_k"][0] == [row["intent"], row["intent_prob"]]
+        assert len(row["emotion_top_k"]) == 2 and 0.0 <= row["emotion_prob"] <= 1.0
+    for row, name in zip(rows[1::2] + [rows[4]], ["missing", "empty", "corrupt"], strict=True):
+        assert row["file"] in row["error"] and REASONS[name] in row["error"]
+    assert "3 of 5" in err
+
+
+def test_predict_exits_non_zero_only_when_every_file_fails(exported_model, bad_files, capsys):
+    code, lines, _ = predict(["--model", str(exported_model), bad_files["missing"],
+                              bad_files["corrupt"]], capsys)
+    assert code != 0
+    assert [json.loads(line)["file"] for line in lines] == [bad_files["missing"], bad_files["corrupt"]]
+
+
+def test_predict_csv_has_one_row_per_file(exported_model, toy_wavs, bad_files, capsys):
+    code, lines, _ = predict(["--model", str(exported_model), "--csv", toy_wavs[0],
+                              bad_files["missing"]], capsys)
+    rows = list(csv.DictReader(io.StringIO("\n".join(lines))))
+    assert code == 0 and [r["file"] for r in rows] == [toy_wavs[0], bad_files["missing"]]
+    assert rows[0]["intent"] and float(rows[0]["emotion_prob"]) > 0 and not rows[0]["error"]
+    assert "file not found" in rows[1]["error"] and not rows[1]["intent"]
