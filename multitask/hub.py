@@ -110,8 +110,10 @@ def export_model(train_output_folder, out_dir, *, checkpoint=None, repo_id=None,
         raise ExportError(f"{out}: already exists (pass overwrite=True / --overwrite to replace it)")
     hparams = load_training_hparams(run)
     save_folder = _save_folder(run, hparams)
-    tasks = list(hparams.get("tasks") or ("intent", "emotion"))
     from .data import label_encoder_path, load_label_encoders
+    from .manifest import TASKS
+
+    tasks = list(hparams.get("tasks") or TASKS)
 
     encoders = load_label_encoders(save_folder, tasks)
     ckpt = select_checkpoint(save_folder, hparams.get("best_metric", "mean_accuracy"), checkpoint)
@@ -131,6 +133,7 @@ def export_model(train_output_folder, out_dir, *, checkpoint=None, repo_id=None,
         card = render_card(
             hparams, encoders, ckpt, test_metrics, repo_id=repo_id, model_name=model_name,
             datasets=datasets, license=license, language=language, template=card_template,
+            chosen_by_name=checkpoint is not None,
         )
         (staging / CARD_FILE).write_text(card, encoding="utf-8")
         if verify:
@@ -167,9 +170,9 @@ def load_training_hparams(run: Path) -> dict:
 
 
 def _save_folder(run: Path, hparams: dict) -> Path:
-    # A moved run folder still has its checkpoints under save/.
-    recorded = Path(hparams.get("save_folder") or run / "save")
-    return recorded if recorded.is_dir() else run / "save"
+    # The run folder's own save/ first: the recorded path is stale if the run was moved.
+    inside = run / "save"
+    return inside if inside.is_dir() else Path(hparams.get("save_folder") or inside)
 
 
 def select_checkpoint(save_folder: Path, best_metric: str, name=None):
@@ -569,12 +572,12 @@ def _used_names(node) -> set[str]:
 
 def render_card(hparams: dict, encoders: dict, ckpt, test_metrics: dict | None, *,
                 repo_id=None, model_name=None, datasets=None, license="apache-2.0",
-                language="en", template=None) -> str:
+                language="en", template=None, chosen_by_name=False) -> str:
     """``README.md`` for an export: front matter with a model-index, usage, results.
 
     The model-index holds the figures measured with ``ckpt``: its validation metrics
     (checkpoint meta) and, when ``test_metrics.json`` was computed on the same
-    checkpoint, every test set's.
+    checkpoint, every test set's. ``chosen_by_name``: ``ckpt`` is not the run's best.
     """
     from huggingface_hub import ModelCardData
 
@@ -600,13 +603,15 @@ def render_card(hparams: dict, encoders: dict, ckpt, test_metrics: dict | None, 
     if not template_path.is_file():
         raise ExportError(f"model card template not found: {template_path}")
     best_metric = hparams.get("best_metric", "mean_accuracy")
+    selection = ("a checkpoint chosen by name" if chosen_by_name
+                 else f"the checkpoint with the best `{best_metric}` on validation")
     return string.Template(template_path.read_text(encoding="utf-8")).substitute(
         front_matter=card_data.to_yaml() + "\n",
         model_name=model_name,
         repo_id=repo_id,
         first_task=tasks[0],
         task_summary="; ".join(f"{task}: {len(encoders[task].lab2ind)} classes" for task in tasks),
-        best_metric=f"`{best_metric}`",
+        selection=selection,
         checkpoint=f"{ckpt.path.name}, epoch {ckpt.meta.get('epoch', '?')}",
         labels=_labels_block(encoders),
         results=_results_block(tasks, ckpt.meta, test_metrics, hparams),
@@ -705,13 +710,14 @@ def _training_block(hparams: dict, ckpt) -> str:
         "and the loss of each head counts only the rows labelled for it.",
         f"- Task loss weights: {hparams.get('task_weights', {})}; task mix per batch: "
         f"{(hparams.get('train_batching') or {}).get('task_ratio') or 'as in the data'}.",
-        f"- Optimisation: AdamW, encoder lr {hparams.get('encoder_lr')}, heads lr "
+        f"- Optimisation: {_callable_name(hparams.get('optimizer'))}, encoder lr "
+        f"{hparams.get('encoder_lr')}, heads lr "
         f"{hparams.get('head_lr')}, weight decay {hparams.get('weight_decay', 0)}, warm-up "
         f"{hparams.get('warmup_steps', 0)} steps, encoder frozen for the first "
         f"{hparams.get('encoder_freeze_steps', 0)} steps, "
         f"{getattr(hparams.get('epoch_counter'), 'limit', '?')} epochs.",
-        f"- Checkpoint: {ckpt.path.name} (epoch {ckpt.meta.get('epoch', '?')}), the best "
-        f"`{best_metric}` on validation: {_fmt(ckpt.meta.get(best_metric))}.",
+        f"- Checkpoint: {ckpt.path.name} (epoch {ckpt.meta.get('epoch', '?')}); validation "
+        f"`{best_metric}` {_fmt(ckpt.meta.get(best_metric))} (the run keeps the best by it).",
     ]
     return "\n".join(lines)
 
@@ -743,7 +749,13 @@ def _describe_encoder_source(source: str) -> str:
 
 
 def _is_hub_id(source: str) -> bool:
-    """``org/name`` that is not a path on this machine."""
+    """``org/name`` that is not a path on this machine.
+
+    Example
+    -------
+    >>> _is_hub_id("facebook/wav2vec2-base"), _is_hub_id("/data/encoder"), _is_hub_id("demo")
+    (True, False, False)
+    """
     return (bool(re.fullmatch(r"[\w.-]+/[\w.-]+", source))
             and not os.path.exists(source) and not os.path.isabs(source))
 
@@ -756,7 +768,13 @@ def _is_config_only(source: str) -> bool:
 
 
 def _display_path(path) -> str:
-    """The last two components of a path: names the data without this machine's layout."""
+    """The last two components of a path: names the data without this machine's layout.
+
+    Example
+    -------
+    >>> _display_path("/home/me/data/skit_s2i/train.csv")
+    'skit_s2i/train.csv'
+    """
     parts = Path(str(path)).parts
     return "/".join(parts[-2:]) if parts else ""
 
@@ -765,6 +783,12 @@ def _as_list(value) -> list:
     if value is None:
         return []
     return [value] if isinstance(value, (str, os.PathLike)) else list(value)
+
+
+def _callable_name(factory) -> str:
+    """``AdamW`` for ``functools.partial(torch.optim.AdamW, ...)`` or the class itself."""
+    target = getattr(factory, "func", factory)
+    return getattr(target, "__name__", "?")
 
 
 def _fmt(value) -> str:
@@ -1045,7 +1069,17 @@ def _run_predict(args) -> int:
 
 
 def prediction_row(result: dict, tasks) -> dict:
-    """A flat record for one file: ``file, <task>, <task>_prob, <task>_top_k..., error``."""
+    """A flat record for one file: ``file, <task>, <task>_prob, <task>_top_k..., error``.
+
+    Example
+    -------
+    >>> result = {"file": "a.wav", "intent": {"label": "lost", "prob": 0.9123456,
+    ...           "top_k": [["lost", 0.9123456], ["block", 0.05]], "probs": {}}}
+    >>> prediction_row(result, ["intent"])
+    {'file': 'a.wav', 'intent': 'lost', 'intent_prob': 0.912346, 'intent_top_k': [['lost', 0.912346], ['block', 0.05]]}
+    >>> prediction_row({"file": "b.wav", "error": "b.wav: file not found"}, ["intent"])
+    {'file': 'b.wav', 'error': 'b.wav: file not found'}
+    """
     row = {"file": result["file"]}
     if "error" in result:
         row["error"] = result["error"]

@@ -17,7 +17,7 @@ from hub_server import running_hub
 from safetensors.torch import load_file, save_file
 
 from multitask.cli import main
-from multitask.hub import HubError, push_model, upload_allow_list
+from multitask.hub import HubError, export_model, push_model, upload_allow_list
 from multitask.inference import MultitaskClassifier
 
 pytestmark = pytest.mark.slow
@@ -138,7 +138,7 @@ def test_model_card_front_matter_parses_and_reports_the_checkpoint_figures(
         exported_model, trained_run):
     text = (exported_model / "README.md").read_text()
     assert text.startswith("---\n")
-    front = yaml.safe_load(text.split("---\n")[1])
+    front = front_matter(exported_model / "README.md")
     assert front["library_name"] == "speechbrain"
     assert front["pipeline_tag"] == "audio-classification"
     assert front["license"] and front["tags"] and front["datasets"] and front["metrics"]
@@ -159,6 +159,27 @@ def test_model_card_front_matter_parses_and_reports_the_checkpoint_figures(
     assert reported == expected
     assert f"from_hparams(source=\"{REPO_ID}\"" in text and "foreign_class(" in text
     assert "revision=" in text and measured["checkpoint"] in text
+
+
+def front_matter(readme) -> dict:
+    return yaml.safe_load(readme.read_text().split("---\n")[1])
+
+
+def test_a_checkpoint_chosen_by_name_reports_only_its_own_figures(trained_run, tmp_path):
+    measured = json.loads((trained_run / "test_metrics.json").read_text())
+    others = sorted(p.name for p in (trained_run / "save").glob("CKPT+*")
+                    if p.name != measured["checkpoint"])
+    if not others:
+        pytest.skip("the run kept one checkpoint only (its best was its last)")
+    out = export_model(trained_run, tmp_path / "other", checkpoint=others[0])
+    meta = yaml.safe_load((trained_run / "save" / others[0] / "CKPT.yaml").read_text())
+    results = front_matter(out / "README.md")["model-index"][0]["results"]
+    # test_metrics.json was measured on another checkpoint: only validation figures.
+    assert {r["dataset"]["split"] for r in results} == {"validation"}
+    reported = {m["name"]: m["value"] for r in results for m in r["metrics"]}
+    assert reported["intent accuracy"] == meta["intent_accuracy"]
+    assert reported["emotion macro-F1"] == meta["emotion_macro_f1"]
+    assert "chosen by name" in (out / "README.md").read_text()
 
 
 @pytest.fixture
