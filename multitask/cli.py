@@ -17,21 +17,28 @@ import argparse
 import importlib
 import sys
 
-# Each module registers its subcommands with add_parser(s)(subparsers), setting func=.
-COMMAND_MODULES = (
-    "multitask.synth.cli",
-    "multitask.prepare",
-    "multitask.data_report",
-    "multitask.hub",
-)
+# Subcommand -> the module that registers it with add_parser(s)(subparsers), setting
+# func=. Only the module a command needs is imported: some pull in scipy/matplotlib.
+COMMANDS = {
+    "synth": "multitask.synth.cli",
+    "prepare-skit-s2i": "multitask.prepare",
+    "prepare-crema-d": "multitask.prepare",
+    "prepare-csv": "multitask.prepare",
+    "data-report": "multitask.data_report",
+    "export": "multitask.hub",
+    "push": "multitask.hub",
+    "predict": "multitask.hub",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser, with every subcommand, or only ``command``'s module when it is known."""
     parser = argparse.ArgumentParser(
         prog="multitask", description="Spoken intent and emotion from one wav2vec2 encoder."
     )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    modules = [COMMANDS[command]] if command in COMMANDS else dict.fromkeys(COMMANDS.values())
+    for name in modules:
         module = importlib.import_module(name)
         register = getattr(module, "add_parsers", None) or module.add_parser
         register(subparsers)
@@ -39,9 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    result = args.func(args)
-    return int(result or 0)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv[0] if argv else None).parse_args(argv)
+    return int(args.func(args) or 0)
 
 
 if __name__ == "__main__":

@@ -6,12 +6,15 @@
         recipes/train.py hparams/train.yaml --train_manifests=... --valid_manifests=...
 
 Rerunning the same command after an interruption resumes from the last checkpoint.
+At the end, the best checkpoint is exported to ``export_folder`` (a folder that
+``MultitaskClassifier.from_hparams`` loads and ``multitask push`` uploads).
 """
 
 import sys
 
 import speechbrain as sb
 
+from multitask.hub import export_model
 from multitask.recipe import load_hparams, parse_arguments
 from multitask.train import fit, make_accelerator, prepare_data, test
 
@@ -34,3 +37,7 @@ if __name__ == "__main__":
     # Train (or resume), then score the best checkpoint on the test manifests.
     fit(hparams, accelerator)
     test(hparams, accelerator)
+
+    # The best checkpoint as one loadable model folder (see multitask export / push).
+    if accelerator.is_main_process and hparams.get("export_folder"):
+        export_model(hparams["output_folder"], hparams["export_folder"], overwrite=True)

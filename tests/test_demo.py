@@ -1,0 +1,33 @@
+"""`make demo`'s pipeline end to end, at the generator's tiny size: synthetic corpus,
+real preparers, joint training, joint test, export, offline reload, baseline, report."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+pytestmark = pytest.mark.slow
+
+
+def test_the_demo_pipeline_runs_end_to_end_and_honours_the_metrics_contract(tmp_path):
+    demo = tmp_path / "demo"
+    proc = subprocess.run(
+        [sys.executable, "recipes/demo.py", "hparams/demo.yaml", f"--demo_folder={demo}",
+         "--synth_size=tiny", "--number_of_epochs=1", "--num_workers=0"],
+        cwd=REPO, capture_output=True, text=True, timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
+    metrics = json.loads((demo / "metrics.json").read_text())
+    assert set(metrics["intent"]) == {"accuracy", "macro_f1"}
+    assert set(metrics["emotion"]) == {"accuracy", "unweighted_accuracy", "macro_f1"}
+    assert metrics["test_set"] == "joint"
+    assert 0 < metrics["train_seconds"] <= metrics["total_seconds"]
+    assert set(metrics["baseline"]) == {"intent", "emotion"}
+    report = (demo / "report.md").read_text()
+    assert "feature baseline" in report and "confusion_joint_intent.png" in report
+    assert (demo / "confusion_joint_emotion.png").is_file()
+    assert (demo / "model" / "hyperparams.yaml").is_file()
+    assert "Reloaded export" in report and "error:" not in report
