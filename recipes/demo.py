@@ -50,7 +50,9 @@ if __name__ == "__main__":
 
     # 4. Export, then reload in a fresh offline process, as a user would.
     model_dir = os.path.join(demo_folder, "model")
-    export_model(hparams["output_folder"], model_dir)
+    # The corpora are synthetic, in the Skit-S2I and CREMA-D layouts: say so on the card.
+    export_model(hparams["output_folder"], model_dir, overwrite=True,
+                 datasets=["synthetic-banking-ivr (multitask synth)"])
     joint_rows = read_manifest(hparams["test_manifests"]["joint"])
     examples = [row["wav"] for row in joint_rows[:: max(1, len(joint_rows) // 5)][:5]]
     reloaded = subprocess.run(
