@@ -111,6 +111,16 @@ def to_model_input(
         normalisation is per utterance, before any padding, which is what
         wav2vec2 expects and keeps padded batches consistent with single files.
     """
+    return normalise(to_mono_16k(samples, sample_rate, path=path, min_seconds=min_seconds))
+
+
+def to_mono_16k(
+    samples: np.ndarray | torch.Tensor,
+    sample_rate: int,
+    path="<array>",
+    min_seconds: float = MIN_SECONDS,
+) -> torch.Tensor:
+    """:func:`to_model_input` without the normalisation: the recording's own level kept."""
     wav = torch.as_tensor(samples, dtype=torch.float32)
     if wav.ndim == 2:
         wav = wav.mean(dim=1)
@@ -127,7 +137,7 @@ def to_model_input(
         raise AudioInputError(path, "is silent (peak amplitude below -80 dBFS)")
     if sample_rate != TARGET_SAMPLE_RATE:
         wav = AF.resample(wav, sample_rate, TARGET_SAMPLE_RATE)
-    return normalise(wav)
+    return wav
 
 
 def normalise(wav: torch.Tensor) -> torch.Tensor:

@@ -25,6 +25,14 @@ import torchaudio.functional as AF
 from .audio import TARGET_SAMPLE_RATE
 
 
+def telephone_band(wav: torch.Tensor, sample_rate: int = TARGET_SAMPLE_RATE,
+                   channel_rate: int = 8000) -> torch.Tensor:
+    """Keep only what a ``channel_rate`` channel carries, at the same sample rate and length."""
+    narrow = AF.resample(wav, sample_rate, channel_rate)
+    wide = AF.resample(narrow, channel_rate, sample_rate)[..., : wav.shape[-1]]
+    return torch.nn.functional.pad(wide, (0, wav.shape[-1] - wide.shape[-1]))
+
+
 class TelephoneBand(torch.nn.Module):
     """Band-limit to ``channel_rate / 2`` and renormalise each utterance over its length.
 
@@ -42,10 +50,7 @@ class TelephoneBand(torch.nn.Module):
         self.sample_rate = sample_rate
 
     def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        narrow = AF.resample(waveforms, self.sample_rate, self.channel_rate)
-        wide = AF.resample(narrow, self.channel_rate, self.sample_rate)[:, : waveforms.shape[1]]
-        if wide.shape[1] < waveforms.shape[1]:
-            wide = torch.nn.functional.pad(wide, (0, waveforms.shape[1] - wide.shape[1]))
+        wide = telephone_band(waveforms, self.sample_rate, self.channel_rate)
         # Keep the model's input convention (zero mean, unit variance per utterance,
         # zeros after the end) so augmented and clean rows look alike but for the band.
         valid = torch.arange(wide.shape[1], device=wide.device)[None, :] < (

@@ -70,7 +70,6 @@ import warnings
 from collections.abc import Iterable, Mapping, Sequence
 
 import torch
-import torchaudio.functional as AF
 import torchaudio.transforms as T
 from tqdm.auto import tqdm
 
@@ -79,9 +78,10 @@ from multitask.audio import (
     AudioInputError,
     normalise,
     read_samples,
-    to_model_input,
+    to_mono_16k,
 )
-from multitask.manifest import TASKS, ManifestError, read_manifests
+from multitask.augment import telephone_band
+from multitask.manifest import TASKS, ManifestError, label_set, read_manifests
 from multitask.metrics import classification_report
 
 __all__ = [
@@ -287,17 +287,12 @@ def utterance_features(
     return torch.cat(stats).float()
 
 
-def telephone_band(wav: torch.Tensor, sample_rate: int = TARGET_SAMPLE_RATE) -> torch.Tensor:
-    """Keep only the 8 kHz telephone band (below 4 kHz), at the same sample rate."""
-    return AF.resample(AF.resample(wav, sample_rate, 8000), 8000, sample_rate)
-
-
 def file_features(path, with_std: bool = False, telephone: bool = False) -> torch.Tensor:
     """:func:`utterance_features` of one audio file.
 
     The spectral features see the normalised 16 kHz model input
     (:func:`multitask.audio.to_model_input`, the same checks and resampling as
-    :func:`multitask.audio.load_audio`); RMS sees the raw samples, downmixed and
+    :func:`multitask.audio.load_audio`, read through :func:`multitask.audio.to_mono_16k`); RMS sees the raw samples, downmixed and
     resampled to 16 kHz but not normalised. The file is read once.
 
     Parameters
@@ -319,13 +314,10 @@ def file_features(path, with_std: bool = False, telephone: bool = False) -> torc
         The file cannot be used as speech input (its message names the file).
     """
     samples, sample_rate = read_samples(path)
-    wav = to_model_input(samples, sample_rate, path=path)
-    raw = torch.as_tensor(samples, dtype=torch.float32).mean(dim=1)
-    if sample_rate != TARGET_SAMPLE_RATE:
-        raw = AF.resample(raw, sample_rate, TARGET_SAMPLE_RATE)
+    raw = to_mono_16k(samples, sample_rate, path=path)
     if telephone:
-        wav = normalise(telephone_band(wav))
         raw = telephone_band(raw)
+    wav = normalise(raw)
     return utterance_features(wav, TARGET_SAMPLE_RATE, raw_wav=raw, with_std=with_std)
 
 
@@ -587,7 +579,7 @@ class FeatureBaseline:
             rows = self._usable(train_rows, task)
             if not rows:
                 raise ManifestError(f"no usable training row carries a {task!r} label")
-            self.label_names[task] = sorted({row[task] for row in rows})
+            self.label_names[task] = label_set(rows, task)
             stacked = torch.stack([self.features[row["wav"]] for row in rows])
             std = stacked.std(dim=0, unbiased=False)
             self.scalers[task] = (stacked.mean(dim=0), torch.where(std > 1e-8, std, 1.0))

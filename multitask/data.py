@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 
 from .audio import AudioInputError, load_audio, probe_audio
 from .losses import IGNORE_INDEX
-from .manifest import TASKS, ManifestError, read_manifests
+from .manifest import TASKS, ManifestError, label_set, read_manifests
 from .sampling import TaskMixingBatchSampler
 
 MAX_PROBLEMS_SHOWN = 20
@@ -53,7 +53,7 @@ def build_label_encoders(rows: list[dict], folder, tasks=TASKS) -> dict:
     os.makedirs(folder, exist_ok=True)
     encoders = {}
     for task in tasks:
-        labels = sorted({row[task] for row in rows if row.get(task)})
+        labels = label_set(rows, task)
         encoder = CategoricalEncoder()
         path = label_encoder_path(folder, task)
         if not os.path.isfile(path) and not labels:
@@ -138,9 +138,9 @@ def _label_pipeline(task: str, encoder: CategoricalEncoder):
     return pipeline
 
 
-def load_split(manifests, encoders: dict, probe=True) -> tuple[DynamicItemDataset, list[dict]]:
-    """Read and check manifest(s), then build the dataset."""
-    rows = read_manifests(manifests)
+def load_split(manifests, encoders: dict, probe=True, rows=None) -> tuple[DynamicItemDataset, list[dict]]:
+    """Read (unless ``rows`` were already read from ``manifests``) and check, then build."""
+    rows = read_manifests(manifests) if rows is None else rows
     if not rows:
         raise ManifestError(f"{manifests}: no rows")
     check_rows(rows, encoders, source=str(manifests), probe=probe)

@@ -52,6 +52,15 @@ def task_of(intent: str, emotion: str) -> str:
     raise ValueError("a row needs an intent or an emotion label")
 
 
+def label_set(rows, task: str) -> list[str]:
+    """The class names of ``task`` in ``rows``, sorted: the one rule for class order.
+
+    >>> label_set([{"intent": "lost"}, {"intent": ""}, {"intent": "block"}], "intent")
+    ['block', 'lost']
+    """
+    return sorted({row[task] for row in rows if row.get(task)})
+
+
 def write_manifest(path, rows: Iterable[dict]) -> None:
     """Write rows as CSV or JSON (by extension); missing columns are left empty."""
     rows = [dict(row) for row in rows]

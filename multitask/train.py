@@ -86,14 +86,13 @@ def _as_list(value) -> list:
     return [value] if isinstance(value, (str, os.PathLike)) else list(value)
 
 
-def get_dataloaders(accelerator, hparams, encoders=None):
+def get_dataloaders(accelerator, hparams):
     """Label encoders, and train/valid loaders built from the manifests in ``hparams``."""
-    save_folder = hparams["save_folder"]
     train_rows = read_manifests(hparams["train_manifests"])
     with accelerator.main_process_first():
-        if encoders is None:
-            encoders = D.build_label_encoders(train_rows, save_folder, hparams.get("tasks", TASKS))
-    train_set, train_rows = D.load_split(hparams["train_manifests"], encoders)
+        encoders = D.build_label_encoders(train_rows, hparams["save_folder"],
+                                          hparams.get("tasks", TASKS))
+    train_set, train_rows = D.load_split(hparams["train_manifests"], encoders, rows=train_rows)
     valid_set, valid_rows = D.load_split(hparams["valid_manifests"], encoders)
     seed = hparams["seed"]
     train_loader = D.make_loader(train_set, train_rows, hparams["train_batching"], True, seed,
