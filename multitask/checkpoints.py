@@ -35,8 +35,14 @@ class AtomicCheckpointer(Checkpointer):
     def __init__(self, checkpoints_dir, *args, **kwargs):
         super().__init__(checkpoints_dir, *args, **kwargs)
         self.final_dir = self.checkpoints_dir
+
+    def discard_interrupted_save(self) -> None:
+        """Delete what a killed save left in staging (never listed, never loaded).
+
+        Only the run that writes this folder may call it, before it saves: a reader
+        (export, test) must not, since a save may be in progress.
+        """
         if if_main_process():
-            # Leftovers of a save that was interrupted: never complete, never loaded.
             shutil.rmtree(self.final_dir / STAGING, ignore_errors=True)
 
     def save_checkpoint(self, meta=None, end_of_epoch=True, name=None, verbosity=20):

@@ -178,12 +178,11 @@ def _save_folder(run: Path, hparams: dict) -> Path:
 def select_checkpoint(save_folder: Path, best_metric: str, name=None):
     """The checkpoint to export: ``name`` if given, else the best by ``best_metric``.
 
-    A plain SpeechBrain ``Checkpointer`` is used to read: unlike the training one it
-    never clears the staging folder of a save that may still be in progress.
+    Only complete checkpoints are listed; a save still in staging is not touched.
     """
-    from speechbrain.utils.checkpoints import Checkpointer
+    from .checkpoints import AtomicCheckpointer
 
-    checkpointer = Checkpointer(save_folder)
+    checkpointer = AtomicCheckpointer(save_folder)
     if name is not None:
         wanted = Path(name).name
         for ckpt in checkpointer.list_checkpoints():

@@ -148,6 +148,7 @@ def fit(hparams, accelerator: Accelerator | None = None) -> dict:
             "train_sampler": train_sampler,
         },
     )
+    checkpointer.discard_interrupted_save()
     resumed = checkpointer.recover_if_possible()
     if resumed is not None:
         accelerator.print(f"Resuming from {resumed.path} (epoch {epoch_counter.current} done)")
