@@ -71,10 +71,12 @@ def prepare_data(hparams, accelerator: Accelerator) -> None:
     the others wait), then write a data report of what training will read.
 
     ``prepare`` maps a name to a preparer factory from YAML (``!name:``), e.g.
-    ``multitask.prepare.prepare_skit_s2i`` with its corpus and output folders.
+    ``multitask.prepare.prepare_skit_s2i`` with its corpus and output folders;
+    ``prepare_corpora: False`` skips them (training on manifests made elsewhere).
     """
     if accelerator.is_main_process:
-        for preparer in (hparams.get("prepare") or {}).values():
+        preparers = (hparams.get("prepare") or {}) if hparams.get("prepare_corpora", True) else {}
+        for preparer in preparers.values():
             preparer()
         manifests = [*_as_list(hparams["train_manifests"]), *_as_list(hparams["valid_manifests"]),
                      *(hparams.get("test_manifests") or {}).values()]

@@ -151,3 +151,17 @@ def test_the_real_recipe_prepares_both_corpora_and_trains_on_their_union(group_n
     assert results["emotion"]["emotion"]["num_examples"] > 0
     train_rows = (out / "data/skit_s2i/train.csv").read_text() + (out / "data/crema_d/train.csv").read_text()
     assert ",intent," in train_rows and ",emotion," in train_rows
+
+
+def test_the_real_recipe_trains_on_manifests_made_elsewhere(group_norm_encoder, toy_corpus, tmp_path):
+    """The README's command for manifests a user prepared: no preparer runs."""
+    out = tmp_path / "run"
+    run(["recipes/train.py", "hparams/train.yaml", f"--output_folder={out}",
+         "--prepare_corpora=False", "--skit_s2i_folder=none", "--crema_d_folder=none",
+         f"--train_manifests=[{toy_corpus['train']}]", f"--valid_manifests=[{toy_corpus['valid']}]",
+         # Mapping overrides merge into the YAML's mapping: replace its keys.
+         f"--test_manifests={{intent: {toy_corpus['test']}, emotion: {toy_corpus['test']}}}",
+         f"--encoder_source={group_norm_encoder}", "--number_of_epochs=1", "--num_workers=0",
+         "--encoder_freeze_steps=0", "--warmup_steps=0", "--apply_spec_augment=False"])
+    assert not (out / "data").exists()
+    assert (out / "test_metrics.json").is_file() and (out / "export" / "hyperparams.yaml").is_file()
