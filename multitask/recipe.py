@@ -22,9 +22,13 @@ ACCELERATE_OWNS = {
     "distributed_launch": "accelerate launch --multi_gpu --num_processes N",
     "distributed_backend": "the accelerate config file",
     "data_parallel_backend": "accelerate launch --multi_gpu",
-    "grad_accumulation_factor": "--grad_accumulation=N (an hparam)",
-    "max_grad_norm": "--max_grad_norm=X (an hparam)",
-    "nonfinite_patience": "--nonfinite_patience=N (an hparam)",
+}
+# Brain run options that name one of our hparams: SpeechBrain's parser captures them,
+# so they are handed on as YAML overrides (run option -> hparam key).
+HPARAM_RUN_OPTIONS = {
+    "max_grad_norm": "max_grad_norm",
+    "nonfinite_patience": "nonfinite_patience",
+    "grad_accumulation_factor": "grad_accumulation",
 }
 
 
@@ -35,13 +39,18 @@ def parse_arguments(argv: list[str]) -> tuple[str, str]:
     -------
     >>> parse_arguments(["hparams/train.yaml", "--seed=7"])
     ('hparams/train.yaml', 'seed: 7')
+    >>> parse_arguments(["hparams/train.yaml", "--max_grad_norm=1.5"])
+    ('hparams/train.yaml', 'max_grad_norm: 1.5')
     """
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
-    refused = sorted(set(run_opts.get("overridden_args", ())) & set(ACCELERATE_OWNS))
+    given = set(run_opts.get("overridden_args", ()))
+    refused = sorted(given & set(ACCELERATE_OWNS))
     if refused:
         hints = "; ".join(f"--{name}: use {ACCELERATE_OWNS[name]}" for name in refused)
         raise SystemExit(f"Accelerate owns device, precision and parallelism here. {hints}")
-    return hparams_file, overrides
+    forwarded = [f"{HPARAM_RUN_OPTIONS[name]}: {run_opts[name]}"
+                 for name in sorted(given & set(HPARAM_RUN_OPTIONS))]
+    return hparams_file, "\n".join(line for line in [overrides, *forwarded] if line)
 
 
 def load_hparams(hparams_file: str, overrides: str | dict = "") -> dict:
