@@ -22,10 +22,16 @@ import json
 import math
 import os
 import time
+from datetime import timedelta
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs, gather_object, set_seed
+from accelerate.utils import (
+    DistributedDataParallelKwargs,
+    InitProcessGroupKwargs,
+    gather_object,
+    set_seed,
+)
 from speechbrain.utils.train_logger import FileTrainLogger
 from tqdm.auto import tqdm
 
@@ -50,10 +56,17 @@ def make_accelerator(hparams) -> Accelerator:
         # A frozen encoder takes no gradient for a while; DDP must then skip it.
         find_unused_parameters=hparams.get("encoder_freeze_steps", 0) > 0,
     )
+    # A rank that dies closes its sockets and the others fail at once; one that hangs
+    # (frozen node, stalled file system) would hold them in a collective for torch's
+    # 30 min gloo default. NCCL's 10 min default bounds every backend, and must also
+    # cover the main process preparing corpora while the others wait.
+    group = InitProcessGroupKwargs(
+        timeout=timedelta(seconds=hparams.get("dist_timeout_seconds", 600)),
+    )
     accelerator = Accelerator(
         gradient_accumulation_steps=hparams.get("grad_accumulation", 1),
         step_scheduler_with_optimizer=False,
-        kwargs_handlers=[ddp],
+        kwargs_handlers=[ddp, group],
     )
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched != accelerator.num_processes:
