@@ -37,6 +37,7 @@ from speechbrain.utils.parameter_transfer import Pretrainer
 
 from .audio import AudioInputError, load_audio, probe_audio
 from .model import MultitaskModel, TaskHead, Wav2Vec2Encoder
+from .trust import fetch_and_check, weights_only_loads
 
 # Names hyperparams.yaml refers to as ``multitask.inference.<name>``.
 __all__ = [
@@ -176,20 +177,36 @@ class MultitaskClassifier(Pretrained):
                 )
 
     @classmethod
-    def from_hparams(cls, source, revision=None, token=None, **kwargs):
+    def from_hparams(cls, source, revision=None, token=None, trust_remote_code=False, **kwargs):
         """Load an exported model from a local folder or a Hub repo id.
+
+        ``hyperparams.yaml`` is code (its tags import and call what they name), so
+        it is checked first: every callable it names must be one an exported model
+        needs (:data:`multitask.trust.ALLOWED_TARGETS`), or nothing is built.
+        Weights load without pickle (safetensors; ``torch.load`` is held to
+        ``weights_only``). No Python file of the model is run.
 
         Parameters
         ----------
         source : str or os.PathLike
             Folder written by ``multitask export``, or a Hub repo id (``org/name``).
         revision : str, optional
-            Branch, tag or commit to load from the Hub (default: ``main``).
+            Branch, tag or commit to load from the Hub (default: ``main``). A commit
+            sha pins exactly the files you reviewed.
         token : bool or str, optional
             Hub token for private repos (``True``: the stored login).
+        trust_remote_code : bool
+            Build whatever ``hyperparams.yaml`` names, unchecked. Only for a model
+            you trust, pinned to the revision you reviewed.
         **kwargs
             Passed to SpeechBrain's ``Pretrained.from_hparams`` (``savedir``,
             ``run_opts={"device": "cuda"}``, ``fetch_config`` ...).
+
+        Raises
+        ------
+        multitask.trust.UntrustedHparamsError
+            ``hyperparams.yaml`` names a callable outside the allow-list (and
+            ``trust_remote_code`` is False); nothing of it was run.
         """
         if revision is not None or token is not None:
             if "fetch_config" in kwargs:
@@ -198,7 +215,12 @@ class MultitaskClassifier(Pretrained):
             kwargs["fetch_config"] = FetchConfig(
                 revision=revision, token=token or False, allow_updates=revision is not None
             )
-        return super().from_hparams(source=os.fspath(source), **kwargs)
+        source = os.fspath(source)
+        if trust_remote_code:
+            return super().from_hparams(source=source, **kwargs)
+        kwargs = fetch_and_check(source, kwargs)
+        with weights_only_loads():
+            return super().from_hparams(source=source, **kwargs)
 
     @torch.inference_mode()
     def forward(self, wavs: torch.Tensor, wav_lens: torch.Tensor | None = None) -> dict:
