@@ -1,9 +1,10 @@
 """Audio input: the one place that reads, checks, downmixes, resamples and normalises.
 
-Training, evaluation, preparation and inference all read audio through
-:func:`load_audio`, so a file that trains is a file that predicts, and a bad file
+Training, evaluation, preparation and inference all read audio through this module
+(:func:`load_audio`, :func:`iter_windows` for long recordings, :func:`check_file`
+for the preparers), so a file that trains is a file that predicts, and a bad file
 fails the same way everywhere: with :class:`AudioInputError`, whose message names the
-file and the reason.
+file and the reason. ``docs/reliability.md`` lists the inputs this is tested against.
 
 Example
 -------
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,6 +34,23 @@ TARGET_SAMPLE_RATE = 16000
 MIN_SECONDS = 0.1
 # Peak amplitude below which a recording is treated as silence (about -80 dBFS).
 SILENCE_PEAK = 1e-4
+# Below 4 kHz there is no speech band left to classify; above 384 kHz (the highest
+# rate in studio use) a header is more likely broken than real.
+MIN_SAMPLE_RATE = 4000
+MAX_SAMPLE_RATE = 384000
+# torchaudio's resampler builds a kernel of (rate/g) x (16000/g) taps, g their gcd: a
+# prime rate like 44101 Hz would need 12 GB. Rates whose kernel is larger than this
+# are resampled as the nearest multiple of 50 Hz (a time-scale error below 0.7 %).
+RESAMPLE_KERNEL_BUDGET = 2_500_000
+ODD_RATE_STEP = 50
+# Long recordings are classified window by window (see :func:`iter_windows`).
+WINDOW_SECONDS = 30.0
+# Up to this duration a file is one window (one encoder pass, as in training);
+# longer files are cut into WINDOW_SECONDS windows, the tail merged into the last.
+LONG_FILE_SECONDS = 1.5 * WINDOW_SECONDS
+# Frames decoded at a time when a file is streamed (at the file's own rate).
+BLOCK_SECONDS = 2.0
+_LFS_POINTER = b"version https://git-lfs"
 
 
 class AudioInputError(ValueError):
@@ -68,11 +87,24 @@ def probe_audio(path) -> AudioInfo:
         raise AudioInputError(path, "file is empty (0 bytes)")
     try:
         info = sf.info(path)
-    except (sf.LibsndfileError, RuntimeError, TypeError) as err:
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
+        if _is_lfs_pointer(path):
+            # A clone without git-lfs leaves text stubs named .wav; say how to fix it.
+            raise AudioInputError(
+                path, "is a git-lfs pointer, not audio (run `git lfs pull` in the corpus)"
+            ) from None
         raise AudioInputError(path, f"not a readable audio file ({err})") from None
     if info.samplerate <= 0 or info.channels <= 0:
         raise AudioInputError(path, "header declares no sample rate or no channels")
     return AudioInfo(info.samplerate, info.channels, info.frames, info.subtype)
+
+
+def _is_lfs_pointer(path) -> bool:
+    try:
+        with open(path, "rb") as fin:
+            return fin.read(len(_LFS_POINTER)) == _LFS_POINTER
+    except OSError:
+        return False
 
 
 def read_samples(path, start: int = 0, stop: int | None = None) -> tuple[np.ndarray, int]:
@@ -82,9 +114,86 @@ def read_samples(path, start: int = 0, stop: int | None = None) -> tuple[np.ndar
         data, sample_rate = sf.read(
             os.fspath(path), start=start, stop=stop, dtype="float32", always_2d=True
         )
-    except (sf.LibsndfileError, RuntimeError, ValueError) as err:
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as err:
         raise AudioInputError(path, f"audio data could not be decoded ({err})") from None
     return data, sample_rate
+
+
+def read_blocks(path, block_seconds: float = BLOCK_SECONDS) -> Iterator[tuple[np.ndarray, int]]:
+    """Yield ``(float32 [frames, channels], sample_rate)`` blocks of a file, in order.
+
+    At most ``block_seconds`` of samples are held at a time, whatever the file's length.
+    """
+    info = probe_audio(path)
+    check_sample_rate(path, info.sample_rate)
+    block = max(1, int(block_seconds * info.sample_rate))
+    try:
+        with sf.SoundFile(os.fspath(path)) as fin:
+            while True:
+                data = fin.read(block, dtype="float32", always_2d=True)
+                if not len(data):
+                    return
+                yield data, info.sample_rate
+    except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as err:
+        raise AudioInputError(path, f"audio data could not be decoded ({err})") from None
+
+
+def check_sample_rate(path, sample_rate: int) -> None:
+    """Refuse sample rates no speech recording has (see ``MIN_SAMPLE_RATE``)."""
+    if not MIN_SAMPLE_RATE <= sample_rate <= MAX_SAMPLE_RATE:
+        raise AudioInputError(
+            path, f"sample rate {sample_rate} Hz is outside {MIN_SAMPLE_RATE}-{MAX_SAMPLE_RATE} Hz"
+        )
+
+
+class _Checks:
+    """The checks every reader applies, accumulated block by block.
+
+    One owner for the reasons: a whole file read at once and a file streamed in
+    blocks are refused for the same reason, in the same order (no samples, NaN/Inf,
+    too short, channels cancelling, silent).
+    """
+
+    def __init__(self, path, sample_rate: int, min_seconds: float):
+        self.path, self.sample_rate, self.min_seconds = path, sample_rate, min_seconds
+        self.frames = 0
+        self.raw_peak = 0.0
+        self.mono_peak = 0.0
+
+    def add(self, raw: torch.Tensor, mono: torch.Tensor) -> None:
+        """Account for one block: ``raw`` ``[frames, channels]``, ``mono`` its downmix."""
+        if not torch.isfinite(raw).all():
+            raise AudioInputError(self.path, "contains NaN or infinite sample values")
+        self.frames += mono.numel()
+        if mono.numel():
+            self.raw_peak = max(self.raw_peak, float(raw.abs().max()))
+            self.mono_peak = max(self.mono_peak, float(mono.abs().max()))
+
+    def finish(self) -> None:
+        if self.frames == 0:
+            raise AudioInputError(self.path, "contains no samples")
+        seconds = self.frames / self.sample_rate
+        if seconds < self.min_seconds:
+            raise AudioInputError(
+                self.path, f"too short: {seconds:.3f} s (minimum {self.min_seconds} s)"
+            )
+        if self.mono_peak < SILENCE_PEAK:
+            if self.raw_peak >= SILENCE_PEAK:
+                raise AudioInputError(
+                    self.path, "is silent once downmixed to mono: its channels cancel out "
+                    "(one channel is the other with its polarity inverted)"
+                )
+            raise AudioInputError(self.path, "is silent (peak amplitude below -80 dBFS)")
+
+
+def _downmix(samples, path) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(raw [frames, channels], mono [frames])`` float32; the downmix is the channel mean."""
+    raw = torch.as_tensor(samples, dtype=torch.float32)
+    if raw.ndim == 1:
+        raw = raw.unsqueeze(1)
+    if raw.ndim != 2:
+        raise AudioInputError(path, f"expected 1-D or 2-D samples, got shape {tuple(raw.shape)}")
+    return raw, raw.mean(dim=1)
 
 
 def to_model_input(
@@ -121,23 +230,28 @@ def to_mono_16k(
     min_seconds: float = MIN_SECONDS,
 ) -> torch.Tensor:
     """:func:`to_model_input` without the normalisation: the recording's own level kept."""
-    wav = torch.as_tensor(samples, dtype=torch.float32)
-    if wav.ndim == 2:
-        wav = wav.mean(dim=1)
-    if wav.ndim != 1:
-        raise AudioInputError(path, f"expected 1-D or 2-D samples, got shape {tuple(wav.shape)}")
-    if wav.numel() == 0:
-        raise AudioInputError(path, "contains no samples")
-    if not torch.isfinite(wav).all():
-        raise AudioInputError(path, "contains NaN or infinite sample values")
-    seconds = wav.numel() / sample_rate
-    if seconds < min_seconds:
-        raise AudioInputError(path, f"too short: {seconds:.3f} s (minimum {min_seconds} s)")
-    if float(wav.abs().max()) < SILENCE_PEAK:
-        raise AudioInputError(path, "is silent (peak amplitude below -80 dBFS)")
-    if sample_rate != TARGET_SAMPLE_RATE:
-        wav = AF.resample(wav, sample_rate, TARGET_SAMPLE_RATE)
-    return wav
+    check_sample_rate(path, sample_rate)
+    raw, wav = _downmix(samples, path)
+    checks = _Checks(path, sample_rate, min_seconds)
+    checks.add(raw, wav)
+    checks.finish()
+    return resample_to_16k(wav, sample_rate)
+
+
+def resample_to_16k(wav: torch.Tensor, sample_rate: int) -> torch.Tensor:
+    """Resample a 1-D waveform to 16 kHz (odd rates: see ``RESAMPLE_KERNEL_BUDGET``).
+
+    Example
+    -------
+    >>> resample_to_16k(torch.ones(44101), 44101).shape   # 1 s, resampled as 44100 Hz
+    torch.Size([16001])
+    """
+    if sample_rate == TARGET_SAMPLE_RATE:
+        return wav
+    g = math.gcd(sample_rate, TARGET_SAMPLE_RATE)
+    if (sample_rate // g) * (TARGET_SAMPLE_RATE // g) > RESAMPLE_KERNEL_BUDGET:
+        sample_rate = max(ODD_RATE_STEP, round(sample_rate / ODD_RATE_STEP) * ODD_RATE_STEP)
+    return AF.resample(wav, sample_rate, TARGET_SAMPLE_RATE)
 
 
 def normalise(wav: torch.Tensor) -> torch.Tensor:
@@ -149,6 +263,72 @@ def load_audio(path, min_seconds: float = MIN_SECONDS) -> torch.Tensor:
     """Read any mono/multichannel file soundfile decodes and return model input at 16 kHz."""
     samples, sample_rate = read_samples(path)
     return to_model_input(samples, sample_rate, path=path, min_seconds=min_seconds)
+
+
+def check_file(path, min_seconds: float = MIN_SECONDS) -> AudioInfo:
+    """Decode a whole file block by block and apply :func:`load_audio`'s checks.
+
+    Memory stays bounded by one block whatever the file's length; the frame count
+    returned is what was decoded, not the header's claim.
+    """
+    info = probe_audio(path)
+    checks = _Checks(path, info.sample_rate, min_seconds)
+    for block, _ in read_blocks(path):
+        checks.add(*_downmix(block, path))
+    checks.finish()
+    return AudioInfo(info.sample_rate, info.channels, checks.frames, info.subtype)
+
+
+def iter_windows(
+    path, window_seconds: float = WINDOW_SECONDS, min_seconds: float = MIN_SECONDS
+) -> Iterator[tuple[torch.Tensor | None, float]]:
+    """Model input for a long recording, one window at a time, in bounded memory.
+
+    The file is decoded in blocks of ``BLOCK_SECONDS`` and downmixed as it is read;
+    every ``window_seconds`` of it becomes one window, except that the remainder at
+    the end is merged into the last window, so every window lasts between 0.5 and
+    1.5 ``window_seconds``. Each window is resampled and normalised on its own:
+    it is exactly the model input :func:`load_audio` would give for that excerpt
+    saved as its own file.
+
+    Yields
+    ------
+    (wav, seconds)
+        ``wav`` is the window's 1-D model input, or ``None`` for a silent window
+        (peak below ``SILENCE_PEAK``: normalising it would only amplify noise);
+        ``seconds`` is its duration.
+
+    Raises
+    ------
+    AudioInputError
+        As :func:`load_audio` does, for the whole file: no samples, NaN/Inf
+        anywhere, too short, or silent throughout.
+    """
+    info = probe_audio(path)
+    rate = info.sample_rate
+    window = max(1, round(window_seconds * rate))
+    checks = _Checks(path, rate, min_seconds)
+    pending: list[torch.Tensor] = []
+    held = 0
+    for block, _ in read_blocks(path):
+        raw, mono = _downmix(block, path)
+        checks.add(raw, mono)
+        pending.append(mono)
+        held += mono.numel()
+        while held >= window + window // 2:
+            buffer = torch.cat(pending)
+            yield _window_input(buffer[:window], rate)
+            pending, held = [buffer[window:]], held - window
+    checks.finish()  # after the last block: the whole-file reasons, as load_audio
+    if held:
+        yield _window_input(torch.cat(pending), rate)
+
+
+def _window_input(mono: torch.Tensor, sample_rate: int) -> tuple[torch.Tensor | None, float]:
+    seconds = mono.numel() / sample_rate
+    if float(mono.abs().max()) < SILENCE_PEAK:
+        return None, seconds
+    return normalise(resample_to_16k(mono, sample_rate)), seconds
 
 
 def duration_seconds(path) -> float:

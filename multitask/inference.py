@@ -35,7 +35,7 @@ from speechbrain.utils.data_utils import batch_pad_right
 from speechbrain.utils.fetching import FetchConfig, FetchSource
 from speechbrain.utils.parameter_transfer import Pretrainer
 
-from .audio import AudioInputError, load_audio, probe_audio
+from .audio import LONG_FILE_SECONDS, AudioInputError, iter_windows, load_audio, probe_audio
 from .model import MultitaskModel, TaskHead, Wav2Vec2Encoder
 from .trust import fetch_and_check, weights_only_loads
 
@@ -258,9 +258,41 @@ class MultitaskClassifier(Pretrained):
 
         Raises :class:`multitask.audio.AudioInputError` (naming the file) for a file
         that cannot be used.
+
+        A file longer than ``LONG_FILE_SECONDS`` (45 s) is classified in windows of
+        ``WINDOW_SECONDS`` (30 s), read in blocks so that memory does not grow with
+        its length (:func:`multitask.audio.iter_windows`); each task's probabilities
+        are the duration-weighted mean of the windows' probabilities, silent windows
+        left out, and the result also holds ``"windows"`` (windows classified) and
+        ``"silent_windows"``. Shorter files are one encoder pass, as in training.
         """
+        if probe_audio(path).duration > LONG_FILE_SECONDS:
+            return self._classify_long_file(path, top_k)
         wav = load_audio(path)
         return self.classify_batch(wav.unsqueeze(0), top_k=top_k)[0]
+
+    def _classify_long_file(self, path, top_k: int) -> dict:
+        """Duration-weighted mean of per-window probabilities (see :meth:`classify_file`).
+
+        Probabilities, not logits, are averaged: the result reads as the share of the
+        recording's time each class holds, and one overconfident window cannot
+        outvote the rest as it could through summed logits. Weighting by duration
+        makes the last window (the remainder merged in: 15 to 45 s) count for its
+        length, so the result does not depend on where the cuts fall.
+        """
+        totals, seconds, windows, silent = {}, 0.0, 0, 0
+        for wav, window_seconds in iter_windows(path):
+            if wav is None:
+                silent += 1
+                continue
+            probs = self.forward(wav)
+            for task in self.tasks:
+                totals[task] = totals.get(task, 0.0) + probs[task][0].double() * window_seconds
+            seconds += window_seconds
+            windows += 1
+        result = {task: self._describe(task, (totals[task] / seconds).float(), top_k)
+                  for task in self.tasks}
+        return {**result, "windows": windows, "silent_windows": silent}
 
     def classify_files(self, paths, batch_size: int = DEFAULT_BATCH_SIZE,
                        top_k: int = DEFAULT_TOP_K) -> list[dict]:
@@ -273,7 +305,9 @@ class MultitaskClassifier(Pretrained):
 
         Each result is ``{"file": path, <task>: {...}, ...}``, or
         ``{"file": path, "error": "<path>: <reason>"}`` for a file that cannot be
-        read; the other files are still classified.
+        read; the other files are still classified. Files longer than
+        ``LONG_FILE_SECONDS`` are classified alone, in windows, as by
+        :meth:`classify_file`.
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
@@ -285,6 +319,12 @@ class MultitaskClassifier(Pretrained):
                 durations[index] = probe_audio(path).duration
             except AudioInputError as err:
                 results[index] = {"file": path, "error": str(err)}
+        for index in [i for i, seconds in durations.items() if seconds > LONG_FILE_SECONDS]:
+            del durations[index]
+            try:
+                results[index] = {"file": paths[index], **self._classify_long_file(paths[index], top_k)}
+            except AudioInputError as err:
+                results[index] = {"file": paths[index], "error": str(err)}
         order = sorted(durations, key=durations.__getitem__)  # stable: ties keep input order
         for start in range(0, len(order), batch_size):
             loaded = []

@@ -41,14 +41,7 @@ from collections.abc import Callable, Iterable
 
 from tqdm import tqdm
 
-from multitask.audio import (
-    MIN_SECONDS,
-    AudioInfo,
-    AudioInputError,
-    probe_audio,
-    read_samples,
-    to_model_input,
-)
+from multitask.audio import MIN_SECONDS, AudioInfo, AudioInputError, check_file
 from multitask.manifest import SPLITS, write_manifest
 
 logger = logging.getLogger(__name__)
@@ -58,7 +51,6 @@ REJECTED_NAME = "rejected.csv"
 REJECTED_COLUMNS = ("id", "path", "reason")
 # Bump when the manifests a preparer writes change shape, so old outputs are redone.
 FORMAT_VERSION = 1
-_LFS_POINTER = b"version https://git-lfs"
 
 
 class CorpusError(ValueError):
@@ -71,9 +63,11 @@ class CorpusError(ValueError):
 def check_audio(path, min_seconds: float = MIN_SECONDS) -> AudioInfo:
     """Decode a file and apply the checks training applies; return what was decoded.
 
-    The file goes through :func:`multitask.audio.to_model_input`, so a row the
-    preparer keeps is a row the data pipeline can load: missing, empty, unreadable,
-    NaN, too short and silent files all raise here rather than mid-epoch.
+    The file goes through :func:`multitask.audio.check_file`, the checks of
+    :func:`multitask.audio.load_audio` applied block by block, so a row the preparer
+    keeps is a row the data pipeline can load: missing, empty, unreadable (a git-lfs
+    pointer said so), NaN, too short and silent files all raise here rather than
+    mid-epoch, and an hour-long file is checked in bounded memory.
 
     Parameters
     ----------
@@ -90,28 +84,9 @@ def check_audio(path, min_seconds: float = MIN_SECONDS) -> AudioInfo:
     Raises
     ------
     AudioInputError
-        With a reason; a git-lfs pointer file gets a reason that says so.
+        With a reason.
     """
-    try:
-        header = probe_audio(path)
-        samples, sample_rate = read_samples(path)
-        to_model_input(samples, sample_rate, path=path, min_seconds=min_seconds)
-    except AudioInputError as err:
-        if _is_lfs_pointer(path):
-            # A clone without git-lfs leaves text stubs named .wav; say how to fix it.
-            raise AudioInputError(
-                path, "is a git-lfs pointer, not audio (run `git lfs pull` in the corpus)"
-            ) from None
-        raise err from None
-    return AudioInfo(sample_rate, samples.shape[1], samples.shape[0], header.subtype)
-
-
-def _is_lfs_pointer(path) -> bool:
-    try:
-        with open(path, "rb") as fin:
-            return fin.read(len(_LFS_POINTER)) == _LFS_POINTER
-    except OSError:
-        return False
+    return check_file(path, min_seconds)
 
 
 def round_ms(seconds: float) -> float:
