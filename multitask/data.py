@@ -9,11 +9,16 @@ saved beside the checkpoints, and size the heads.
 Rows are checked before any training starts (duplicate ids, missing or unreadable
 audio, labels the encoder does not know): all problems are reported together, each
 with the row id and path, rather than as a traceback in the middle of an epoch.
+:func:`check_manifests` applies these checks to every manifest of a run, test ones
+included, and adds those that span manifests: an id in two splits, audio outside
+``data_root``, manifests from two versions of one corpus, and a resumed run whose
+manifests are not the ones its checkpoints were trained on.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import os
 
 import torch
@@ -25,10 +30,21 @@ from torch.utils.data import DataLoader
 
 from .audio import AudioInputError, load_audio, probe_audio
 from .losses import IGNORE_INDEX
-from .manifest import TASKS, ManifestError, label_set, read_manifests
+from .manifest import (
+    TASKS,
+    ManifestError,
+    corpus_version,
+    label_set,
+    read_manifest,
+    read_manifests,
+    rows_digest,
+)
 from .sampling import TaskMixingBatchSampler
 
 MAX_PROBLEMS_SHOWN = 20
+SIGNATURE_NAME = "data_signature.json"
+# Splits a run trains and selects on; resuming on other rows for these is refused.
+SIGNED_SPLITS = ("train", "valid")
 
 
 def label_encoder_path(folder, task: str) -> str:
@@ -80,9 +96,18 @@ def label_index(encoder: CategoricalEncoder, label: str) -> int:
     return encoder.lab2ind[label] if label else IGNORE_INDEX
 
 
-def check_rows(rows: list[dict], encoders: dict, source: str, probe=True) -> None:
+def check_rows(rows: list[dict], encoders: dict, source: str, probe=True, data_root=None) -> None:
     """Raise :class:`ManifestError` listing every row that would fail during training."""
+    problems = row_problems(rows, encoders, probe, data_root)
+    if problems:
+        raise ManifestError(f"{source}: {len(problems)} unusable row(s):\n  {_shown(problems)}")
+
+
+def row_problems(rows: list[dict], encoders: dict, probe=True, data_root=None) -> list[str]:
+    """One line per problem: duplicate id, unknown label, audio outside ``data_root``
+    (see :func:`allowed_roots`), missing or unreadable audio (``probe``)."""
     problems, seen = [], set()
+    roots = allowed_roots(data_root)
     for row in rows:
         where = f"id {row['id']!r} ({row['wav']})"
         if row["id"] in seen:
@@ -91,17 +116,186 @@ def check_rows(rows: list[dict], encoders: dict, source: str, probe=True) -> Non
         for task, encoder in encoders.items():
             if row.get(task) and row[task] not in encoder.lab2ind:
                 known = ", ".join(sorted(encoder.lab2ind))
-                problems.append(f"{where}: {task} label {row[task]!r} is not one of: {known}")
+                problems.append(f"{where}: {task} label {row[task]!r} is not one of the "
+                                f"{len(encoder.lab2ind)} the model has: {known}")
+        if roots:
+            real = os.path.realpath(row["wav"])
+            if not any(_inside(real, root) for root in roots):
+                problems.append(f"{where}: resolves to {real}, outside data_root "
+                                f"({', '.join(roots)})")
+                continue  # never open a file outside the allowed folders
         if probe:
             try:
                 probe_audio(row["wav"])
             except AudioInputError as err:
                 problems.append(f"{where}: {err.reason}")
+    return problems
+
+
+def allowed_roots(data_root) -> list[str]:
+    """``data_root`` (None, a folder, or a list of folders) as resolved folder paths.
+
+    None allows any path: manifests routinely point at corpora on other disks. Set,
+    a row's audio must resolve (``..`` and symlinks followed) inside one of them.
+    """
+    if data_root is None or data_root == "":
+        return []
+    roots = [data_root] if isinstance(data_root, (str, os.PathLike)) else list(data_root)
+    return [os.path.realpath(os.fspath(root)) for root in roots]
+
+
+def _inside(path: str, root: str) -> bool:
+    return os.path.commonpath([path, root]) == root
+
+
+def _shown(problems: list[str]) -> str:
+    shown = "\n  ".join(problems[:MAX_PROBLEMS_SHOWN])
+    more = len(problems) - MAX_PROBLEMS_SHOWN
+    return shown + (f"\n  ... and {more} more" if more > 0 else "")
+
+
+def check_manifests(manifests: dict, encoders: dict, save_folder=None, data_root=None,
+                    probe=True) -> None:
+    """Check every manifest of a run before training; one :class:`ManifestError` lists all.
+
+    Parameters
+    ----------
+    manifests : dict
+        ``{"train": paths, "valid": paths, "test": paths}``; each a path or a list.
+        A file named twice in one role (e.g. a test set scored under two names) is
+        read once; one file in two roles (trained and validated on) is refused.
+    encoders : dict
+        The run's label encoders: every label of every manifest must be one of theirs.
+    save_folder : str, optional
+        Where the run keeps its checkpoints: ``data_signature.json`` there records the
+        train and valid rows, and a run that already saved a checkpoint must resume on
+        the same rows (see :func:`check_data_signature`).
+    data_root : str or list of str, optional
+        Folders the audio must resolve into (see :func:`allowed_roots`).
+    probe : bool
+        Open every audio file's header.
+
+    Raises
+    ------
+    ManifestError
+        Naming each manifest with its unusable rows (duplicate ids, labels the encoders
+        do not know, audio outside ``data_root``, missing or unreadable audio), ids found
+        in two splits, and manifests made from two versions of one corpus.
+    """
+    read = {}  # (role, real path) -> (role, path, rows)
+    for role, paths in manifests.items():
+        for path in [paths] if isinstance(paths, (str, os.PathLike)) else list(paths or []):
+            key = (role, os.path.realpath(os.fspath(path)))
+            if key not in read:
+                read[key] = (role, os.fspath(path), read_manifest(path))
+    problems = []
+    for _role, path, rows in read.values():
+        found = row_problems(rows, encoders, probe, data_root)
+        if not rows:
+            found.append("no rows")
+        problems += [f"{path}: {line}" for line in found]
+    problems += _shared_ids(list(read.values()))
+    problems += _mixed_corpus_versions([(role, path) for role, path, _ in read.values()])
     if problems:
-        shown = "\n  ".join(problems[:MAX_PROBLEMS_SHOWN])
-        more = len(problems) - MAX_PROBLEMS_SHOWN
-        tail = f"\n  ... and {more} more" if more > 0 else ""
-        raise ManifestError(f"{source}: {len(problems)} unusable row(s):\n  {shown}{tail}")
+        raise ManifestError(f"{len(problems)} problem(s) in the manifests; nothing was trained:"
+                            f"\n  {_shown(problems)}")
+    if save_folder is not None:
+        check_data_signature(save_folder, {
+            role: [(path, rows) for r, path, rows in read.values() if r == role]
+            for role in SIGNED_SPLITS
+        })
+
+
+def _shared_ids(manifests: list[tuple[str, str, list[dict]]]) -> list[str]:
+    """An id in two manifests: one row read twice in training, or a test row trained on.
+
+    Two test manifests may share ids (a test set and a subset of it are scored apart).
+    """
+    problems, owner = [], {}
+    for role, path, rows in manifests:
+        shared: dict[str, list[str]] = {}
+        for row in rows:
+            first = owner.setdefault(row["id"], (role, path))
+            if first[1] != path and not (role == first[0] == "test"):
+                shared.setdefault(f"{first[1]} ({first[0]})", []).append(row["id"])
+        for other, ids in shared.items():
+            examples = ", ".join(repr(i) for i in ids[:5]) + (", ..." if len(ids) > 5 else "")
+            problems.append(f"{path} ({role}): {len(ids)} id(s) also in {other}: {examples}")
+    return problems
+
+
+def _mixed_corpus_versions(manifests: list[tuple[str, str]]) -> list[str]:
+    versions: dict[str, dict[str, list[str]]] = {}
+    for role, path in manifests:
+        stamp = corpus_version(path)
+        if stamp is not None:
+            versions.setdefault(stamp["preparer"], {}).setdefault(stamp["version"], []).append(
+                f"{path} ({role})")
+    return [
+        f"{preparer} manifests from {len(by_version)} corpus versions (prepared from different "
+        "releases of the corpus; prepare every split from one): "
+        + "; ".join(f"version {v}: {', '.join(paths)}" for v, paths in by_version.items())
+        for preparer, by_version in versions.items() if len(by_version) > 1
+    ]
+
+
+def data_signature(manifests: dict) -> dict:
+    """``{role: [{"manifest", "rows", "digest", "corpus"}, ...]}`` of ``{role: [(path, rows)]}``."""
+    return {
+        role: [{"manifest": os.path.abspath(path), "rows": len(rows), "digest": rows_digest(rows),
+                "corpus": corpus_version(path)} for path, rows in entries]
+        for role, entries in manifests.items()
+    }
+
+
+def check_data_signature(save_folder, manifests: dict) -> None:
+    """Refuse to resume a run's checkpoints on rows other than those they were trained on.
+
+    ``save_folder/data_signature.json`` records the train and valid rows (ids, labels,
+    durations; not where the audio lives). Once a checkpoint exists, rows that differ
+    (another corpus version, an edited manifest) raise :class:`ManifestError`: the
+    model, its label encoders and its sampler state belong to the old data. Before the
+    first checkpoint the record is simply rewritten.
+    """
+    path = os.path.join(save_folder, SIGNATURE_NAME)
+    signature = data_signature(manifests)
+    try:
+        with open(path, encoding="utf-8") as fin:
+            saved = json.load(fin)
+    except (OSError, ValueError):
+        saved = None
+    if saved is not None and _has_checkpoint(save_folder):
+        changed = [
+            _describe_change(role, saved.get(role, []), signature[role]) for role in signature
+            if [e["digest"] for e in saved.get(role, [])] != [e["digest"] for e in signature[role]]
+        ]
+        if changed:
+            raise ManifestError(
+                f"{path}: the checkpoints in {save_folder} were trained on other data than "
+                "these manifests give:\n  " + "\n  ".join(changed) + "\nResume with the "
+                "manifests the run started with, or train into a new output_folder."
+            )
+    if saved != signature:
+        os.makedirs(save_folder, exist_ok=True)
+        tmp = f"{path}.tmp.{os.getpid()}"
+        with open(tmp, "w", encoding="utf-8") as fout:
+            json.dump(signature, fout, indent=1)
+        os.replace(tmp, path)
+
+
+def _describe_change(role: str, before: list[dict], now: list[dict]) -> str:
+    def describe(entries):
+        return "; ".join(
+            f"{e['manifest']} ({e['rows']} rows"
+            + (f", {e['corpus']['preparer']} corpus version {e['corpus']['version']}"
+               if e.get("corpus") else "") + ")"
+            for e in entries) or "nothing"
+    return f"{role}: trained on {describe(before)}; now {describe(now)}"
+
+
+def _has_checkpoint(save_folder) -> bool:
+    # SpeechBrain names checkpoint folders CKPT+<name>; staging never counts.
+    return any(name.startswith("CKPT+") for name in os.listdir(save_folder))
 
 
 def make_dataset(rows: list[dict], encoders: dict) -> DynamicItemDataset:

@@ -14,6 +14,13 @@ Columns (in this order; extra columns are kept after them):
 Manifests are CSV (``.csv``) or JSON (``.json``: a mapping from id to the other
 columns, SpeechBrain's layout). Both load into the same list of row dicts.
 
+Where a manifest came from: the preparers write ``prepare_options.json`` beside the
+manifests they make, recording the digests of the corpus files they read.
+:func:`corpus_version` turns that record into a short version id, so manifests made
+from two different releases of one corpus can be told apart;
+:func:`rows_digest` fingerprints the rows themselves (ids, labels, durations, not
+where the audio lives), which is what a training run remembers of its data.
+
 Example
 -------
 >>> import tempfile, os
@@ -28,6 +35,7 @@ Example
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 from collections.abc import Iterable
@@ -35,6 +43,8 @@ from collections.abc import Iterable
 COLUMNS = ("id", "wav", "duration", "task", "intent", "emotion", "speaker", "split")
 TASKS = ("intent", "emotion")
 SPLITS = ("train", "valid", "test")
+# Written beside its manifests by :func:`multitask.prepare.common.run_preparer`.
+PREPARATION_RECORD = "prepare_options.json"
 
 
 class ManifestError(ValueError):
@@ -123,3 +133,42 @@ def read_manifests(paths) -> list[dict]:
     if isinstance(paths, (str, os.PathLike)):
         paths = [paths]
     return [row for path in paths for row in read_manifest(path)]
+
+
+def corpus_version(path) -> dict | None:
+    """``{"preparer", "version"}`` of the corpus a manifest was prepared from, or None.
+
+    The version digests what the preparer recorded of its inputs (label files, the
+    audio folder's listing) and its output format, not where the corpus lives or how
+    it was split: the same release moved to another disk has the same version, and
+    a release with one file added, removed or relabelled has another. Manifests made
+    without a preparer (no record beside them) have none.
+    """
+    record_path = os.path.join(os.path.dirname(os.path.abspath(path)), PREPARATION_RECORD)
+    try:
+        with open(record_path, encoding="utf-8") as fin:
+            record = json.load(fin)
+        stamp = {"format_version": record["format_version"], "inputs": record["inputs"]}
+        preparer = str(record["preparer"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    digest = hashlib.sha256(json.dumps(stamp, sort_keys=True).encode("utf-8")).hexdigest()
+    return {"preparer": preparer, "version": digest[:12]}
+
+
+def rows_digest(rows) -> str:
+    """SHA-256 of what training reads from rows, independent of row order and audio location.
+
+    >>> a = [{"id": "u1", "wav": "/x/u1.wav", "duration": 1.0, "task": "intent",
+    ...       "intent": "lost", "emotion": "", "split": "train"}]
+    >>> rows_digest(a) == rows_digest([dict(a[0], wav="/elsewhere/u1.wav")])
+    True
+    >>> rows_digest(a) == rows_digest([dict(a[0], intent="block")])
+    False
+    """
+    digest = hashlib.sha256()
+    for row in sorted(rows, key=lambda row: row["id"]):
+        fields = (row["id"], f"{float(row['duration']):.3f}", row.get("task", ""),
+                  *(row.get(task, "") for task in TASKS), row.get("split", ""))
+        digest.update("\t".join(fields).encode("utf-8") + b"\n")
+    return digest.hexdigest()

@@ -107,8 +107,15 @@ def get_dataloaders(accelerator, hparams):
     with accelerator.main_process_first():
         encoders = D.build_label_encoders(train_rows, hparams["save_folder"],
                                           hparams.get("tasks", TASKS))
-    train_set, train_rows = D.load_split(hparams["train_manifests"], encoders, rows=train_rows)
-    valid_set, valid_rows = D.load_split(hparams["valid_manifests"], encoders)
+        # Every manifest, test ones too, before any training: one error lists all faults.
+        D.check_manifests(
+            {"train": hparams["train_manifests"], "valid": hparams["valid_manifests"],
+             "test": list((hparams.get("test_manifests") or {}).values())},
+            encoders, hparams["save_folder"], data_root=hparams.get("data_root"),
+        )
+    train_set, train_rows = D.load_split(hparams["train_manifests"], encoders, rows=train_rows,
+                                         probe=False)
+    valid_set, valid_rows = D.load_split(hparams["valid_manifests"], encoders, probe=False)
     seed = hparams["seed"]
     train_loader = D.make_loader(train_set, train_rows, hparams["train_batching"], True, seed,
                                  hparams.get("num_workers", 0))

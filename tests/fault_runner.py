@@ -12,8 +12,10 @@ hooks. ``POINT`` is one of
 ``save:E:NAME`` while writing ``NAME.ckpt`` of checkpoint ``epoch-E``: the file is
                 left truncated to half its size, the later files unwritten
 
-With ``--rank R`` only the process whose ``RANK`` is ``R`` kills itself. Before
-dying, the process appends ``KILLED <point> <unix time>`` to ``$FAULT_LOG`` if set.
+With ``--rank R`` only the process whose ``RANK`` is ``R`` kills itself;
+``--signal STOP`` freezes it instead (a hung rather than a dead process). Before
+the signal, the process appends ``SIGKILL <point> rank <R> pid <pid> <unix time>`` to
+``$FAULT_LOG`` if set.
 """
 
 from __future__ import annotations
@@ -30,13 +32,17 @@ import time
 REPO = pathlib.Path(__file__).resolve().parent.parent
 
 
+SIGNAL = signal.SIGKILL
+
+
 def die(point: str) -> None:
     if os.environ.get("FAULT_LOG"):
         with open(os.environ["FAULT_LOG"], "a", encoding="utf-8") as fout:
-            fout.write(f"KILLED {point} rank {os.environ.get('RANK', '0')} {time.time():.3f}\n")
+            fout.write(f"{SIGNAL.name} {point} rank {os.environ.get('RANK', '0')} "
+                       f"pid {os.getpid()} {time.time():.3f}\n")
     sys.stdout.flush()
     sys.stderr.flush()
-    os.kill(os.getpid(), signal.SIGKILL)
+    os.kill(os.getpid(), SIGNAL)
 
 
 class KillingLoader:
@@ -106,9 +112,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--kill-at", required=True)
     parser.add_argument("--rank", type=int, default=None)
+    parser.add_argument("--signal", default="KILL", choices=["KILL", "STOP"])
     parser.add_argument("script")
     parser.add_argument("args", nargs=argparse.REMAINDER)
     options = parser.parse_args()
+    global SIGNAL
+    SIGNAL = signal.Signals[f"SIG{options.signal}"]
     if options.rank is None or int(os.environ.get("RANK", "0")) == options.rank:
         install(options.kill_at)
     sys.argv = [options.script, *options.args]

@@ -1,0 +1,193 @@
+"""Manifest faults stop a run before training, with an error naming the manifest and rows."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+from conftest import REPO
+
+from multitask.data import build_label_encoders, check_manifests
+from multitask.manifest import ManifestError, corpus_version, read_manifest, write_manifest
+
+
+@pytest.fixture
+def corpus(toy_corpus, tmp_path):
+    """A private copy of the toy corpus (manifests and audio) that a test may change."""
+    root = tmp_path / "corpus"
+    shutil.copytree(os.path.dirname(toy_corpus["train"]), root)
+    return {split: str(root / f"{split}.csv") for split in ("train", "valid", "test")}
+
+
+def encoders_for(corpus, folder):
+    return build_label_encoders(read_manifest(corpus["train"]), folder)
+
+
+def check(corpus, folder, **kwargs):
+    manifests = {"train": [corpus["train"]], "valid": [corpus["valid"]],
+                 "test": [corpus["test"]], **kwargs.pop("manifests", {})}
+    check_manifests(manifests, encoders_for(corpus, folder / "save"), folder / "save", **kwargs)
+
+
+def rewrite(path, change):
+    """Apply ``change(rows)`` to a manifest (wav paths kept relative to its folder)."""
+    rows = read_manifest(path)
+    for row in rows:
+        row["wav"] = os.path.relpath(row["wav"], os.path.dirname(path))
+    write_manifest(path, change(rows))
+
+
+def test_the_toy_manifests_pass(corpus, tmp_path):
+    check(corpus, tmp_path, data_root=os.path.dirname(corpus["train"]))
+
+
+def test_a_duplicate_id_within_a_manifest_is_named_with_the_manifest(corpus, tmp_path):
+    rewrite(corpus["valid"], lambda rows: rows + [dict(rows[0], wav=rows[1]["wav"])])
+    with pytest.raises(ManifestError) as err:
+        check(corpus, tmp_path)
+    first = read_manifest(corpus["valid"])[0]["id"]
+    assert f"{corpus['valid']}: id {first!r}" in str(err.value)
+    assert "duplicate id" in str(err.value)
+
+
+def test_an_id_in_two_training_manifests_is_refused(corpus, tmp_path):
+    copy = os.path.join(os.path.dirname(corpus["train"]), "train_again.csv")
+    shutil.copyfile(corpus["train"], copy)
+    with pytest.raises(ManifestError) as err:
+        check(corpus, tmp_path, manifests={"train": [corpus["train"], copy]})
+    assert f"{copy} (train): 48 id(s) also in {corpus['train']} (train)" in str(err.value)
+
+
+def test_a_test_row_that_is_also_a_training_row_is_refused(corpus, tmp_path):
+    leaked = read_manifest(corpus["train"])[5]["id"]
+    rewrite(corpus["test"], lambda rows: rows + [r for r in read_manifest(corpus["train"])
+                                                 if r["id"] == leaked])
+    with pytest.raises(ManifestError) as err:
+        check(corpus, tmp_path)
+    assert f"{corpus['test']} (test): 1 id(s) also in {corpus['train']} (train): {leaked!r}" in str(
+        err.value)
+
+
+def test_one_test_set_scored_under_two_names_or_a_subset_of_it_is_allowed(corpus, tmp_path):
+    subset = os.path.join(os.path.dirname(corpus["test"]), "test_intent.csv")
+    shutil.copyfile(corpus["test"], subset)
+    rewrite(subset, lambda rows: [r for r in rows if r["intent"]])
+    check(corpus, tmp_path, manifests={"test": [corpus["test"], corpus["test"], subset]})
+
+
+def test_a_label_the_training_rows_do_not_have_is_refused_in_valid_and_test(corpus, tmp_path):
+    rewrite(corpus["test"], lambda rows: [dict(rows[0], id="odd", intent="teleport")] + rows)
+    with pytest.raises(ManifestError) as err:
+        check(corpus, tmp_path)
+    message = str(err.value)
+    assert f"{corpus['test']}: id 'odd'" in message
+    assert "intent label 'teleport' is not one of the 2 the model has: high, low" in message
+
+
+def test_a_resumed_run_whose_saved_label_encoder_lacks_a_new_label_is_refused(corpus, tmp_path):
+    encoders_for(corpus, tmp_path / "save")  # the run's first start saved its encoders
+    rewrite(corpus["train"], lambda rows: rows + [dict(rows[0], id="new", intent="teleport")])
+    with pytest.raises(ManifestError) as err:
+        check(corpus, tmp_path)
+    assert f"{corpus['train']}: id 'new'" in str(err.value)
+    assert "'teleport' is not one of the 2 the model has" in str(err.value)
+
+
+@pytest.mark.parametrize("escape", ["dotdot", "symlink", "absolute"])
+def test_audio_outside_data_root_is_refused_after_following_dotdot_and_symlinks(
+    escape, corpus, tmp_path
+):
+    root = os.path.dirname(corpus["train"])
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    first = read_manifest(corpus["train"])[0]
+    shutil.copyfile(first["wav"], outside / "x.wav")
+    if escape == "symlink":
+        os.symlink(outside / "x.wav", os.path.join(root, "wav", "link.wav"))
+        wav = os.path.join("wav", "link.wav")
+    else:
+        wav = "../elsewhere/x.wav" if escape == "dotdot" else str(outside / "x.wav")
+    rewrite(corpus["train"], lambda rows: [dict(rows[0], id="escapee", wav=wav)] + rows[1:])
+    check(corpus, tmp_path)  # no data_root: any path
+    with pytest.raises(ManifestError) as err:
+        check(corpus, tmp_path, data_root=root)
+    message = str(err.value)
+    assert f"{corpus['train']}: id 'escapee'" in message
+    assert f"resolves to {outside / 'x.wav'}, outside data_root ({os.path.realpath(root)})" in message
+
+
+def prepared(folder, inputs):
+    """What a preparer leaves beside its manifests (``prepare_options.json``)."""
+    record = {"preparer": "skit_s2i", "format_version": 1, "inputs": inputs,
+              "options": {"corpus_dir": str(folder)}, "outputs": ["train", "valid", "test"]}
+    (folder / "prepare_options.json").write_text(json.dumps(record))
+
+
+def test_manifests_from_two_versions_of_one_corpus_are_refused(corpus, tmp_path):
+    release1 = tmp_path / "corpus"
+    prepared(release1, {"train.csv": "aaa"})
+    release2 = tmp_path / "corpus_v2"
+    shutil.copytree(release1, release2)
+    prepared(release2, {"train.csv": "bbb"})  # e.g. a relabelled release
+    v1, v2 = corpus_version(release1 / "test.csv"), corpus_version(release2 / "test.csv")
+    assert v1["preparer"] == "skit_s2i" and v1["version"] != v2["version"]
+    with pytest.raises(ManifestError) as err:
+        check(corpus, tmp_path, manifests={"test": [str(release2 / "test.csv")]})
+    message = str(err.value)
+    assert "skit_s2i manifests from 2 corpus versions" in message
+    assert f"version {v1['version']}: {corpus['train']} (train), {corpus['valid']} (valid)" in message
+    assert f"version {v2['version']}: {release2 / 'test.csv'} (test)" in message
+
+
+def test_the_same_release_moved_elsewhere_keeps_its_version(tmp_path):
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        record = {"preparer": "crema_d", "format_version": 1, "inputs": {"AudioWAV": "x"},
+                  "options": {"corpus_dir": f"/data/{name}", "seed": 1}}
+        (tmp_path / name / "prepare_options.json").write_text(json.dumps(record))
+    assert corpus_version(tmp_path / "a" / "t.csv") == corpus_version(tmp_path / "b" / "t.csv")
+    assert corpus_version(tmp_path / "t.csv") is None  # made without a preparer
+
+
+def test_resuming_checkpoints_on_another_corpus_version_is_refused(corpus, tmp_path):
+    check(corpus, tmp_path)  # the first start records the rows
+    (tmp_path / "save" / "CKPT+epoch-0001").mkdir()  # ... and a checkpoint was saved
+    check(corpus, tmp_path)  # the same rows resume
+    prepared(tmp_path / "corpus", {"train.csv": "release 2"})
+    rewrite(corpus["train"], lambda rows: rows[:-4])  # release 2 dropped four recordings
+    with pytest.raises(ManifestError) as err:
+        check(corpus, tmp_path)
+    message = str(err.value)
+    assert "data_signature.json: the checkpoints in" in message
+    assert f"train: trained on {corpus['train']} (48 rows); now {corpus['train']} (44 rows, " \
+           "skit_s2i corpus version" in message
+    assert "new output_folder" in message
+
+
+def test_before_the_first_checkpoint_changed_manifests_are_simply_recorded(corpus, tmp_path):
+    check(corpus, tmp_path)
+    rewrite(corpus["train"], lambda rows: rows[:-4])
+    check(corpus, tmp_path)  # nothing was trained on the old rows
+    signature = json.loads((tmp_path / "save" / "data_signature.json").read_text())
+    assert signature["train"][0]["rows"] == 44
+
+
+def test_the_recipe_stops_before_training_and_names_the_faulty_manifest(
+    corpus, group_norm_encoder, tmp_path
+):
+    rewrite(corpus["valid"], lambda rows: rows + [dict(rows[0], id="odd", emotion="smug",
+                                                       intent="", task="emotion")])
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "recipes/train.py", "hparams/tiny.yaml",
+         f"--encoder_source={group_norm_encoder}", f"--output_folder={out}",
+         f"--train_manifests=[{corpus['train']}]", f"--valid_manifests=[{corpus['valid']}]",
+         f"--data_root={os.path.dirname(corpus['train'])}"],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    output = proc.stdout + proc.stderr
+    assert "ManifestError" in output and f"{corpus['valid']}: id 'odd'" in output
+    assert "emotion label 'smug'" in output
+    assert not (out / "train_log.txt").exists() and not list((out / "save").glob("CKPT+*"))
