@@ -42,11 +42,12 @@ from collections.abc import Callable, Iterable
 from tqdm import tqdm
 
 from multitask.audio import MIN_SECONDS, AudioInfo, AudioInputError, check_file
-from multitask.manifest import SPLITS, write_manifest
+from multitask.manifest import PREPARATION_RECORD, SPLITS, write_manifest
 
 logger = logging.getLogger(__name__)
 
-OPTIONS_NAME = "prepare_options.json"
+# Also the corpus version of the manifests beside it (multitask.manifest.corpus_version).
+OPTIONS_NAME = PREPARATION_RECORD
 REJECTED_NAME = "rejected.csv"
 REJECTED_COLUMNS = ("id", "path", "reason")
 # Bump when the manifests a preparer writes change shape, so old outputs are redone.
