@@ -118,6 +118,7 @@ def export_model(train_output_folder, out_dir, *, checkpoint=None, repo_id=None,
     encoders = load_label_encoders(save_folder, tasks)
     ckpt = select_checkpoint(save_folder, hparams.get("best_metric", "mean_accuracy"), checkpoint)
     test_metrics = read_test_metrics(run, ckpt)
+    lineage = read_lineage(run)
 
     staging = out.parent / f".{out.name}.partial"
     shutil.rmtree(staging, ignore_errors=True)
@@ -133,7 +134,7 @@ def export_model(train_output_folder, out_dir, *, checkpoint=None, repo_id=None,
         card = render_card(
             hparams, encoders, ckpt, test_metrics, repo_id=repo_id, model_name=model_name,
             datasets=datasets, license=license, language=language, template=card_template,
-            chosen_by_name=checkpoint is not None,
+            chosen_by_name=checkpoint is not None, lineage=lineage,
         )
         (staging / CARD_FILE).write_text(card, encoding="utf-8")
         if verify:
@@ -205,6 +206,12 @@ def read_test_metrics(run: Path, ckpt) -> dict | None:
         return None
     metrics = json.loads(path.read_text(encoding="utf-8"))
     return metrics if metrics.get("checkpoint") == ckpt.path.name else None
+
+
+def read_lineage(run: Path) -> dict | None:
+    """``finetune.json`` of a fine-tuning run (parent, labels, retention), else None."""
+    path = run / "finetune.json"
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
 def write_weights(ckpt, folder: Path) -> None:
@@ -571,12 +578,14 @@ def _used_names(node) -> set[str]:
 
 def render_card(hparams: dict, encoders: dict, ckpt, test_metrics: dict | None, *,
                 repo_id=None, model_name=None, datasets=None, license="apache-2.0",
-                language="en", template=None, chosen_by_name=False) -> str:
+                language="en", template=None, chosen_by_name=False, lineage=None) -> str:
     """``README.md`` for an export: front matter with a model-index, usage, results.
 
     The model-index holds the figures measured with ``ckpt``: its validation metrics
     (checkpoint meta) and, when ``test_metrics.json`` was computed on the same
     checkpoint, every test set's. ``chosen_by_name``: ``ckpt`` is not the run's best.
+    ``lineage``: a fine-tuning run's record (``finetune.json``); the card then names the
+    parent as ``base_model`` and shows the new labels and the measured retention.
     """
     from huggingface_hub import ModelCardData
 
@@ -595,7 +604,9 @@ def render_card(hparams: dict, encoders: dict, ckpt, test_metrics: dict | None, 
               *[TASK_TAGS.get(task, f"{task}-classification") for task in tasks]],
         datasets=datasets,
         metrics=["accuracy", "f1", "recall"],
-        base_model=encoder_source if _is_hub_id(encoder_source) else None,
+        base_model=(_parent_name(lineage) if lineage
+                    else encoder_source if _is_hub_id(encoder_source) else None),
+        base_model_relation="finetune" if lineage else None,
         eval_results=_eval_results(tasks, ckpt.meta, test_metrics, hparams),
     )
     template_path = Path(template) if template else DEFAULT_CARD_TEMPLATE
@@ -614,8 +625,9 @@ def render_card(hparams: dict, encoders: dict, ckpt, test_metrics: dict | None, 
         checkpoint=f"{ckpt.path.name}, epoch {ckpt.meta.get('epoch', '?')}",
         labels=_labels_block(encoders),
         results=_results_block(tasks, ckpt.meta, test_metrics, hparams),
-        training=_training_block(hparams, ckpt),
-        data_limitations=_data_limitations(hparams, datasets),
+        training=_training_block(hparams, ckpt, lineage),
+        data_limitations=_data_limitations(hparams, datasets, lineage),
+        lineage=_lineage_block(lineage),
     )
 
 
@@ -691,14 +703,61 @@ def _results_block(tasks, meta, test_metrics, hparams) -> str:
     return "\n".join(rows)
 
 
-def _training_block(hparams: dict, ckpt) -> str:
+def _parent_name(lineage: dict) -> str:
+    """The parent's Hub id when known, else its folder as given (last two components)."""
+    parent = lineage["parent"]
+    return parent.get("repo_id") or parent["source"]
+
+
+def _lineage_block(lineage: dict | None) -> str:
+    """The card's "Fine-tuned from" section (empty for a model trained from scratch)."""
+    if not lineage:
+        return ""
+    parent = lineage["parent"]
+    version = parent.get("commit") or parent.get("revision")
+    if parent.get("weights_sha256"):
+        version = f"local folder, weights sha256 {parent['weights_sha256']}"
+    new = ", ".join(f"`{label}`" for label in lineage.get("new_intents", []))
+    kept = lineage.get("kept_intents", [])
+    lines = [
+        "## Fine-tuned from\n",
+        f"- Parent: `{_parent_name(lineage)}` ({version or 'revision not recorded'}).",
+        f"- Mode: `{lineage['mode']}`; new intents: {new or 'none'}"
+        + (f"; kept from the parent: {len(kept)} intents." if kept else "."),
+        f"- Training examples per intent: {lineage.get('shots')}"
+        + (f"; plus {lineage['replay_per_class']} rehearsed per parent intent."
+           if lineage.get("replay_per_class") else "."),
+        f"- Frozen: encoder `{lineage.get('freeze_encoder')}` "
+        "(all, none, or the conv front end and that many lower layers); heads "
+        + (", ".join(f"`{h}`" for h in lineage.get("frozen_heads", [])) or "none") + ".",
+    ]
+    results = lineage.get("results") or {}
+    if results:
+        lines += ["", "| measured | data | parent | fine-tuned | change |",
+                  "| --- | --- | --- | --- | --- |"]
+        names = {"new_intent": "new-intent accuracy", "old_intent": "parent-intent accuracy",
+                 "emotion": "emotion accuracy"}
+        for key, result in results.items():
+            before, change = result.get("before"), result.get("change")
+            lines.append(f"| {names.get(key, key)} | {result['manifest']} | "
+                         f"{_fmt(before) if before is not None else '–'} | "
+                         f"{_fmt(result['accuracy'])} | "
+                         f"{f'{change:+.4f}' if change is not None else '–'} |")
+        if (results.get("emotion") or {}).get("warning"):
+            lines.append("\n**Emotion accuracy dropped during fine-tuning** (see the table).")
+    return "\n".join(lines) + "\n"
+
+
+def _training_block(hparams: dict, ckpt, lineage: dict | None = None) -> str:
     encoder = hparams["encoder"]
     config = encoder.config
     source = str(hparams.get("encoder_source", ""))
     head = dict(getattr(hparams["head"], "keywords", {}))
     best_metric = hparams.get("best_metric", "mean_accuracy")
+    origin = (f"initialised from the parent model `{_parent_name(lineage)}`" if lineage
+              else _describe_encoder_source(source))
     lines = [
-        f"- Encoder: {_describe_encoder_source(source)}; {config.num_hidden_layers} transformer "
+        f"- Encoder: {origin}; {config.num_hidden_layers} transformer "
         f"layers, width {config.hidden_size}, {config.feat_extract_norm}-norm feature extractor"
         + (" (padding masked)" if encoder.use_attention_mask else " (no padding mask)") + ".",
         "- Heads: softmax-weighted sum over the encoder's layers, projection to "
@@ -721,11 +780,15 @@ def _training_block(hparams: dict, ckpt) -> str:
     return "\n".join(lines)
 
 
-def _data_limitations(hparams: dict, datasets: list) -> str:
+def _data_limitations(hparams: dict, datasets: list, lineage: dict | None = None) -> str:
     source = str(hparams.get("encoder_source", ""))
     lines = [f"- Trained on {', '.join(datasets) or 'the data listed above'} only; "
              "accuracy on other domains, channels, accents or languages is unknown."]
-    if not _is_hub_id(source) and _is_config_only(source):
+    if lineage:
+        lines.append(f"- Fine-tuned from `{_parent_name(lineage)}` on a few examples per new "
+                     "intent: see that model's card for the data its encoder and emotion head "
+                     "learnt from.")
+    elif not _is_hub_id(source) and _is_config_only(source):
         lines.append("- The encoder was trained from scratch (no self-supervised pre-training): "
                      "expect it to work only on audio close to its training data.")
     return "\n".join(lines)
@@ -1087,6 +1150,9 @@ def prediction_row(result: dict, tasks) -> dict:
         row[task] = result[task]["label"]
         row[f"{task}_prob"] = round(result[task]["prob"], 6)
         row[f"{task}_top_k"] = [[label, round(p, 6)] for label, p in result[task]["top_k"]]
+    for key in ("windows", "silent_windows"):  # a long file, classified in windows
+        if key in result:
+            row[key] = result[key]
     return row
 
 
@@ -1096,7 +1162,8 @@ def write_predictions(results, tasks, fmt: str, out) -> None:
         for result in results:
             out.write(json.dumps(prediction_row(result, tasks)) + "\n")
         return
-    columns = ["file", *[f"{t}{s}" for t in tasks for s in ("", "_prob", "_top_k")], "error"]
+    columns = ["file", *[f"{t}{s}" for t in tasks for s in ("", "_prob", "_top_k")],
+               "windows", "silent_windows", "error"]
     writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     for result in results:
