@@ -191,3 +191,25 @@ def test_the_recipe_stops_before_training_and_names_the_faulty_manifest(
     assert "ManifestError" in output and f"{corpus['valid']}: id 'odd'" in output
     assert "emotion label 'smug'" in output
     assert not (out / "train_log.txt").exists() and not list((out / "save").glob("CKPT+*"))
+
+
+def test_a_preparer_stamps_its_manifests_with_the_corpus_release_not_its_place_or_split(tmp_path):
+    from corpus_fixtures import make_skit_s2i
+
+    from multitask.prepare import prepare_skit_s2i
+
+    make_skit_s2i(tmp_path / "skit", speakers=("1", "2", "3", "4"), train_per_pair=1, broken=())
+    first = prepare_skit_s2i(tmp_path / "skit", tmp_path / "out1", seed=1)
+    shutil.copytree(tmp_path / "skit", tmp_path / "moved")
+    other_split = prepare_skit_s2i(tmp_path / "moved", tmp_path / "out2", seed=2)
+    assert corpus_version(first["train"]) == corpus_version(other_split["test"])
+
+    lines = (tmp_path / "moved" / "train.csv").read_text().splitlines(keepends=True)
+    (tmp_path / "moved" / "train.csv").write_text("".join(lines[:-1]))  # release 2: one fewer
+    release2 = prepare_skit_s2i(tmp_path / "moved", tmp_path / "out3", seed=1)
+    assert corpus_version(release2["test"]) != corpus_version(first["test"])
+    rows = read_manifest(first["train"])
+    with pytest.raises(ManifestError, match="skit-s2i manifests from 2 corpus versions"):
+        check_manifests({"train": first["train"], "valid": first["valid"], "test": release2["test"]},
+                        build_label_encoders(rows, tmp_path / "save", tasks=["intent"]),
+                        probe=False)
