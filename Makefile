@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test demo bench lint clean
+.PHONY: venv test demo pretrain bench lint clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ test: $(STAMP)
 ## make demo: synthetic corpus -> joint training -> evaluation -> export -> reload -> predict
 demo: $(STAMP)
 	$(PY) recipes/demo.py hparams/demo.yaml
+
+## make pretrain: remake hparams/encoders/demo_ssl, the self-supervised encoder the demo starts from
+pretrain: $(STAMP)
+	$(PY) recipes/pretrain.py hparams/pretrain.yaml
 
 ## make bench: speed benchmarks, JSON under results/bench/
 bench: $(STAMP)

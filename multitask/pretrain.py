@@ -1,0 +1,290 @@
+"""Self-supervised pretraining of a small wav2vec2 encoder: masked prediction of MFCC clusters.
+
+A wav2vec2 encoder trained from random weights on a few hours of labelled speech
+learns its convolutional front end (in effect a filter bank) and its phonetic
+features from the labels alone, slowly. This module gives it a head start from
+unlabelled audio, with the first iteration of HuBERT's recipe:
+
+1. every 20 ms frame of the training audio gets a discrete target, its cluster
+   among ``num_clusters`` k-means centroids of MFCC + delta + delta-delta features;
+2. the encoder reads the waveform with about half of its frames masked (spans of
+   ``mask_length`` frames replaced by a learned embedding) and learns to predict
+   the targets of the masked frames from their context.
+
+The result is an ordinary Transformers ``Wav2Vec2Model`` folder (``config.json`` +
+``model.safetensors``) that any recipe takes as ``encoder_source``. Only training
+audio is read: no labels, and nothing from validation or test splits.
+
+    python recipes/pretrain.py hparams/pretrain.yaml
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import torch
+import torch.nn.functional as F
+from speechbrain.lobes.features import MFCC
+from tqdm import tqdm
+from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
+from transformers.models.wav2vec2.modeling_wav2vec2 import _compute_mask_indices
+
+HOP_MS = 20  # the encoder's frame rate (conv strides multiply to 320 samples at 16 kHz)
+
+
+def mfcc_features(wavs: torch.Tensor) -> torch.Tensor:
+    """``[batch, frames, 39]`` MFCC + deltas at 20 ms hops, 25 ms windows (16 kHz input).
+
+    Example
+    -------
+    >>> mfcc_features(torch.randn(2, 16000)).shape
+    torch.Size([2, 51, 39])
+    """
+    extractor = MFCC(deltas=True, context=False, n_mfcc=13, hop_length=HOP_MS,
+                     win_length=25, sample_rate=16000)
+    with torch.no_grad():
+        return extractor(wavs)
+
+
+def fit_kmeans(features: torch.Tensor, k: int, iterations: int = 25, seed: int = 0) -> torch.Tensor:
+    """``[k, dim]`` centroids by Lloyd's algorithm from a k-means++ start.
+
+    Example
+    -------
+    >>> points = torch.cat([torch.randn(50, 2) - 5, torch.randn(50, 2) + 5])
+    >>> centroids = fit_kmeans(points, k=2, seed=0)
+    >>> sorted(round(c) for c in centroids[:, 0].tolist())
+    [-5, 5]
+    """
+    generator = torch.Generator().manual_seed(seed)
+    n = features.shape[0]
+    if n < k:
+        raise ValueError(f"k-means needs at least k={k} frames, got {n}")
+    centroids = features[torch.randint(n, (1,), generator=generator)]
+    for _ in range(1, k):  # k-means++: new centroids far from the chosen ones
+        distance = torch.cdist(features, centroids).min(dim=1).values ** 2
+        pick = torch.multinomial(distance / distance.sum(), 1, generator=generator)
+        centroids = torch.cat([centroids, features[pick]])
+    for _ in range(iterations):
+        assignment = torch.cdist(features, centroids).argmin(dim=1)
+        counts = torch.bincount(assignment, minlength=k).clamp(min=1).unsqueeze(1)
+        sums = torch.zeros_like(centroids).index_add_(0, assignment, features)
+        centroids = torch.where(counts > 1, sums / counts, centroids)
+    return centroids
+
+
+class FrameTargets:
+    """Frame-level cluster targets: standardised MFCC features -> nearest centroid."""
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor, centroids: torch.Tensor):
+        self.mean, self.std, self.centroids = mean, std, centroids
+
+    @classmethod
+    def fit(cls, wav_batches, k: int, seed: int, max_frames: int = 200_000) -> FrameTargets:
+        """Centroids from the valid frames of ``(wavs, frame_lens)`` batches."""
+        frames, total = [], 0
+        for wavs, frame_lens in wav_batches:
+            feats = mfcc_features(wavs)
+            for row, length in enumerate(frame_lens.tolist()):
+                frames.append(feats[row, :length])
+                total += length
+            if total >= max_frames:
+                break
+        features = torch.cat(frames)[:max_frames]
+        mean, std = features.mean(0), features.std(0).clamp(min=1e-5)
+        return cls(mean, std, fit_kmeans((features - mean) / std, k, seed=seed))
+
+    def __call__(self, wavs: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """``[batch, num_frames]`` target ids aligned with the encoder's frames."""
+        feats = mfcc_features(wavs)
+        if feats.shape[1] < num_frames:  # never expected: MFCC frames outnumber conv frames
+            feats = F.pad(feats, (0, 0, 0, num_frames - feats.shape[1]), mode="replicate")
+        feats = (feats[:, :num_frames] - self.mean) / self.std
+        return torch.cdist(feats, self.centroids.expand(feats.shape[0], -1, -1)).argmin(-1)
+
+    def state_dict(self) -> dict:
+        return {"mean": self.mean, "std": self.std, "centroids": self.centroids}
+
+    @classmethod
+    def from_state_dict(cls, state: dict) -> FrameTargets:
+        return cls(state["mean"], state["std"], state["centroids"])
+
+
+class MaskedPredictionModel(torch.nn.Module):
+    """A ``Wav2Vec2Model`` and a linear layer predicting each frame's cluster.
+
+    Example
+    -------
+    >>> from multitask.model import tiny_config
+    >>> model = MaskedPredictionModel(tiny_config(), num_clusters=10)
+    >>> wavs = torch.randn(2, 8000)
+    >>> logits, frame_lens, mask = model(wavs, torch.tensor([1.0, 0.6]), mask_prob=0.5)
+    >>> logits.shape[-1], bool(mask[1, frame_lens[1]:].any())
+    (10, False)
+    """
+
+    def __init__(self, config: Wav2Vec2Config, num_clusters: int, mask_length: int = 10):
+        super().__init__()
+        config = Wav2Vec2Config.from_dict(config.to_dict())
+        # Transformers creates the mask embedding only when masking is configured.
+        config.mask_time_prob = max(config.mask_time_prob, 0.05)
+        config.apply_spec_augment = True
+        config.layerdrop = 0.0
+        self.encoder = Wav2Vec2Model(config)
+        self.mask_length = mask_length
+        self.predict = torch.nn.Linear(config.hidden_size, num_clusters)
+
+    def forward(self, wavs, wav_lens, mask_prob: float):
+        samples = torch.round(wav_lens * wavs.shape[1]).long()
+        frame_lens = self.encoder._get_feat_extract_output_lengths(samples).long()
+        num_frames = int(self.encoder._get_feat_extract_output_lengths(torch.tensor(wavs.shape[1])))
+        valid = torch.arange(num_frames)[None, :] < frame_lens[:, None]
+        mask = torch.from_numpy(_compute_mask_indices(
+            (wavs.shape[0], num_frames), mask_prob, self.mask_length,
+            attention_mask=valid.long(), min_masks=1,
+        )) & valid
+        hidden = self.encoder(wavs, mask_time_indices=mask.to(wavs.device)).last_hidden_state
+        return self.predict(hidden), frame_lens, mask
+
+    def save_encoder(self, folder) -> None:
+        """Write the encoder as a Transformers folder, without the pretraining-only parts.
+
+        The mask embedding is dropped and masking switched off in the saved config:
+        a fine-tuning run that does not mask would otherwise hold a parameter that
+        never gets a gradient (which stops distributed training).
+        """
+        config = Wav2Vec2Config.from_dict(self.encoder.config.to_dict())
+        config.mask_time_prob = 0.0
+        config.architectures = ["Wav2Vec2Model"]
+        clean = Wav2Vec2Model(config)
+        state = {k: v for k, v in self.encoder.state_dict().items() if k != "masked_spec_embed"}
+        missing, unexpected = clean.load_state_dict(state, strict=False)
+        if unexpected or [m for m in missing if m != "masked_spec_embed"]:
+            raise RuntimeError(f"encoder state does not fit its config: {missing} {unexpected}")
+        clean.save_pretrained(os.fspath(folder), safe_serialization=True)
+        # What a wav2vec2 folder carries for its loaders: 16 kHz input, normalised.
+        Wav2Vec2FeatureExtractor(sampling_rate=16000, do_normalize=True).save_pretrained(
+            os.fspath(folder))
+
+
+def masked_prediction_loss(logits, targets, mask) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy and accuracy over the masked frames only."""
+    picked_logits, picked_targets = logits[mask], targets[mask]
+    loss = F.cross_entropy(picked_logits, picked_targets)
+    accuracy = (picked_logits.argmax(-1) == picked_targets).float().mean()
+    return loss, accuracy
+
+
+def batches_with_frames(loader, frame_lengths):
+    """``(wavs, frame_lens)`` per batch of a SpeechBrain ``PaddedBatch`` loader."""
+    for batch in loader:
+        wavs, wav_lens = batch.sig
+        samples = torch.round(wav_lens * wavs.shape[1]).long()
+        yield wavs, frame_lengths(samples).long()
+
+
+def write_summary(folder, summary: dict) -> None:
+    with open(os.path.join(folder, "pretraining.json"), "w", encoding="utf-8") as fout:
+        json.dump(summary, fout, indent=2)
+
+
+def run_epoch(model, targets, loader, optimizer, scheduler, hparams, epoch, accelerator) -> dict:
+    """One pass of masked prediction; returns mean loss and masked-frame accuracy."""
+    model.train()
+    totals, batches, start = {"loss": 0.0, "accuracy": 0.0}, 0, time.time()
+    bar = tqdm(loader, desc=f"pretrain {epoch}", disable=not accelerator.is_local_main_process,
+               dynamic_ncols=True)
+    core = accelerator.unwrap_model(model)
+    for batch in bar:
+        wavs, wav_lens = batch.sig
+        logits, _, mask = model(wavs, wav_lens, hparams["mask_prob"])
+        loss, accuracy = masked_prediction_loss(logits, targets(wavs, logits.shape[1]), mask)
+        optimizer.zero_grad()
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(core.parameters(), hparams.get("max_grad_norm", 5.0))
+        optimizer.step()
+        scheduler.step()
+        totals["loss"] += loss.item()
+        totals["accuracy"] += accuracy.item()
+        batches += 1
+        bar.set_postfix(loss=f"{totals['loss'] / batches:.3f}",
+                        acc=f"{totals['accuracy'] / batches:.3f}")
+    return {key: value / max(1, batches) for key, value in totals.items()} | {
+        "seconds": time.time() - start}
+
+
+def pretrain(hparams, accelerator) -> dict:
+    """Pretrain as ``hparams`` says (resuming from its checkpoints); save the encoder.
+
+    Writes ``hparams["encoder_out"]`` (a Transformers folder) and a
+    ``pretraining.json`` beside it with the per-epoch loss and masked-frame accuracy.
+    """
+    from accelerate.utils import set_seed
+
+    from .checkpoints import AtomicCheckpointer
+    from .data import make_dataset, make_loader
+    from .manifest import read_manifests
+    from .optim import warmup_linear_decay
+
+    seed = hparams["seed"]
+    set_seed(seed)
+    rows = read_manifests(hparams["train_manifests"])
+    loader = make_loader(make_dataset(rows, {}), rows, hparams["train_batching"], True, seed,
+                         hparams.get("num_workers", 0))
+    sampler = loader.batch_sampler
+    config = Wav2Vec2Config.from_pretrained(hparams["encoder_config"])
+    model = MaskedPredictionModel(config, hparams["num_clusters"], hparams["mask_length"])
+
+    save_folder = hparams["save_folder"]
+    targets_file = os.path.join(save_folder, "frame_targets.pt")
+    if accelerator.is_main_process and not os.path.isfile(targets_file):
+        os.makedirs(save_folder, exist_ok=True)
+        sampler.set_epoch(0)
+        targets = FrameTargets.fit(
+            batches_with_frames(loader, model.encoder._get_feat_extract_output_lengths),
+            k=hparams["num_clusters"], seed=seed, max_frames=hparams["kmeans_frames"])
+        torch.save(targets.state_dict(), targets_file + ".tmp")
+        os.replace(targets_file + ".tmp", targets_file)
+    accelerator.wait_for_everyone()
+    targets = FrameTargets.from_state_dict(torch.load(targets_file, weights_only=True))
+
+    optimizer = torch.optim.AdamW(model.parameters(), lr=hparams["lr"],
+                                  weight_decay=hparams.get("weight_decay", 0.01))
+    epoch_counter = hparams["epoch_counter"]
+    scheduler = warmup_linear_decay(optimizer, total_steps=epoch_counter.limit * len(sampler),
+                                    warmup_steps=hparams.get("warmup_steps", 0))
+    checkpointer = AtomicCheckpointer(save_folder, recoverables={
+        "model": model, "optimizer": optimizer, "scheduler": scheduler,
+        "epoch_counter": epoch_counter, "train_sampler": sampler})
+    checkpointer.discard_interrupted_save()
+    if checkpointer.recover_if_possible() is not None:
+        accelerator.print(f"Resuming after epoch {epoch_counter.current}")
+    model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
+
+    history = []
+    for epoch in epoch_counter:
+        set_seed(seed + epoch, device_specific=True)
+        loader.set_epoch(epoch)
+        sampler.set_epoch(epoch)
+        stats = run_epoch(model, targets, loader, optimizer, scheduler, hparams, epoch, accelerator)
+        accelerator.print(f"epoch {epoch}: masked-frame loss {stats['loss']:.3f}, "
+                          f"accuracy {stats['accuracy']:.3f} ({stats['seconds']:.0f} s)")
+        history.append({"epoch": epoch, **stats})
+        checkpointer.save_and_keep_only(meta={**stats, "epoch": epoch}, name=f"epoch-{epoch:04d}",
+                                        num_to_keep=1)
+        accelerator.wait_for_everyone()
+
+    if accelerator.is_main_process:
+        out = hparams["encoder_out"]
+        accelerator.unwrap_model(model).save_encoder(out)
+        write_summary(out, {
+            "objective": "masked prediction of k-means clusters of MFCC+deltas (HuBERT iteration 1)",
+            "num_clusters": hparams["num_clusters"], "mask_prob": hparams["mask_prob"],
+            "mask_length": hparams["mask_length"], "epochs": epoch_counter.limit,
+            "train_manifests": [os.path.relpath(p) for p in hparams["train_manifests"]],
+            "audio_hours": round(sum(float(r["duration"]) for r in rows) / 3600, 2),
+            "history": history,
+        })
+    return {"history": history}

@@ -1,0 +1,68 @@
+"""Self-supervised pretraining: targets, masking, resume, and an encoder recipes can load."""
+
+import json
+import os
+
+import torch
+from accelerate import Accelerator
+from speechbrain.utils.epoch_loop import EpochCounter
+
+from multitask.model import Wav2Vec2Encoder
+from multitask.pretrain import FrameTargets, MaskedPredictionModel, pretrain
+
+
+def pretrain_hparams(encoder_config, corpus, out, epochs):
+    return {
+        "seed": 3,
+        "train_manifests": [corpus["train"]],
+        "train_batching": {"batch_size": 8, "max_batch_seconds": None, "task_ratio": None},
+        "encoder_config": encoder_config,
+        "encoder_out": str(out / "encoder"),
+        "save_folder": str(out / "save"),
+        "num_clusters": 8,
+        "kmeans_frames": 5000,
+        "mask_prob": 0.65,
+        "mask_length": 4,
+        "lr": 2e-3,
+        "warmup_steps": 0,
+        "epoch_counter": EpochCounter(epochs),
+    }
+
+
+def test_targets_follow_the_encoder_frames_and_ignore_padding(group_norm_encoder):
+    from transformers import Wav2Vec2Config
+
+    model = MaskedPredictionModel(Wav2Vec2Config.from_pretrained(group_norm_encoder), 5)
+    frames = model.encoder._get_feat_extract_output_lengths
+    wavs = torch.randn(3, 16000)
+    targets = FrameTargets.fit([(wavs, frames(torch.tensor([16000] * 3)))], k=5, seed=0)
+    logits, frame_lens, mask = model(wavs, torch.tensor([1.0, 0.5, 0.25]), mask_prob=0.65)
+    ids = targets(wavs, logits.shape[1])
+    assert ids.shape == logits.shape[:2] and int(ids.max()) < 5
+    for row, length in enumerate(frame_lens.tolist()):
+        assert mask[row, :length].any() and not mask[row, length:].any()
+
+
+def test_pretraining_learns_resumes_and_writes_an_encoder_the_recipes_load(
+        group_norm_encoder, toy_corpus, tmp_path):
+    first = pretrain(pretrain_hparams(group_norm_encoder, toy_corpus, tmp_path, 1), Accelerator(cpu=True))
+    assert len(first["history"]) == 1
+    # Same command with a larger budget: resumes after epoch 1, does not start over.
+    second = pretrain(pretrain_hparams(group_norm_encoder, toy_corpus, tmp_path, 2), Accelerator(cpu=True))
+    assert [h["epoch"] for h in second["history"]] == [2]
+    assert second["history"][-1]["loss"] < first["history"][0]["loss"]
+
+    folder = tmp_path / "encoder"
+    assert (folder / "model.safetensors").is_file()
+    config = json.loads((folder / "config.json").read_text())
+    assert config["mask_time_prob"] == 0.0
+    summary = json.loads((folder / "pretraining.json").read_text())
+    assert summary["num_clusters"] == 8 and summary["history"]
+
+    encoder = Wav2Vec2Encoder(folder, save_path=str(tmp_path / "cache"))
+    assert "masked_spec_embed" not in dict(encoder.model.named_parameters())
+    from safetensors.torch import load_file
+
+    weights = load_file(os.fspath(folder / "model.safetensors"))
+    name, tensor = next(iter(weights.items()))
+    assert torch.equal(encoder.model.state_dict()[name], tensor)
