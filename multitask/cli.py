@@ -6,6 +6,7 @@
     multitask prepare-csv --csv FILE --out DIR
     multitask data-report MANIFEST... --out DIR
     multitask export / push / predict ...        # see `multitask COMMAND --help`
+    multitask finetune --from MODEL --train NEW.csv --out DIR [--mode extend]
 
 Training itself is a recipe (``python recipes/train.py hparams/train.yaml`` or
 ``accelerate launch ...``), as in SpeechBrain.
@@ -28,6 +29,7 @@ COMMANDS = {
     "export": "multitask.hub",
     "push": "multitask.hub",
     "predict": "multitask.hub",
+    "finetune": "multitask.finetune",
 }
 
 
@@ -47,7 +49,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser(argv[0] if argv else None).parse_args(argv)
+    parser = build_parser(argv[0] if argv else None)
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        # Only commands that declare it take hparams overrides (--key=value).
+        if not getattr(args, "takes_overrides", False):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides = extra
     return int(args.func(args) or 0)
 
 

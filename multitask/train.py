@@ -146,6 +146,11 @@ def fit(hparams, accelerator: Accelerator | None = None) -> dict:
     set_seed(hparams["seed"])
     encoders, train_loader, valid_loader = get_dataloaders(accelerator, hparams)
     model = build_model(hparams, encoders)
+    if hparams.get("init_model") is not None:
+        # Starting weights and frozen parts (e.g. a parent model being fine-tuned), set
+        # before the optimizer sees the parameters; a resumed run then recovers its own
+        # checkpoint over these weights.
+        hparams["init_model"](model, encoders)
     optimizer = hparams["optimizer"](
         param_groups(model, hparams["encoder_lr"], hparams["head_lr"], hparams.get("weight_decay", 0.0))
     )

@@ -1,0 +1,689 @@
+"""Fine-tuning an exported model on a new banking domain: new intents from few examples,
+emotion kept (and measured).
+
+    multitask finetune --from results/demo/model --out results/finetune/run \
+        --train new_domain/train.csv --valid new_domain/valid.csv --test new_domain/test.csv \
+        --emotion data/crema_d/test.csv [--mode replace|extend] [--freeze_encoder=1]
+
+``--from`` is a folder written by ``multitask export`` or a Hub repo id (``--revision``
+pins a branch, tag or commit). A fine-tuning run is an ordinary run folder
+(``hyperparams.yaml``, ``save/`` with checkpoints and label encoders,
+``test_metrics.json``) trained by :func:`multitask.train.fit` with
+``hparams/finetune.yaml``; rerunning the command resumes it, and it exports like
+any run, its card naming the parent (``base_model``). What this module adds:
+
+* the parent, loaded with :meth:`MultitaskClassifier.from_hparams`: its encoder
+  architecture and head sizes become the run's model settings, its weights the
+  run's starting point (:func:`init_from_parent`, the ``init_model`` step that
+  :func:`~multitask.train.fit` runs before recovering the run's own checkpoint);
+* the intent label set: ``replace`` takes the new labels only; ``extend`` keeps the
+  parent's intents at their indices (their head rows copied) and appends the new
+  ones. A new label spelled like an old one but not identically (``Block`` vs
+  ``block``, ``card_lost`` vs ``lost card``) is refused, naming both;
+* what stays fixed: heads in ``frozen_heads`` (emotion, by default) take no
+  gradient and are not in the optimizer (weight decay would move them), and the
+  encoder is frozen fully, up to its N lower transformer layers, or not at all;
+* retention, measured: emotion accuracy (and, in ``extend`` mode, old-intent
+  accuracy) of the parent and of the fine-tuned model on the same manifests, in
+  ``finetune.json``, with a warning when emotion drops by more than
+  ``emotion_drop_warning``.
+
+Only intent labels are learnt: emotion labels in the new CSV are ignored (the
+emotion head is the parent's).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import random
+import re
+import sys
+import warnings
+from collections import Counter
+from pathlib import Path
+
+FINETUNE_RECORD = "finetune.json"
+DEFAULT_HPARAMS = Path(__file__).resolve().parent.parent / "hparams" / "finetune.yaml"
+MODES = ("replace", "extend")
+TASKS = ("intent", "emotion")
+
+
+class FinetuneError(ValueError):
+    """A fine-tuning that cannot start; the message names the file or labels at fault."""
+
+
+# --------------------------------------------------------------------------
+# The parent
+# --------------------------------------------------------------------------
+
+
+def check_parent_folder(source) -> None:
+    """Raise :class:`FinetuneError` unless a local ``source`` is a ``multitask export`` folder."""
+    from .hub import HPARAMS_FILE, WEIGHTS_FILES
+
+    folder = Path(source)
+    if not folder.is_dir():
+        raise FinetuneError(f"{folder}: not a folder")
+    hparams = folder / HPARAMS_FILE
+    text = hparams.read_text(encoding="utf-8") if hparams.is_file() else ""
+    if "multitask.inference" not in text:
+        hint = (" (it looks like a training run: export it first with "
+                f"`multitask export --from {folder} --out DIR`)"
+                if (folder / "save").is_dir() else "")
+        raise FinetuneError(f"{folder}: not a multitask model folder: no hyperparams.yaml "
+                            f"written by `multitask export`{hint}")
+    missing = [name for name in (*WEIGHTS_FILES.values(), "label_encoder_intent.txt")
+               if not (folder / name).is_file()]
+    if missing:
+        raise FinetuneError(f"{folder}: not a complete multitask model (missing "
+                            f"{', '.join(missing)})")
+
+
+def load_parent(source, revision=None, savedir=None):
+    """The parent as a :class:`MultitaskClassifier` on the CPU (folder or Hub repo id)."""
+    from .inference import MultitaskClassifier
+
+    if os.path.exists(os.fspath(source)):
+        check_parent_folder(source)
+    try:
+        parent = MultitaskClassifier.from_hparams(
+            source=source, revision=revision, savedir=savedir, run_opts={"device": "cpu"})
+    except Exception as err:
+        raise FinetuneError(f"cannot load a multitask model from {source}: "
+                            f"{type(err).__name__}: {err}") from err
+    if "intent" not in parent.tasks:
+        raise FinetuneError(f"{source}: the model has no intent head (tasks {list(parent.tasks)})")
+    return parent
+
+
+def parent_settings(parent) -> dict:
+    """The run's model settings that must equal the parent's (head sizes)."""
+    heads = parent.mods.heads
+    sizes = {(h.projector.out_features, h.classifier[1].out_features) for h in heads.values()}
+    if len(sizes) != 1:
+        raise FinetuneError(f"the parent's heads differ in size ({sorted(sizes)}); "
+                            "hparams/finetune.yaml builds every head alike")
+    proj, hidden = sizes.pop()
+    return {"head_proj_size": proj, "head_hidden_size": hidden}
+
+
+def write_encoder_config(parent, folder) -> str:
+    """The parent's wav2vec2 config as ``folder/config.json`` (a config-only folder:
+    random weights, replaced by the parent's in :func:`init_from_parent`)."""
+    os.makedirs(folder, exist_ok=True)
+    config = parent.mods.encoder.config.to_dict()
+    config.pop("_name_or_path", None)
+    with open(os.path.join(folder, "config.json"), "w", encoding="utf-8") as fout:
+        json.dump(config, fout, indent=1, sort_keys=True)
+    return os.fspath(folder)
+
+
+def parent_identity(source, revision=None, repo_id=None) -> dict:
+    """What the card records about the parent: its name, revision and exact version.
+
+    For a Hub repo the commit the revision resolved to (from the download cache);
+    for a local folder a digest of its weights.
+    """
+    from .hub import WEIGHTS_FILES, _display_path, _is_hub_id
+
+    source = os.fspath(source)
+    local = os.path.exists(source)
+    identity = {"source": _display_path(source) if local else source,
+                "local_folder": local, "revision": revision, "commit": None,
+                "repo_id": repo_id or (None if local else source)}
+    if local:
+        digest = hashlib.sha256()
+        for name in WEIGHTS_FILES.values():
+            digest.update(Path(source, name).read_bytes())
+        identity["weights_sha256"] = digest.hexdigest()[:16]
+    elif _is_hub_id(source):
+        try:
+            from huggingface_hub import hf_hub_download
+
+            path = Path(hf_hub_download(source, "hyperparams.yaml", revision=revision))
+            if path.parent.parent.name == "snapshots":
+                identity["commit"] = path.parent.name
+        except Exception:  # the commit is a record, not a requirement
+            pass
+    return identity
+
+
+# --------------------------------------------------------------------------
+# Labels
+# --------------------------------------------------------------------------
+
+
+def label_key(label: str) -> tuple[str, ...]:
+    """Words of a label, lower-cased and sorted: labels with one key mean one intent.
+
+    Example
+    -------
+    >>> label_key("card_lost") == label_key("Lost card"), label_key("block")
+    (True, ('block',))
+    """
+    return tuple(sorted(re.findall(r"[a-z0-9]+", label.lower())))
+
+
+def _check_unambiguous(labels, where: str) -> None:
+    seen: dict[tuple, str] = {}
+    for label in labels:
+        other = seen.setdefault(label_key(label), label)
+        if other != label:
+            raise FinetuneError(f"{where}: intents {other!r} and {label!r} differ only in case, "
+                                "spacing, punctuation or word order; use one spelling")
+
+
+def intent_label_set(parent_labels: list[str], new_labels, mode: str) -> list[str]:
+    """The run's intent classes in index order.
+
+    ``replace``: the new labels, sorted. ``extend``: the parent's, at their indices,
+    then the new ones, sorted. In ``extend`` a new label identical to a parent label
+    is that intent (its rows train the parent's class); one that differs from a
+    parent label only in case, spacing, punctuation or word order is refused.
+
+    Example
+    -------
+    >>> intent_label_set(["lost", "block"], ["open_account", "block"], "extend")
+    ['lost', 'block', 'open_account']
+    >>> intent_label_set(["lost", "block"], ["Block"], "extend")
+    Traceback (most recent call last):
+    ...
+    multitask.finetune.FinetuneError: new intent 'Block' and the parent's intent 'block' differ only in case, spacing, punctuation or word order: name it 'block' if it is the same intent, or give it a clearly different name
+    """
+    if mode not in MODES:
+        raise FinetuneError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    new_labels = sorted(set(new_labels))
+    _check_unambiguous(new_labels, "the new training data")
+    if mode == "replace":
+        return new_labels
+    old = {label_key(label): label for label in parent_labels}
+    for label in new_labels:
+        match = old.get(label_key(label))
+        if match is not None and match != label:
+            raise FinetuneError(
+                f"new intent {label!r} and the parent's intent {match!r} differ only in case, "
+                f"spacing, punctuation or word order: name it {match!r} if it is the same "
+                "intent, or give it a clearly different name")
+    return list(parent_labels) + [label for label in new_labels if label not in parent_labels]
+
+
+def save_label_encoder(path, labels: list[str]) -> None:
+    """A SpeechBrain ``CategoricalEncoder`` file with ``labels`` at indices 0, 1, ...;
+    an existing file (a resumed run) must hold the same labels."""
+    from speechbrain.dataio.encoder import CategoricalEncoder
+
+    encoder = CategoricalEncoder()
+    if os.path.isfile(path):
+        encoder.load(path)
+        found = [encoder.ind2lab[i] for i in range(len(encoder.ind2lab))]
+        if found != list(labels):
+            raise FinetuneError(f"{path}: this run folder was started with other labels "
+                                f"({found}); use a new --out")
+        return
+    encoder.update_from_iterable(labels)
+    encoder.save(path)
+
+
+# --------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------
+
+
+def is_manifest(path) -> bool:
+    """A package manifest (``id,wav,duration,...``) rather than a generic ``path,intent`` CSV."""
+    if str(path).endswith(".json"):
+        return True
+    with open(path, newline="", encoding="utf-8-sig") as fin:
+        header = [c.strip() for c in next(csv.reader(fin), [])]
+    return {"id", "wav", "duration"} <= set(header)
+
+
+def _csv_labels(path) -> Counter:
+    with open(path, newline="", encoding="utf-8-sig") as fin:
+        return Counter((row.get("intent") or "").strip() for row in csv.DictReader(fin))
+
+
+def prepare_split(path, out_dir, split: str, seed: int) -> str:
+    """An intent-only manifest of ``split`` from a generic CSV or a manifest.
+
+    Emotion labels are dropped (only intents are learnt); a row without an intent
+    label, or an intent whose every row was rejected, is an error.
+    """
+    from .manifest import read_manifest, write_manifest
+    from .prepare.generic_csv import prepare_generic_csv
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FinetuneError(f"{path}: not found")
+    if is_manifest(path):
+        rows = read_manifest(path)
+    else:
+        prepared = prepare_generic_csv(path, os.path.join(out_dir, f"prepared_{split}"),
+                                       seed=seed, split_as=split, id_prefix=f"{split}-")
+        rows = read_manifest(prepared[split])
+        lost = set(_csv_labels(path)) - {row["intent"] for row in rows} - {""}
+        if lost:
+            raise FinetuneError(
+                f"{path}: intent(s) {', '.join(sorted(lost))} have no usable recording left "
+                f"(see {os.path.join(out_dir, f'prepared_{split}', 'rejected.csv')})")
+    unlabelled = [row["id"] for row in rows if not row["intent"]]
+    if unlabelled:
+        raise FinetuneError(f"{path}: {len(unlabelled)} row(s) without an intent label "
+                            f"(e.g. {', '.join(unlabelled[:3])}); every row needs one")
+    if not rows:
+        raise FinetuneError(f"{path}: no rows")
+    for row in rows:
+        row.update(emotion="", task="intent", split=split)
+    out = os.path.join(out_dir, f"{split}.csv")
+    write_manifest(out, rows)
+    return out
+
+
+def single_task_copy(manifest, task: str, out_path) -> str:
+    """``manifest`` with only ``task``'s labels kept (rows without it dropped)."""
+    from .manifest import read_manifest, write_manifest
+
+    other = next(t for t in TASKS if t != task)
+    rows = [dict(row, **{other: "", "task": task}) for row in read_manifest(manifest)
+            if row.get(task)]
+    if not rows:
+        raise FinetuneError(f"{manifest}: no row carries a {task} label")
+    write_manifest(out_path, rows)
+    return os.fspath(out_path)
+
+
+def replay_manifest(manifests, labels, per_class: int, seed: int, out_path) -> str:
+    """``per_class`` rows of each parent intent drawn from ``manifests`` (seeded):
+    rehearsal, so that ``extend`` keeps the old intents while it learns the new."""
+    from .manifest import read_manifests, write_manifest
+
+    by_label: dict[str, list] = {}
+    for row in read_manifests(manifests):
+        if row.get("intent") in labels:
+            by_label.setdefault(row["intent"], []).append(row)
+    rng = random.Random(seed)
+    rows = []
+    for label in sorted(by_label):
+        chosen = rng.sample(by_label[label], min(per_class, len(by_label[label])))
+        rows += [dict(row, id=f"replay-{row['id']}", emotion="", task="intent") for row in chosen]
+    if not rows:
+        raise FinetuneError(f"{manifests}: no row carries one of the parent's intents")
+    write_manifest(out_path, rows)
+    return os.fspath(out_path)
+
+
+def check_classes(train_manifests, other_manifests: dict) -> Counter:
+    """Rows per intent in training; raise if a class of ``other_manifests`` has none."""
+    from .manifest import read_manifests
+
+    counts = Counter(row["intent"] for row in read_manifests(train_manifests))
+    for name, manifest in other_manifests.items():
+        empty = sorted({row["intent"] for row in read_manifests(manifest)
+                        if row["intent"]} - set(counts))
+        if empty:
+            raise FinetuneError(f"{name} ({manifest}): intent(s) {', '.join(empty)} have no "
+                                "training example (empty class)")
+    return counts
+
+
+# --------------------------------------------------------------------------
+# Starting weights and frozen parts: the `init_model` step of fit()
+# --------------------------------------------------------------------------
+
+
+def freeze_encoder(encoder, spec) -> None:
+    """Freeze ``all``, ``none``, or N: the conv front end plus the N lower transformer layers.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> from multitask.model import Wav2Vec2Encoder, tiny_config
+    >>> folder = tempfile.mkdtemp(); tiny_config().save_pretrained(folder)
+    >>> enc = Wav2Vec2Encoder(folder, save_path=folder)
+    >>> freeze_encoder(enc, 1)
+    >>> [any(p.requires_grad for p in layer.parameters()) for layer in enc.model.encoder.layers]
+    [False, True]
+    """
+    model = encoder.model
+    layers = model.encoder.layers
+    if spec == "all":
+        frozen_layers = len(layers)
+    elif spec == "none":
+        frozen_layers = None
+    elif isinstance(spec, int) and not isinstance(spec, bool) and 0 <= spec <= len(layers):
+        frozen_layers = spec
+    else:
+        raise FinetuneError(f"freeze_encoder must be all, none or 0..{len(layers)}; got {spec!r}")
+    for param in model.parameters():
+        param.requires_grad = frozen_layers is None
+    model.feature_extractor._requires_grad = frozen_layers is None
+    if frozen_layers is None:
+        return
+    trainable = list(layers[frozen_layers:])
+    # A pre-norm (stable layer norm) encoder's final norm belongs to the top.
+    if getattr(model.config, "do_stable_layer_norm", False) and trainable:
+        trainable.append(model.encoder.layer_norm)
+    for module in trainable:
+        for param in module.parameters():
+            param.requires_grad = True
+
+
+def init_from_parent(model, encoders, source, revision=None, savedir=None, mode="replace",
+                     freeze_encoder_spec="all", frozen_heads=("emotion",), seed=0) -> None:
+    """Load the parent's weights into ``model`` and freeze what stays fixed.
+
+    Encoder and heads are copied; in the intent head, the last layer's rows are
+    copied by label name (every parent class the run keeps), and rows of new
+    classes start from the mean of the parent's rows plus small noise (``extend``)
+    or from the layer's fresh initialisation (``replace``). Run by
+    :func:`multitask.train.fit` before the optimizer is built and before the run's
+    own checkpoint (if any) is recovered over these weights.
+    """
+    import torch
+
+    parent = load_parent(source, revision, savedir)
+    model.encoder.load_state_dict(parent.mods.encoder.state_dict())
+    generator = torch.Generator().manual_seed(seed)
+    for task, head in model.heads.items():
+        if task not in parent.tasks:
+            raise FinetuneError(f"{source}: the parent has no {task} head")
+        source_state = parent.mods.heads[task].state_dict()
+        target = head.state_dict()
+        old = parent.labels[task]
+        new = [encoders[task].ind2lab[i] for i in range(len(encoders[task].ind2lab))]
+        last = f"classifier.{len(head.classifier) - 1}."
+        for key, value in source_state.items():
+            if not key.startswith(last):
+                target[key] = value.clone()
+                continue
+            rows = target[key].clone()
+            if mode == "extend":
+                start = value.mean(dim=0)
+                noise = torch.randn(rows.shape[1:], generator=generator) if rows.ndim > 1 else 0
+                scale = 0.01 * value.std() if rows.ndim > 1 else 0
+                for index, label in enumerate(new):
+                    if label not in old:
+                        rows[index] = start + scale * noise
+            for index, label in enumerate(new):
+                if label in old:
+                    rows[index] = value[old.index(label)]
+            target[key] = rows
+        head.load_state_dict(target)
+    freeze_encoder(model.encoder, freeze_encoder_spec)
+    for task in frozen_heads or ():
+        for param in model.heads[task].parameters():
+            param.requires_grad = False
+
+
+# --------------------------------------------------------------------------
+# The run
+# --------------------------------------------------------------------------
+
+
+def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion=None,
+             old_intent=None, replay=(), replay_per_class=None, revision=None,
+             parent_repo_id=None, hparams_file=DEFAULT_HPARAMS, overrides=None,
+             export=True, repo_id=None) -> dict:
+    """Fine-tune ``source`` on new intents; returns the run's ``finetune.json`` record.
+
+    Parameters
+    ----------
+    source : str
+        Exported model folder or Hub repo id.
+    train : str
+        New-domain training data: a generic CSV (``path,intent[,emotion][,speaker]``)
+        or a manifest.
+    out : str
+        The run folder (rerun the same command to resume).
+    valid : list of str
+        Validation data (CSV or manifests). Default: 20 % of ``train``, split off by
+        speaker when a speaker column is filled in (a generic CSV only).
+    test : str, optional
+        New-domain test data, scored with the best checkpoint.
+    mode : {"replace", "extend"}
+    emotion : str, optional
+        An emotion-labelled manifest: emotion accuracy of the parent and of the
+        fine-tuned model is measured on it (retention).
+    old_intent : str, optional
+        ``extend``: a manifest of the parent's intents, scored before and after.
+    replay : list of str
+        ``extend``: manifests with the parent's intents; ``replay_per_class`` rows of
+        each (default: the median shots per new intent) are mixed into training.
+    revision, parent_repo_id : str, optional
+        Hub revision of ``source``; the Hub id a local parent folder was pushed as
+        (for the card's ``base_model``).
+    hparams_file, overrides
+        ``hparams/finetune.yaml`` and ``{key: value}`` overrides (e.g. ``freeze_encoder``).
+    export : bool
+        Export the best checkpoint to ``export_folder`` at the end.
+    """
+    import speechbrain as sb
+
+    from .recipe import load_hparams
+    from .train import evaluate, fit, flat_stats, make_accelerator
+    from .train import test as run_test
+
+    if mode not in MODES:
+        raise FinetuneError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    if mode == "replace" and (replay or old_intent):
+        raise FinetuneError("--replay and --old-intent keep the parent's intents: use --mode extend")
+    out = Path(out).resolve()
+    data_dir = out / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    user = dict(overrides or {})
+    seed = int(user.get("seed", 1234))
+
+    parent = load_parent(source, revision, out / "parent")
+    parent_labels = parent.labels["intent"]
+
+    # New-domain data -> intent-only manifests; the label set and its checks.
+    train_manifest = valid_manifests = None
+    if valid:
+        train_manifest = prepare_split(train, data_dir, "train", seed)
+        valid_manifests = [prepare_split(v, data_dir / f"valid{i}", "valid", seed)
+                           for i, v in enumerate(valid)]
+    elif is_manifest(train):
+        raise FinetuneError(f"{train}: a manifest needs --valid (a generic CSV is split)")
+    else:
+        train_manifest, valid_manifests = _split_csv(train, data_dir, seed)
+    tests = {}
+    if test:
+        tests["new"] = prepare_split(test, data_dir, "test", seed)
+    counts = check_classes([train_manifest], {
+        **{f"validation set {i}": v for i, v in enumerate(valid_manifests)}, **tests})
+    labels = intent_label_set(parent_labels, counts, mode)
+    train_manifests = [train_manifest]
+    if replay:
+        per_class = replay_per_class or int(sorted(counts.values())[len(counts) // 2])
+        train_manifests.append(replay_manifest(replay, set(parent_labels), per_class, seed,
+                                               data_dir / "replay.csv"))
+    elif mode == "extend":
+        warnings.warn("extend without --replay: the parent's intents are not rehearsed and "
+                      "their accuracy may drop; pass --replay with manifests of them", stacklevel=2)
+    if emotion:
+        tests["emotion"] = single_task_copy(emotion, "emotion", data_dir / "emotion.csv")
+    if old_intent:
+        tests["old_intent"] = single_task_copy(old_intent, "intent", data_dir / "old_intent.csv")
+
+    settings = {
+        "output_folder": str(out), "parent_source": os.fspath(source),
+        "parent_revision": revision, "mode": mode,
+        "encoder_source": write_encoder_config(parent, out / "parent_encoder"),
+        **parent_settings(parent),
+        "train_manifests": [str(p) for p in train_manifests],
+        "valid_manifests": [str(p) for p in valid_manifests],
+        "test_manifests": {k: str(v) for k, v in tests.items()},
+    }
+    overrides = {**settings, **user}
+    hparams = load_hparams(str(hparams_file), overrides)
+    accelerator = make_accelerator(hparams)
+    sb.create_experiment_directory(experiment_directory=str(out),
+                                   hyperparams_to_save=str(hparams_file), overrides=overrides)
+    save = Path(hparams["save_folder"])
+    save.mkdir(parents=True, exist_ok=True)
+    save_label_encoder(save / "label_encoder_intent.txt", labels)
+    for task in parent.tasks:
+        if task != "intent":
+            save_label_encoder(save / f"label_encoder_{task}.txt", parent.labels[task])
+
+    record_path = out / FINETUNE_RECORD
+    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    record.update({
+        "parent": parent_identity(source, revision, parent_repo_id),
+        "mode": mode,
+        "freeze_encoder": hparams.get("freeze_encoder"),
+        "frozen_heads": list(hparams.get("frozen_heads") or []),
+        "intent_labels": labels,
+        "new_intents": sorted(set(labels) - set(parent_labels)),
+        "kept_intents": [label for label in labels if label in parent_labels],
+        "shots": dict(sorted(counts.items())),
+        "replay_per_class": per_class if replay else None,
+    })
+
+    # Retention, before: the parent itself, on the same manifests as after.
+    before = record.setdefault("before", {})
+    for name, task in (("emotion", "emotion"), ("old_intent", "intent")):
+        if name in tests and name not in before:
+            before[name] = _score(parent, tests[name], task, hparams, accelerator, evaluate)
+
+    fit(hparams, accelerator)
+    results = run_test(hparams, accelerator)
+
+    after = {name: flat_stats(results[name]) for name in tests}
+    record["results"] = {}
+    if "new" in tests:
+        record["results"]["new_intent"] = _figures(after["new"], "intent", tests["new"])
+    for name, task in (("emotion", "emotion"), ("old_intent", "intent")):
+        if name in tests:
+            now = _figures(after[name], task, tests[name])
+            now["before"] = before[name]["accuracy"]
+            now["change"] = now["accuracy"] - now["before"]
+            record["results"][name] = now
+    threshold = float(hparams.get("emotion_drop_warning", 0.01))
+    emotion_result = record["results"].get("emotion")
+    if emotion_result:
+        emotion_result["warning"] = -emotion_result["change"] > threshold
+        if emotion_result["warning"]:
+            message = (f"emotion accuracy dropped from {emotion_result['before']:.4f} to "
+                       f"{emotion_result['accuracy']:.4f} on {emotion_result['manifest']} "
+                       f"(more than {threshold:.2%}); freeze more of the encoder "
+                       "(--freeze_encoder=all) or lower encoder_lr")
+            warnings.warn(message, stacklevel=2)
+            accelerator.print(f"WARNING: {message}")
+    if accelerator.is_main_process:
+        record_path.write_text(json.dumps(record, indent=2), encoding="utf-8")
+        if export and hparams.get("export_folder"):
+            from .hub import export_model
+
+            export_model(out, hparams["export_folder"], overwrite=True, repo_id=repo_id)
+    return record
+
+
+def _split_csv(path, data_dir: Path, seed: int):
+    """A generic CSV without --valid: 20 % of it held out (by speaker when given)."""
+    from .prepare.generic_csv import prepare_generic_csv
+
+    prepared = prepare_generic_csv(path, data_dir / "prepared_split", seed=seed,
+                                   valid_fraction=0.2, test_fraction=0.0, id_prefix="new-")
+    return (prepare_split(prepared["train"], data_dir, "train", seed),
+            [prepare_split(prepared["valid"], data_dir, "valid", seed)])
+
+
+def _score(parent, manifest, task, hparams, accelerator, evaluate) -> dict:
+    """The parent's figures for ``task`` on ``manifest`` (the same loop as after)."""
+    from . import data as D
+    from .model import MultitaskModel
+    from .train import flat_stats
+
+    encoders = {t: parent.hparams.label_encoders[t] for t in parent.tasks}
+    model = MultitaskModel(parent.mods.encoder, {t: parent.mods.heads[t] for t in parent.tasks})
+    model.to(accelerator.device)
+    dataset, rows = D.load_split(manifest, encoders)
+    loader = D.make_loader(dataset, rows, hparams["eval_batching"], False, hparams["seed"],
+                           shard=(accelerator.process_index, accelerator.num_processes))
+    stats = evaluate(accelerator, model, loader, encoders, desc=f"parent {task}")
+    return _figures(flat_stats(stats), task, manifest)
+
+
+def _figures(flat: dict, task: str, manifest) -> dict:
+    from .hub import _display_path
+
+    return {"manifest": _display_path(manifest), "accuracy": flat[f"{task}_accuracy"],
+            "macro_f1": flat[f"{task}_macro_f1"]}
+
+
+# --------------------------------------------------------------------------
+# Command line
+# --------------------------------------------------------------------------
+
+
+def add_parser(subparsers) -> None:
+    """Register ``finetune`` on an argparse subparsers object."""
+    parser = subparsers.add_parser(
+        "finetune", help="Fine-tune an exported model on new intents from a few examples",
+        description="Start from an exported model (folder or Hub repo id), learn the intents "
+                    "of a new CSV (path,intent[,emotion][,speaker]) or manifest, keep the "
+                    "emotion head, measure what is retained, export. Extra --key=value "
+                    "arguments override hparams/finetune.yaml (e.g. --freeze_encoder=1, "
+                    "--number_of_epochs=20).")
+    parser.add_argument("--from", dest="source", required=True, metavar="SOURCE",
+                        help="exported model folder or Hub repo id")
+    parser.add_argument("--revision", help="Hub branch, tag or commit of SOURCE")
+    parser.add_argument("--train", required=True, metavar="CSV", help="new-domain training data")
+    parser.add_argument("--valid", action="append", default=[], metavar="CSV",
+                        help="validation data (repeatable; default: 20%% of --train)")
+    parser.add_argument("--test", metavar="CSV", help="new-domain test data")
+    parser.add_argument("--mode", choices=MODES, default="replace",
+                        help="replace: the new intents only; extend: the parent's and the new")
+    parser.add_argument("--emotion", metavar="MANIFEST",
+                        help="emotion manifest on which retention is measured (before/after)")
+    parser.add_argument("--old-intent", metavar="MANIFEST",
+                        help="extend: manifest of the parent's intents, scored before/after")
+    parser.add_argument("--replay", action="append", default=[], metavar="MANIFEST",
+                        help="extend: manifests of the parent's intents to rehearse")
+    parser.add_argument("--replay-per-class", type=int,
+                        help="rehearsed rows per parent intent (default: median new shots)")
+    parser.add_argument("--parent-repo-id", help="Hub id of a local SOURCE, for the card")
+    parser.add_argument("--repo-id", help="repo id used in the card's usage examples")
+    parser.add_argument("--out", required=True, help="run folder (rerun to resume)")
+    parser.add_argument("--hparams", default=str(DEFAULT_HPARAMS))
+    parser.add_argument("--no-export", dest="export", action="store_false")
+    parser.set_defaults(func=_run, takes_overrides=True, overrides=[])
+
+
+def parse_overrides(extra: list[str]) -> dict:
+    """``["--key=value", ...]`` -> ``{key: YAML value}``.
+
+    >>> parse_overrides(["--freeze_encoder=1", "--encoder_lr=1e-5", "--freeze_encoder=all"])
+    {'freeze_encoder': 'all', 'encoder_lr': 1e-05}
+    """
+    import yaml
+
+    overrides = {}
+    for item in extra:
+        match = re.fullmatch(r"--([A-Za-z_][\w]*)=(.*)", item, flags=re.S)
+        if not match:
+            raise FinetuneError(f"unknown argument {item!r} (hparams overrides are --key=value)")
+        overrides[match.group(1)] = yaml.safe_load(match.group(2))
+    return overrides
+
+
+def _run(args) -> int:
+    from .manifest import ManifestError
+
+    try:
+        record = finetune(
+            args.source, args.train, args.out, valid=args.valid, test=args.test, mode=args.mode,
+            emotion=args.emotion, old_intent=args.old_intent, replay=args.replay,
+            replay_per_class=args.replay_per_class, revision=args.revision,
+            parent_repo_id=args.parent_repo_id, hparams_file=args.hparams,
+            overrides=parse_overrides(args.overrides), export=args.export,
+            repo_id=args.repo_id)
+    except (FinetuneError, ManifestError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps(record.get("results", {}), indent=2))
+    return 0

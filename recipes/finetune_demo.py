@@ -1,0 +1,60 @@
+#!/usr/bin/env python3
+"""Fine-tuning the demo model on the synthetic new banking domain, measured.
+
+    python recipes/finetune_demo.py [--key=value ...]     # overrides for hparams/finetune.yaml
+
+Needs ``make demo`` first (``results/demo/model`` and the demo's manifests). Steps:
+the new-domain corpus (``multitask synth --domain new --shots 20``, 8 intents,
+test clips from voices no banking corpus has), then two fine-tunings of
+``results/demo/model``:
+
+* ``replace``: the 8 new intents only;
+* ``extend``: the demo's 14 intents and the 8 new ones, 20 demo clips per old intent
+  rehearsed, scored on the demo's intent test as well.
+
+Both measure emotion on the demo's emotion test before and after. The figures go
+to ``results/finetune/metrics.json``.
+"""
+
+import json
+import os
+import sys
+
+from multitask.finetune import finetune, parse_overrides
+from multitask.synth.corpus import generate
+
+DEMO = "results/demo"
+OUT = "results/finetune"
+SHOTS = 20
+
+if __name__ == "__main__":
+    overrides = parse_overrides(sys.argv[1:])
+
+    # The new domain (skipped if present; deterministic from the seed).
+    new_domain = os.path.join(OUT, "synth", "new_domain")
+    if not os.path.isfile(os.path.join(new_domain, "test.csv")):
+        generate(os.path.join(OUT, "synth"), size="small", domain="new", shots=SHOTS)
+    data = {split: os.path.join(new_domain, f"{split}.csv") for split in ("train", "valid", "test")}
+    common = dict(valid=[data["valid"]], test=data["test"],
+                  emotion=f"{DEMO}/data/crema_d/test.csv", overrides=overrides)
+
+    # Two fine-tunings of the demo model: new intents only, and old + new.
+    replace = finetune(f"{DEMO}/model", data["train"], f"{OUT}/replace", mode="replace", **common)
+    extend = finetune(f"{DEMO}/model", data["train"], f"{OUT}/extend", mode="extend",
+                      old_intent=f"{DEMO}/data/skit_s2i/test.csv",
+                      replay=[f"{DEMO}/data/skit_s2i/train.csv"], **common)
+
+    metrics = {
+        "parent": replace["parent"],
+        "shots_per_new_intent": SHOTS,
+        "new_intents": replace["new_intents"],
+        "overrides": overrides,
+        "replace": {"settings": {k: replace[k] for k in ("freeze_encoder", "frozen_heads")},
+                    **replace["results"]},
+        "extend": {"settings": {k: extend[k] for k in ("freeze_encoder", "frozen_heads",
+                                                       "replay_per_class")},
+                   **extend["results"]},
+    }
+    with open(os.path.join(OUT, "metrics.json"), "w", encoding="utf-8") as fout:
+        json.dump(metrics, fout, indent=2)
+    print(json.dumps(metrics, indent=2))

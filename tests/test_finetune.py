@@ -1,0 +1,189 @@
+"""Fine-tuning the tiny trained model on new intents: replace, extend, frozen emotion, errors.
+
+The parent is the session's tiny exported model (``trained_tiny``: toy intents ``low``
+and ``high``, toy emotions ``dull`` and ``bright``). The new domain is generated here
+in the generic CSV layout: two new tone intents, a few clips each, with speakers.
+"""
+
+import csv
+import json
+import os
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import yaml
+from safetensors.torch import load_file
+from toy_data import SAMPLE_RATE, tone
+
+from multitask.cli import main
+from multitask.finetune import FinetuneError, finetune, init_from_parent, intent_label_set
+from multitask.inference import MultitaskClassifier
+
+pytestmark = pytest.mark.slow
+pytest_plugins = ["trained_tiny"]
+
+NEW_INTENTS = {"chirp": 3000, "whistle": 5000}  # tone frequency (Hz) per new intent
+FAST = ["--number_of_epochs=6", "--batch_size=4", "--warmup_steps=0"]
+
+
+def write_new_domain(folder, shots, seed, labels=None, split="train"):
+    """A generic CSV (path,intent,emotion,speaker) of tone clips; returns its path."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(folder / "wavs", exist_ok=True)
+    rows = []
+    for label, freq in (labels or NEW_INTENTS).items():
+        for i in range(shots):
+            rel = f"wavs/{split}_{label}_{i}.wav"
+            sf.write(folder / rel, tone(freq, rng.uniform(0.5, 1.0), rng), SAMPLE_RATE)
+            rows.append({"path": rel, "intent": label, "emotion": "dull", "speaker": f"{split}{i % 3}"})
+    path = folder / f"{split}.csv"
+    with open(path, "w", newline="", encoding="utf-8") as fout:
+        writer = csv.DictWriter(fout, fieldnames=["path", "intent", "emotion", "speaker"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def new_domain(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("new_domain")
+    return {split: write_new_domain(folder, shots, seed, split=split)
+            for split, shots, seed in (("train", 8, 1), ("valid", 3, 2), ("test", 4, 3))}
+
+
+@pytest.fixture(scope="module")
+def replaced(exported_model, new_domain, toy_corpus, tmp_path_factory):
+    """replace mode with the whole encoder trainable: only the frozen emotion head is kept."""
+    out = tmp_path_factory.mktemp("ft_replace") / "run"
+    code = main(["finetune", "--from", str(exported_model), "--out", str(out),
+                 "--train", new_domain["train"], "--valid", new_domain["valid"],
+                 "--test", new_domain["test"], "--emotion", toy_corpus["test"],
+                 "--freeze_encoder=none", "--encoder_lr=0.001", *FAST])
+    assert code == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def extended(exported_model, new_domain, toy_corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ft_extend") / "run"
+    record = finetune(str(exported_model), new_domain["train"], out, valid=[new_domain["valid"]],
+                      test=new_domain["test"], mode="extend", emotion=toy_corpus["test"],
+                      old_intent=toy_corpus["test"], replay=[toy_corpus["train"]],
+                      parent_repo_id="org/name",
+                      overrides={"number_of_epochs": 10, "batch_size": 4, "warmup_steps": 0,
+                                 "head_lr": 0.01})
+    return out, record
+
+
+def parent_heads(exported_model):
+    return load_file(exported_model / "heads.safetensors")
+
+
+def test_replace_learns_the_new_intents_from_a_few_examples(replaced):
+    record = json.loads((replaced / "finetune.json").read_text())
+    assert record["intent_labels"] == sorted(NEW_INTENTS)
+    assert record["shots"] == {label: 8 for label in NEW_INTENTS}
+    assert record["results"]["new_intent"]["accuracy"] >= 0.75  # chance 0.5
+
+
+def test_frozen_emotion_head_is_bit_identical_after_fine_tuning(replaced, exported_model):
+    tuned = load_file(replaced / "export" / "heads.safetensors")
+    parent = parent_heads(exported_model)
+    emotion = [k for k in parent if k.startswith("emotion.")]
+    assert emotion and all(torch.equal(tuned[k], parent[k]) for k in emotion)
+    # ... while the encoder did move (it was trainable here).
+    tuned_enc = load_file(replaced / "export" / "encoder.safetensors")
+    parent_enc = load_file(exported_model / "encoder.safetensors")
+    assert any(not torch.equal(tuned_enc[k], parent_enc[k]) for k in parent_enc)
+
+
+def test_emotion_retention_is_measured_before_and_after(replaced):
+    emotion = json.loads((replaced / "finetune.json").read_text())["results"]["emotion"]
+    assert {"before", "accuracy", "change", "warning"} <= set(emotion)
+    assert emotion["change"] == pytest.approx(emotion["accuracy"] - emotion["before"])
+    assert emotion["warning"] == (emotion["change"] < -0.01)
+
+
+def test_the_fine_tuned_export_loads_and_its_card_names_the_parent(replaced, exported_model):
+    export = replaced / "export"
+    model = MultitaskClassifier.from_hparams(source=str(export), run_opts={"device": "cpu"})
+    assert model.labels["intent"] == sorted(NEW_INTENTS)
+    parent = MultitaskClassifier.from_hparams(source=str(exported_model), run_opts={"device": "cpu"})
+    assert model.labels["emotion"] == parent.labels["emotion"]
+    card = (export / "README.md").read_text()
+    front = yaml.safe_load(card.split("---")[1])
+    # A local parent without a Hub id: named by its folder (no path of this machine).
+    assert front["base_model"] == f"{exported_model.parent.name}/model"
+    assert front["base_model_relation"] == "finetune"
+    assert "## Fine-tuned from" in card and "`chirp`" in card and "emotion accuracy" in card
+
+
+def test_extend_keeps_the_old_intents_within_two_points_and_learns_the_new(extended):
+    out, record = extended
+    assert record["intent_labels"] == ["high", "low", *sorted(NEW_INTENTS)]  # parent's first
+    old = record["results"]["old_intent"]
+    assert old["accuracy"] >= old["before"] - 0.02
+    assert record["results"]["new_intent"]["accuracy"] >= 0.75
+    # Encoder and emotion head frozen (the default): emotion is exactly the parent's.
+    assert record["results"]["emotion"]["change"] == 0
+    front = yaml.safe_load((out / "export" / "README.md").read_text().split("---")[1])
+    assert front["base_model"] == "org/name"
+
+
+def test_extend_copies_the_old_rows_and_starts_new_rows_from_their_mean(exported_model, tmp_path):
+    from speechbrain.dataio.encoder import CategoricalEncoder
+
+    from multitask.inference import encoder_from_config
+    from multitask.model import MultitaskModel, TaskHead
+
+    parent = MultitaskClassifier.from_hparams(source=str(exported_model), savedir=tmp_path / "p",
+                                              run_opts={"device": "cpu"})
+    old = parent.labels["intent"]
+    labels = intent_label_set(old, ["chirp"], "extend")
+    encoders = {}
+    for task, names in (("intent", labels), ("emotion", parent.labels["emotion"])):
+        encoders[task] = CategoricalEncoder()
+        encoders[task].update_from_iterable(names)
+    encoder = encoder_from_config(parent.mods.encoder.config.to_dict())
+    size = parent.mods.heads["intent"].projector.out_features
+    heads = {t: TaskHead(encoder.num_layers, encoder.output_size, len(e), size, size)
+             for t, e in encoders.items()}
+    model = MultitaskModel(encoder, heads)
+    init_from_parent(model, encoders, str(exported_model), savedir=tmp_path / "p", mode="extend")
+    src = parent.mods.heads["intent"].classifier[-1]
+    dst = model.heads["intent"].classifier[-1]
+    assert torch.equal(dst.weight[: len(old)], src.weight) and torch.equal(dst.bias[: len(old)], src.bias)
+    assert torch.allclose(dst.weight[len(old)], src.weight.mean(0), atol=0.05 * src.weight.std().item())
+    assert not any(p.requires_grad for p in model.heads["emotion"].parameters())
+    assert not any(p.requires_grad for p in model.encoder.parameters())
+
+
+def test_a_label_spelled_like_a_parent_intent_is_refused_in_extend(exported_model, tmp_path):
+    train = write_new_domain(tmp_path, 3, 0, labels={"Low": 3000, "chirp": 5000})
+    with pytest.raises(FinetuneError, match=r"'Low' and the parent's intent 'low'"):
+        finetune(str(exported_model), train, tmp_path / "run", mode="extend")
+    with pytest.raises(FinetuneError, match=r"'card_lost' and the parent's intent 'lost card'"):
+        intent_label_set(["lost card"], ["card_lost"], "extend")
+
+
+def test_an_intent_without_training_examples_is_refused(exported_model, tmp_path):
+    train = write_new_domain(tmp_path, 3, 0, labels={"chirp": 3000})
+    test = write_new_domain(tmp_path, 2, 1, labels={"chirp": 3000, "whistle": 5000}, split="test")
+    with pytest.raises(FinetuneError, match=r"whistle have no training example \(empty class\)"):
+        finetune(str(exported_model), train, tmp_path / "run", test=test)
+
+
+def test_a_parent_folder_that_is_not_a_multitask_model_is_refused(trained_run, new_domain, tmp_path, capsys):
+    with pytest.raises(FinetuneError, match="export it first"):
+        finetune(str(trained_run), new_domain["train"], tmp_path / "run")
+    (tmp_path / "empty").mkdir()
+    code = main(["finetune", "--from", str(tmp_path / "empty"), "--train", new_domain["train"],
+                 "--out", str(tmp_path / "run2")])
+    assert code == 1 and "not a multitask model folder" in capsys.readouterr().err
+
+
+def test_other_commands_still_refuse_unknown_arguments():
+    with pytest.raises(SystemExit):
+        main(["export", "--from", "x", "--out", "y", "--number_of_epochs=3"])
