@@ -267,9 +267,8 @@ assert len({case.filename for case in CASES}) == len(CASES)
 def outcome_text(case: Case) -> str:
     if case.is_error:
         return f"`AudioInputError`: “…{case.reason}…”"
-    if case.id == "long_30_min":
-        return "prediction + `windows`"
-    return "prediction"
+    suffix = " + `windows`" if case.extra else ""
+    return f"prediction = twin ± {TOLERANCE}{suffix}"
 
 
 def doc_table() -> str:
