@@ -948,7 +948,14 @@ def upload_allow_list(model_dir) -> list[str]:
     if missing or not labels:
         what = ", ".join(missing + ([] if labels else ["label_encoder_<task>.txt"]))
         raise HubError(f"{folder}: not a complete export (missing {what}); run `multitask export`")
-    return [*EXPORT_FILES, *labels]
+    allowed = [*EXPORT_FILES, *labels]
+    # An allowed name that links elsewhere (label_encoder_intent.txt -> ~/.netrc) would
+    # upload the file it points to; exports never contain links.
+    links = [name for name in allowed if (folder / name).is_symlink()]
+    if links:
+        raise HubError(f"{folder}: refusing to upload symbolic links ({', '.join(links)}); "
+                       "copy the real files in or export again")
+    return allowed
 
 
 def push_model(model_dir, repo_id: str, private: bool = False, revision: str | None = None,

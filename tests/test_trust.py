@@ -324,3 +324,17 @@ def check_config_keys(path: Path) -> dict:
     text = path.read_text()
     block = text.split("encoder_config:\n", 1)[1].split("\nuse_attention_mask:", 1)[0]
     return yaml.safe_load("encoder_config:\n" + block)
+
+
+@pytest.mark.slow  # the session's trained export
+def test_push_refuses_an_export_file_that_is_a_symbolic_link(exported_model, tmp_path):
+    from multitask.hub import HubError, upload_allow_list
+
+    folder = copy_export(exported_model, tmp_path / "model")
+    secret = tmp_path / "netrc"
+    secret.write_text("machine huggingface.co password hf_secret\n")
+    label_file = folder / "label_encoder_intent.txt"
+    label_file.unlink()
+    label_file.symlink_to(secret)
+    with pytest.raises(HubError, match="symbolic links.*label_encoder_intent.txt"):
+        upload_allow_list(folder)
