@@ -225,17 +225,22 @@ def _shared_ids(manifests: list[tuple[str, str, list[dict]]]) -> list[str]:
 
 
 def _mixed_corpus_versions(manifests: list[tuple[str, str]]) -> list[str]:
-    versions: dict[str, dict[str, list[str]]] = {}
+    """One corpus (a preparer reading the same inputs) must come in one version.
+
+    A generic-CSV train.csv and valid.csv are different inputs, not versions of one.
+    """
+    versions: dict[tuple, dict[str, list[str]]] = {}
     for role, path in manifests:
         stamp = corpus_version(path)
         if stamp is not None:
-            versions.setdefault(stamp["preparer"], {}).setdefault(stamp["version"], []).append(
+            corpus = (stamp["preparer"], *stamp["inputs"])
+            versions.setdefault(corpus, {}).setdefault(stamp["version"], []).append(
                 f"{path} ({role})")
     return [
-        f"{preparer} manifests from {len(by_version)} corpus versions (prepared from different "
+        f"{corpus[0]} manifests from {len(by_version)} corpus versions (prepared from different "
         "releases of the corpus; prepare every split from one): "
         + "; ".join(f"version {v}: {', '.join(paths)}" for v, paths in by_version.items())
-        for preparer, by_version in versions.items() if len(by_version) > 1
+        for corpus, by_version in versions.items() if len(by_version) > 1
     ]
 
 

@@ -136,7 +136,7 @@ def read_manifests(paths) -> list[dict]:
 
 
 def corpus_version(path) -> dict | None:
-    """``{"preparer", "version"}`` of the corpus a manifest was prepared from, or None.
+    """``{"preparer", "inputs", "version"}`` of the corpus a manifest was prepared from, or None.
 
     The version digests what the preparer recorded of its inputs (label files, the
     audio folder's listing) and its output format, not where the corpus lives or how
@@ -153,7 +153,9 @@ def corpus_version(path) -> dict | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
     digest = hashlib.sha256(json.dumps(stamp, sort_keys=True).encode("utf-8")).hexdigest()
-    return {"preparer": preparer, "version": digest[:12]}
+    # What was read (e.g. Skit-S2I's label files, a bank's train.csv): two versions of
+    # one corpus read the same names; a generic preparer's train.csv and valid.csv do not.
+    return {"preparer": preparer, "inputs": sorted(record["inputs"]), "version": digest[:12]}
 
 
 def rows_digest(rows) -> str:

@@ -213,3 +213,16 @@ def test_a_preparer_stamps_its_manifests_with_the_corpus_release_not_its_place_o
         check_manifests({"train": first["train"], "valid": first["valid"], "test": release2["test"]},
                         build_label_encoders(rows, tmp_path / "save", tasks=["intent"]),
                         probe=False)
+
+
+def test_generic_csv_splits_prepared_from_separate_files_are_not_versions_of_one_corpus(
+    corpus, tmp_path
+):
+    for split, name in (("train", "train.csv"), ("valid", "valid.csv")):
+        folder = tmp_path / f"bank_{split}"
+        folder.mkdir()
+        write_manifest(folder / f"{split}.csv", read_manifest(corpus[split]))  # absolute wavs
+        record = {"preparer": "generic-csv", "format_version": 1, "inputs": {name: split}}
+        (folder / "prepare_options.json").write_text(json.dumps(record))
+        corpus[split] = str(folder / f"{split}.csv")
+    check(corpus, tmp_path)
