@@ -546,7 +546,7 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
     # Retention, before: the parent itself, on the same manifests as after.
     before = record.setdefault("before", {})
     for name, task in (("emotion", "emotion"), ("old_intent", "intent")):
-        if name in tests and name not in before:
+        if name in tests and (before.get(name) or {}).get("manifest") != _display(tests[name]):
             before[name] = _score(parent, tests[name], task, hparams, accelerator, evaluate)
 
     fit(hparams, accelerator)
@@ -608,10 +608,14 @@ def _score(parent, manifest, task, hparams, accelerator, evaluate) -> dict:
     return _figures(flat_stats(stats), task, manifest)
 
 
-def _figures(flat: dict, task: str, manifest) -> dict:
+def _display(manifest) -> str:
     from .hub import _display_path
 
-    return {"manifest": _display_path(manifest), "accuracy": flat[f"{task}_accuracy"],
+    return _display_path(manifest)
+
+
+def _figures(flat: dict, task: str, manifest) -> dict:
+    return {"manifest": _display(manifest), "accuracy": flat[f"{task}_accuracy"],
             "macro_f1": flat[f"{task}_macro_f1"]}
 
 
