@@ -1,0 +1,98 @@
+"""The benchmarks run end to end in a tiny mode, and the fast CPU paths keep predictions."""
+
+import copy
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import REPO
+
+from multitask.model import MultitaskModel, Wav2Vec2Encoder, build_heads, tiny_config
+from multitask.optimize import optimize_for_cpu
+
+BENCH = os.path.join(REPO, "benchmarks")
+
+
+def _tiny_model(tmp_path, **overrides):
+    tiny_config(**overrides).save_pretrained(tmp_path)
+    torch.manual_seed(0)
+    encoder = Wav2Vec2Encoder(tmp_path, save_path=tmp_path)
+    return MultitaskModel(encoder, build_heads(encoder, {"intent": 5, "emotion": 3},
+                                               proj_size=16, hidden_size=16)).eval()
+
+
+@pytest.mark.parametrize("norm", ["group", "layer"])
+def test_fp32_rewrite_matches_transformers_modules(tmp_path, norm):
+    model = _tiny_model(tmp_path, feat_extract_norm=norm, do_stable_layer_norm=norm == "layer",
+                        conv_bias=norm == "layer")
+    wavs = torch.randn(3, 12000)
+    wavs[1, 7000:] = 0  # a padded row
+    lens = torch.tensor([1.0, 7000 / 12000, 1.0])
+    with torch.inference_mode():
+        before = model(wavs, lens)
+        after = optimize_for_cpu(copy.deepcopy(model), "fp32")(wavs, lens)
+    for task in before:
+        torch.testing.assert_close(after[task], before[task], atol=1e-4, rtol=1e-4)
+
+
+def test_int8_path_agrees_with_fp32(tmp_path):
+    model = _tiny_model(tmp_path)
+    wavs = torch.randn(4, 16000)
+    with torch.inference_mode():
+        before = {t: torch.softmax(x, -1) for t, x in model(wavs, torch.ones(4)).items()}
+        quantised = optimize_for_cpu(copy.deepcopy(model), "int8")
+        after = {t: torch.softmax(x, -1) for t, x in quantised(wavs, torch.ones(4)).items()}
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
+
+    assert isinstance(quantised.encoder.model.encoder.layers[0].feed_forward.output_dense, DynamicInt8Linear)
+    front_end = quantised.encoder.model.feature_extractor  # kept fp32 (see multitask.optimize)
+    assert all(type(m) is torch.nn.Linear for m in front_end.layers[0].pieces)
+    for task in before:
+        assert (after[task] - before[task]).abs().max() < 0.05
+
+
+def test_unknown_method_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="method must be one of"):
+        optimize_for_cpu(_tiny_model(tmp_path), "fp8")
+
+
+def _run(script, *args):
+    done = subprocess.run([sys.executable, os.path.join(BENCH, script), *args], cwd=REPO,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_benchmarks_write_their_json_and_the_readme_table(tmp_path, toy_corpus, group_norm_encoder):
+    bench = tmp_path / "bench"
+    _run("inference.py", "--tiny", "--rounds", "1", "--demo-model", "",
+         "--out", str(bench / "inference.json"))
+    result = json.loads((bench / "inference.json").read_text())
+    assert {"machine", "flops", "ceiling", "throughput", "summary", "mixed_durations",
+            "profile_b4", "peak_rss_mb"} <= set(result)
+    assert result["machine"]["logical_cpus"] >= 1 and result["machine"]["date"]
+    assert abs(result["flops"]["hand_vs_counter"] - 1) < 0.02  # hand count = FlopCounterMode
+    assert result["ceiling"]["matmul_gflops_best"] > 0
+    for name in ("multitask/eager/b4", "multitask/fp32/b4", "multitask/int8/b4",
+                 "two_single_task/fp32/b4", "multitask/fp32/b1", "multitask/fp32/b16"):
+        assert result["throughput"][name]["audio_s_per_s_best"] > 0
+    mixed = result["mixed_durations"]
+    assert (mixed["length_sorted"]["padded_share_of_computed_samples"]
+            <= mixed["arrival_order"]["padded_share_of_computed_samples"])
+
+    _run("train.py", "--hparams", "hparams/tiny.yaml", "--seconds", "2", "--max-steps", "5",
+         "--train-manifests", toy_corpus["train"], "--out", str(bench / "train.json"),
+         "--override", f"encoder_source={group_norm_encoder}", "valid_manifests=unused")
+    train = json.loads((bench / "train.json").read_text())
+    assert train["audio_hours_per_hour"] > 0 and 0 <= train["data_wait_share"] <= 1
+    assert set(train["padding"]) == {"length_aware", "fixed_size_shuffled"}
+
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- bench:start -->\nold\n<!-- bench:end -->\nrest\n")
+    _run("report.py", "--bench", str(bench), "--readme", str(readme))
+    text = readme.read_text()
+    assert "old" not in text and "audio-hours per hour" in text and text.endswith("rest\n")
+    assert (bench / "README_table.md").read_text() in text
