@@ -490,6 +490,7 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
     else:
         train_manifest, valid_manifests = _split_csv(train, data_dir, seed)
     tests = {}
+    given = {"new": test, "emotion": emotion, "old_intent": old_intent}  # named in the record
     if test:
         tests["new"] = prepare_split(test, data_dir, "test", seed)
     counts = check_classes([train_manifest], {
@@ -546,8 +547,9 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
     # Retention, before: the parent itself, on the same manifests as after.
     before = record.setdefault("before", {})
     for name, task in (("emotion", "emotion"), ("old_intent", "intent")):
-        if name in tests and (before.get(name) or {}).get("manifest") != _display(tests[name]):
-            before[name] = _score(parent, tests[name], task, hparams, accelerator, evaluate)
+        if name in tests and (before.get(name) or {}).get("manifest") != _display(given[name]):
+            before[name] = _score(parent, tests[name], task, hparams, accelerator, evaluate,
+                                  given[name])
 
     fit(hparams, accelerator)
     results = run_test(hparams, accelerator)
@@ -555,10 +557,10 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
     after = {name: flat_stats(results[name]) for name in tests}
     record["results"] = {}
     if "new" in tests:
-        record["results"]["new_intent"] = _figures(after["new"], "intent", tests["new"])
+        record["results"]["new_intent"] = _figures(after["new"], "intent", given["new"])
     for name, task in (("emotion", "emotion"), ("old_intent", "intent")):
         if name in tests:
-            now = _figures(after[name], task, tests[name])
+            now = _figures(after[name], task, given[name])
             now["before"] = before[name]["accuracy"]
             now["change"] = now["accuracy"] - now["before"]
             record["results"][name] = now
@@ -592,7 +594,7 @@ def _split_csv(path, data_dir: Path, seed: int):
             [prepare_split(prepared["valid"], data_dir, "valid", seed)])
 
 
-def _score(parent, manifest, task, hparams, accelerator, evaluate) -> dict:
+def _score(parent, manifest, task, hparams, accelerator, evaluate, shown) -> dict:
     """The parent's figures for ``task`` on ``manifest`` (the same loop as after)."""
     from . import data as D
     from .model import MultitaskModel
@@ -605,7 +607,7 @@ def _score(parent, manifest, task, hparams, accelerator, evaluate) -> dict:
     loader = D.make_loader(dataset, rows, hparams["eval_batching"], False, hparams["seed"],
                            shard=(accelerator.process_index, accelerator.num_processes))
     stats = evaluate(accelerator, model, loader, encoders, desc=f"parent {task}")
-    return _figures(flat_stats(stats), task, manifest)
+    return _figures(flat_stats(stats), task, shown)
 
 
 def _display(manifest) -> str:
@@ -664,14 +666,15 @@ def parse_overrides(extra: list[str]) -> dict:
     >>> parse_overrides(["--freeze_encoder=1", "--encoder_lr=1e-5", "--freeze_encoder=all"])
     {'freeze_encoder': 'all', 'encoder_lr': 1e-05}
     """
-    import yaml
+    from ruamel.yaml import YAML
 
+    yaml = YAML(typ="safe")  # YAML 1.2, as HyperPyYAML reads the file: 1e-5 is a float
     overrides = {}
     for item in extra:
         match = re.fullmatch(r"--([A-Za-z_][\w]*)=(.*)", item, flags=re.S)
         if not match:
             raise FinetuneError(f"unknown argument {item!r} (hparams overrides are --key=value)")
-        overrides[match.group(1)] = yaml.safe_load(match.group(2))
+        overrides[match.group(1)] = yaml.load(match.group(2))
     return overrides
 
 
