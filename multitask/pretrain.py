@@ -253,8 +253,9 @@ def pretrain(hparams, accelerator) -> dict:
     optimizer = torch.optim.AdamW(model.parameters(), lr=hparams["lr"],
                                   weight_decay=hparams.get("weight_decay", 0.01))
     epoch_counter = hparams["epoch_counter"]
-    scheduler = warmup_linear_decay(optimizer, total_steps=epoch_counter.limit * len(sampler),
-                                    warmup_steps=hparams.get("warmup_steps", 0))
+    schedule = hparams.get("lr_schedule", warmup_linear_decay)
+    scheduler = schedule(optimizer, total_steps=epoch_counter.limit * len(sampler),
+                         warmup_steps=hparams.get("warmup_steps", 0))
     checkpointer = AtomicCheckpointer(save_folder, recoverables={
         "model": model, "optimizer": optimizer, "scheduler": scheduler,
         "epoch_counter": epoch_counter, "train_sampler": sampler})
