@@ -40,7 +40,8 @@ import sys
 from pathlib import Path
 
 PACKAGE_DIR = Path(__file__).resolve().parent
-DEFAULT_CARD_TEMPLATE = PACKAGE_DIR.parent / "hub_card.md"
+# multitask/hub_card.md links to the top-level hub_card.md, so a wheel carries the card.
+DEFAULT_CARD_TEMPLATE = PACKAGE_DIR / "hub_card.md"
 
 HPARAMS_FILE = "hyperparams.yaml"
 INTERFACE_FILE = "custom_interface.py"
