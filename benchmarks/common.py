@@ -84,8 +84,8 @@ class Rounds:
         self.cases[name] = (fn, work)
         self.times[name] = []
 
-    def run(self, rounds: int) -> None:
-        for fn, _ in self.cases.values():
+    def run(self, rounds: int, warm_up: bool = True) -> None:
+        for fn, _ in self.cases.values() if warm_up else ():
             fn()
         for _ in range(rounds):
             self.ceilings.append(matmul_gflops(self.matmul_size))
@@ -123,6 +123,25 @@ def current_rss_mb() -> float:
     with open("/proc/self/status", encoding="utf-8") as fin:
         for line in fin:
             if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS mark for this process (Linux >= 4.0); False if impossible."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="utf-8") as fout:
+            fout.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def window_peak_rss_mb() -> float:
+    """Peak resident memory since the last :func:`reset_peak_rss` (VmHWM)."""
+    with open("/proc/self/status", encoding="utf-8") as fin:
+        for line in fin:
+            if line.startswith("VmHWM:"):
                 return int(line.split()[1]) / 1024
     return float("nan")
 
