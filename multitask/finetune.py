@@ -90,7 +90,8 @@ def load_parent(source, revision=None, savedir=None):
         check_parent_folder(source)
     try:
         parent = MultitaskClassifier.from_hparams(
-            source=source, revision=revision, savedir=savedir, run_opts={"device": "cpu"})
+            source=source, revision=revision, savedir=savedir, run_opts={"device": "cpu"},
+            optimize=None)  # its modules are trained further: keep them as built
     except Exception as err:
         raise FinetuneError(f"cannot load a multitask model from {source}: "
                             f"{type(err).__name__}: {err}") from err

@@ -37,6 +37,7 @@ from speechbrain.utils.parameter_transfer import Pretrainer
 
 from .audio import LONG_FILE_SECONDS, AudioInputError, iter_windows, load_audio, probe_audio
 from .model import MultitaskModel, TaskHead, Wav2Vec2Encoder
+from .optimize import optimize_for_cpu
 from .trust import fetch_and_check, weights_only_loads
 
 # Names hyperparams.yaml refers to as ``multitask.inference.<name>``.
@@ -177,7 +178,8 @@ class MultitaskClassifier(Pretrained):
                 )
 
     @classmethod
-    def from_hparams(cls, source, revision=None, token=None, trust_remote_code=False, **kwargs):
+    def from_hparams(cls, source, revision=None, token=None, trust_remote_code=False,
+                     optimize="fp32", **kwargs):
         """Load an exported model from a local folder or a Hub repo id.
 
         ``hyperparams.yaml`` is code (its tags import and call what they name), so
@@ -198,6 +200,12 @@ class MultitaskClassifier(Pretrained):
         trust_remote_code : bool
             Build whatever ``hyperparams.yaml`` names, unchecked. Only for a model
             you trust, pinned to the revision you reviewed.
+        optimize : str or None
+            CPU inference path (:func:`multitask.optimize.optimize_for_cpu`):
+            ``"fp32"`` (default: the same arithmetic, reordered for speed),
+            ``"int8"`` (dynamic int8 linear layers: faster, predictions may change
+            slightly) or ``None`` (the modules as built, e.g. to train them further).
+            Ignored on GPUs.
         **kwargs
             Passed to SpeechBrain's ``Pretrained.from_hparams`` (``savedir``,
             ``run_opts={"device": "cuda"}``, ``fetch_config`` ...).
@@ -217,10 +225,14 @@ class MultitaskClassifier(Pretrained):
             )
         source = os.fspath(source)
         if trust_remote_code:
-            return super().from_hparams(source=source, **kwargs)
-        kwargs = fetch_and_check(source, kwargs)
-        with weights_only_loads():
-            return super().from_hparams(source=source, **kwargs)
+            model = super().from_hparams(source=source, **kwargs)
+        else:
+            kwargs = fetch_and_check(source, kwargs)
+            with weights_only_loads():
+                model = super().from_hparams(source=source, **kwargs)
+        if optimize not in (None, "none") and str(model.device).startswith("cpu"):
+            optimize_for_cpu(model, optimize)
+        return model
 
     @torch.inference_mode()
     def forward(self, wavs: torch.Tensor, wav_lens: torch.Tensor | None = None) -> dict:
