@@ -424,6 +424,34 @@ def init_from_parent(model, encoders, source, revision=None, savedir=None, mode=
 # --------------------------------------------------------------------------
 
 
+def check_same_run(record: dict, identity: dict, mode: str, out) -> None:
+    """Refuse to resume a run folder that fine-tuned another parent (or in another mode).
+
+    Its checkpoints would otherwise be loaded over the new parent's weights and the
+    run would carry on from them, silently.
+
+    Example
+    -------
+    >>> check_same_run({}, {"weights_sha256": "ab"}, "replace", "run")   # a new folder
+    >>> check_same_run({"parent": {"weights_sha256": "cd"}, "mode": "replace"},
+    ...                {"weights_sha256": "ab"}, "replace", "run")
+    Traceback (most recent call last):
+    ...
+    multitask.finetune.FinetuneError: run: this run folder fine-tuned another parent (weights_sha256 cd, now ab); use a new --out, or delete the folder to start over
+    """
+    previous = record.get("parent")
+    if not previous:
+        return
+    for key in ("weights_sha256", "commit", "source"):
+        if previous.get(key) and identity.get(key) and previous[key] != identity[key]:
+            raise FinetuneError(
+                f"{out}: this run folder fine-tuned another parent ({key} {previous[key]}, "
+                f"now {identity[key]}); use a new --out, or delete the folder to start over")
+    if record.get("mode") not in (None, mode):
+        raise FinetuneError(f"{out}: this run folder was fine-tuned in {record['mode']} mode, "
+                            f"not {mode}; use a new --out")
+
+
 def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion=None,
              old_intent=None, replay=(), replay_per_class=None, revision=None,
              parent_repo_id=None, hparams_file=DEFAULT_HPARAMS, overrides=None,
@@ -533,8 +561,10 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
 
     record_path = out / FINETUNE_RECORD
     record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    identity = parent_identity(source, revision, parent_repo_id)
+    check_same_run(record, identity, mode, out)
     record.update({
-        "parent": parent_identity(source, revision, parent_repo_id),
+        "parent": identity,
         "mode": mode,
         "freeze_encoder": hparams.get("freeze_encoder"),
         "frozen_heads": list(hparams.get("frozen_heads") or []),
@@ -552,6 +582,9 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
             before[name] = _score(parent, tests[name], task, hparams, accelerator, evaluate,
                                   given[name])
 
+    # Written before training, so a killed run's folder still names its parent.
+    if accelerator.is_main_process:
+        record_path.write_text(json.dumps(record, indent=2), encoding="utf-8")
     fit(hparams, accelerator)
     results = run_test(hparams, accelerator)
 
