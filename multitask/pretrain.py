@@ -101,8 +101,9 @@ class FrameTargets:
         feats = mfcc_features(wavs)
         if feats.shape[1] < num_frames:  # never expected: MFCC frames outnumber conv frames
             feats = F.pad(feats, (0, 0, 0, num_frames - feats.shape[1]), mode="replicate")
-        feats = (feats[:, :num_frames] - self.mean) / self.std
-        return torch.cdist(feats, self.centroids.expand(feats.shape[0], -1, -1)).argmin(-1)
+        mean, std, centroids = (t.to(feats.device) for t in (self.mean, self.std, self.centroids))
+        feats = (feats[:, :num_frames] - mean) / std
+        return torch.cdist(feats, centroids.expand(feats.shape[0], -1, -1)).argmin(-1)
 
     def state_dict(self) -> dict:
         return {"mean": self.mean, "std": self.std, "centroids": self.centroids}
@@ -264,7 +265,12 @@ def pretrain(hparams, accelerator) -> dict:
         accelerator.print(f"Resuming after epoch {epoch_counter.current}")
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
 
+    # Kept beside the checkpoints, so a resumed run still reports every epoch.
+    history_file = os.path.join(save_folder, "history.json")
     history = []
+    if os.path.isfile(history_file):
+        with open(history_file, encoding="utf-8") as fin:
+            history = [h for h in json.load(fin) if h["epoch"] <= epoch_counter.current]
     for epoch in epoch_counter:
         set_seed(seed + epoch, device_specific=True)
         loader.set_epoch(epoch)
@@ -273,6 +279,9 @@ def pretrain(hparams, accelerator) -> dict:
         accelerator.print(f"epoch {epoch}: masked-frame loss {stats['loss']:.3f}, "
                           f"accuracy {stats['accuracy']:.3f} ({stats['seconds']:.0f} s)")
         history.append({"epoch": epoch, **stats})
+        if accelerator.is_main_process:
+            with open(history_file, "w", encoding="utf-8") as fout:
+                json.dump(history, fout, indent=1)
         checkpointer.save_and_keep_only(meta={**stats, "epoch": epoch}, name=f"epoch-{epoch:04d}",
                                         num_to_keep=1)
         accelerator.wait_for_everyone()

@@ -49,7 +49,8 @@ def test_pretraining_learns_resumes_and_writes_an_encoder_the_recipes_load(
     assert len(first["history"]) == 1
     # Same command with a larger budget: resumes after epoch 1, does not start over.
     second = pretrain(pretrain_hparams(group_norm_encoder, toy_corpus, tmp_path, 2), Accelerator(cpu=True))
-    assert [h["epoch"] for h in second["history"]] == [2]
+    assert [h["epoch"] for h in second["history"]] == [1, 2]  # epoch 1 kept, not rerun
+    assert second["history"][0] == first["history"][0]
     assert second["history"][-1]["loss"] < first["history"][0]["loss"]
 
     folder = tmp_path / "encoder"
