@@ -101,14 +101,15 @@ def load_parent(source, revision=None, savedir=None):
 
 
 def parent_settings(parent) -> dict:
-    """The run's model settings that must equal the parent's (head sizes)."""
+    """The run's model settings that must equal the parent's (head sizes and pooling)."""
     heads = parent.mods.heads
-    sizes = {(h.projector.out_features, h.classifier[1].out_features) for h in heads.values()}
-    if len(sizes) != 1:
-        raise FinetuneError(f"the parent's heads differ in size ({sorted(sizes)}); "
+    shapes = {(h.projector.out_features, h.classifier[1].out_features, h.pooling)
+              for h in heads.values()}
+    if len(shapes) != 1:
+        raise FinetuneError(f"the parent's heads differ ({sorted(shapes)}); "
                             "hparams/finetune.yaml builds every head alike")
-    proj, hidden = sizes.pop()
-    return {"head_proj_size": proj, "head_hidden_size": hidden}
+    proj, hidden, pooling = shapes.pop()
+    return {"head_proj_size": proj, "head_hidden_size": hidden, "head_pooling": pooling}
 
 
 def write_encoder_config(parent, folder) -> str:

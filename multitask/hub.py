@@ -762,7 +762,8 @@ def _training_block(hparams: dict, ckpt, lineage: dict | None = None) -> str:
         f"layers, width {config.hidden_size}, {config.feat_extract_norm}-norm feature extractor"
         + (" (padding masked)" if encoder.use_attention_mask else " (no padding mask)") + ".",
         "- Heads: softmax-weighted sum over the encoder's layers, projection to "
-        f"{head.get('proj_size', '?')}, mean pooling over non-padded frames, MLP "
+        f"{head.get('proj_size', '?')}, {head.get('pooling', 'mean')} pooling over "
+        "non-padded frames, MLP "
         f"({head.get('hidden_size', '?')} hidden, dropout {head.get('dropout', '?')}).",
         "- Training data: " + ", ".join(_display_path(p) for p in _as_list(
             hparams.get("train_manifests"))) + "; each utterance carries one task's label "

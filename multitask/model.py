@@ -10,7 +10,7 @@ whose weights arrive later through the ``Pretrainer``).
 
 ``TaskHead`` follows Transformers' ``Wav2Vec2ForSequenceClassification``: a
 softmax-normalised weighted sum over layers (initialised uniform), a projection,
-mean pooling over the non-padded frames only, then a small MLP.
+mean or attention pooling over the non-padded frames only, then a small MLP.
 
 ``MultitaskModel`` runs the encoder once and every head on its output.
 """
@@ -25,6 +25,7 @@ from torch import nn
 from transformers import AutoModel
 
 WEIGHTS_FILES = ("model.safetensors", "pytorch_model.bin")
+DROPOUT_KEYS = ("hidden_dropout", "attention_dropout", "activation_dropout", "feat_proj_dropout")
 
 
 class Wav2Vec2Encoder(Wav2Vec2):
@@ -42,6 +43,11 @@ class Wav2Vec2Encoder(Wav2Vec2):
     layerdrop : float
         Overrides the config's layerdrop. Defaults to 0: under DDP a skipped layer
         has parameters without gradients, which stops the all-reduce.
+    dropout : float or None
+        Overrides the config's hidden, attention, activation and projection dropout;
+        ``None`` keeps the config's. Small encoders fine-tuned for a few epochs are
+        underfit rather than overfit, and on a CPU the dropout masks cost about a
+        seventh of a training step.
     apply_spec_augment : bool
         Let Transformers mask time steps during training (``mask_time_prob``).
     use_attention_mask : bool or None
@@ -66,11 +72,13 @@ class Wav2Vec2Encoder(Wav2Vec2):
         freeze=False,
         freeze_feature_extractor=True,
         layerdrop=0.0,
+        dropout=None,
         apply_spec_augment=False,
         use_attention_mask=None,
         **kwargs,
     ):
         self._layerdrop = layerdrop
+        self._dropout = dropout
         super().__init__(
             source=os.fspath(source),
             save_path=os.fspath(save_path),
@@ -90,6 +98,9 @@ class Wav2Vec2Encoder(Wav2Vec2):
     def override_config(self, config):
         if self._layerdrop is not None:
             config.layerdrop = self._layerdrop
+        if self._dropout is not None:
+            for key in DROPOUT_KEYS:
+                setattr(config, key, float(self._dropout))
         return config
 
     def _from_pretrained(self, source, save_path, cache_dir, device=None, **kwargs):
@@ -194,8 +205,23 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
 
 
+def attention_pool(x: torch.Tensor, scores: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Sum over time of ``x [batch, frames, dim]`` weighted by ``softmax(scores)`` over valid frames.
+
+    >>> x = torch.tensor([[[1.0], [3.0], [100.0]]])
+    >>> attention_pool(x, torch.zeros(1, 3), torch.tensor([[True, True, False]]))
+    tensor([[2.]])
+    """
+    scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    weights = torch.softmax(scores, dim=1) * mask.to(x.dtype)
+    return torch.einsum("bt,btd->bd", weights, x)
+
+
+POOLINGS = ("mean", "attention")
+
+
 class TaskHead(nn.Module):
-    """Layer weighting → projection → masked mean pooling → MLP classifier.
+    """Layer weighting → projection → masked mean or attention pooling → MLP classifier.
 
     Parameters
     ----------
@@ -211,6 +237,10 @@ class TaskHead(nn.Module):
         Width of the MLP's hidden layer.
     dropout : float
         Dropout before each linear layer of the MLP.
+    pooling : str
+        ``"mean"``: every non-padded frame counts the same. ``"attention"``: a learned
+        score per frame, softmax over the non-padded frames, a weighted sum; a few
+        frames (a keyword) can then decide the utterance.
 
     Example
     -------
@@ -220,10 +250,17 @@ class TaskHead(nn.Module):
     torch.Size([2, 4])
     """
 
-    def __init__(self, num_layers, input_size, num_classes, proj_size=256, hidden_size=256, dropout=0.1):
+    def __init__(self, num_layers, input_size, num_classes, proj_size=256, hidden_size=256,
+                 dropout=0.1, pooling="mean"):
         super().__init__()
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}")
+        self.pooling = pooling
         self.layer_weights = nn.Parameter(torch.zeros(num_layers))
         self.projector = nn.Linear(input_size, proj_size)
+        if pooling == "attention":
+            self.frame_scorer = nn.Sequential(
+                nn.Linear(proj_size, proj_size // 2), nn.Tanh(), nn.Linear(proj_size // 2, 1))
         self.classifier = nn.Sequential(
             nn.Dropout(dropout),
             nn.Linear(proj_size, hidden_size),
@@ -236,7 +273,11 @@ class TaskHead(nn.Module):
         weights = torch.softmax(self.layer_weights, dim=0)
         mixed = torch.einsum("l,lbtd->btd", weights, hidden_states)
         projected = self.projector(mixed)
-        pooled = masked_mean(projected, frame_mask(frame_lens, projected.shape[1]))
+        mask = frame_mask(frame_lens, projected.shape[1])
+        if self.pooling == "attention":
+            pooled = attention_pool(projected, self.frame_scorer(projected).squeeze(-1), mask)
+        else:
+            pooled = masked_mean(projected, mask)
         return self.classifier(pooled)
 
     @property

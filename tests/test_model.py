@@ -1,6 +1,8 @@
 """The network: masking decisions, padding behaviour, head sizes, one encoder pass."""
 
+import pytest
 import torch
+from torch import nn
 
 from multitask.audio import normalise
 from multitask.model import MultitaskModel, TaskHead, Wav2Vec2Encoder, build_heads
@@ -73,8 +75,10 @@ def test_one_encoder_pass_serves_both_heads(group_norm_encoder, tmp_path):
     assert set(out) == {"intent", "emotion"} and len(calls) == 1
 
 
-def test_layer_weights_start_uniform_and_pooling_ignores_padded_frames():
-    head = TaskHead(num_layers=3, input_size=4, num_classes=2, proj_size=4, hidden_size=4, dropout=0.0)
+@pytest.mark.parametrize("pooling", ["mean", "attention"])
+def test_layer_weights_start_uniform_and_pooling_ignores_padded_frames(pooling):
+    head = TaskHead(num_layers=3, input_size=4, num_classes=2, proj_size=4, hidden_size=4, dropout=0.0,
+                    pooling=pooling)
     assert torch.allclose(torch.softmax(head.layer_weights, 0), torch.full((3,), 1 / 3))
     hidden = torch.randn(3, 1, 6, 4)
     garbage = hidden.clone()
@@ -88,3 +92,43 @@ def test_config_only_folder_gives_a_random_encoder_without_weights(tmp_path):
     tiny_config().save_pretrained(tmp_path / "cfg")
     encoder = Wav2Vec2Encoder(str(tmp_path / "cfg"), save_path=str(tmp_path))
     assert encoder.num_layers == 3 and encoder.output_size == 32
+
+
+def test_attention_pooling_lets_one_frame_decide():
+    head = TaskHead(num_layers=1, input_size=2, num_classes=2, proj_size=2, hidden_size=2, dropout=0.0,
+                    pooling="attention")
+    with torch.no_grad():
+        head.projector.weight.copy_(torch.eye(2))
+        head.projector.bias.zero_()
+        # The scorer gives a large score to frames whose first feature is high.
+        head.frame_scorer[0].weight.copy_(torch.tensor([[1.0, 0.0]]))
+        head.frame_scorer[0].bias.zero_()
+        head.frame_scorer[2].weight.fill_(50.0)
+        head.frame_scorer[2].bias.zero_()
+    hidden = torch.zeros(1, 1, 20, 2)
+    hidden[0, 0, 7] = torch.tensor([1.0, 5.0])  # the one "keyword" frame
+    weights = torch.softmax(head.frame_scorer(head.projector(hidden[0])).squeeze(-1), dim=1)
+    assert weights[0, 7] > 0.99                 # mean pooling would give it 1/20
+    expected = head.classifier(head.projector(hidden[0, 0, 7:8]))
+    assert torch.allclose(head(hidden, torch.tensor([20])), expected, atol=1e-3)
+
+
+def test_unknown_pooling_is_refused_with_the_choices():
+    with pytest.raises(ValueError, match="mean.*attention.*'max'"):
+        TaskHead(num_layers=1, input_size=2, num_classes=2, pooling="max")
+
+
+def test_encoder_dropout_override_reaches_every_dropout_module(tmp_path):
+    from multitask.model import tiny_config
+
+    tiny_config(hidden_dropout=0.1, attention_dropout=0.1, feat_proj_dropout=0.1,
+                activation_dropout=0.1).save_pretrained(tmp_path / "cfg")
+
+    def dropout_rates(**kwargs):
+        encoder = Wav2Vec2Encoder(str(tmp_path / "cfg"), save_path=str(tmp_path), **kwargs)
+        probs = {m.p for m in encoder.model.modules() if isinstance(m, nn.Dropout)}
+        attention = {m.dropout for m in encoder.model.modules() if hasattr(m, "is_causal")}
+        return probs | attention
+
+    assert dropout_rates() == {0.1}             # None keeps the config's values
+    assert dropout_rates(dropout=0.0) == {0.0}

@@ -1,0 +1,56 @@
+"""Telephone augmentation: what the line does to a batch, and what it leaves alone."""
+
+import torch
+
+from multitask.augment import TelephoneBand, TelephoneChannel
+
+
+def band_share(wav: torch.Tensor, low: float, high: float, rate: int = 16000) -> float:
+    power = torch.fft.rfft(wav).abs() ** 2
+    freqs = torch.fft.rfftfreq(wav.numel(), 1 / rate)
+    return float(power[(freqs >= low) & (freqs < high)].sum() / power.sum())
+
+
+def batch(seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    wavs = torch.randn(3, 16000, generator=gen)
+    wavs[2, 8000:] = 0.0
+    return wavs, torch.tensor([1.0, 1.0, 0.5])
+
+
+def test_the_line_keeps_the_band_and_the_input_convention():
+    wavs, lens = batch()
+    torch.manual_seed(0)
+    out = TelephoneChannel()(wavs, lens)
+    assert out.shape == wavs.shape and torch.isfinite(out).all()
+    assert out[2, 8000:].abs().max() == 0                    # padding stays zero
+    for row, n in zip(out, (16000, 16000, 8000)):
+        assert abs(float(row[:n].mean())) < 1e-3 and abs(float(row[:n].std()) - 1) < 1e-2
+    # White noise in, about 38% of its power in 300-3400 Hz; after the line, nearly all.
+    assert band_share(wavs[0], 300, 3400) < 0.45
+    assert band_share(out[0], 300, 3400) > 0.9
+    assert band_share(out[0], 4000, 8000) < 0.01 and band_share(out[0], 0, 200) < 0.02
+
+
+def test_the_line_adds_what_bandwidth_alone_does_not():
+    wavs, lens = batch()
+    tone = torch.sin(2 * torch.pi * 1000 * torch.arange(16000) / 16000)
+    wavs[0] = tone                                             # clean, entirely in band
+    torch.manual_seed(0)
+    line = TelephoneChannel()(wavs, lens)[0]
+    band = TelephoneBand()(wavs, lens)[0]
+    quiet = TelephoneChannel(snr_db=None, mu_law=False)(wavs, lens)[0]
+    inner = slice(2000, 14000)                                 # away from filter onsets
+    assert (quiet[inner] - band[inner]).abs().max() < 0.1     # no noise, no codec: the band
+    assert (line[inner] - band[inner]).abs().max() > 0.05     # noise and quantisation
+
+
+def test_draws_differ_per_utterance_and_follow_the_seed():
+    wavs, lens = batch()
+    same = torch.stack([wavs[0], wavs[0]])
+    torch.manual_seed(3)
+    first = TelephoneChannel()(same, torch.ones(2))
+    torch.manual_seed(3)
+    again = TelephoneChannel()(same, torch.ones(2))
+    assert torch.equal(first, again)
+    assert not torch.allclose(first[0], first[1])
