@@ -54,3 +54,36 @@ def test_draws_differ_per_utterance_and_follow_the_seed():
     again = TelephoneChannel()(same, torch.ones(2))
     assert torch.equal(first, again)
     assert not torch.allclose(first[0], first[1])
+
+
+def test_only_rows_of_the_named_tasks_are_augmented():
+    from multitask.losses import IGNORE_INDEX
+    from multitask.train import augment_rows
+
+    wavs, lens = batch()
+    labels = {"intent": torch.tensor([4, IGNORE_INDEX, IGNORE_INDEX]),
+              "emotion": torch.tensor([IGNORE_INDEX, 1, 3])}
+    torch.manual_seed(0)
+    out, out_lens = augment_rows(TelephoneChannel(), wavs, lens, labels, ["emotion"])
+    assert torch.equal(out[0], wavs[0]) and torch.equal(out_lens, lens)
+    assert not torch.allclose(out[1], wavs[1]) and out[2, 8000:].abs().max() == 0
+    torch.manual_seed(0)
+    everything, _ = augment_rows(TelephoneChannel(), wavs, lens, labels, None)
+    assert not torch.allclose(everything[0], wavs[0])
+
+
+def test_augment_tasks_refuses_unknown_tasks_and_length_changes():
+    import pytest
+    from speechbrain.augment.augmenter import Augmenter
+    from speechbrain.augment.time_domain import SpeedPerturb
+
+    from multitask.train import augment_rows
+
+    wavs, lens = batch()
+    labels = {"emotion": torch.tensor([1, 2, 3])}
+    with pytest.raises(ValueError, match=r"lacks: \['emotions'\]"):
+        augment_rows(TelephoneChannel(), wavs, lens, labels, ["emotions"])
+    speed = Augmenter(augmentations=[SpeedPerturb(16000, speeds=[90])], min_augmentations=1,
+                      max_augmentations=1)
+    with pytest.raises(ValueError, match="keeps each row's length; Augmenter changed it"):
+        augment_rows(speed, wavs, lens, labels, ["emotion"])

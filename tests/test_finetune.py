@@ -148,7 +148,8 @@ def test_extend_copies_the_old_rows_and_starts_new_rows_from_their_mean(exported
         encoders[task].update_from_iterable(names)
     encoder = encoder_from_config(parent.mods.encoder.config.to_dict())
     size = parent.mods.heads["intent"].projector.out_features
-    heads = {t: TaskHead(encoder.num_layers, encoder.output_size, len(e), size, size)
+    pooling = parent.mods.heads["intent"].pooling
+    heads = {t: TaskHead(encoder.num_layers, encoder.output_size, len(e), size, size, pooling=pooling)
              for t, e in encoders.items()}
     model = MultitaskModel(encoder, heads)
     init_from_parent(model, encoders, str(exported_model), savedir=tmp_path / "p", mode="extend")

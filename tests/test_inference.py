@@ -27,9 +27,11 @@ pytest_plugins = ["trained_tiny"]
 # Same weights, same forward: only float summation order may differ.
 SAME_MODEL_TOLERANCE = 1e-5
 # Padding bound for the group-norm tiny encoder (like wav2vec2-base): its conv front
-# end normalises over the whole padded row, so a batched file's probabilities move.
-# Length-sorted batches of 8 toy utterances (0.4-1.0 s): measured max 0.003.
-SORTED_BATCH_PADDING_BOUND = 0.02
+# end normalises over the whole padded row and its attention sees the padded frames,
+# so a batched file's probabilities move. Length-sorted batches of 8 toy utterances
+# (0.4-1.0 s), measured max: 0.003 with mean pooling, 0.058 with attention pooling
+# (tiny.yaml's), which lets a few frames decide.
+SORTED_BATCH_PADDING_BOUND = 0.1
 
 EXPORT_FILES = {"hyperparams.yaml", "encoder.safetensors", "heads.safetensors",
                 "label_encoder_intent.txt", "label_encoder_emotion.txt",
