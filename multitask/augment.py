@@ -11,7 +11,8 @@ The two corpora differ in channel: Skit-S2I is 8 kHz telephone speech, CREMA-D
   not enough: the demo's emotion head, trained with :class:`TelephoneBand`, scored
   0.62 on the emotion validation clips, 0.56 on them band-limited, and 0.46 on
   them passed through the synthetic corpus's telephone line (noise, band-pass,
-  mu-law).
+  mu-law). Training with the whole line did not pay on the demo within 5 epochs,
+  though: see ``hparams/demo.yaml``.
 
 Both follow SpeechBrain's augmentation interface, ``forward(waveforms, lengths) ->
 waveforms``, so ``speechbrain.augment.augmenter.Augmenter`` can apply them with a
