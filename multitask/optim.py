@@ -18,7 +18,9 @@ from torch.optim.lr_scheduler import LambdaLR
 def param_groups(model, encoder_lr: float, head_lr: float, weight_decay: float = 0.01) -> list:
     """Two groups, ``encoder`` and ``heads``; frozen parameters are left out.
 
-    Biases and normalisation weights get no weight decay.
+    Biases and normalisation weights get no weight decay, nor any parameter marked
+    ``no_weight_decay`` (rows that must not move, see
+    :func:`multitask.finetune.preserve_parent_rows`).
     """
     groups = []
     for name, module, lr in (("encoder", model.encoder, encoder_lr), ("heads", model.heads, head_lr)):
@@ -26,7 +28,9 @@ def param_groups(model, encoder_lr: float, head_lr: float, weight_decay: float =
         for param_name, param in module.named_parameters():
             if not param.requires_grad:
                 continue
-            (no_decay if param.ndim < 2 or "layer_weights" in param_name else decay).append(param)
+            exempt = param.ndim < 2 or "layer_weights" in param_name or getattr(
+                param, "no_weight_decay", False)
+            (no_decay if exempt else decay).append(param)
         groups.append({"name": name, "params": decay, "lr": lr, "weight_decay": weight_decay})
         groups.append({"name": name, "params": no_decay, "lr": lr, "weight_decay": 0.0})
     return [g for g in groups if g["params"]]

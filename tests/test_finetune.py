@@ -132,6 +132,34 @@ def test_extend_keeps_the_old_intents_within_two_points_and_learns_the_new(exten
     assert front["base_model"] == "org/name"
 
 
+@pytest.fixture(scope="module")
+def extended_preserving(exported_model, new_domain, toy_corpus, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ft_extend_preserving") / "run"
+    record = finetune(str(exported_model), new_domain["train"], out, valid=[new_domain["valid"]],
+                      test=new_domain["test"], mode="extend", old_intent=toy_corpus["test"],
+                      replay=[toy_corpus["train"]],
+                      overrides={"number_of_epochs": 3, "batch_size": 4, "warmup_steps": 0,
+                                 "head_lr": 0.01, "preserve_old_intents": True})
+    return out, record
+
+
+def test_extend_preserving_old_intents_keeps_the_parents_logits_exactly(extended_preserving,
+                                                                        exported_model):
+    """preserve_old_intents: only the new rows of the last layer learn."""
+    out, record = extended_preserving
+    tuned = load_file(out / "export" / "heads.safetensors")
+    parent = parent_heads(exported_model)
+    last = max(int(k.split(".")[2]) for k in parent if k.startswith("intent.classifier."))
+    last_keys = {f"intent.classifier.{last}.weight", f"intent.classifier.{last}.bias"}
+    shared = [k for k in parent if k.startswith("intent.") and k not in last_keys]
+    assert shared and all(torch.equal(tuned[k], parent[k]) for k in shared)
+    kept = len(record["intent_labels"]) - len(NEW_INTENTS)
+    for key in last_keys:
+        assert torch.equal(tuned[key][:kept], parent[key])
+        assert not torch.equal(tuned[key][kept:], tuned[key][kept:].mean(0).expand_as(tuned[key][kept:]))
+    assert record["results"]["old_intent"]["accuracy"] >= record["results"]["old_intent"]["before"] - 0.02
+
+
 def test_extend_copies_the_old_rows_and_starts_new_rows_from_their_mean(exported_model, tmp_path):
     from speechbrain.dataio.encoder import CategoricalEncoder
 
