@@ -445,7 +445,6 @@ def preserve_parent_rows(head, kept_rows) -> None:
     >>> from multitask.model import TaskHead
     >>> head = TaskHead(num_layers=2, input_size=4, num_classes=3, proj_size=4, hidden_size=4)
     >>> preserve_parent_rows(head, [0, 1])
-    >>> before = head.classifier[-1].weight.detach().clone()
     >>> head(torch.randn(2, 1, 5, 4), torch.tensor([5])).sum().backward()
     >>> grad = head.classifier[-1].weight.grad
     >>> bool(grad[:2].abs().max() == 0), bool(grad[2].abs().max() > 0)
@@ -458,11 +457,11 @@ def preserve_parent_rows(head, kept_rows) -> None:
     last = head.classifier[-1]
     for param in head.parameters():
         param.requires_grad = False
-    keep = torch.ones(last.out_features, dtype=torch.bool)
-    keep[list(kept_rows)] = False          # True: a row that may learn
+    learns = torch.ones(last.out_features, dtype=torch.bool)
+    learns[list(kept_rows)] = False
     for param in (last.weight, last.bias):
         param.requires_grad = True
-        scale = keep.to(param.dtype).reshape(-1, *([1] * (param.ndim - 1)))
+        scale = learns.to(param.dtype).reshape(-1, *([1] * (param.ndim - 1)))
         param.register_hook(lambda grad, scale=scale: grad * scale.to(grad.device))
     last.weight.no_weight_decay = True
 
