@@ -259,6 +259,21 @@ def normalise(wav: torch.Tensor) -> torch.Tensor:
     return (wav - wav.mean()) / torch.sqrt(wav.var(unbiased=False) + 1e-7)
 
 
+def normalise_padded(wavs: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """:func:`normalise` for each row of a right-padded batch, over its ``valid``
+    samples only; zeros after each row's end (the batch convention of the model's input).
+
+    >>> wavs = torch.tensor([[1.0, 3.0, 9.0]])
+    >>> out = normalise_padded(wavs, torch.tensor([[True, True, False]]))
+    >>> torch.round(out, decimals=4).tolist()
+    [[-1.0, 1.0, 0.0]]
+    """
+    count = valid.sum(dim=1, keepdim=True).clamp(min=1)
+    mean = (wavs * valid).sum(dim=1, keepdim=True) / count
+    var = (((wavs - mean) * valid) ** 2).sum(dim=1, keepdim=True) / count
+    return torch.where(valid, (wavs - mean) / torch.sqrt(var + 1e-7), torch.zeros_like(wavs))
+
+
 def load_audio(path, min_seconds: float = MIN_SECONDS) -> torch.Tensor:
     """Read any mono/multichannel file soundfile decodes and return model input at 16 kHz."""
     samples, sample_rate = read_samples(path)

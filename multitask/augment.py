@@ -32,7 +32,8 @@ from __future__ import annotations
 import torch
 import torchaudio.functional as AF
 
-from .audio import TARGET_SAMPLE_RATE
+from .audio import TARGET_SAMPLE_RATE, normalise_padded
+from .model import frame_mask
 
 
 def telephone_band(wav: torch.Tensor, sample_rate: int = TARGET_SAMPLE_RATE,
@@ -63,7 +64,7 @@ class TelephoneBand(torch.nn.Module):
         wide = telephone_band(waveforms, self.sample_rate, self.channel_rate)
         # Keep the model's input convention (zero mean, unit variance per utterance,
         # zeros after the end) so augmented and clean rows look alike but for the band.
-        return _normalise(wide, _valid_mask(wide, lengths))
+        return normalise_padded(wide, _valid_mask(wide, lengths))
 
 
 class TelephoneChannel(torch.nn.Module):
@@ -122,12 +123,12 @@ class TelephoneChannel(torch.nn.Module):
             level = 10 ** (_uniform(self.level_dbfs, x) / 20)
             x = (x * valid * level / _rms(x, valid)).clamp(-1.0, 1.0)
             x = AF.mu_law_decoding(AF.mu_law_encoding(x, 256), 256)
-        return _normalise(x, valid)
+        return normalise_padded(x, valid)
 
 
 def _valid_mask(waveforms: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    positions = torch.arange(waveforms.shape[1], device=waveforms.device)
-    return positions[None, :] < torch.round(lengths * waveforms.shape[1])[:, None]
+    samples = torch.round(lengths * waveforms.shape[1]).long()
+    return frame_mask(samples, waveforms.shape[1])
 
 
 def _rms(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -138,11 +139,3 @@ def _rms(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
 def _uniform(bounds, like: torch.Tensor) -> torch.Tensor:
     low, high = bounds
     return low + (high - low) * torch.rand(like.shape[0], 1, device=like.device)
-
-
-def _normalise(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Zero mean, unit variance over each row's valid samples; zeros after its end."""
-    count = valid.sum(dim=1, keepdim=True).clamp(min=1)
-    mean = (x * valid).sum(dim=1, keepdim=True) / count
-    var = (((x - mean) * valid) ** 2).sum(dim=1, keepdim=True) / count
-    return torch.where(valid, (x - mean) / torch.sqrt(var + 1e-7), torch.zeros_like(x))
