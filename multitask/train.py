@@ -36,12 +36,12 @@ from speechbrain.utils.train_logger import FileTrainLogger
 from tqdm.auto import tqdm
 
 from . import data as D
+from .audio import normalise_padded
 from .checkpoints import AtomicCheckpointer
 from .data_report import write_data_report
 from .losses import IGNORE_INDEX, joint_loss, task_loss_sums
 from .manifest import TASKS, read_manifests
 from .metrics import classification_report, plot_confusion_matrix
-from .audio import normalise_padded
 from .model import MultitaskModel, frame_mask
 from .optim import param_groups
 from .sampling import steps_per_epoch

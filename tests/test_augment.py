@@ -24,7 +24,7 @@ def test_the_line_keeps_the_band_and_the_input_convention():
     out = TelephoneChannel()(wavs, lens)
     assert out.shape == wavs.shape and torch.isfinite(out).all()
     assert out[2, 8000:].abs().max() == 0                    # padding stays zero
-    for row, n in zip(out, (16000, 16000, 8000)):
+    for row, n in zip(out, (16000, 16000, 8000), strict=True):
         assert abs(float(row[:n].mean())) < 1e-3 and abs(float(row[:n].std()) - 1) < 1e-2
     # White noise in, about 38% of its power in 300-3400 Hz; after the line, nearly all.
     assert band_share(wavs[0], 300, 3400) < 0.45

@@ -59,13 +59,19 @@ def test_unknown_method_is_refused(tmp_path):
         optimize_for_cpu(_tiny_model(tmp_path), "fp8")
 
 
-def _run(script, *args):
-    """Run a benchmark's ``main`` in this process (a fresh interpreter costs more than the run)."""
+def _bench_module(script):
     if BENCH not in sys.path:
         sys.path.insert(0, BENCH)
     spec = importlib.util.spec_from_file_location(f"bench_{script[:-3]}", os.path.join(BENCH, script))
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module   # dataclasses look their module up there
     spec.loader.exec_module(module)
+    return module
+
+
+def _run(script, *args):
+    """Run a benchmark's ``main`` in this process (a fresh interpreter costs more than the run)."""
+    module = _bench_module(script)
     cwd = os.getcwd()
     os.chdir(REPO)
     try:
@@ -105,3 +111,32 @@ def test_benchmarks_write_their_json_and_the_readme_table(tmp_path, toy_corpus, 
     text = readme.read_text()
     assert "old" not in text and "audio-hours per hour" in text and text.endswith("rest\n")
     assert (bench / "README_table.md").read_text() in text
+
+
+def test_shift_conditions_differ_only_by_their_factor_and_are_scored(tmp_path):
+    import soundfile as sf
+
+    shift = _bench_module("shift.py")
+    plan = shift.plan_conditions(["en-us+f2", "en+m3"], per_intent=1, per_emotion=1, seed=0,
+                                 root=str(tmp_path))
+    neutral, high = plan["intent_neutral"], plan["intent_emotion_hi"]
+    assert len(neutral) == len(high) == 14
+    for a, b in zip(neutral, high, strict=True):  # same query, voice and seed; only the emotion moves
+        assert (a.utterance.text, a.utterance.speaker, a.utterance.seed, a.intent) == \
+               (b.utterance.text, b.utterance.speaker, b.utterance.seed, b.intent)
+        assert a.utterance.emotion == "neutral" and a.emotion is None and b.emotion is not None
+    wide, tel = plan["emotion_wideband"], plan["emotion_telephone"]
+    assert [w.utterance.text for w in wide] == [t.utterance.text for t in tel]
+    assert {w.utterance.channel for w in wide} == {"wideband"}
+    assert sorted(w.emotion for w in wide) == sorted(shift.EMOTIONS)
+
+    small = {"emotion_wideband": wide[:2], "emotion_telephone": tel[:2]}
+    shift.render_all([it.utterance for items in small.values() for it in items], 1, False)
+    assert sf.info(tel[0].utterance.path).samplerate == 8000
+    assert sf.info(wide[0].utterance.path).samplerate == 16000
+
+    def first_emotion_always(paths):
+        return [{"emotion": {"label": wide[0].emotion}} for _ in paths]
+
+    result = shift.score(small, first_emotion_always)
+    assert result["emotion_wideband"] == {"clips": 2, "errors": [], "emotion_accuracy": 0.5}
