@@ -25,6 +25,7 @@ installed. Keep imports from the package as ``from .module import name``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -224,12 +225,14 @@ class MultitaskClassifier(Pretrained):
                 revision=revision, token=token or False, allow_updates=revision is not None
             )
         source = os.fspath(source)
+        remember_source = _refetch_if_savedir_holds_another(source, revision, kwargs)
         if trust_remote_code:
             model = super().from_hparams(source=source, **kwargs)
         else:
             kwargs = fetch_and_check(source, kwargs)
             with weights_only_loads():
                 model = super().from_hparams(source=source, **kwargs)
+        remember_source()
         if optimize not in (None, "none") and str(model.device).startswith("cpu"):
             optimize_for_cpu(model, optimize)
         return model
@@ -363,6 +366,39 @@ class MultitaskClassifier(Pretrained):
             "top_k": [[names[i], values[i]] for i in ranked[: max(1, top_k)]],
             "probs": dict(zip(names, values, strict=True)),
         }
+
+
+SAVEDIR_SOURCE_FILE = ".multitask-source"
+
+
+def _refetch_if_savedir_holds_another(source: str, revision, kwargs: dict):
+    """Make ``from_hparams`` refresh a ``savedir`` filled from another source.
+
+    SpeechBrain's fetch uses a file already in ``savedir`` as it is, so loading model
+    B into the ``savedir`` that model A was loaded into would silently give A. The
+    source (and revision) a ``savedir`` was filled from is recorded in it; when it is
+    not this one, or unknown, every file is fetched again (``overwrite``: a local
+    source is re-linked, a Hub file comes from the Hub cache). Returns the function
+    that records this source once loading succeeded.
+    """
+    savedir = kwargs.get("savedir")
+    if savedir is None:
+        return lambda: None
+    identity = f"{os.path.abspath(source) if os.path.isdir(source) else source}@{revision or ''}"
+    record = os.path.join(os.fspath(savedir), SAVEDIR_SOURCE_FILE)
+    held = None
+    if os.path.isfile(record):
+        with open(record, encoding="utf-8") as fin:
+            held = fin.read()
+    if held != identity and os.path.isdir(savedir) and os.listdir(savedir):
+        config = kwargs.get("fetch_config") or FetchConfig()
+        kwargs["fetch_config"] = dataclasses.replace(config, overwrite=True)
+
+    def remember():
+        with open(record, "w", encoding="utf-8") as fout:
+            fout.write(identity)
+
+    return remember
 
 
 def _label_names(encoder) -> list[str]:

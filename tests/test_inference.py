@@ -262,3 +262,28 @@ def test_predict_csv_has_one_row_per_file(exported_model, toy_wavs, bad_files, c
     assert code == 0 and [r["file"] for r in rows] == [toy_wavs[0], bad_files["missing"]]
     assert rows[0]["intent"] and float(rows[0]["emotion_prob"]) > 0 and not rows[0]["error"]
     assert "file not found" in rows[1]["error"] and not rows[1]["intent"]
+
+
+def test_a_savedir_filled_from_another_model_is_refreshed_not_reused(exported_model, toy_wavs,
+                                                                       tmp_path):
+    # SpeechBrain's fetch reuses files found in savedir; loading model B into the savedir
+    # model A was loaded into must still give B.
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    other = tmp_path / "other_model"
+    shutil.copytree(exported_model, other)
+    heads = load_file(other / "heads.safetensors")
+    save_file({k: v + 0.5 * torch.randn_like(v) for k, v in heads.items()},
+              other / "heads.safetensors")
+
+    def intent_probs(source, savedir):
+        model = MultitaskClassifier.from_hparams(source=str(source), savedir=savedir)
+        return model.classify_file(toy_wavs[0])["intent"]["probs"]
+
+    shared = tmp_path / "shared_savedir"
+    first = intent_probs(exported_model, shared)
+    assert intent_probs(other, shared) == intent_probs(other, tmp_path / "fresh")
+    assert intent_probs(other, shared) != first
+    assert intent_probs(exported_model, shared) == first
