@@ -116,8 +116,9 @@ def score(plan: dict[str, list[Item]], classify) -> dict[str, dict]:
     >>> u = Utterance("a.wav", "hi", make_speaker("en+m1", 0), "sad", 1.0, "telephone", 1)
     >>> plan = {"c": [Item(u, "block", "sad"), Item(u, "lost", "sad")]}
     >>> fake = lambda paths: [{"intent": {"label": "block"}, "emotion": {"label": "sad"}}] * 2
-    >>> score(plan, fake)["c"]
-    {'clips': 2, 'errors': [], 'intent_accuracy': 0.5, 'emotion_accuracy': 1.0}
+    >>> score(plan, fake)["c"]  # doctest: +NORMALIZE_WHITESPACE
+    {'clips': 2, 'errors': [], 'intent_accuracy': 0.5, 'emotion_accuracy': 1.0,
+     'intent_accuracy_by_emotion': {'sad': 0.5}}
     """
     results = {}
     for condition, items in plan.items():
@@ -127,10 +128,19 @@ def score(plan: dict[str, list[Item]], classify) -> dict[str, dict]:
             pairs = [(getattr(it, task), p) for it, p in zip(items, preds, strict=True)
                      if getattr(it, task) is not None]
             if pairs:
-                row[f"{task}_accuracy"] = round(float(np.mean(
-                    [p.get(task, {}).get("label") == truth for truth, p in pairs])), 4)
+                row[f"{task}_accuracy"] = _accuracy(task, pairs)
+        if all(it.intent is not None and it.emotion is not None for it in items):
+            # Which emotions cost the intent most.
+            row["intent_accuracy_by_emotion"] = {
+                emotion: _accuracy("intent", [(it.intent, p) for it, p in zip(items, preds, strict=True)
+                                              if it.emotion == emotion])
+                for emotion in sorted({it.emotion for it in items})}
         results[condition] = row
     return results
+
+
+def _accuracy(task: str, pairs) -> float:
+    return round(float(np.mean([p.get(task, {}).get("label") == truth for truth, p in pairs])), 4)
 
 
 def voices_of(choice: str, valid_manifest: str) -> list[str]:
@@ -190,6 +200,8 @@ def main(argv=None) -> dict:
         json.dump(report, fout, indent=2)
     for condition, row in results.items():
         figures = ", ".join(f"{k} {v:.3f}" for k, v in row.items() if k.endswith("accuracy"))
+        by_emotion = row.get("intent_accuracy_by_emotion", {})
+        figures += "".join(f"\n{'':22s}intent, {e}: {v:.3f}" for e, v in by_emotion.items())
         print(f"{condition:20s} {figures}")
     return report
 

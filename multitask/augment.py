@@ -139,3 +139,81 @@ def _rms(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
 def _uniform(bounds, like: torch.Tensor) -> torch.Tensor:
     low, high = bounds
     return low + (high - low) * torch.rand(like.shape[0], 1, device=like.device)
+
+
+class PauseInsertion(torch.nn.Module):
+    """Longer pauses between words: line-level noise inserted at quiet frames.
+
+    Sad, hesitant or disgusted callers leave gaps between words that read speech does
+    not. Each row gets between ``pauses[0]`` and ``pauses[1]`` pauses, each
+    ``pause_ms`` long (drawn per pause), at frames ``quiet_db`` below the row's
+    loudest frame between the first and last loud frames (word boundaries and
+    closures, not the silence before and after the speech; random frames of the
+    speech when none is that quiet). A pause is noise at the level of the quiet frame it follows, not digital
+    silence, which a telephone line never carries. Rows get longer by different
+    amounts: the batch is re-padded and the relative lengths are returned, as
+    SpeechBrain's ``Augmenter`` expects of a length-changing augmentation.
+
+    Parameters
+    ----------
+    pauses : tuple of int
+        Fewest and most pauses per row.
+    pause_ms : tuple of float
+        Shortest and longest pause.
+    quiet_db : float
+        How far below the loudest 10 ms frame a frame must be to take a pause.
+    sample_rate : int
+
+    Example
+    -------
+    >>> _ = torch.manual_seed(0)
+    >>> wav = torch.randn(2, 16000)
+    >>> out, lens = PauseInsertion(pauses=(2, 2), pause_ms=(100, 100))(wav, torch.tensor([1.0, 0.5]))
+    >>> out.shape, torch.round(lens * out.shape[1]).long().tolist()
+    (torch.Size([2, 19200]), [19200, 11200])
+    """
+
+    FRAME_MS = 10
+
+    def __init__(self, pauses=(1, 5), pause_ms=(40.0, 200.0), quiet_db: float = 25.0,
+                 sample_rate: int = TARGET_SAMPLE_RATE):
+        super().__init__()
+        self.pauses = tuple(pauses)
+        self.pause_ms = tuple(pause_ms)
+        self.quiet_db = quiet_db
+        self.sample_rate = sample_rate
+
+    def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor):
+        total = waveforms.shape[1]
+        rows = [self._with_pauses(wav[: int(round(float(n) * total))])
+                for wav, n in zip(waveforms, lengths, strict=True)]
+        width = max(row.numel() for row in rows)
+        out = waveforms.new_zeros(len(rows), width)
+        for i, row in enumerate(rows):
+            out[i, : row.numel()] = row
+        return out, torch.tensor([row.numel() / width for row in rows], device=lengths.device)
+
+    def _with_pauses(self, wav: torch.Tensor) -> torch.Tensor:
+        hop = self.sample_rate * self.FRAME_MS // 1000
+        frames = wav.numel() // hop
+        if frames < 3:
+            return wav
+        power = wav[: frames * hop].reshape(frames, hop).pow(2).mean(dim=1) + 1e-10
+        level_db = 10 * torch.log10(power)
+        loud = torch.nonzero(level_db >= level_db.max() - self.quiet_db).flatten()
+        first, last = int(loud[0]), int(loud[-1])      # the speech, not the silence around it
+        inner = torch.arange(first + 1, last)
+        candidates = inner[level_db[first + 1 : last] < level_db.max() - self.quiet_db]
+        if candidates.numel() == 0:
+            candidates = inner if inner.numel() else torch.arange(1, frames - 1)
+        count = int(torch.randint(self.pauses[0], self.pauses[1] + 1, ()))
+        chosen = candidates[torch.randperm(candidates.numel())[:count]].sort().values
+        pieces, start = [], 0
+        for frame in chosen.tolist():
+            cut = frame * hop
+            ms = self.pause_ms[0] + (self.pause_ms[1] - self.pause_ms[0]) * float(torch.rand(()))
+            noise = torch.randn(int(ms * self.sample_rate / 1000), device=wav.device)
+            pieces += [wav[start:cut], noise * power[frame].sqrt()]
+            start = cut
+        pieces.append(wav[start:])
+        return torch.cat(pieces)

@@ -111,3 +111,27 @@ def test_a_length_change_on_some_rows_re_pads_the_batch():
     out, out_lens = augment_rows(faster, wavs, lens, labels, ["intent"])
     assert out.shape == (3, 16000) and torch.equal(out[1], wavs[1])
     assert torch.round(out_lens * 16000).long().tolist() == [12800, 16000, 6400]
+
+
+def test_pauses_go_between_words_and_keep_every_sample():
+    from multitask.augment import PauseInsertion
+
+    rate, gen = 16000, torch.Generator().manual_seed(0)
+    word = torch.sin(2 * torch.pi * 300 * torch.arange(3200) / rate)           # 0.2 s
+    gap = 0.001 * torch.randn(1600, generator=gen)                              # 0.1 s, -60 dB
+    lead = torch.zeros(4000)
+    speech = torch.cat([lead, word, gap, word, gap, word, torch.zeros(2000)])
+    wavs = torch.stack([speech, torch.nn.functional.pad(speech[:8000], (0, speech.numel() - 8000))])
+    lens = torch.tensor([1.0, 8000 / speech.numel()])
+    torch.manual_seed(0)
+    out, out_lens = PauseInsertion(pauses=(2, 2), pause_ms=(50, 50))(wavs, lens)
+    samples = torch.round(out_lens * out.shape[1]).long().tolist()
+    assert samples == [speech.numel() + 1600, 8000 + 1600] and out.shape[1] == samples[0]
+    row = out[0]
+    assert torch.equal(row[:4000 + 3200], speech[:4000 + 3200])   # nothing before the first word
+    # The words are kept whole and in order; what was added is quiet noise.
+    loud = row[:samples[0]].abs() > 0.01
+    assert torch.equal(row[:samples[0]][loud], speech[speech.abs() > 0.01])
+    added = ~torch.isin(row[:samples[0]], speech)
+    assert int(added.sum()) >= 1590 and row[:samples[0]][added].abs().max() < 0.01
+    assert out[1, samples[1]:].abs().max() == 0                   # re-padded with zeros
