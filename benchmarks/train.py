@@ -31,7 +31,7 @@ from multitask.losses import joint_loss, task_loss_sums
 from multitask.manifest import TASKS, read_manifests
 from multitask.optim import param_groups
 from multitask.sampling import TaskMixingBatchSampler
-from multitask.train import build_model
+from multitask.train import augment_batch, build_model
 
 SAMPLE_RATE = 16000
 WARMUP_STEPS = 2
@@ -75,7 +75,11 @@ def main(argv=None) -> dict:
     args = parser.parse_args(argv)
 
     torch.set_num_threads(os.cpu_count() or 1)
-    work = tempfile.mkdtemp(prefix="bench_train_")
+    with tempfile.TemporaryDirectory(prefix="bench_train_") as work:  # checkpoints unused
+        return _measure(args, work)
+
+
+def _measure(args, work: str) -> dict:
     overrides = {"output_folder": work, **dict(o.split("=", 1) for o in args.override)}
     if args.train_manifests:
         overrides["train_manifests"] = args.train_manifests
@@ -92,7 +96,6 @@ def main(argv=None) -> dict:
     model = build_model(hparams, encoders)
     optimizer = hparams["optimizer"](param_groups(model, hparams["encoder_lr"], hparams["head_lr"],
                                                   hparams.get("weight_decay", 0.0)))
-    augmentation = hparams.get("augmentation")
     weights = hparams.get("task_weights", {})
     max_norm = hparams.get("max_grad_norm", 5.0)
 
@@ -110,10 +113,10 @@ def main(argv=None) -> dict:
         got = time.perf_counter()
         wavs, wav_lens = batch.sig
         real_seconds = float((wav_lens * wavs.shape[1]).sum()) / SAMPLE_RATE
-        if augmentation is not None:
-            wavs, wav_lens = augmentation(wavs, wav_lens)
+        labels = D.batch_labels(batch, model.tasks)
+        wavs, wav_lens = augment_batch(hparams, wavs, wav_lens, labels)
         logits = model(wavs, wav_lens)
-        sums, counts = task_loss_sums(logits, D.batch_labels(batch, model.tasks))
+        sums, counts = task_loss_sums(logits, labels)
         loss = joint_loss(sums, counts, weights, 1)
         optimizer.zero_grad()
         loss.backward()

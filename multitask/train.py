@@ -241,6 +241,16 @@ def check_replicas_in_sync(accelerator, model) -> None:
     accelerator.print(f"parameters identical on all {accelerator.num_processes} processes")
 
 
+def augment_batch(hparams: dict, wavs, wav_lens, labels: dict):
+    """The training batch's augmentations: ``augmentation`` on every row, then each
+    ``task_augmentation[task]`` on the rows labelled for that task."""
+    if hparams.get("augmentation") is not None:
+        wavs, wav_lens = augment_rows(hparams["augmentation"], wavs, wav_lens, labels)
+    for task, augmentation in (hparams.get("task_augmentation") or {}).items():
+        wavs, wav_lens = augment_rows(augmentation, wavs, wav_lens, labels, [task])
+    return wavs, wav_lens
+
+
 def augment_rows(augmentation, wavs, wav_lens, labels: dict, tasks=None):
     """One augmented copy per row (no concatenation), so labels stay aligned.
 
@@ -308,8 +318,6 @@ def train_one_epoch(accelerator, model, optimizer, scheduler, loader, weights, h
     core = accelerator.unwrap_model(model)
     max_norm = hparams.get("max_grad_norm", 5.0)
     patience = hparams.get("nonfinite_patience", 3)
-    augmentation = hparams.get("augmentation")
-    task_augmentation = hparams.get("task_augmentation") or {}
     total_loss, batches, skipped, consecutive_bad = 0.0, 0, 0, 0
     bar = tqdm(loader, desc=f"train {epoch}", disable=not accelerator.is_local_main_process,
                dynamic_ncols=True)
@@ -318,10 +326,7 @@ def train_one_epoch(accelerator, model, optimizer, scheduler, loader, weights, h
         with accelerator.accumulate(model):
             wavs, wav_lens = batch.sig
             labels = D.batch_labels(batch, core.tasks)
-            if augmentation is not None:
-                wavs, wav_lens = augment_rows(augmentation, wavs, wav_lens, labels)
-            for task, task_aug in task_augmentation.items():
-                wavs, wav_lens = augment_rows(task_aug, wavs, wav_lens, labels, [task])
+            wavs, wav_lens = augment_batch(hparams, wavs, wav_lens, labels)
             logits = model(wavs, wav_lens)
             sums, counts = task_loss_sums(logits, labels)
             global_counts = {t: accelerator.reduce(c, "sum") for t, c in counts.items()}
