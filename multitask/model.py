@@ -141,8 +141,7 @@ class Wav2Vec2Encoder(Wav2Vec2):
         attention_mask = None
         if self.use_attention_mask:
             samples = torch.round(wav_lens * wav.shape[1]).long()
-            positions = torch.arange(wav.shape[1], device=wav.device)
-            attention_mask = (positions[None, :] < samples[:, None]).long()
+            attention_mask = frame_mask(samples, wav.shape[1]).long()
         out = self.model(wav, attention_mask=attention_mask, output_hidden_states=True)
         hidden = list(out.hidden_states)
         # Pre-norm (stable layer norm) encoders apply a final layer norm that only the
