@@ -13,10 +13,13 @@ The two corpora differ in channel: Skit-S2I is 8 kHz telephone speech, CREMA-D
   them passed through the synthetic corpus's telephone line (noise, band-pass,
   mu-law). Training with the whole line did not pay on the demo within 5 epochs,
   though: see ``hparams/demo.yaml``.
+* :class:`PauseInsertion` lengthens the gaps between words, as sad, hesitant or
+  disgusted callers do; the intent corpus is read speech.
 
-Both follow SpeechBrain's augmentation interface, ``forward(waveforms, lengths) ->
-waveforms``, so ``speechbrain.augment.augmenter.Augmenter`` can apply them with a
-probability, alongside SpeechBrain's own augmentations.
+All follow SpeechBrain's augmentation interface, ``forward(waveforms, lengths) ->
+waveforms`` (``-> (waveforms, lengths)`` when lengths change), so
+``speechbrain.augment.augmenter.Augmenter`` can apply them with a probability,
+alongside SpeechBrain's own augmentations.
 
 Example
 -------
@@ -146,13 +149,13 @@ class PauseInsertion(torch.nn.Module):
 
     Sad, hesitant or disgusted callers leave gaps between words that read speech does
     not. Each row gets between ``pauses[0]`` and ``pauses[1]`` pauses, each
-    ``pause_ms`` long (drawn per pause), at frames ``quiet_db`` below the row's
-    loudest frame between the first and last loud frames (word boundaries and
-    closures, not the silence before and after the speech; random frames of the
-    speech when none is that quiet). A pause is noise at the level of the quiet frame it follows, not digital
-    silence, which a telephone line never carries. Rows get longer by different
-    amounts: the batch is re-padded and the relative lengths are returned, as
-    SpeechBrain's ``Augmenter`` expects of a length-changing augmentation.
+    ``pause_ms`` long (drawn per pause), at 10 ms frames ``quiet_db`` below the row's
+    loudest, between its first and last loud frames: word boundaries and closures,
+    not the silence before and after the speech (random frames of the speech when
+    none is that quiet). A pause is noise at the level of the frame where it goes,
+    not digital silence, which a telephone line never carries. Rows get longer by
+    different amounts: the batch is re-padded and the relative lengths are returned,
+    as SpeechBrain's ``Augmenter`` expects of a length-changing augmentation.
 
     Parameters
     ----------
