@@ -288,3 +288,23 @@ def test_datasheet_reports_counts_voices_emotions_channel_and_seed(corpus):
         "AudioWAV",
     ):
         assert needle in text, needle
+
+
+def test_workers_forked_after_this_process_synthesised_give_the_same_bytes(tmp_path):
+    # A worker forked while this process has libespeak-ng loaded would inherit its
+    # state; render_all unloads it first.
+    from multitask.synth.corpus import BATCH, render_all
+    from multitask.synth.render import Utterance
+
+    speak("Something first, in this process.", make_speaker("en-us+m3", 0), "angry", 1.0, seed=1)
+
+    def utterances(folder):
+        return [Utterance(str(tmp_path / folder / f"{i}.wav"), f"Block card number {i}.",
+                          make_speaker("en-gb-x-rp+f4", 0), "sad", 1.0, "telephone", i)
+                for i in range(2 * BATCH)]
+
+    render_all(utterances("pool"), 2, False)
+    render_all(utterances("here"), 1, False)
+    for i in range(2 * BATCH):
+        assert (tmp_path / "pool" / f"{i}.wav").read_bytes() == \
+               (tmp_path / "here" / f"{i}.wav").read_bytes(), i

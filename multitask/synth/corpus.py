@@ -40,6 +40,7 @@ from tqdm import tqdm
 
 from ..manifest import write_manifest
 from .datasheet import write_banking_datasheet, write_new_domain_datasheet
+from .espeak import release_engine
 from .prosody import EMOTION_CODES, EMOTIONS, LEVELS, make_speaker
 from .render import Utterance, render_batch
 from .text import (
@@ -310,7 +311,9 @@ def render_all(utterances: list[Utterance], jobs: int | None, progress: bool) ->
             results += batch
             bar.update(len(batch))
     else:
-        # fork keeps start-up cheap; each batch resets the synthesiser in any case.
+        # fork keeps start-up cheap; each batch resets the synthesiser in any case,
+        # provided this process has no library loaded for the workers to inherit.
+        release_engine()
         methods = multiprocessing.get_all_start_methods()
         context = multiprocessing.get_context("fork" if "fork" in methods else None)
         with context.Pool(jobs) as pool:

@@ -127,12 +127,16 @@ class Espeak:
         self._libc = _libc()
         self.reset()
 
-    def reset(self) -> None:
-        """Unload the library if loaded, then load and initialise a pristine copy."""
+    def close(self) -> None:
+        """Terminate and unload the library (a later :meth:`reset` loads it again)."""
         if self._lib is not None:
             self._lib.espeak_Terminate()
             _dlclose(self._lib)
             self._lib = None
+
+    def reset(self) -> None:
+        """Unload the library if loaded, then load and initialise a pristine copy."""
+        self.close()
         lib = ctypes.CDLL(self.library)
         _declare(lib)
         rate = lib.espeak_Initialize(
@@ -264,6 +268,9 @@ class EspeakCli:
     def reset(self) -> None:
         """Nothing to do: every call is a new process."""
 
+    def close(self) -> None:
+        """Nothing to unload."""
+
     def synth(self, text: str, voice: str = "en", seed: int = 0, **prosody) -> np.ndarray:
         """Speak ``text`` with the binary; ``seed`` is unused (each call is a new process)."""
         p = Prosody(**prosody).clipped()
@@ -315,6 +322,20 @@ def get_engine() -> Espeak | EspeakCli:
         )
     _ENGINE_PID = os.getpid()
     return _ENGINE
+
+
+def release_engine() -> None:
+    """Unload this process's synthesiser, if it has one.
+
+    A process forked while the library is loaded inherits it loaded, with this
+    process's global state, which reloading in the child does not clear (the mapping
+    is shared): the child's audio would then depend on what the parent synthesised
+    before. Call this before forking workers.
+    """
+    global _ENGINE, _ENGINE_PID
+    if _ENGINE is not None and _ENGINE_PID == os.getpid():
+        _ENGINE.close()
+    _ENGINE, _ENGINE_PID = None, None
 
 
 def list_voice_files(data_path: str | None = None) -> dict[str, list[str]]:
