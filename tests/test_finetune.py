@@ -220,3 +220,14 @@ def test_a_parent_folder_that_is_not_a_multitask_model_is_refused(trained_run, n
 def test_other_commands_still_refuse_unknown_arguments():
     with pytest.raises(SystemExit):
         main(["export", "--from", "x", "--out", "y", "--number_of_epochs=3"])
+
+
+def test_the_shipped_augmentation_runs_in_the_training_loop(exported_model, new_domain, tmp_path):
+    """finetune.yaml's task_augmentation (speed, pauses: rows change length) through the
+    real loop; the other tests switch it off because their classes are tone pitches."""
+    out = tmp_path / "run"
+    finetune(str(exported_model), new_domain["train"], out, valid=[new_domain["valid"]],
+             overrides={"number_of_epochs": 2, "batch_size": 4, "warmup_steps": 0}, export=False)
+    used = (out / "hyperparams.yaml").read_text()
+    assert "task_augmentation:" in used and "PauseInsertion" in used and "SpeedPerturb" in used
+    assert "epoch: 2" in (out / "train_log.txt").read_text()
