@@ -382,8 +382,10 @@ def _refetch_if_savedir_holds_another(source: str, revision, kwargs: dict):
     that records this source once loading succeeded.
     """
     savedir = kwargs.get("savedir")
-    if savedir is None:
-        return lambda: None
+    into_itself = os.path.isdir(source) and os.path.isdir(savedir or "") \
+        and os.path.samefile(source, savedir)
+    if savedir is None or into_itself:
+        return lambda: None  # nothing to refresh, and nothing to write into the model's folder
     identity = f"{os.path.abspath(source) if os.path.isdir(source) else source}@{revision or ''}"
     record = os.path.join(os.fspath(savedir), SAVEDIR_SOURCE_FILE)
     held = None

@@ -287,3 +287,6 @@ def test_a_savedir_filled_from_another_model_is_refreshed_not_reused(exported_mo
     assert intent_probs(other, shared) == intent_probs(other, tmp_path / "fresh")
     assert intent_probs(other, shared) != first
     assert intent_probs(exported_model, shared) == first
+    # Loading a folder into itself writes nothing into it (it may be pushed as it is).
+    intent_probs(other, other)
+    assert not (other / ".multitask-source").exists()
