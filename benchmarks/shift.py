@@ -61,6 +61,7 @@ from multitask.synth.text import (
     sentence,
     split_templates,
 )
+from multitask.synth.voices import voices_of
 
 VALID_MANIFEST = "results/demo/data/skit_s2i/valid.csv"
 
@@ -143,18 +144,19 @@ def _accuracy(task: str, pairs) -> float:
     return round(float(np.mean([p.get(task, {}).get("label") == truth for truth, p in pairs])), 4)
 
 
-def voices_of(choice: str, valid_manifest: str) -> list[str]:
-    """The speakers of the prepared validation manifest, or the joint test's pool."""
+def voices_for(choice: str, valid_manifest: str) -> list[str]:
+    """Every accent of the prepared validation manifest's speakers (variants), or the
+    joint test's pool."""
     if choice == "joint":
         return speaker_pools(DEFAULT_SEED)["joint"]
     if not os.path.isfile(valid_manifest):
         raise SystemExit(f"{valid_manifest}: no such manifest; run `make demo` first, "
                          "or pass --valid-manifest")
     with open(valid_manifest, newline="", encoding="utf-8") as fin:
-        voices = sorted({row["speaker"] for row in csv.DictReader(fin)})
-    if not voices:
+        speakers = sorted({row["speaker"] for row in csv.DictReader(fin)})
+    if not speakers:
         raise SystemExit(f"{valid_manifest}: no rows")
-    return voices
+    return voices_of(speakers)
 
 
 def check_labels(classifier, path: str) -> None:
@@ -187,7 +189,7 @@ def main(argv=None) -> dict:
                                                   savedir=os.path.join(audio, "model"))
     check_labels(classifier, args.model)
     start = time.time()
-    plan = plan_conditions(voices_of(args.voices, args.valid_manifest), args.per_intent,
+    plan = plan_conditions(voices_for(args.voices, args.valid_manifest), args.per_intent,
                            args.per_emotion, args.seed, audio)
     render_all([it.utterance for items in plan.values() for it in items], None, True)
     # batch_size=1: each clip alone, exactly as classify_file scores it.

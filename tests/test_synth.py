@@ -117,12 +117,14 @@ def test_splits_are_voice_disjoint(corpus):
     _, train = _rows(os.path.join(corpus["skit_s2i"], "train.csv"))
     _, test = _rows(os.path.join(corpus["skit_s2i"], "test.csv"))
     joint = read_manifest(corpus["joint_test"])
-    crema_voices = {a["voice"] for a in speakers["crema_d_actors"].values()}
-    train_v = {_variant(r["speaker_id"]) for r in train}
-    test_v = {_variant(r["speaker_id"]) for r in test}
+    crema_v = {a["variant"] for a in speakers["crema_d_actors"].values()}
+    train_v = {r["speaker_id"] for r in train}
+    test_v = {r["speaker_id"] for r in test}
     joint_v = {_variant(r["speaker"]) for r in joint}
     assert train_v.isdisjoint(test_v)
-    assert joint_v.isdisjoint(train_v | test_v | {_variant(v) for v in crema_voices})
+    assert joint_v.isdisjoint(train_v | test_v | crema_v)
+    # Like the real corpora, the two share no speakers.
+    assert crema_v.isdisjoint(train_v | test_v)
     # The pools in speakers.json agree with what the CSVs contain.
     variants = speakers["variants"]
     assert train_v <= set(variants["train"]) | set(variants["valid"])
@@ -131,11 +133,37 @@ def test_splits_are_voice_disjoint(corpus):
         assert set(variants[a]).isdisjoint(variants[b])
 
 
+def test_speaker_ids_name_timbres_so_prepared_splits_are_timbre_disjoint(corpus, tmp_path):
+    # A timbre talks in every accent; were a speaker id an accent + variant, the
+    # preparers' speaker-disjoint splits would hear one timbre on both sides.
+    from multitask.prepare import prepare_crema_d, prepare_skit_s2i
+
+    with open(corpus["speakers"], encoding="utf-8") as fin:
+        speakers = json.load(fin)
+    actor_variant = {a: v["variant"] for a, v in speakers["crema_d_actors"].items()}
+    _, skit_rows = _rows(os.path.join(corpus["skit_s2i"], "train.csv"))
+    assert {r["speaker_id"] for r in skit_rows} <= set(speakers["corpus_of_variant"])
+    prepared = {
+        "skit": (prepare_skit_s2i(corpus["skit_s2i"], tmp_path / "skit"), lambda s: s),
+        "crema": (prepare_crema_d(corpus["crema_d"], tmp_path / "crema"), actor_variant.get),
+    }
+    for name, (paths, timbre) in prepared.items():
+        timbres = {split: {timbre(r["speaker"]) for r in read_manifest(paths[split])}
+                   for split in ("train", "valid", "test")}
+        assert all(timbres.values()) and None not in set().union(*timbres.values()), name
+        for a, b in combinations(timbres, 2):
+            assert timbres[a].isdisjoint(timbres[b]), (name, a, b, timbres[a] & timbres[b])
+
+
 def test_held_out_templates_never_reach_the_intent_corpus(corpus):
     _, train = _rows(os.path.join(corpus["skit_s2i"], "train.csv"))
     _, test = _rows(os.path.join(corpus["skit_s2i"], "test.csv"))
-    spoken = [r["template"].lower().rstrip(".?") for r in train + test]
-    for name, _ in INTENTS:
+    for class_index, (name, _) in enumerate(INTENTS):
+        # Within the intent: a slot pattern may match another intent's words
+        # ("set a new {limit} on my {card}" vs "set a new four digit PIN on my ATM card").
+        spoken = [r["template"].lower().rstrip(".?") for r in train + test
+                  if r["intent_class"] == str(class_index)]
+        assert spoken, name
         for template in split_templates(TEMPLATES[name])[1]:
             pattern = re.compile(
                 "^" + re.sub(r"\\\{\w+\\\}", ".+", re.escape(template.lower())) + "$"

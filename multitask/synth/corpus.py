@@ -53,7 +53,14 @@ from .text import (
     sentence,
     split_templates,
 )
-from .voices import speaker_pools, split_variants
+from .voices import (
+    ACCENTS,
+    corpus_of_variants,
+    corpus_pools,
+    speaker_pools,
+    split_variants,
+    variant_of,
+)
 
 DEFAULT_SEED = 1234
 SKIT_COLUMNS = ("id", "intent_class", "template", "audio_path", "speaker_id")
@@ -76,7 +83,8 @@ class SizeSpec:
     intent_test : int
         Skit-S2I ``test.csv`` clips per intent (test voices).
     emotion : int
-        CREMA-D clips per emotion (all corpus actors).
+        CREMA-D clips per emotion (all corpus actors); at most actors x sentences x
+        levels (22 x 12 x 2 = 528), as every file name is distinct.
     joint : int
         Joint-test clips per intent (joint voices).
     new_valid, new_test : int
@@ -97,7 +105,7 @@ SIZES: dict[str, SizeSpec] = {
         intent_train=230, intent_test=40, emotion=320, joint=30, new_valid=15, new_test=30
     ),
     "full": SizeSpec(
-        intent_train=900, intent_test=150, emotion=1200, joint=110, new_valid=40, new_test=100
+        intent_train=900, intent_test=150, emotion=520, joint=110, new_valid=40, new_test=100
     ),
 }
 
@@ -130,7 +138,8 @@ class Plan:
 
 
 def plan_intent_corpus(root: str, size: SizeSpec, pools: dict, seed: int) -> Plan:
-    """Skit-S2I: train+valid voices -> ``train.csv``, test voices -> ``test.csv``."""
+    """Skit-S2I: train+valid voices -> ``train.csv``, test voices -> ``test.csv``
+    (``pools``: :func:`~.voices.corpus_pools` for ``skit_s2i``)."""
     rng = np.random.default_rng([seed, STREAMS["intent"], 0])
     entries = []
     for split, voices, n in (
@@ -162,22 +171,24 @@ def plan_intent_corpus(root: str, size: SizeSpec, pools: dict, seed: int) -> Pla
             "intent_class": class_index,
             "template": text,
             "audio_path": rel,
-            "speaker_id": voice,
+            "speaker_id": variant_of(voice),
         }
         plan.add(utt, row)
     return plan
 
 
 def crema_actors(pools: dict, seed: int) -> dict[str, str]:
-    """Four-digit actor ids for every corpus voice (not the joint pool), shuffled so an
-    id says nothing about the voice's pool."""
-    voices = pools["train"] + pools["valid"] + pools["test"]
-    order = np.random.default_rng([seed, STREAMS["emotion"], 1]).permutation(len(voices))
-    return {str(FIRST_ACTOR_ID + rank): voices[i] for rank, i in enumerate(order)}
+    """Four-digit actor ids for every variant (timbre) in ``pools`` (:func:`~.voices.corpus_pools`
+    for ``crema_d``), shuffled so an id says nothing about the variant's pool. An actor
+    speaks in every accent."""
+    variants = sorted({variant_of(v) for pool in ("train", "valid", "test") for v in pools[pool]})
+    order = np.random.default_rng([seed, STREAMS["emotion"], 1]).permutation(len(variants))
+    return {str(FIRST_ACTOR_ID + rank): variants[i] for rank, i in enumerate(order)}
 
 
 def plan_emotion_corpus(root: str, size: SizeSpec, actors: dict, seed: int) -> Plan:
-    """CREMA-D: each emotion gets ``size.emotion`` distinct (actor, sentence, level) files."""
+    """CREMA-D: each emotion gets ``size.emotion`` distinct (actor, sentence, level) files,
+    each in an accent drawn at random (``actors`` maps actor ids to variants)."""
     rng = np.random.default_rng([seed, STREAMS["emotion"], 0])
     actor_ids = sorted(actors)
     codes = sorted(EMOTION_SENTENCES)
@@ -191,18 +202,20 @@ def plan_emotion_corpus(root: str, size: SizeSpec, actors: dict, seed: int) -> P
             actor = actor_ids[flat // (len(codes) * len(levels))]
             code = codes[(flat // len(levels)) % len(codes)]
             level = levels[flat % len(levels)]
+            voice = f"{ACCENTS[rng.integers(len(ACCENTS))]}+{actors[actor]}"
             index = len(plan.rows)
             name = f"{actor}_{code}_{emo_code}_{level}.wav"
             utt = Utterance(
                 path=os.path.join(root, "AudioWAV", name),
                 text=EMOTION_SENTENCES[code],
-                speaker=make_speaker(actors[actor], seed),
+                speaker=make_speaker(voice, seed),
                 emotion=emotion,
                 strength=LEVELS[level],
                 channel="wideband",
                 seed=utterance_seed(seed, "emotion", index),
             )
-            plan.add(utt, {"name": name, "emotion": emotion, "level": level, "actor": actor})
+            plan.add(utt, {"name": name, "emotion": emotion, "level": level, "actor": actor,
+                           "voice": voice})
     return plan
 
 
@@ -363,16 +376,20 @@ def write_joint(root: str, rows: list[dict], results: list[dict]) -> str:
 
 
 def write_speakers(path: str, seed: int, pools: dict, actors: dict) -> None:
-    """Which voices (and CREMA-D actors) belong to which pool, for checking splits."""
-    pool_of = {voice: pool for pool, voices in pools.items() for voice in voices}
+    """Which variants, voices and CREMA-D actors belong to which pool, for checking splits."""
+    pool_of = {variant_of(voice): pool for pool, voices in pools.items() for voice in voices}
     data = {
         "seed": seed,
         "split_by": "voice variant (timbre); every variant is spoken in every accent",
+        "speaker_ids": "Skit-S2I speaker_id and CREMA-D actor name a variant (timbre), "
+                       "not a voice: a speaker-disjoint split is then timbre-disjoint",
+        "corpus_of_variant": corpus_of_variants(seed),
         "variants": split_variants(seed),
         "voices": pools,
         "skit_s2i": {"train.csv": ["train", "valid"], "test.csv": ["test"]},
         "crema_d_actors": {
-            actor: {"voice": voice, "pool": pool_of[voice]} for actor, voice in actors.items()
+            actor: {"variant": variant, "pool": pool_of[variant]}
+            for actor, variant in actors.items()
         },
         "joint_test": ["joint"],
     }
@@ -442,9 +459,9 @@ def _generate_banking(out_dir, spec, size, seed, jobs, pools, progress) -> dict[
     skit = _fresh_dir(os.path.join(out_dir, "skit_s2i"))
     crema = _fresh_dir(os.path.join(out_dir, "crema_d"))
     joint = _fresh_dir(os.path.join(out_dir, "joint_test"))
-    actors = crema_actors(pools, seed)
+    actors = crema_actors(corpus_pools(seed, "crema_d"), seed)
     plans = {
-        "skit_s2i": plan_intent_corpus(skit, spec, pools, seed),
+        "skit_s2i": plan_intent_corpus(skit, spec, corpus_pools(seed, "skit_s2i"), seed),
         "crema_d": plan_emotion_corpus(crema, spec, actors, seed),
         "joint_test": plan_joint_test(joint, spec, pools, seed),
     }

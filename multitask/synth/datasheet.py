@@ -18,7 +18,7 @@ from .espeak import get_engine
 from .prosody import EMOTION_CODES, EMOTIONS, PROFILES, REFERENCE_DBFS, make_speaker, measure
 from .render import speak
 from .text import EMOTION_SENTENCES, HELD_OUT_PER_INTENT, INTENTS, TEMPLATES, split_templates
-from .voices import ACCENTS, split_variants
+from .voices import ACCENTS, CORPORA, corpus_of_variants, split_variants
 
 
 def _table(header: list[str], rows: list[list]) -> list[str]:
@@ -135,9 +135,14 @@ def _voices_section(pools: dict, seed: int) -> list[str]:
     lines = [
         "## Voices",
         "",
-        "A speaker is an espeak-ng English accent plus a voice variant (`en-us+f2`), with "
-        "mild per-speaker offsets (base pitch +/-8, range +/-8, rate 165 wpm x 0.92-1.08). "
-        "Pools are split **by variant**, so a timbre never crosses pools in any accent.",
+        "A voice is an espeak-ng English accent plus a voice variant (`en-us+f2`), with "
+        "mild per-voice offsets (base pitch +/-8, range +/-8, rate 165 wpm x 0.92-1.08). "
+        "A speaker is a variant, a timbre that talks in every accent: Skit-S2I's "
+        "`speaker_id` and CREMA-D's actor name the variant, so the preparers' "
+        "speaker-disjoint splits are timbre-disjoint. "
+        "Pools are split **by variant** too, so a timbre never crosses pools in any accent. "
+        "Within the train, valid and test pools each variant speaks in one corpus only, "
+        "as the real corpora share no speakers.",
         "",
         f"Accents ({len(ACCENTS)}): " + ", ".join(f"`{a}`" for a in ACCENTS),
         "",
@@ -146,7 +151,11 @@ def _voices_section(pools: dict, seed: int) -> list[str]:
         [pool, len(variants[pool]), len(pools[pool]), ", ".join(variants[pool])]
         for pool in ("train", "valid", "test", "joint")
     ]
-    lines += _table(["pool", "variants", "speakers", "variant names"], rows)
+    lines += _table(["pool", "variants (speakers)", "voices", "variant names"], rows)
+    corpus_of = corpus_of_variants(seed)
+    rows = [[corpus, ", ".join(v for v in sorted(corpus_of) if corpus_of[v] == corpus)]
+            for corpus in CORPORA]
+    lines += _table(["corpus", "its variants (any pool)"], rows)
     return lines
 
 
@@ -205,8 +214,9 @@ def write_banking_datasheet(path, size, seed, pools, actors, plans, results) -> 
     lines += ["## Emotion corpus (`crema_d/`, CREMA-D layout)", ""]
     lines += [
         f"`AudioWAV/<actor>_<sentence>_<EMO>_<level>.wav`, {len(actors)} actors "
-        f"({min(actors)}-{max(actors)}: the train, valid and test pools; "
-        f"never the joint pool), {len(EMOTION_SENTENCES)} sentences, levels LO and HI. 16 kHz.",
+        f"({min(actors)}-{max(actors)}: one per variant of the train, valid and test pools, "
+        f"never the joint pool; each clip in an accent drawn at random), "
+        f"{len(EMOTION_SENTENCES)} sentences, levels LO and HI. 16 kHz.",
         "",
     ]
     rows = [[code, e, counts[(e, "LO")], counts[(e, "HI")]] for code, e in EMOTION_CODES.items()]

@@ -1,10 +1,13 @@
 """Synthetic speakers and their voice-disjoint split.
 
-A speaker is an espeak-ng English accent (language file) combined with a voice
+A voice is an espeak-ng English accent (language file) combined with a voice
 variant (``en-us+f2``). The variant carries the timbre (formants, pitch, breathiness);
-the accent carries pronunciation and intonation. Splits are made **by variant**, so a
-timbre heard in training never reappears in validation, test or the joint test, in any
-accent. Each split gets male and female variants.
+the accent carries pronunciation and intonation. A *speaker*, in the corpora's speaker
+and actor ids, is a variant: one timbre that talks in every accent. Changing accent
+does not disguise a timbre, so a speaker id per voice would let a speaker-disjoint
+split put the same timbre on both sides. Pools are split **by variant** too, so a
+timbre heard in training never reappears in validation, test or the joint test, in
+any accent. Each split gets male and female variants.
 
 The four pools:
 
@@ -13,6 +16,12 @@ The four pools:
            actors, new-domain validation
 ``test``   intent corpus ``test.csv``, emotion actors, new-domain test
 ``joint``  only the joint IVR test set: in neither corpus
+
+Within the train, valid and test pools, each variant speaks in **one** corpus, intent or
+emotion (:func:`corpus_of_variants`), as real Skit-S2I and CREMA-D share no speakers.
+Were a timbre in both, the emotion corpus's training split could hold the intent
+corpus's validation or test speakers (each corpus is split by its own preparer), and
+joint training would have heard them.
 
 Example
 -------
@@ -76,6 +85,39 @@ def voices_of(variants: list[str], accents: list[str] = ACCENTS) -> list[str]:
     return [f"{accent}+{variant}" for variant in variants for accent in accents]
 
 
+def variant_of(voice: str) -> str:
+    """The timbre of a voice: ``variant_of("en-us+f2") == "f2"``; it is the speaker id."""
+    return voice.split("+", 1)[1]
+
+
 def speaker_pools(seed: int) -> dict[str, list[str]]:
-    """Voice ids (speaker ids) per pool."""
+    """Voice names (accent + variant) per pool."""
     return {pool: voices_of(variants) for pool, variants in split_variants(seed).items()}
+
+
+CORPORA = ("skit_s2i", "crema_d")
+
+
+def corpus_of_variants(seed: int) -> dict[str, str]:
+    """The one corpus each train, valid and test variant speaks in (seeded; each pool's
+    variants are dealt alternately, so both corpora get some of every pool).
+
+    >>> corpus_of = corpus_of_variants(seed=0)
+    >>> sorted(set(corpus_of.values())), len(corpus_of) == 54 - len(split_variants(0)["joint"])
+    (['crema_d', 'skit_s2i'], True)
+    """
+    rng = np.random.default_rng([seed, 7002])
+    corpus_of = {}
+    for pool, variants in split_variants(seed).items():
+        if pool == "joint":
+            continue
+        for rank, index in enumerate(rng.permutation(len(variants))):
+            corpus_of[variants[index]] = CORPORA[rank % len(CORPORA)]
+    return corpus_of
+
+
+def corpus_pools(seed: int, corpus: str) -> dict[str, list[str]]:
+    """Voice names per train, valid and test pool, for one corpus's variants only."""
+    corpus_of = corpus_of_variants(seed)
+    return {pool: [v for v in voices if corpus_of[variant_of(v)] == corpus]
+            for pool, voices in speaker_pools(seed).items() if pool != "joint"}
