@@ -50,7 +50,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from multitask.synth.corpus import DEFAULT_SEED, _cycle, render_all, speaker_pools
+from multitask.synth.corpus import DEFAULT_SEED, cycle_evenly, render_all, speaker_pools
 from multitask.synth.prosody import EMOTIONS, LEVELS, make_speaker
 from multitask.synth.render import Utterance
 from multitask.synth.text import (
@@ -89,8 +89,8 @@ def plan_conditions(voices: list[str], per_intent: int, per_emotion: int, seed: 
 
     for class_index, (intent, _) in enumerate(INTENTS):
         seen, _ = split_templates(TEMPLATES[intent])
-        for k, (template, voice) in enumerate(zip(_cycle(seen, per_intent, rng),
-                                                  _cycle(voices, per_intent, rng), strict=True)):
+        for k, (template, voice) in enumerate(zip(cycle_evenly(seen, per_intent, rng),
+                                                  cycle_evenly(voices, per_intent, rng), strict=True)):
             text, clip_seed = sentence(fill(template, rng)), int(rng.integers(2**31))
             emotion = EMOTIONS[(k + class_index) % len(EMOTIONS)]  # balanced intent x emotion
             add("intent_neutral", text, voice, "neutral", 0.0, "telephone", clip_seed, intent, None)

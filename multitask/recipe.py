@@ -23,6 +23,12 @@ ACCELERATE_OWNS = {
     "distributed_backend": "the accelerate config file",
     "data_parallel_backend": "accelerate launch --multi_gpu",
 }
+# Keys an earlier version read, and what replaced them: a config that still sets one
+# is refused, as an unknown key would otherwise be silently ignored.
+RENAMED_KEYS = {
+    "augment_tasks": "task_augmentation: {task: augmentation}, which augments only "
+                     "the rows labelled for that task",
+}
 # Brain run options that name one of our hparams: SpeechBrain's parser captures them,
 # so they are handed on as YAML overrides (run option -> hparam key).
 HPARAM_RUN_OPTIONS = {
@@ -57,8 +63,11 @@ def load_hparams(hparams_file: str, overrides: str | dict = "") -> dict:
     """Load a HyperPyYAML file with overrides, naming the file in any error."""
     try:
         with open(hparams_file, encoding="utf-8") as fin:
-            return load_hyperpyyaml(fin, overrides)
+            hparams = load_hyperpyyaml(fin, overrides)
     except FileNotFoundError:
         raise SystemExit(f"{hparams_file}: hparams file not found") from None
     except ValueError as err:
         raise SystemExit(f"{hparams_file}: {err}") from None
+    for key in sorted(set(hparams) & set(RENAMED_KEYS)):
+        raise SystemExit(f"{hparams_file}: `{key}` is no longer read; use {RENAMED_KEYS[key]}")
+    return hparams

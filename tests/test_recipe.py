@@ -168,3 +168,14 @@ def test_the_real_recipe_trains_on_manifests_made_elsewhere(group_norm_encoder, 
          "--encoder_freeze_steps=0", "--warmup_steps=0", "--apply_spec_augment=False"])
     assert not (out / "data").exists()
     assert (out / "test_metrics.json").is_file() and (out / "export" / "hyperparams.yaml").is_file()
+
+
+def test_a_key_an_earlier_version_read_is_refused_with_its_replacement(tmp_path):
+    from multitask.recipe import load_hparams
+
+    hparams = tmp_path / "old.yaml"
+    hparams.write_text("seed: 1\naugment_tasks: [intent]\n")
+    with pytest.raises(SystemExit, match=r"old\.yaml: `augment_tasks` is no longer read; use task_augmentation"):
+        load_hparams(str(hparams))
+    hparams.write_text("seed: 1\n")
+    assert load_hparams(str(hparams)) == {"seed": 1}

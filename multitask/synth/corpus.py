@@ -115,7 +115,7 @@ def utterance_seed(seed: int, stream: str, index: int) -> int:
     return int(np.random.SeedSequence([seed, STREAMS[stream], index]).generate_state(1)[0])
 
 
-def _cycle(items: list, n: int, rng: np.random.Generator) -> list:
+def cycle_evenly(items: list, n: int, rng: np.random.Generator) -> list:
     """``n`` items covering ``items`` as evenly as possible, in random order."""
     reps = -(-n // len(items)) if n else 0
     out = [items[i] for _ in range(reps) for i in rng.permutation(len(items))]
@@ -149,7 +149,7 @@ def plan_intent_corpus(root: str, size: SizeSpec, pools: dict, seed: int) -> Pla
         chunk = []
         for class_index, (intent, _) in enumerate(INTENTS):
             seen, _ = split_templates(TEMPLATES[intent])
-            for template, voice in zip(_cycle(seen, n, rng), _cycle(voices, n, rng), strict=True):
+            for template, voice in zip(cycle_evenly(seen, n, rng), cycle_evenly(voices, n, rng), strict=True):
                 chunk.append((split, class_index, template, voice))
         entries += [chunk[i] for i in rng.permutation(len(chunk))]
     plan = Plan()
@@ -226,9 +226,9 @@ def plan_joint_test(root: str, size: SizeSpec, pools: dict, seed: int) -> Plan:
     for class_index, (intent, _) in enumerate(INTENTS):
         seen, held = split_templates(TEMPLATES[intent])
         n_held = (size.joint + 1) // 2
-        templates = [(t, False) for t in _cycle(held, n_held, rng)]
-        templates += [(t, True) for t in _cycle(seen, size.joint - n_held, rng)]
-        voices = _cycle(pools["joint"], size.joint, rng)
+        templates = [(t, False) for t in cycle_evenly(held, n_held, rng)]
+        templates += [(t, True) for t in cycle_evenly(seen, size.joint - n_held, rng)]
+        voices = cycle_evenly(pools["joint"], size.joint, rng)
         for k, ((template, was_seen), voice) in enumerate(zip(templates, voices, strict=True)):
             # Rotating the emotion with the intent index balances intent x emotion.
             emotion = EMOTIONS[(k + class_index) % len(EMOTIONS)]
@@ -280,8 +280,8 @@ def plan_new_domain(root: str, size: SizeSpec, pools: dict, seed: int, shots: in
         ("test", pools["joint"], size.new_test),
     ):
         for intent in NEW_INTENTS:
-            templates = _cycle(NEW_TEMPLATES[intent], n, rng)
-            for template, voice in zip(templates, _cycle(voices, n, rng), strict=True):
+            templates = cycle_evenly(NEW_TEMPLATES[intent], n, rng)
+            for template, voice in zip(templates, cycle_evenly(voices, n, rng), strict=True):
                 emotion, level = _new_domain_emotion(rng)
                 index = len(plan.rows)
                 rel = f"wavs/{split}_{index:05d}.wav"
