@@ -251,7 +251,8 @@ def plan_joint_test(root: str, size: SizeSpec, pools: dict, seed: int) -> Plan:
                 "task": "both",
                 "intent": intent,
                 "emotion": emotion,
-                "speaker": voice,
+                "speaker": variant_of(voice),
+                "voice": voice,
                 "split": "test",
                 "level": level,
                 "template_seen": "yes" if was_seen else "no",
@@ -299,7 +300,7 @@ def plan_new_domain(root: str, size: SizeSpec, pools: dict, seed: int, shots: in
                     "path": rel,
                     "intent": intent,
                     "emotion": emotion,
-                    "speaker": voice,
+                    "speaker": variant_of(voice),
                 }
                 plan.add(utt, row)
     return plan
