@@ -68,6 +68,8 @@ def load_hparams(hparams_file: str, overrides: str | dict = "") -> dict:
         raise SystemExit(f"{hparams_file}: hparams file not found") from None
     except ValueError as err:
         raise SystemExit(f"{hparams_file}: {err}") from None
-    for key in sorted(set(hparams) & set(RENAMED_KEYS)):
-        raise SystemExit(f"{hparams_file}: `{key}` is no longer read; use {RENAMED_KEYS[key]}")
+    stale = sorted(set(hparams) & set(RENAMED_KEYS))
+    if stale:
+        raise SystemExit(f"{hparams_file}: " + "; ".join(
+            f"`{key}` is no longer read; use {RENAMED_KEYS[key]}" for key in stale))
     return hparams

@@ -30,7 +30,7 @@ from multitask.synth.text import (  # noqa: E402
     TEMPLATES,
     split_templates,
 )
-from multitask.synth.voices import split_variants  # noqa: E402
+from multitask.synth.voices import split_variants, variant_of  # noqa: E402
 
 SEED = 7
 SKIT_HEADER = ["id", "intent_class", "template", "audio_path", "speaker_id"]
@@ -59,10 +59,6 @@ def _rows(path):
     with open(path, newline="", encoding="utf-8") as fin:
         reader = csv.DictReader(fin)
         return reader.fieldnames, list(reader)
-
-
-def _variant(voice: str) -> str:
-    return voice.split("+", 1)[1]
 
 
 def _all_files(root):
@@ -121,7 +117,7 @@ def test_splits_are_voice_disjoint(corpus):
     train_v = {r["speaker_id"] for r in train}
     test_v = {r["speaker_id"] for r in test}
     joint_v = {r["speaker"] for r in joint}
-    assert all(_variant(r["voice"]) == r["speaker"] for r in joint)
+    assert all(variant_of(r["voice"]) == r["speaker"] for r in joint)
     assert train_v.isdisjoint(test_v)
     assert joint_v.isdisjoint(train_v | test_v | crema_v)
     # Like the real corpora, the two share no speakers.
