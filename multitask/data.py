@@ -354,8 +354,10 @@ def make_loader(dataset, rows: list[dict], sampler_options: dict, shuffle: bool,
     """
     options = dict(sampler_options)
     if not shuffle:
-        options.pop("task_ratio", None)
-        options.pop("epoch_size", None)
+        for key in ("task_ratio", "epoch_size", "rows_per_class"):
+            options.pop(key, None)
+    if options.get("rows_per_class") is not None:
+        options["classes"] = [row_class(row) for row in rows]
     sampler = TaskMixingBatchSampler(
         durations=[row["duration"] for row in rows],
         tasks=[row["task"] for row in rows],
@@ -371,6 +373,15 @@ def make_loader(dataset, rows: list[dict], sampler_options: dict, shuffle: bool,
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
     )
+
+
+def row_class(row: dict) -> tuple:
+    """A row's class for class-balanced sampling: each labelled task with its label.
+
+    >>> row_class({"task": "intent", "intent": "card_block", "emotion": ""})
+    (('intent', 'card_block'),)
+    """
+    return tuple((task, row[task]) for task in TASKS if row.get(task))
 
 
 def batch_labels(batch, tasks) -> dict:

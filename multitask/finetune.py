@@ -23,6 +23,10 @@ any run, its card naming the parent (``base_model``). What this module adds:
 * what stays fixed: heads in ``frozen_heads`` (emotion, by default) take no
   gradient and are not in the optimizer (weight decay would move them), and the
   encoder is frozen fully, up to its N lower transformer layers, or not at all;
+* ``extend``: the parent's intents rehearsed from ``--replay`` (every clip by
+  default; ``rows_per_class`` in ``finetune.yaml`` balances each epoch over the
+  intents), then an offset on the new intents' logits chosen on held-out clips of
+  the old ones (``--old-valid``; :mod:`multitask.calibration`);
 * retention, measured: emotion accuracy (and, in ``extend`` mode, old-intent
   accuracy) of the parent and of the fine-tuned model on the same manifests, in
   ``finetune.json``, with a warning when emotion drops by more than
@@ -297,9 +301,10 @@ def single_task_copy(manifest, task: str, out_path) -> str:
     return os.fspath(out_path)
 
 
-def replay_manifest(manifests, labels, per_class: int, seed: int, out_path) -> str:
-    """``per_class`` rows of each parent intent drawn from ``manifests`` (seeded):
-    rehearsal, so that ``extend`` keeps the old intents while it learns the new."""
+def replay_manifest(manifests, labels, per_class: int | None, seed: int, out_path) -> str:
+    """The rows of ``manifests`` with one of the parent's intents (at most ``per_class``
+    of each, drawn with ``seed``; ``None``: all): rehearsal, so that ``extend`` keeps
+    the old intents while it learns the new."""
     from .manifest import read_manifests, write_manifest
 
     by_label: dict[str, list] = {}
@@ -309,7 +314,8 @@ def replay_manifest(manifests, labels, per_class: int, seed: int, out_path) -> s
     rng = random.Random(seed)
     rows = []
     for label in sorted(by_label):
-        chosen = rng.sample(by_label[label], min(per_class, len(by_label[label])))
+        pool = by_label[label]
+        chosen = pool if per_class is None else rng.sample(pool, min(per_class, len(pool)))
         rows += [dict(row, id=f"replay-{row['id']}", emotion="", task="intent") for row in chosen]
     if not rows:
         raise FinetuneError(f"{manifests}: no row carries one of the parent's intents")
@@ -500,7 +506,7 @@ def check_same_run(record: dict, identity: dict, mode: str, out) -> None:
 
 
 def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion=None,
-             old_intent=None, replay=(), replay_per_class=None, revision=None,
+             old_intent=None, old_valid=None, replay=(), replay_per_class=None, revision=None,
              parent_repo_id=None, hparams_file=DEFAULT_HPARAMS, overrides=None,
              export=True, repo_id=None) -> dict:
     """Fine-tune ``source`` on new intents; returns the run's ``finetune.json`` record.
@@ -525,9 +531,12 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
         fine-tuned model is measured on it (retention).
     old_intent : str, optional
         ``extend``: a manifest of the parent's intents, scored before and after.
+    old_valid : str, optional
+        ``extend``: held-out clips of the parent's intents (not ``old_intent``'s), on
+        which the new intents' logit offset is chosen (``retention_tolerance``).
     replay : list of str
-        ``extend``: manifests with the parent's intents; ``replay_per_class`` rows of
-        each (default: the median shots per new intent) are mixed into training.
+        ``extend``: manifests with the parent's intents, rehearsed during training:
+        every row, or at most ``replay_per_class`` of each intent.
     revision, parent_repo_id : str, optional
         Hub revision of ``source``; the Hub id a local parent folder was pushed as
         (for the card's ``base_model``).
@@ -544,8 +553,9 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
 
     if mode not in MODES:
         raise FinetuneError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
-    if mode == "replace" and (replay or old_intent):
-        raise FinetuneError("--replay and --old-intent keep the parent's intents: use --mode extend")
+    if mode == "replace" and (replay or old_intent or old_valid):
+        raise FinetuneError("--replay, --old-intent and --old-valid keep the parent's intents: "
+                            "use --mode extend")
     out = Path(out).resolve()
     data_dir = out / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -574,9 +584,8 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
     labels = intent_label_set(parent_labels, counts, mode)
     train_manifests = [train_manifest]
     if replay:
-        per_class = replay_per_class or int(sorted(counts.values())[len(counts) // 2])
-        train_manifests.append(replay_manifest(replay, set(parent_labels), per_class, seed,
-                                               data_dir / "replay.csv"))
+        train_manifests.append(replay_manifest(replay, set(parent_labels), replay_per_class,
+                                               seed, data_dir / "replay.csv"))
     elif mode == "extend":
         warnings.warn("extend without --replay: the parent's intents are not rehearsed and "
                       "their accuracy may drop; pass --replay with manifests of them", stacklevel=2)
@@ -584,7 +593,10 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
         tests["emotion"] = single_task_copy(emotion, "emotion", data_dir / "emotion.csv")
     if old_intent:
         tests["old_intent"] = single_task_copy(old_intent, "intent", data_dir / "old_intent.csv")
-
+    old_valid_manifest = None
+    if old_valid:
+        old_valid_manifest = single_task_copy(old_valid, "intent", data_dir / "old_valid.csv")
+        _check_parent_intents(old_valid_manifest, parent_labels, old_valid)
     settings = {
         "output_folder": str(out), "parent_source": os.fspath(source),
         "parent_revision": revision, "mode": mode,
@@ -596,6 +608,10 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
     }
     overrides = {**settings, **user}
     hparams = load_hparams(str(hparams_file), overrides)
+    if mode == "extend" and not old_valid and hparams.get("new_intent_offset") is None:
+        warnings.warn("extend without --old-valid: the new intents' logits are not offset and "
+                      "may take many old-intent clips; pass --old-valid with held-out clips of "
+                      "the parent's intents", stacklevel=2)
     accelerator = make_accelerator(hparams)
     sb.create_experiment_directory(experiment_directory=str(out),
                                    hyperparams_to_save=str(hparams_file), overrides=overrides)
@@ -619,7 +635,9 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
         "new_intents": sorted(set(labels) - set(parent_labels)),
         "kept_intents": [label for label in labels if label in parent_labels],
         "shots": dict(sorted(counts.items())),
-        "replay_per_class": per_class if replay else None,
+        "replay_per_class": replay_per_class if replay else None,
+        "replayed": _row_count(train_manifests[1]) if replay else 0,
+        "rows_per_class": (hparams.get("train_batching") or {}).get("rows_per_class"),
     })
 
     # Retention, before: the parent itself, on the same manifests as after.
@@ -633,6 +651,12 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
     if accelerator.is_main_process:
         record_path.write_text(json.dumps(record, indent=2), encoding="utf-8")
     fit(hparams, accelerator)
+    if mode == "extend" and (old_valid_manifest or hparams.get("new_intent_offset") is not None):
+        record["calibration"] = calibrate_new_intents(
+            hparams, accelerator, old_valid_manifest, valid_manifests, parent_labels,
+            record.get("calibration"), old_valid)
+        if accelerator.is_main_process:
+            record_path.write_text(json.dumps(record, indent=2), encoding="utf-8")
     results = run_test(hparams, accelerator)
 
     after = {name: flat_stats(results[name]) for name in tests}
@@ -663,6 +687,86 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
 
             export_model(out, hparams["export_folder"], overwrite=True, repo_id=repo_id)
     return record
+
+
+def calibrate_new_intents(hparams, accelerator, old_valid, valid_manifests, parent_labels,
+                          done=None, shown=None) -> dict:
+    """``extend``: offset the new intents' logits in the best checkpoint; the record.
+
+    The offset is ``new_intent_offset`` when set, else chosen on ``old_valid`` by
+    :func:`multitask.calibration.choose_offset` with ``retention_tolerance``. It is
+    added to the bias of the checkpoint's new rows (so test and export carry it);
+    ``done``, the record of an earlier call on the same checkpoint (a resumed run),
+    makes this a no-op.
+    """
+    import torch
+
+    from . import data as D
+    from .calibration import (
+        accuracy_with_offset,
+        choose_offset,
+        log_probs_of,
+        shift_new_rows,
+        trade_off,
+    )
+    from .train import evaluate, load_best
+
+    model, encoders, best = load_best(hparams, accelerator)
+    name = os.path.basename(best.path)
+    if done and done.get("checkpoint") == name:
+        accelerator.print(f"new intents' offset {done['offset']:+.2f} already in {name}")
+        return done
+    labels = encoders["intent"].decode_ndim(list(range(len(encoders["intent"]))))
+    new = torch.tensor([label not in parent_labels for label in labels])
+
+    def scored(manifests, desc):
+        dataset, rows = D.load_split(manifests, encoders)
+        loader = D.make_loader(dataset, rows, hparams["eval_batching"], False, hparams["seed"],
+                               shard=(accelerator.process_index, accelerator.num_processes))
+        return log_probs_of(evaluate(accelerator, model, loader, encoders, desc=desc)["rows"])
+
+    new_valid = scored(valid_manifests, "calibrate: new intents")
+    record = {"checkpoint": name}
+    fixed = hparams.get("new_intent_offset")
+    if old_valid:
+        old = scored(old_valid, "calibrate: old intents")
+        tolerance = float(hparams.get("retention_tolerance", 0.01))
+        choice = choose_offset(*old, new, tolerance)
+        if fixed is not None:
+            choice = {"offset": float(fixed), "chosen_on_validation": choice["offset"]}
+        record.update({"old_valid": _display(shown), "tolerance": tolerance, **choice,
+                       "trade_off": trade_off(old, new_valid, new)})
+        if not choice.get("within_tolerance", True):
+            warnings.warn(f"no offset keeps the old intents within {tolerance:.1%} on "
+                          f"{_display(shown)}; the smallest ({choice['offset']}) is used",
+                          stacklevel=2)
+    else:
+        record["offset"] = float(fixed)
+    record["new_valid_accuracy"] = accuracy_with_offset(*new_valid, new, record["offset"])
+    shift_new_rows(model.heads["intent"], new, record["offset"])
+    if accelerator.is_main_process:
+        path = Path(best.path) / "heads.ckpt"
+        staged = path.with_suffix(".ckpt.tmp")
+        torch.save(model.heads.state_dict(), staged)
+        os.replace(staged, path)  # whole or not at all, like the checkpoint itself
+    accelerator.wait_for_everyone()
+    accelerator.print(f"new intents' logit offset {record['offset']:+.2f} written into {name}")
+    return record
+
+
+def _check_parent_intents(manifest, parent_labels, shown) -> None:
+    from .manifest import read_manifest
+
+    foreign = sorted({row["intent"] for row in read_manifest(manifest)} - set(parent_labels))
+    if foreign:
+        raise FinetuneError(f"--old-valid {shown}: intent(s) {', '.join(foreign)} are not the "
+                            "parent's")
+
+
+def _row_count(manifest) -> int:
+    from .manifest import read_manifest
+
+    return len(read_manifest(manifest))
 
 
 def _split_csv(path, data_dir: Path, seed: int):
@@ -729,10 +833,13 @@ def add_parser(subparsers) -> None:
                         help="emotion manifest on which retention is measured (before/after)")
     parser.add_argument("--old-intent", metavar="MANIFEST",
                         help="extend: manifest of the parent's intents, scored before/after")
+    parser.add_argument("--old-valid", metavar="MANIFEST",
+                        help="extend: held-out clips of the parent's intents, on which the "
+                             "new intents' logit offset is chosen")
     parser.add_argument("--replay", action="append", default=[], metavar="MANIFEST",
                         help="extend: manifests of the parent's intents to rehearse")
     parser.add_argument("--replay-per-class", type=int,
-                        help="rehearsed rows per parent intent (default: median new shots)")
+                        help="at most this many rehearsed rows per parent intent (default: all)")
     parser.add_argument("--parent-repo-id", help="Hub id of a local SOURCE, for the card")
     parser.add_argument("--repo-id", help="repo id used in the card's usage examples")
     parser.add_argument("--out", required=True, help="run folder (rerun to resume)")
@@ -765,7 +872,8 @@ def _run(args) -> int:
     try:
         record = finetune(
             args.source, args.train, args.out, valid=args.valid, test=args.test, mode=args.mode,
-            emotion=args.emotion, old_intent=args.old_intent, replay=args.replay,
+            emotion=args.emotion, old_intent=args.old_intent, old_valid=args.old_valid,
+            replay=args.replay,
             replay_per_class=args.replay_per_class, revision=args.revision,
             parent_repo_id=args.parent_repo_id, hparams_file=args.hparams,
             overrides=parse_overrides(args.overrides), export=args.export,

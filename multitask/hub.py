@@ -726,12 +726,22 @@ def _lineage_block(lineage: dict | None) -> str:
         f"- Mode: `{lineage['mode']}`; new intents: {new or 'none'}"
         + (f"; kept from the parent: {len(kept)} intents." if kept else "."),
         f"- Training examples per intent: {lineage.get('shots')}"
-        + (f"; plus {lineage['replay_per_class']} rehearsed per parent intent."
-           if lineage.get("replay_per_class") else "."),
+        + (f"; plus {lineage['replayed']} clips of the parent's intents, rehearsed."
+           if lineage.get("replayed") else ".")
+        + (f" Each epoch drew {lineage['rows_per_class']} clips of every intent."
+           if lineage.get("rows_per_class") else ""),
         f"- Frozen: encoder `{lineage.get('freeze_encoder')}` "
         "(all, none, or the conv front end and that many lower layers); heads "
         + (", ".join(f"`{h}`" for h in lineage.get("frozen_heads", [])) or "none") + ".",
     ]
+    calibration = lineage.get("calibration")
+    if calibration:
+        lines.append(
+            f"- The new intents' logits carry an offset of {calibration['offset']:+.2f}"
+            + (f", chosen on `{calibration['old_valid']}` so that they cost the parent's "
+               f"intents at most {calibration['tolerance']:.1%} of accuracy there."
+               if calibration.get("old_valid") and "tolerance" in calibration
+               and "chosen_on_validation" not in calibration else " (set by hand)."))
     results = lineage.get("results") or {}
     if results:
         lines += ["", "| measured | data | parent | fine-tuned | change |",

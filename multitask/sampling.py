@@ -5,7 +5,9 @@ Each epoch:
 1. **Compose**: with ``task_ratio`` set, draw ``ratio[t] * epoch_size`` rows from the
    rows of task ``t`` (cycling through fresh permutations when a corpus is smaller
    than its share, so a small corpus is oversampled rather than a large one cut);
-   without it, take every row once.
+   with ``rows_per_class`` set, draw that many rows of every class the same way
+   (class-balanced epochs: a class with a few clips repeats them, one with many
+   shows a different part of them each epoch); otherwise take every row once.
 2. **Bucket**: shuffle, cut into chunks of ``bucket_size`` rows, sort each chunk by
    duration, and fill batches greedily until ``rows * longest_duration`` (the audio
    seconds the padded batch costs) would pass ``max_batch_seconds``. Sorting within
@@ -58,6 +60,11 @@ class TaskMixingBatchSampler(Sampler):
         every task present in ``tasks`` must be named.
     epoch_size : int or None
         Rows per epoch when ``task_ratio`` is set; defaults to the number of rows.
+    classes : list or None
+        A class key per row (any hashable, e.g. ``("intent", "card_block")``);
+        needed with ``rows_per_class``.
+    rows_per_class : int or None
+        Rows drawn from each class every epoch; excludes ``task_ratio``.
     shuffle : bool
         False for evaluation: batches in duration order, no resampling.
     bucket_size : int
@@ -77,6 +84,8 @@ class TaskMixingBatchSampler(Sampler):
         batch_size=None,
         task_ratio=None,
         epoch_size=None,
+        classes=None,
+        rows_per_class=None,
         shuffle=True,
         bucket_size=400,
         seed=0,
@@ -90,6 +99,15 @@ class TaskMixingBatchSampler(Sampler):
         self.batch_size = batch_size
         self.task_ratio = dict(task_ratio) if task_ratio else None
         self.epoch_size = epoch_size or len(self.durations)
+        self.rows_per_class = rows_per_class
+        if rows_per_class is not None:
+            if task_ratio:
+                raise ValueError("give task_ratio or rows_per_class, not both")
+            if classes is None or len(classes) != len(self.durations):
+                raise ValueError("rows_per_class needs one class key per row (classes)")
+            if int(rows_per_class) < 1:
+                raise ValueError(f"rows_per_class must be at least 1, not {rows_per_class}")
+        self.classes = list(classes) if classes is not None else None
         self.shuffle = shuffle
         self.bucket_size = bucket_size
         self.seed = seed
@@ -114,20 +132,19 @@ class TaskMixingBatchSampler(Sampler):
         gen = self._generator()
         if not self.shuffle:
             return sorted(range(len(self.durations)), key=lambda i: self.durations[i])
-        if not self.task_ratio:
+        if self.rows_per_class is not None:
+            drawn = []
+            for key in sorted(set(self.classes), key=repr):  # a fixed order: same draws everywhere
+                pool = [i for i, c in enumerate(self.classes) if c == key]
+                drawn.extend(_draw(pool, int(self.rows_per_class), gen))
+        elif self.task_ratio:
+            total = sum(self.task_ratio.values())
+            drawn = []
+            for task, share in self.task_ratio.items():
+                pool = [i for i, t in enumerate(self.tasks) if t == task]
+                drawn.extend(_draw(pool, round(self.epoch_size * share / total), gen))
+        else:
             return torch.randperm(len(self.durations), generator=gen).tolist()
-        total = sum(self.task_ratio.values())
-        drawn = []
-        for task, share in self.task_ratio.items():
-            pool = [i for i, t in enumerate(self.tasks) if t == task]
-            wanted = round(self.epoch_size * share / total)
-            if not pool or wanted == 0:
-                continue
-            while wanted > 0:
-                take = min(wanted, len(pool))
-                order = torch.randperm(len(pool), generator=gen)[:take]
-                drawn.extend(pool[j] for j in order.tolist())
-                wanted -= take
         order = torch.randperm(len(drawn), generator=gen).tolist()
         return [drawn[j] for j in order]
 
@@ -202,6 +219,16 @@ class TaskMixingBatchSampler(Sampler):
                 f"{self.seed}; resume with the same seed or start a new output folder"
             )
         self.set_epoch(epoch + 1 if end_of_epoch else epoch)
+
+
+def _draw(pool: list[int], wanted: int, gen: torch.Generator) -> list[int]:
+    """``wanted`` rows of ``pool``: whole fresh permutations, then part of one more."""
+    drawn = []
+    while pool and wanted > 0:
+        take = min(wanted, len(pool))
+        drawn.extend(pool[j] for j in torch.randperm(len(pool), generator=gen)[:take].tolist())
+        wanted -= take
+    return drawn
 
 
 def steps_per_epoch(num_batches: int, world_size: int, accumulation: int) -> int:

@@ -423,6 +423,20 @@ def _group_lr(optimizer, name) -> float:
     return lrs[0] if lrs else 0.0
 
 
+def load_best(hparams, accelerator: Accelerator):
+    """``(model, label encoders, checkpoint)``: the run's best checkpoint (``best_metric``)
+    loaded into a model on the accelerator's device."""
+    encoders = D.load_label_encoders(hparams["save_folder"], hparams.get("tasks", TASKS))
+    model = build_model(hparams, encoders)
+    checkpointer = AtomicCheckpointer(
+        hparams["save_folder"], recoverables={"encoder": model.encoder, "heads": model.heads}
+    )
+    best = checkpointer.recover_if_possible(max_key=hparams.get("best_metric", "mean_accuracy"))
+    if best is None:
+        raise FileNotFoundError(f"{hparams['save_folder']}: no checkpoint to test")
+    return model.to(accelerator.device), encoders, best
+
+
 def test(hparams, accelerator: Accelerator | None = None) -> dict:
     """Score the best checkpoint on each manifest in ``hparams["test_manifests"]``.
 
@@ -430,16 +444,7 @@ def test(hparams, accelerator: Accelerator | None = None) -> dict:
     PNGs into ``output_folder`` and returns the metrics.
     """
     accelerator = accelerator or make_accelerator(hparams)
-    encoders = D.load_label_encoders(hparams["save_folder"], hparams.get("tasks", TASKS))
-    model = build_model(hparams, encoders)
-    checkpointer = AtomicCheckpointer(
-        hparams["save_folder"], recoverables={"encoder": model.encoder, "heads": model.heads}
-    )
-    best_metric = hparams.get("best_metric", "mean_accuracy")
-    best = checkpointer.recover_if_possible(max_key=best_metric)
-    if best is None:
-        raise FileNotFoundError(f"{hparams['save_folder']}: no checkpoint to test")
-    model.to(accelerator.device)
+    model, encoders, best = load_best(hparams, accelerator)
     results = {"checkpoint": os.path.basename(best.path), "checkpoint_meta": best.meta}
     out = hparams["output_folder"]
     for name, manifest in (hparams.get("test_manifests") or {}).items():

@@ -9,8 +9,9 @@ test clips from voices no banking corpus has), then two fine-tunings of
 ``results/demo/model``:
 
 * ``replace``: the 8 new intents only;
-* ``extend``: the demo's 14 intents and the 8 new ones, 20 demo clips per old intent
-  rehearsed, scored on the demo's intent test as well.
+* ``extend``: the demo's 14 intents and the 8 new ones, every training clip of the
+  demo's intents rehearsed, the new intents' offset chosen on the demo's intent
+  validation split, scored on the demo's intent test as well.
 
 Both measure emotion on the demo's emotion test before and after. The figures go
 to ``results/finetune/metrics.json``.
@@ -42,6 +43,7 @@ if __name__ == "__main__":
     replace = finetune(f"{DEMO}/model", data["train"], f"{OUT}/replace", mode="replace", **common)
     extend = finetune(f"{DEMO}/model", data["train"], f"{OUT}/extend", mode="extend",
                       old_intent=f"{DEMO}/data/skit_s2i/test.csv",
+                      old_valid=f"{DEMO}/data/skit_s2i/valid.csv",
                       replay=[f"{DEMO}/data/skit_s2i/train.csv"], **common)
 
     metrics = {
@@ -52,7 +54,8 @@ if __name__ == "__main__":
         "replace": {"settings": {k: replace[k] for k in ("freeze_encoder", "frozen_heads")},
                     **replace["results"]},
         "extend": {"settings": {k: extend[k] for k in ("freeze_encoder", "frozen_heads",
-                                                       "replay_per_class")},
+                                                       "replayed", "rows_per_class")},
+                   "calibration": extend.get("calibration"),
                    **extend["results"]},
     }
     with open(os.path.join(OUT, "metrics.json"), "w", encoding="utf-8") as fout:

@@ -27,7 +27,8 @@ pytest_plugins = ["trained_tiny"]
 NEW_INTENTS = {"chirp": 3000, "whistle": 5000}  # tone frequency (Hz) per new intent
 # The toy intents are tone frequencies, which speed perturbation would move across
 # classes: finetune.yaml's augmentation is off in these runs.
-FAST = ["--number_of_epochs=6", "--batch_size=4", "--warmup_steps=0", "--task_augmentation=null"]
+FAST = ["--number_of_epochs=6", "--batch_size=4", "--warmup_steps=0", "--task_augmentation=null",
+        "--train_batching={batch_size: 4, max_batch_seconds: null, task_ratio: null, rows_per_class: 8}"]
 
 
 def write_new_domain(folder, shots, seed, labels=None, split="train"):
@@ -72,12 +73,16 @@ def extended(exported_model, new_domain, toy_corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("ft_extend") / "run"
     record = finetune(str(exported_model), new_domain["train"], out, valid=[new_domain["valid"]],
                       test=new_domain["test"], mode="extend", emotion=toy_corpus["test"],
-                      old_intent=toy_corpus["test"], replay=[toy_corpus["train"]],
-                      parent_repo_id="org/name",
-                      overrides={"number_of_epochs": 10, "batch_size": 4, "warmup_steps": 0,
-                                 "task_augmentation": None,
-                                 "head_lr": 0.01})
+                      old_intent=toy_corpus["test"], old_valid=toy_corpus["valid"],
+                      replay=[toy_corpus["train"]], parent_repo_id="org/name",
+                      overrides=EXTEND)
     return out, record
+
+
+EXTEND = {"number_of_epochs": 10, "batch_size": 4, "warmup_steps": 0, "task_augmentation": None,
+          "head_lr": 0.01,
+          "train_batching": {"batch_size": 4, "max_batch_seconds": None, "task_ratio": None,
+                             "rows_per_class": 8}}
 
 
 def parent_heads(exported_model):
@@ -135,15 +140,60 @@ def test_extend_keeps_the_old_intents_within_two_points_and_learns_the_new(exten
     assert front["base_model"] == "org/name"
 
 
+def test_extend_rehearses_every_old_clip_and_offsets_the_new_intents_on_old_validation(
+        extended, toy_corpus):
+    out, record = extended
+    old_rows = [r for r in csv.DictReader(open(toy_corpus["train"])) if r["intent"]]
+    assert record["replayed"] == len(old_rows) and record["rows_per_class"] == 8
+    calibration = record["calibration"]
+    assert calibration["old_valid"].endswith("valid.csv")
+    assert calibration["accuracy"] >= calibration["accuracy_without_new"] - calibration["tolerance"]
+    assert [row["offset"] for row in calibration["trade_off"]] == [-4, -3, -2, -1, 0, 1, 2]
+
+
+def test_a_fixed_offset_reaches_the_export_and_a_resumed_run_does_not_add_it_twice(
+        exported_model, new_domain, toy_corpus, tmp_path):
+    """new_intent_offset=-100 switches the new intents off in the exported model."""
+    out = tmp_path / "run"
+    kwargs = dict(valid=[new_domain["valid"]], test=new_domain["test"], mode="extend",
+                  old_intent=toy_corpus["test"], replay=[toy_corpus["train"]],
+                  overrides={**EXTEND, "number_of_epochs": 2, "new_intent_offset": -100})
+    record = finetune(str(exported_model), new_domain["train"], out, **kwargs)
+    assert record["calibration"]["offset"] == -100
+    assert record["results"]["new_intent"]["accuracy"] == 0
+    heads = load_file(out / "export" / "heads.safetensors")
+    again = finetune(str(exported_model), new_domain["train"], out, **kwargs)
+    assert again["calibration"] == record["calibration"]
+    assert all(torch.equal(heads[k], v)
+               for k, v in load_file(out / "export" / "heads.safetensors").items())
+    model = MultitaskClassifier.from_hparams(source=str(out / "export"), run_opts={"device": "cpu"})
+    wavs = [r["path"] for r in csv.DictReader(open(new_domain["test"]))]
+    folder = os.path.dirname(new_domain["test"])
+    predicted = {model.classify_file(os.path.join(folder, w))["intent"]["label"] for w in wavs}
+    assert predicted <= {"low", "high"}
+
+
+def test_old_validation_clips_of_other_intents_are_refused(exported_model, new_domain, toy_corpus,
+                                                           tmp_path):
+    from multitask.manifest import read_manifest, write_manifest
+
+    rows = [dict(r, intent="chirp") if r["intent"] == "low" else r
+            for r in read_manifest(toy_corpus["valid"])]
+    old_valid = tmp_path / "old_valid.csv"
+    write_manifest(old_valid, rows)
+    with pytest.raises(FinetuneError, match="old-valid .*: intent.s. chirp are not the parent's"):
+        finetune(str(exported_model), new_domain["train"], tmp_path / "run", mode="extend",
+                 valid=[new_domain["valid"]], old_valid=str(old_valid),
+                 replay=[toy_corpus["train"]], overrides=EXTEND)
+
+
 @pytest.fixture(scope="module")
 def extended_preserving(exported_model, new_domain, toy_corpus, tmp_path_factory):
     out = tmp_path_factory.mktemp("ft_extend_preserving") / "run"
     record = finetune(str(exported_model), new_domain["train"], out, valid=[new_domain["valid"]],
                       test=new_domain["test"], mode="extend", old_intent=toy_corpus["test"],
                       replay=[toy_corpus["train"]],
-                      overrides={"number_of_epochs": 3, "batch_size": 4, "warmup_steps": 0,
-                                 "task_augmentation": None,
-                                 "head_lr": 0.01, "preserve_old_intents": True})
+                      overrides={**EXTEND, "number_of_epochs": 3, "preserve_old_intents": True})
     return out, record
 
 

@@ -74,3 +74,26 @@ def test_resuming_with_another_seed_is_refused(tmp_path):
     other = TaskMixingBatchSampler(durations, tasks, batch_size=4, seed=2)
     with pytest.raises(ValueError, match="seed"):
         other._recover(tmp_path / "s")
+
+
+def test_rows_per_class_balances_classes_and_rotates_a_large_class_through_epochs():
+    classes = ["rare"] * 5 + ["common"] * 100
+    sampler = TaskMixingBatchSampler([1.0] * 105, max_batch_seconds=8, classes=classes,
+                                     rows_per_class=20, seed=4)
+    seen_common = set()
+    for epoch in range(5):
+        sampler.set_epoch(epoch)
+        drawn = [i for b in sampler for i in b]
+        assert [classes[i] for i in drawn].count("rare") == 20   # 5 clips, each 4 times
+        common = [i for i in drawn if classes[i] == "common"]
+        assert len(common) == len(set(common)) == 20             # a different fifth each epoch
+        seen_common |= set(common)
+    assert len(seen_common) > 60
+
+
+def test_rows_per_class_needs_a_class_per_row_and_excludes_task_ratio():
+    with pytest.raises(ValueError, match="class key per row"):
+        TaskMixingBatchSampler([1.0] * 3, batch_size=2, rows_per_class=2)
+    with pytest.raises(ValueError, match="not both"):
+        TaskMixingBatchSampler([1.0] * 2, ["intent", "emotion"], batch_size=2, rows_per_class=2,
+                               classes=["a", "b"], task_ratio={"intent": 1, "emotion": 1})
