@@ -759,6 +759,17 @@ def _lineage_block(lineage: dict | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _mix(batching: dict) -> str:
+    """How an epoch was composed, for the card.
+
+    >>> _mix({"rows_per_class": 40}), _mix({"task_ratio": {"intent": 0.5}}), _mix({})
+    ('40 rows of every class per epoch', "{'intent': 0.5}", 'as in the data')
+    """
+    if batching.get("rows_per_class"):
+        return f"{batching['rows_per_class']} rows of every class per epoch"
+    return str(batching.get("task_ratio") or "as in the data")
+
+
 def _training_block(hparams: dict, ckpt, lineage: dict | None = None) -> str:
     encoder = hparams["encoder"]
     config = encoder.config
@@ -779,7 +790,7 @@ def _training_block(hparams: dict, ckpt, lineage: dict | None = None) -> str:
             hparams.get("train_manifests"))) + "; each utterance carries one task's label "
         "and the loss of each head counts only the rows labelled for it.",
         f"- Task loss weights: {hparams.get('task_weights', {})}; task mix per batch: "
-        f"{(hparams.get('train_batching') or {}).get('task_ratio') or 'as in the data'}.",
+        f"{_mix(hparams.get('train_batching') or {})}.",
         f"- Optimisation: {_callable_name(hparams.get('optimizer'))}, encoder lr "
         f"{hparams.get('encoder_lr')}, heads lr "
         f"{hparams.get('head_lr')}, weight decay {hparams.get('weight_decay', 0)}, warm-up "
