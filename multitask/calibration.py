@@ -12,7 +12,10 @@ the largest one on a grid whose accuracy there stays within ``tolerance`` of the
 same model's accuracy with the new intents switched off, i.e. the new intents may
 take at most that share of the old clips it gets right. It is written into the bias
 of the new intents' rows of the last layer (a bias is an offset on the logits), so
-the exported model needs nothing new to carry it.
+the exported model needs nothing new to carry it. The choice is only as good as the
+validation voices are like the callers': on the 60-epoch demo model the demo's intent
+validation split (2 timbres, both also in the new domain's training set) allowed -0.5,
+and the old intents lost 5.3 points on their test.
 
 Example
 -------
