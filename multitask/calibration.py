@@ -52,13 +52,14 @@ def choose_offset(old_log_probs: torch.Tensor, old_targets: torch.Tensor, new: t
     "within_tolerance"}``; when no offset qualifies (``within_tolerance`` False) the
     smallest one is returned.
     """
-    floor = accuracy_with_offset(old_log_probs, old_targets, new, float("-inf")) - tolerance
+    without_new = accuracy_with_offset(old_log_probs, old_targets, new, float("-inf"))
     scores = {offset: accuracy_with_offset(old_log_probs, old_targets, new, offset)
               for offset in offsets}
-    eligible = [offset for offset, score in scores.items() if score >= floor - 1e-9]
+    eligible = [offset for offset, score in scores.items()
+                if score >= without_new - tolerance - 1e-9]
     offset = max(eligible) if eligible else min(offsets)
     return {"offset": offset, "accuracy": scores[offset],
-            "accuracy_without_new": floor + tolerance,
+            "accuracy_without_new": without_new,
             "accuracy_at_zero": accuracy_with_offset(old_log_probs, old_targets, new, 0.0),
             "within_tolerance": bool(eligible)}
 

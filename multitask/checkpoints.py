@@ -74,6 +74,24 @@ class AtomicCheckpointer(Checkpointer):
         return Checkpoint(final, staged.meta, files)
 
 
+def rewrite_recoverable(checkpoint: Checkpoint, key: str, module) -> None:
+    """Replace ``key``'s parameter file in a published ``checkpoint`` with ``module``'s
+    state, whole or not at all (written beside it, flushed, renamed over it).
+
+    For a change made after training (e.g. an offset written into a bias); the file
+    format is SpeechBrain's save hook for modules, ``torch.save(state_dict)``. Call it
+    on the main process only.
+    """
+    import torch
+
+    path = pathlib.Path(checkpoint.paramfiles[key])
+    staged = path.with_name(path.name + STAGING)
+    torch.save(module.state_dict(), staged)
+    _fsync_folder(staged)
+    os.replace(staged, path)
+    _fsync_folder(path.parent)
+
+
 def _fsync_folder(folder: pathlib.Path) -> None:
     for path in [*folder.iterdir(), folder] if folder.is_dir() else [folder]:
         flags = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) if path.is_dir() else os.O_RDONLY

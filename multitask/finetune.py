@@ -548,7 +548,7 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
     import speechbrain as sb
 
     from .recipe import load_hparams
-    from .train import evaluate, fit, flat_stats, make_accelerator
+    from .train import fit, flat_stats, make_accelerator
     from .train import test as run_test
 
     if mode not in MODES:
@@ -644,7 +644,7 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
     before = record.setdefault("before", {})
     for name, task in (("emotion", "emotion"), ("old_intent", "intent")):
         if name in tests and (before.get(name) or {}).get("manifest") != _display(given[name]):
-            before[name] = _score(parent, tests[name], task, hparams, accelerator, evaluate,
+            before[name] = _score(parent, tests[name], task, hparams, accelerator,
                                   given[name])
 
     # Written before training, so a killed run's folder still names its parent.
@@ -701,7 +701,6 @@ def calibrate_new_intents(hparams, accelerator, old_valid, valid_manifests, pare
     """
     import torch
 
-    from . import data as D
     from .calibration import (
         accuracy_with_offset,
         choose_offset,
@@ -709,21 +708,19 @@ def calibrate_new_intents(hparams, accelerator, old_valid, valid_manifests, pare
         shift_new_rows,
         trade_off,
     )
-    from .train import evaluate, load_best
+    from .checkpoints import rewrite_recoverable
+    from .train import evaluate_manifest, label_names, load_best
 
     model, encoders, best = load_best(hparams, accelerator)
     name = os.path.basename(best.path)
     if done and done.get("checkpoint") == name:
         accelerator.print(f"new intents' offset {done['offset']:+.2f} already in {name}")
         return done
-    labels = encoders["intent"].decode_ndim(list(range(len(encoders["intent"]))))
-    new = torch.tensor([label not in parent_labels for label in labels])
+    new = torch.tensor([label not in parent_labels for label in label_names(encoders["intent"])])
 
     def scored(manifests, desc):
-        dataset, rows = D.load_split(manifests, encoders)
-        loader = D.make_loader(dataset, rows, hparams["eval_batching"], False, hparams["seed"],
-                               shard=(accelerator.process_index, accelerator.num_processes))
-        return log_probs_of(evaluate(accelerator, model, loader, encoders, desc=desc)["rows"])
+        stats = evaluate_manifest(accelerator, model, manifests, encoders, hparams, desc=desc)
+        return log_probs_of(stats["rows"])
 
     new_valid = scored(valid_manifests, "calibrate: new intents")
     record = {"checkpoint": name}
@@ -745,10 +742,7 @@ def calibrate_new_intents(hparams, accelerator, old_valid, valid_manifests, pare
     record["new_valid_accuracy"] = accuracy_with_offset(*new_valid, new, record["offset"])
     shift_new_rows(model.heads["intent"], new, record["offset"])
     if accelerator.is_main_process:
-        path = Path(best.path) / "heads.ckpt"
-        staged = path.with_suffix(".ckpt.tmp")
-        torch.save(model.heads.state_dict(), staged)
-        os.replace(staged, path)  # whole or not at all, like the checkpoint itself
+        rewrite_recoverable(best, "heads", model.heads)
     accelerator.wait_for_everyone()
     accelerator.print(f"new intents' logit offset {record['offset']:+.2f} written into {name}")
     return record
@@ -779,19 +773,16 @@ def _split_csv(path, data_dir: Path, seed: int):
             [prepare_split(prepared["valid"], data_dir, "valid", seed)])
 
 
-def _score(parent, manifest, task, hparams, accelerator, evaluate, shown) -> dict:
+def _score(parent, manifest, task, hparams, accelerator, shown) -> dict:
     """The parent's figures for ``task`` on ``manifest`` (the same loop as after)."""
-    from . import data as D
     from .model import MultitaskModel
-    from .train import flat_stats
+    from .train import evaluate_manifest, flat_stats
 
     encoders = {t: parent.hparams.label_encoders[t] for t in parent.tasks}
     model = MultitaskModel(parent.mods.encoder, {t: parent.mods.heads[t] for t in parent.tasks})
     model.to(accelerator.device)
-    dataset, rows = D.load_split(manifest, encoders)
-    loader = D.make_loader(dataset, rows, hparams["eval_batching"], False, hparams["seed"],
-                           shard=(accelerator.process_index, accelerator.num_processes))
-    stats = evaluate(accelerator, model, loader, encoders, desc=f"parent {task}")
+    stats = evaluate_manifest(accelerator, model, manifest, encoders, hparams,
+                              desc=f"parent {task}")
     return _figures(flat_stats(stats), task, shown)
 
 

@@ -399,7 +399,7 @@ def evaluate(accelerator, model, loader, encoders, weights=None, desc="eval") ->
         if labelled:
             stats[task] = classification_report(
                 [max(range(len(p)), key=p.__getitem__) for _, p in labelled],
-                [ref for ref, _ in labelled], _names(encoders[task]), task,
+                [ref for ref, _ in labelled], label_names(encoders[task]), task,
             )
     return stats
 
@@ -421,6 +421,15 @@ def flat_stats(stats: dict) -> dict:
 def _group_lr(optimizer, name) -> float:
     lrs = [g["lr"] for g in optimizer.param_groups if g.get("name") == name]
     return lrs[0] if lrs else 0.0
+
+
+def evaluate_manifest(accelerator, model, manifest, encoders, hparams, desc="eval") -> dict:
+    """:func:`evaluate` over one manifest (or a list), batched by ``eval_batching`` and
+    sharded between processes."""
+    dataset, rows = D.load_split(manifest, encoders)
+    loader = D.make_loader(dataset, rows, hparams["eval_batching"], False, hparams["seed"],
+                           shard=_shard(accelerator))
+    return evaluate(accelerator, model, loader, encoders, desc=desc)
 
 
 def load_best(hparams, accelerator: Accelerator):
@@ -448,10 +457,8 @@ def test(hparams, accelerator: Accelerator | None = None) -> dict:
     results = {"checkpoint": os.path.basename(best.path), "checkpoint_meta": best.meta}
     out = hparams["output_folder"]
     for name, manifest in (hparams.get("test_manifests") or {}).items():
-        dataset, rows = D.load_split(manifest, encoders)
-        loader = D.make_loader(dataset, rows, hparams["eval_batching"], False, hparams["seed"],
-                               shard=_shard(accelerator))
-        stats = evaluate(accelerator, model, loader, encoders, desc=f"test {name}")
+        stats = evaluate_manifest(accelerator, model, manifest, encoders, hparams,
+                                  desc=f"test {name}")
         predictions = stats.pop("rows")
         results[name] = {"manifest": os.path.basename(str(manifest)), **stats}
         if accelerator.is_main_process:
@@ -459,7 +466,7 @@ def test(hparams, accelerator: Accelerator | None = None) -> dict:
             for task in encoders:
                 if task in stats:
                     plot_confusion_matrix(
-                        stats[task]["confusion_matrix"], _names(encoders[task]),
+                        stats[task]["confusion_matrix"], label_names(encoders[task]),
                         os.path.join(out, f"confusion_{name}_{task}.png"),
                         title=f"{task} — {name} ({stats[task]['num_examples']} utterances)",
                     )
@@ -471,7 +478,8 @@ def test(hparams, accelerator: Accelerator | None = None) -> dict:
     return results
 
 
-def _names(encoder) -> list[str]:
+def label_names(encoder) -> list[str]:
+    """A label encoder's labels in index order."""
     return encoder.decode_ndim(list(range(len(encoder))))
 
 
@@ -485,7 +493,7 @@ def _write_predictions(path, rows, encoders) -> None:
             cells = [row["id"]]
             for task in tasks:
                 ref, probs = row[task]
-                names = _names(encoders[task])
+                names = label_names(encoders[task])
                 pred = max(range(len(probs)), key=probs.__getitem__)
                 cells += [names[ref] if ref != IGNORE_INDEX else "", names[pred], f"{probs[pred]:.4f}"]
             writer.writerow(cells)
