@@ -395,6 +395,8 @@ def init_from_parent(model, encoders, source, revision=None, savedir=None, mode=
     """
     import torch
 
+    from .train import label_names
+
     parent = load_parent(source, revision, savedir)
     model.encoder.load_state_dict(parent.mods.encoder.state_dict())
     generator = torch.Generator().manual_seed(seed)
@@ -404,7 +406,7 @@ def init_from_parent(model, encoders, source, revision=None, savedir=None, mode=
         source_state = parent.mods.heads[task].state_dict()
         target = head.state_dict()
         old = parent.labels[task]
-        new = [encoders[task].ind2lab[i] for i in range(len(encoders[task].ind2lab))]
+        new = label_names(encoders[task])
         last = f"classifier.{len(head.classifier) - 1}."
         for key, value in source_state.items():
             if not key.startswith(last):

@@ -186,6 +186,37 @@ def batches_with_frames(loader, frame_lengths):
         yield wavs, frame_lengths(samples).long()
 
 
+def check_corpus_seed(encoder_folder, corpus_seed: int) -> None:
+    """Refuse an encoder pretrained on another seed's corpus (``pretraining.json``).
+
+    The synthetic corpus's seed decides which voices are training, validation and test
+    voices; an encoder pretrained on another seed's training audio has heard some of
+    this corpus's test voices. Encoders without a record (not ours) pass.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> write_summary(folder, {"corpus_seed": 1234})
+    >>> check_corpus_seed(folder, 1234)
+    >>> check_corpus_seed(folder, 7)
+    Traceback (most recent call last):
+    ...
+    ValueError: ...pretraining.json: the encoder was pretrained on the corpus of seed 1234, not 7; ...
+    """
+    path = os.path.join(os.fspath(encoder_folder), "pretraining.json")
+    if not os.path.isfile(path):
+        return
+    with open(path, encoding="utf-8") as fin:
+        recorded = json.load(fin).get("corpus_seed")
+    if recorded is not None and int(recorded) != int(corpus_seed):
+        raise ValueError(
+            f"{path}: the encoder was pretrained on the corpus of seed {recorded}, not "
+            f"{corpus_seed}; its test voices would not be unheard. Keep corpus_seed={recorded} "
+            "(change `seed` for another training run) or pretrain for this corpus "
+            "(recipes/pretrain.py with the same corpus_seed).")
+
+
 def write_summary(folder, summary: dict) -> None:
     with open(os.path.join(folder, "pretraining.json"), "w", encoding="utf-8") as fout:
         json.dump(summary, fout, indent=2)
@@ -294,6 +325,7 @@ def pretrain(hparams, accelerator) -> dict:
             "num_clusters": hparams["num_clusters"], "mask_prob": hparams["mask_prob"],
             "mask_length": hparams["mask_length"], "epochs": epoch_counter.limit,
             "train_manifests": [os.path.relpath(p) for p in hparams["train_manifests"]],
+            "corpus_seed": hparams.get("corpus_seed"),
             "audio_hours": round(sum(float(r["duration"]) for r in rows) / 3600, 2),
             "history": history,
         })

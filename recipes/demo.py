@@ -24,6 +24,7 @@ from multitask.baseline import run_baseline
 from multitask.demo import demo_metrics, write_json, write_report
 from multitask.hub import export_model
 from multitask.manifest import read_manifest
+from multitask.pretrain import check_corpus_seed
 from multitask.recipe import load_hparams, parse_arguments
 from multitask.synth import generate
 from multitask.train import fit, make_accelerator, prepare_data, test
@@ -35,8 +36,12 @@ if __name__ == "__main__":
     demo_folder = hparams["demo_folder"]
 
     # 1-2. Corpus, then manifests from the real preparers.
+    try:
+        check_corpus_seed(hparams["encoder_source"], hparams["corpus_seed"])
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
     if not os.path.isfile(os.path.join(hparams["synth_folder"], "DATASHEET.md")):
-        generate(hparams["synth_folder"], size=hparams["synth_size"], seed=hparams["seed"])
+        generate(hparams["synth_folder"], size=hparams["synth_size"], seed=hparams["corpus_seed"])
     accelerator = make_accelerator(hparams)
     sb.create_experiment_directory(hparams["output_folder"], hyperparams_to_save=hparams_file,
                                    overrides=overrides)

@@ -25,7 +25,7 @@ if __name__ == "__main__":
     accelerator = make_accelerator(hparams)
     if accelerator.is_main_process and not os.path.isfile(
             os.path.join(hparams["synth_folder"], "DATASHEET.md")):
-        generate(hparams["synth_folder"], size=hparams["synth_size"], seed=hparams["seed"])
+        generate(hparams["synth_folder"], size=hparams["synth_size"], seed=hparams["corpus_seed"])
     accelerator.wait_for_everyone()
     sb.create_experiment_directory(hparams["output_folder"], hyperparams_to_save=hparams_file,
                                    overrides=overrides)
