@@ -333,3 +333,23 @@ def test_workers_forked_after_this_process_synthesised_give_the_same_bytes(tmp_p
     for i in range(2 * BATCH):
         assert (tmp_path / "pool" / f"{i}.wav").read_bytes() == \
                (tmp_path / "here" / f"{i}.wav").read_bytes(), i
+
+
+def test_caller_affect_is_mild_unlabelled_and_on_its_own_stream():
+    from multitask.synth import corpus as corpus_module
+    from multitask.synth.voices import corpus_pools
+
+    spec = corpus_module.SIZES["small"]
+    pools = corpus_pools(0, "skit_s2i")
+    plan = corpus_module.plan_intent_corpus("x", spec, pools, seed=0, affect_share=0.5)
+    affects = [u.emotion for u in plan.utterances]
+    share = 1 - affects.count("neutral") / len(affects)
+    assert abs(share - 0.5) < 0.05
+    assert set(affects) == set(EMOTIONS)
+    mild = [u.strength for u in plan.utterances if u.emotion != "neutral"]
+    assert 0 < min(mild) and max(mild) <= corpus_module.CALLER_AFFECT_MAX
+    # Texts, voices and file names do not depend on the affect draws; the default is neutral.
+    calm = corpus_module.plan_intent_corpus("x", spec, pools, seed=0)
+    assert {(u.emotion, u.strength) for u in calm.utterances} == {("neutral", 0.0)}
+    assert [(u.text, u.speaker, u.path) for u in calm.utterances] == [
+        (u.text, u.speaker, u.path) for u in plan.utterances]

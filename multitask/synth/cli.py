@@ -44,6 +44,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--shots", type=int, default=20, help="--domain new: training clips per intent"
     )
+    parser.add_argument(
+        "--caller-affect", type=float, default=0.0, metavar="SHARE",
+        help="--domain banking: share of the intent corpus spoken with a mild emotion "
+             "(not a label; default 0, neutral prosody)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run)
     return parser
@@ -59,6 +64,7 @@ def run(args: argparse.Namespace) -> dict[str, str]:
         domain=args.domain,
         shots=args.shots,
         progress=not args.no_progress,
+        caller_affect=args.caller_affect,
     )
     for key, path in paths.items():
         print(f"{key:>10}: {path}")

@@ -70,6 +70,11 @@ FIRST_ACTOR_ID = 1001
 BATCH = 16
 # Random-number streams: one per corpus, so resizing one corpus leaves the others alone.
 STREAMS = {"intent": 1, "emotion": 2, "joint": 3, "new": 4}
+# With --caller-affect SHARE, that share of the intent corpus's clips carries a mild affect:
+# one of the five non-neutral emotions at a strength drawn up to CALLER_AFFECT_MAX (0.5 is
+# the LO level; the joint test also speaks at HI, 1.0). The Skit-S2I layout has no emotion
+# column, so the affect is not a label; the datasheet counts it.
+CALLER_AFFECT_MAX = 0.5
 
 
 @dataclass(frozen=True)
@@ -137,10 +142,31 @@ class Plan:
 # ------------------------------------------------------------------------- planning
 
 
-def plan_intent_corpus(root: str, size: SizeSpec, pools: dict, seed: int) -> Plan:
+def caller_affect(rng: np.random.Generator, share: float) -> tuple[str, float]:
+    """(emotion, strength) of one intent-corpus clip: neutral, or (with probability
+    ``share``) a mild affect.
+
+    >>> rng = np.random.default_rng(0)
+    >>> draws = [caller_affect(rng, 0.5) for _ in range(400)]
+    >>> max(s for _, s in draws) <= CALLER_AFFECT_MAX, {e for e, s in draws if s == 0}
+    (True, {'neutral'})
+    >>> {caller_affect(rng, 0.0) for _ in range(10)}
+    {('neutral', 0.0)}
+    """
+    if rng.random() >= share:
+        return "neutral", 0.0
+    others = [e for e in EMOTIONS if e != "neutral"]
+    return others[rng.integers(len(others))], float(rng.uniform(0.1, CALLER_AFFECT_MAX))
+
+
+def plan_intent_corpus(root: str, size: SizeSpec, pools: dict, seed: int,
+                       affect_share: float = 0.0) -> Plan:
     """Skit-S2I: train+valid voices -> ``train.csv``, test voices -> ``test.csv``
-    (``pools``: :func:`~.voices.corpus_pools` for ``skit_s2i``)."""
+    (``pools``: :func:`~.voices.corpus_pools` for ``skit_s2i``); ``affect_share`` of the
+    clips with a mild caller affect (:func:`caller_affect`), the rest neutral."""
     rng = np.random.default_rng([seed, STREAMS["intent"], 0])
+    # Its own stream, so the texts and voices do not depend on the affect.
+    affect_rng = np.random.default_rng([seed, STREAMS["intent"], 1])
     entries = []
     for split, voices, n in (
         ("train", pools["train"] + pools["valid"], size.intent_train),
@@ -155,13 +181,14 @@ def plan_intent_corpus(root: str, size: SizeSpec, pools: dict, seed: int) -> Pla
     plan = Plan()
     for index, (split, class_index, template, voice) in enumerate(entries):
         text = sentence(fill(template, rng))
+        emotion, strength = caller_affect(affect_rng, affect_share)
         rel = f"wavs/{index:06d}.wav"
         utt = Utterance(
             path=os.path.join(root, rel),
             text=text,
             speaker=make_speaker(voice, seed),
-            emotion="neutral",
-            strength=0.0,
+            emotion=emotion,
+            strength=strength,
             channel="telephone",
             seed=utterance_seed(seed, "intent", index),
         )
@@ -172,6 +199,8 @@ def plan_intent_corpus(root: str, size: SizeSpec, pools: dict, seed: int) -> Pla
             "template": text,
             "audio_path": rel,
             "speaker_id": variant_of(voice),
+            "affect": emotion,
+            "affect_strength": strength,
         }
         plan.add(utt, row)
     return plan
@@ -417,6 +446,7 @@ def generate(
     domain: str = "banking",
     shots: int = 20,
     progress: bool = True,
+    caller_affect: float = 0.0,
 ) -> dict[str, str]:
     """Generate the synthetic corpora.
 
@@ -434,6 +464,9 @@ def generate(
         ``banking``: Skit-S2I + CREMA-D + joint test. ``new``: the new-intents corpus.
     shots : int
         New domain only: training clips per intent.
+    caller_affect : float
+        Banking only: share of the intent corpus's clips spoken with a mild emotion
+        (:func:`caller_affect`); 0 keeps it neutral, as the demo does.
     progress : bool
         Show a tqdm progress bar.
 
@@ -448,7 +481,10 @@ def generate(
     os.makedirs(out_dir, exist_ok=True)
     pools = speaker_pools(seed)
     if domain == "banking":
-        return _generate_banking(out_dir, SIZES[size], size, seed, jobs, pools, progress)
+        if not 0.0 <= caller_affect <= 1.0:
+            raise ValueError(f"caller_affect must be between 0 and 1, not {caller_affect}")
+        return _generate_banking(out_dir, SIZES[size], size, seed, jobs, pools, progress,
+                                 caller_affect)
     if domain == "new":
         if shots < 1:
             raise ValueError(f"shots must be at least 1, not {shots}")
@@ -456,13 +492,15 @@ def generate(
     raise ValueError(f"domain must be 'banking' or 'new', not {domain!r}")
 
 
-def _generate_banking(out_dir, spec, size, seed, jobs, pools, progress) -> dict[str, str]:
+def _generate_banking(out_dir, spec, size, seed, jobs, pools, progress,
+                      affect_share) -> dict[str, str]:
     skit = _fresh_dir(os.path.join(out_dir, "skit_s2i"))
     crema = _fresh_dir(os.path.join(out_dir, "crema_d"))
     joint = _fresh_dir(os.path.join(out_dir, "joint_test"))
     actors = crema_actors(corpus_pools(seed, "crema_d"), seed)
     plans = {
-        "skit_s2i": plan_intent_corpus(skit, spec, corpus_pools(seed, "skit_s2i"), seed),
+        "skit_s2i": plan_intent_corpus(skit, spec, corpus_pools(seed, "skit_s2i"), seed,
+                                       affect_share),
         "crema_d": plan_emotion_corpus(crema, spec, actors, seed),
         "joint_test": plan_joint_test(joint, spec, pools, seed),
     }

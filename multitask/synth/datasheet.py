@@ -183,14 +183,28 @@ def write_banking_datasheet(path, size, seed, pools, actors, plans, results) -> 
     )
     skit = plans["skit_s2i"].rows
     counts = Counter((r["split"], r["intent_class"]) for r in skit)
+    affect = Counter(r["affect"] for r in skit)
     lines += ["## Intent corpus (`skit_s2i/`, Skit-S2I layout)", ""]
     lines += [
         "`train.csv` holds the train and valid pools' voices, `test.csv` the test pool's "
         "(Skit-S2I itself has no validation split; `speakers.json` says which voice is "
-        f"in which pool). Neutral prosody. The last {HELD_OUT_PER_INTENT} templates of "
+        f"in which pool). The last {HELD_OUT_PER_INTENT} templates of "
         "every intent are held out of this corpus and used only by the joint test.",
         "",
     ]
+    if affect["neutral"] == len(skit):
+        lines += ["Neutral prosody (no `--caller-affect`).", ""]
+    else:
+        strengths = [r["affect_strength"] for r in skit if r["affect"] != "neutral"]
+        lines += [
+            f"Caller affect (`--caller-affect`): {affect['neutral']} clips are neutral; "
+            f"{len(skit) - affect['neutral']} carry a mild emotion (one of the other five, at "
+            f"strengths from {min(strengths):.2f} to {max(strengths):.2f}, where the emotion "
+            "corpus's LO level is 0.5 and HI 1.0), so that intent training meets emotional "
+            "prosody. It is not a label (the Skit-S2I layout has no emotion column): "
+            + ", ".join(f"{e} {affect[e]}" for e in EMOTIONS if e != "neutral") + ".",
+            "",
+        ]
     rows = [
         [
             i,
