@@ -202,7 +202,7 @@ def check_corpus_seed(encoder_folder, corpus_seed: int) -> None:
     >>> check_corpus_seed(folder, 7)
     Traceback (most recent call last):
     ...
-    ValueError: ...pretraining.json: the encoder was pretrained on the corpus of seed 1234, not 7; ...
+    ValueError: ...pretraining.json: the encoder was pretrained on the corpus of seed 1234, not 7, so ...
     """
     path = os.path.join(os.fspath(encoder_folder), "pretraining.json")
     if not os.path.isfile(path):
@@ -212,7 +212,8 @@ def check_corpus_seed(encoder_folder, corpus_seed: int) -> None:
     if recorded is not None and int(recorded) != int(corpus_seed):
         raise ValueError(
             f"{path}: the encoder was pretrained on the corpus of seed {recorded}, not "
-            f"{corpus_seed}; its test voices would not be unheard. Keep corpus_seed={recorded} "
+            f"{corpus_seed}, so it has heard some of this corpus's test voices. Keep "
+            f"corpus_seed={recorded} "
             "(change `seed` for another training run) or pretrain for this corpus "
             "(recipes/pretrain.py with the same corpus_seed).")
 

@@ -30,3 +30,16 @@ def test_the_demo_pipeline_runs_end_to_end_and_honours_the_metrics_contract(tmp_
     assert (demo / "confusion_joint_emotion.png").is_file()
     assert (demo / "model" / "hyperparams.yaml").is_file()
     assert "Reloaded export" in report and "error:" not in report
+
+
+def test_the_demo_refuses_a_corpus_seed_its_encoder_was_not_pretrained_on(tmp_path):
+    demo = tmp_path / "demo"
+    proc = subprocess.run(
+        [sys.executable, "recipes/demo.py", "hparams/demo.yaml", f"--demo_folder={demo}",
+         "--synth_size=tiny", "--corpus_seed=7"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode != 0
+    assert "pretraining.json" in proc.stderr and "corpus of seed 1234, not 7" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (demo / "synth").exists()

@@ -353,3 +353,8 @@ def test_caller_affect_is_mild_unlabelled_and_on_its_own_stream():
     assert {(u.emotion, u.strength) for u in calm.utterances} == {("neutral", 0.0)}
     assert [(u.text, u.speaker, u.path) for u in calm.utterances] == [
         (u.text, u.speaker, u.path) for u in plan.utterances]
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        generate(missing := "never-written", caller_affect=1.5)
+    with pytest.raises(ValueError, match="new domain has its own emotions"):
+        generate(missing, domain="new", caller_affect=0.5)
+    assert not os.path.exists(missing)

@@ -142,15 +142,15 @@ class Plan:
 # ------------------------------------------------------------------------- planning
 
 
-def caller_affect(rng: np.random.Generator, share: float) -> tuple[str, float]:
+def draw_caller_affect(rng: np.random.Generator, share: float) -> tuple[str, float]:
     """(emotion, strength) of one intent-corpus clip: neutral, or (with probability
     ``share``) a mild affect.
 
     >>> rng = np.random.default_rng(0)
-    >>> draws = [caller_affect(rng, 0.5) for _ in range(400)]
+    >>> draws = [draw_caller_affect(rng, 0.5) for _ in range(400)]
     >>> max(s for _, s in draws) <= CALLER_AFFECT_MAX, {e for e, s in draws if s == 0}
     (True, {'neutral'})
-    >>> {caller_affect(rng, 0.0) for _ in range(10)}
+    >>> {draw_caller_affect(rng, 0.0) for _ in range(10)}
     {('neutral', 0.0)}
     """
     if rng.random() >= share:
@@ -163,7 +163,7 @@ def plan_intent_corpus(root: str, size: SizeSpec, pools: dict, seed: int,
                        affect_share: float = 0.0) -> Plan:
     """Skit-S2I: train+valid voices -> ``train.csv``, test voices -> ``test.csv``
     (``pools``: :func:`~.voices.corpus_pools` for ``skit_s2i``); ``affect_share`` of the
-    clips with a mild caller affect (:func:`caller_affect`), the rest neutral."""
+    clips with a mild caller affect (:func:`draw_caller_affect`), the rest neutral."""
     rng = np.random.default_rng([seed, STREAMS["intent"], 0])
     # Its own stream, so the texts and voices do not depend on the affect.
     affect_rng = np.random.default_rng([seed, STREAMS["intent"], 1])
@@ -181,7 +181,7 @@ def plan_intent_corpus(root: str, size: SizeSpec, pools: dict, seed: int,
     plan = Plan()
     for index, (split, class_index, template, voice) in enumerate(entries):
         text = sentence(fill(template, rng))
-        emotion, strength = caller_affect(affect_rng, affect_share)
+        emotion, strength = draw_caller_affect(affect_rng, affect_share)
         rel = f"wavs/{index:06d}.wav"
         utt = Utterance(
             path=os.path.join(root, rel),
@@ -466,7 +466,7 @@ def generate(
         New domain only: training clips per intent.
     caller_affect : float
         Banking only: share of the intent corpus's clips spoken with a mild emotion
-        (:func:`caller_affect`); 0 keeps it neutral, as the demo does.
+        (:func:`draw_caller_affect`); 0 keeps it neutral, as the demo does.
     progress : bool
         Show a tqdm progress bar.
 
@@ -477,19 +477,22 @@ def generate(
     """
     if size not in SIZES:
         raise ValueError(f"size must be one of {sorted(SIZES)}, not {size!r}")
+    if domain not in ("banking", "new"):
+        raise ValueError(f"domain must be 'banking' or 'new', not {domain!r}")
+    if not 0.0 <= caller_affect <= 1.0:
+        raise ValueError(f"caller_affect must be between 0 and 1, not {caller_affect}")
+    if domain == "new" and caller_affect:
+        raise ValueError("caller_affect applies to the banking corpus's intent clips; "
+                         "the new domain has its own emotions")
+    if domain == "new" and shots < 1:
+        raise ValueError(f"shots must be at least 1, not {shots}")
     out_dir = os.path.abspath(os.fspath(out_dir))
     os.makedirs(out_dir, exist_ok=True)
     pools = speaker_pools(seed)
     if domain == "banking":
-        if not 0.0 <= caller_affect <= 1.0:
-            raise ValueError(f"caller_affect must be between 0 and 1, not {caller_affect}")
         return _generate_banking(out_dir, SIZES[size], size, seed, jobs, pools, progress,
                                  caller_affect)
-    if domain == "new":
-        if shots < 1:
-            raise ValueError(f"shots must be at least 1, not {shots}")
-        return _generate_new(out_dir, SIZES[size], size, seed, jobs, pools, shots, progress)
-    raise ValueError(f"domain must be 'banking' or 'new', not {domain!r}")
+    return _generate_new(out_dir, SIZES[size], size, seed, jobs, pools, shots, progress)
 
 
 def _generate_banking(out_dir, spec, size, seed, jobs, pools, progress,
