@@ -64,6 +64,7 @@ from multitask.synth.text import (
 from multitask.synth.voices import voices_of
 
 VALID_MANIFEST = "results/demo/data/skit_s2i/valid.csv"
+SPEAKERS = "results/demo/synth/speakers.json"
 
 
 @dataclass(frozen=True)
@@ -144,19 +145,30 @@ def _accuracy(task: str, pairs) -> float:
     return round(float(np.mean([p.get(task, {}).get("label") == truth for truth, p in pairs])), 4)
 
 
-def voices_for(choice: str, valid_manifest: str) -> list[str]:
-    """Every accent of the prepared validation manifest's speakers (variants), or the
-    joint test's pool."""
+def voices_for(choice: str, valid_manifests: list[str], speakers: str = SPEAKERS) -> list[str]:
+    """Every accent of the prepared validation manifests' speakers (variants), or the
+    joint test's pool. A CREMA-D manifest names actors; ``speakers`` (the generator's
+    ``speakers.json``) says which variant each actor is."""
     if choice == "joint":
         return speaker_pools(DEFAULT_SEED)["joint"]
-    if not os.path.isfile(valid_manifest):
-        raise SystemExit(f"{valid_manifest}: no such manifest; run `make demo` first, "
-                         "or pass --valid-manifest")
-    with open(valid_manifest, newline="", encoding="utf-8") as fin:
-        speakers = sorted({row["speaker"] for row in csv.DictReader(fin)})
-    if not speakers:
-        raise SystemExit(f"{valid_manifest}: no rows")
-    return voices_of(speakers)
+    actors = {}
+    if os.path.isfile(speakers):
+        with open(speakers, encoding="utf-8") as fin:
+            actors = {a: v["variant"] for a, v in json.load(fin).get("crema_d_actors", {}).items()}
+    variants = set()
+    for manifest in valid_manifests:
+        if not os.path.isfile(manifest):
+            raise SystemExit(f"{manifest}: no such manifest; run `make demo` first, "
+                             "or pass --valid-manifest")
+        with open(manifest, newline="", encoding="utf-8") as fin:
+            found = {row["speaker"] for row in csv.DictReader(fin)}
+        if not found:
+            raise SystemExit(f"{manifest}: no rows")
+        unknown = {s for s in found if s.isdigit() and s not in actors}
+        if unknown:
+            raise SystemExit(f"{manifest}: actors {sorted(unknown)} are not in {speakers}")
+        variants |= {actors.get(s, s) for s in found}
+    return voices_of(sorted(variants))
 
 
 def check_labels(classifier, path: str) -> None:
@@ -173,7 +185,11 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default="results/demo/model", help="an exported model folder")
     parser.add_argument("--voices", choices=("valid", "joint"), default="valid")
-    parser.add_argument("--valid-manifest", default=VALID_MANIFEST)
+    parser.add_argument("--valid-manifest", nargs="+", default=[VALID_MANIFEST],
+                        help="prepared validation manifests whose speakers are the development "
+                             "voices (a CREMA-D one adds its actors' timbres)")
+    parser.add_argument("--speakers", default=SPEAKERS,
+                        help="the generator's speakers.json (actor -> timbre)")
     parser.add_argument("--per-intent", type=int, default=12, help="queries per intent")
     parser.add_argument("--per-emotion", type=int, default=30, help="sentences per emotion")
     parser.add_argument("--seed", type=int, default=777)
@@ -189,12 +205,14 @@ def main(argv=None) -> dict:
                                                   savedir=os.path.join(audio, "model"))
     check_labels(classifier, args.model)
     start = time.time()
-    plan = plan_conditions(voices_for(args.voices, args.valid_manifest), args.per_intent,
+    voices = voices_for(args.voices, args.valid_manifest, args.speakers)
+    plan = plan_conditions(voices, args.per_intent,
                            args.per_emotion, args.seed, audio)
     render_all([it.utterance for items in plan.values() for it in items], None, True)
     # batch_size=1: each clip alone, exactly as classify_file scores it.
     results = score(plan, lambda paths: classifier.classify_files(paths, batch_size=1))
     report = {"model": os.path.abspath(args.model), "voices": args.voices,
+              "timbres": sorted({voice.split("+", 1)[1] for voice in voices}),
               "seed": args.seed, "per_intent": args.per_intent, "per_emotion": args.per_emotion,
               "seconds": round(time.time() - start, 1), "conditions": results}
     os.makedirs(os.path.dirname(out) or ".", exist_ok=True)

@@ -140,3 +140,16 @@ def test_shift_conditions_differ_only_by_their_factor_and_are_scored(tmp_path):
 
     result = shift.score(small, first_emotion_always)
     assert result["emotion_wideband"] == {"clips": 2, "errors": [], "emotion_accuracy": 0.5}
+
+
+def test_shift_development_voices_map_crema_actors_to_their_timbres(tmp_path):
+    shift = _bench_module("shift.py")
+    skit, crema, speakers = tmp_path / "skit.csv", tmp_path / "crema.csv", tmp_path / "speakers.json"
+    skit.write_text("id,speaker\na,Mario\nb,f1\n")
+    crema.write_text("id,speaker\nc,1009\n")
+    speakers.write_text(json.dumps({"crema_d_actors": {"1009": {"variant": "Andy"}}}))
+    voices = shift.voices_for("valid", [str(skit), str(crema)], str(speakers))
+    assert sorted({v.split("+", 1)[1] for v in voices}) == ["Andy", "Mario", "f1"]
+    crema.write_text("id,speaker\nc,1010\n")
+    with pytest.raises(SystemExit, match=r"actors \['1010'\] are not in"):
+        shift.voices_for("valid", [str(crema)], str(speakers))
