@@ -298,6 +298,18 @@ def test_cli_registers_the_synth_subcommand():
     assert callable(args.func)
 
 
+def test_multitask_synth_exits_zero_and_refuses_bad_values_without_a_traceback(tmp_path):
+    from multitask.cli import main
+
+    out = tmp_path / "corpus"
+    assert main(["synth", "--out", str(out), "--size", "tiny", "--jobs", "1",
+                 "--no-progress"]) == 0
+    assert (out / "DATASHEET.md").is_file()
+    with pytest.raises(SystemExit, match="multitask synth: caller_affect must be between"):
+        main(["synth", "--out", str(tmp_path / "bad"), "--caller-affect", "2"])
+    assert not (tmp_path / "bad").exists()
+
+
 def test_datasheet_reports_counts_voices_emotions_channel_and_seed(corpus):
     with open(corpus["datasheet"], encoding="utf-8") as fin:
         text = fin.read()

@@ -56,16 +56,19 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> dict[str, str]:
     """Run :func:`generate` from parsed arguments and print where things went."""
-    paths = generate(
-        args.out,
-        size=args.size,
-        seed=args.seed,
-        jobs=args.jobs,
-        domain=args.domain,
-        shots=args.shots,
-        progress=not args.no_progress,
-        caller_affect=args.caller_affect,
-    )
+    try:
+        paths = generate(
+            args.out,
+            size=args.size,
+            seed=args.seed,
+            jobs=args.jobs,
+            domain=args.domain,
+            shots=args.shots,
+            progress=not args.no_progress,
+            caller_affect=args.caller_affect,
+        )
+    except ValueError as err:
+        raise SystemExit(f"multitask synth: {err}") from None
     for key, path in paths.items():
         print(f"{key:>10}: {path}")
     return paths
