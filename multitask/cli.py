@@ -56,9 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         if not getattr(args, "takes_overrides", False):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = extra
-    status = args.func(args)
-    # A command returns an exit status, or None; anything else (synth's paths) means success.
-    return status if isinstance(status, int) else 0
+    return int(args.func(args) or 0)
 
 
 if __name__ == "__main__":

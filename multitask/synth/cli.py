@@ -54,8 +54,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
-def run(args: argparse.Namespace) -> dict[str, str]:
-    """Run :func:`generate` from parsed arguments and print where things went."""
+def run(args: argparse.Namespace) -> int:
+    """Run :func:`generate` from parsed arguments, print where things went; exit status 0
+    (the ``multitask`` command's contract: a handler returns an exit status)."""
     try:
         paths = generate(
             args.out,
@@ -71,7 +72,7 @@ def run(args: argparse.Namespace) -> dict[str, str]:
         raise SystemExit(f"multitask synth: {err}") from None
     for key, path in paths.items():
         print(f"{key:>10}: {path}")
-    return paths
+    return 0
 
 
 def main(argv: list[str] | None = None) -> None:
