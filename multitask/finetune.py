@@ -49,6 +49,9 @@ import warnings
 from collections import Counter
 from pathlib import Path
 
+from .card import display_path, is_hub_id
+from .export import HPARAMS_FILE, WEIGHTS_FILES, export_model
+
 FINETUNE_RECORD = "finetune.json"
 DEFAULT_HPARAMS = Path(__file__).resolve().parent.parent / "hparams" / "finetune.yaml"
 MODES = ("replace", "extend")
@@ -66,8 +69,6 @@ class FinetuneError(ValueError):
 
 def check_parent_folder(source) -> None:
     """Raise :class:`FinetuneError` unless a local ``source`` is a ``multitask export`` folder."""
-    from .hub import HPARAMS_FILE, WEIGHTS_FILES
-
     folder = Path(source)
     if not folder.is_dir():
         raise FinetuneError(f"{folder}: not a folder")
@@ -133,11 +134,9 @@ def parent_identity(source, revision=None, repo_id=None) -> dict:
     For a Hub repo the commit the revision resolved to (from the download cache);
     for a local folder a digest of its weights.
     """
-    from .hub import WEIGHTS_FILES, _display_path, _is_hub_id
-
     source = os.fspath(source)
     local = os.path.exists(source)
-    identity = {"source": _display_path(source) if local else source,
+    identity = {"source": display_path(source) if local else source,
                 "local_folder": local, "revision": revision, "commit": None,
                 "repo_id": repo_id or (None if local else source)}
     if local:
@@ -145,7 +144,7 @@ def parent_identity(source, revision=None, repo_id=None) -> dict:
         for name in WEIGHTS_FILES.values():
             digest.update(Path(source, name).read_bytes())
         identity["weights_sha256"] = digest.hexdigest()[:16]
-    elif _is_hub_id(source):
+    elif is_hub_id(source):
         try:
             from huggingface_hub import hf_hub_download
 
@@ -645,7 +644,7 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
     # Retention, before: the parent itself, on the same manifests as after.
     before = record.setdefault("before", {})
     for name, task in (("emotion", "emotion"), ("old_intent", "intent")):
-        if name in tests and (before.get(name) or {}).get("manifest") != _display(given[name]):
+        if name in tests and (before.get(name) or {}).get("manifest") != display_path(given[name]):
             before[name] = _score(parent, tests[name], task, hparams, accelerator,
                                   given[name])
 
@@ -685,8 +684,6 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
     if accelerator.is_main_process:
         record_path.write_text(json.dumps(record, indent=2), encoding="utf-8")
         if export and hparams.get("export_folder"):
-            from .hub import export_model
-
             export_model(out, hparams["export_folder"], overwrite=True, repo_id=repo_id)
     return record
 
@@ -733,11 +730,11 @@ def calibrate_new_intents(hparams, accelerator, old_valid, valid_manifests, pare
         choice = choose_offset(*old, new, tolerance)
         if fixed is not None:
             choice = {"offset": float(fixed), "chosen_on_validation": choice["offset"]}
-        record.update({"old_valid": _display(shown), "tolerance": tolerance, **choice,
+        record.update({"old_valid": display_path(shown), "tolerance": tolerance, **choice,
                        "trade_off": trade_off(old, new_valid, new)})
         if not choice.get("within_tolerance", True):
             warnings.warn(f"no offset keeps the old intents within {tolerance:.1%} on "
-                          f"{_display(shown)}; the smallest ({choice['offset']}) is used",
+                          f"{display_path(shown)}; the smallest ({choice['offset']}) is used",
                           stacklevel=2)
     else:
         record["offset"] = float(fixed)
@@ -788,14 +785,10 @@ def _score(parent, manifest, task, hparams, accelerator, shown) -> dict:
     return _figures(flat_stats(stats), task, shown)
 
 
-def _display(manifest) -> str:
-    from .hub import _display_path
-
-    return _display_path(manifest)
 
 
 def _figures(flat: dict, task: str, manifest) -> dict:
-    return {"manifest": _display(manifest), "accuracy": flat[f"{task}_accuracy"],
+    return {"manifest": display_path(manifest), "accuracy": flat[f"{task}_accuracy"],
             "macro_f1": flat[f"{task}_macro_f1"]}
 
 

@@ -10,7 +10,7 @@ training (:func:`multitask.audio.load_audio`: any sample rate or channel count,
 mono 16 kHz, normalised per utterance), so a file predicts as it would have been
 scored during evaluation.
 
-An exported folder (see :mod:`multitask.hub`) describes everything in its
+An exported folder (see :mod:`multitask.export`) describes everything in its
 ``hyperparams.yaml``: the encoder architecture (the wav2vec2 config, inline), the
 heads, the label encoders, and a :class:`ModelFolderPretrainer` that fetches the
 weights and label files from wherever the folder is (disk or the Hub, any

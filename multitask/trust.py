@@ -6,7 +6,7 @@ name, ``!include:`` reads another file, and the YAML loader HyperPyYAML uses
 (PyYAML's full ``yaml.Loader``) also runs ``!!python/object/apply:`` and friends.
 :func:`check_hparams` reads the file without constructing anything and refuses
 every tag that could run code unless its target is on :data:`ALLOWED_TARGETS`:
-the few callables an exported model folder needs (see ``multitask.hub``).
+the few callables an exported model folder needs (see ``multitask.export``).
 
 Targets are matched exactly, never by prefix: HyperPyYAML resolves a name
 attribute by attribute (``pydoc.locate``), so ``multitask.inference.os.system``
@@ -37,7 +37,7 @@ import re
 
 from speechbrain.utils.fetching import FetchConfig, FetchFrom, LocalStrategy, fetch, guess_source
 
-# Exactly what `multitask export` writes into hyperparams.yaml (multitask.hub.HPARAMS_TEMPLATE).
+# Exactly what `multitask export` writes into hyperparams.yaml (multitask.export.HPARAMS_TEMPLATE).
 ALLOWED_TARGETS = frozenset({
     "multitask.inference.encoder_from_config",
     "multitask.inference.TaskHead",

@@ -22,7 +22,7 @@ import speechbrain as sb
 
 from multitask.baseline import run_baseline
 from multitask.demo import demo_metrics, write_json, write_report
-from multitask.hub import export_model
+from multitask.export import export_model
 from multitask.manifest import read_manifest
 from multitask.pretrain import check_corpus_seed
 from multitask.recipe import load_hparams, parse_arguments

@@ -14,7 +14,7 @@ import sys
 
 import speechbrain as sb
 
-from multitask.hub import export_model
+from multitask.export import export_model
 from multitask.recipe import load_hparams, parse_arguments
 from multitask.train import fit, make_accelerator, prepare_data, test
 

@@ -17,7 +17,8 @@ from hub_server import running_hub
 from safetensors.torch import load_file, save_file
 
 from multitask.cli import main
-from multitask.hub import HubError, export_model, push_model, upload_allow_list
+from multitask.export import export_model
+from multitask.hub import HubError, push_model, upload_allow_list
 from multitask.inference import MultitaskClassifier
 
 pytestmark = pytest.mark.slow

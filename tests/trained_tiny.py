@@ -2,7 +2,7 @@
 
 ``trained_run`` runs the real recipe (``recipes/train.py hparams/tiny.yaml``) in a
 subprocess on the toy corpus with the group-norm tiny encoder (like wav2vec2-base);
-``exported_model`` exports its best checkpoint with :func:`multitask.hub.export_model`.
+``exported_model`` exports its best checkpoint with :func:`multitask.export.export_model`.
 
 Test modules load this file as a plugin (``pytest_plugins = ["trained_tiny"]``):
 registered once, its session fixtures run once however many modules use them
@@ -64,7 +64,7 @@ def trained_run(group_norm_encoder, toy_corpus, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def exported_model(trained_run, tmp_path_factory) -> Path:
-    from multitask.hub import export_model
+    from multitask.export import export_model
 
     return export_model(trained_run, tmp_path_factory.mktemp("exported") / "model",
                         repo_id="org/name")

@@ -1,0 +1,326 @@
+"""The model card (``README.md``) of an exported model.
+
+:func:`render_card` fills the top-level ``hub_card.md`` template: front matter with a
+model-index built by ``huggingface_hub.ModelCardData`` (one ``EvalResult`` per task,
+split and metric measured on the exported checkpoint), the label lists, a results
+table, how the model was trained and, for a fine-tuned model, its parent and what the
+fine-tuning kept. :mod:`multitask.export` calls it; nothing here reads checkpoints.
+
+Paths are shown by their last two components (:func:`display_path`), so a card names
+its data without the layout of the machine that trained it.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import string
+from pathlib import Path
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+# multitask/hub_card.md links to the top-level hub_card.md, so a wheel carries the card.
+DEFAULT_CARD_TEMPLATE = PACKAGE_DIR / "hub_card.md"
+PLACEHOLDER_REPO_ID = "your-org/your-model"
+TASK_TITLES = {"intent": "Intent classification", "emotion": "Emotion recognition"}
+TASK_TAGS = {"intent": "intent-classification", "emotion": "speech-emotion-recognition"}
+
+
+def render_card(hparams: dict, encoders: dict, ckpt, test_metrics: dict | None, *,
+                repo_id=None, model_name=None, datasets=None, license="apache-2.0",
+                language="en", template=None, chosen_by_name=False, lineage=None) -> str:
+    """``README.md`` for an export: front matter with a model-index, usage, results.
+
+    The model-index holds the figures measured with ``ckpt``: its validation metrics
+    (checkpoint meta) and, when ``test_metrics.json`` was computed on the same
+    checkpoint, every test set's. ``chosen_by_name``: ``ckpt`` is not the run's best.
+    ``lineage``: a fine-tuning run's record (``finetune.json``); the card then names the
+    parent as ``base_model`` and shows the new labels and the measured retention.
+    """
+    from huggingface_hub import ModelCardData
+
+    tasks = list(encoders)
+    repo_id = repo_id or PLACEHOLDER_REPO_ID
+    model_name = model_name or repo_id.split("/")[-1]
+    encoder_source = str(hparams.get("encoder_source", ""))
+    datasets = list(datasets) if datasets else _default_datasets(hparams)
+    card_data = ModelCardData(
+        model_name=model_name,
+        language=language,
+        license=license,
+        library_name="speechbrain",
+        pipeline_tag="audio-classification",
+        tags=["speechbrain", "audio-classification", "wav2vec2", "multitask",
+              *[TASK_TAGS.get(task, f"{task}-classification") for task in tasks]],
+        datasets=datasets,
+        metrics=["accuracy", "f1", "recall"],
+        base_model=(_parent_name(lineage) if lineage
+                    else encoder_source if is_hub_id(encoder_source) else None),
+        base_model_relation="finetune" if lineage else None,
+        eval_results=_eval_results(tasks, ckpt.meta, test_metrics, hparams),
+    )
+    template_path = Path(template) if template else DEFAULT_CARD_TEMPLATE
+    best_metric = hparams.get("best_metric", "mean_accuracy")
+    selection = ("a checkpoint chosen by name" if chosen_by_name
+                 else f"the checkpoint with the best `{best_metric}` on validation")
+    return string.Template(template_path.read_text(encoding="utf-8")).substitute(
+        front_matter=card_data.to_yaml() + "\n",
+        model_name=model_name,
+        repo_id=repo_id,
+        first_task=tasks[0],
+        task_summary="; ".join(f"{task}: {len(encoders[task].lab2ind)} classes" for task in tasks),
+        selection=selection,
+        checkpoint=f"{ckpt.path.name}, epoch {ckpt.meta.get('epoch', '?')}",
+        labels=_labels_block(encoders),
+        results=_results_block(tasks, ckpt.meta, test_metrics, hparams),
+        training=_training_block(hparams, ckpt, lineage),
+        data_limitations=_data_limitations(hparams, datasets, lineage),
+        lineage=_lineage_block(lineage),
+    )
+
+
+# checkpoint meta / test_metrics key -> (model-index metric type, label, args)
+METRICS = {
+    "accuracy": ("accuracy", "accuracy", None),
+    "macro_f1": ("f1", "macro-F1", {"average": "macro"}),
+    "unweighted_accuracy": ("recall", "unweighted accuracy (macro recall)", {"average": "macro"}),
+}
+
+
+def _eval_results(tasks, meta: dict, test_metrics: dict | None, hparams: dict) -> list:
+    from huggingface_hub import EvalResult
+
+    results = []
+    for split, dataset_type, dataset_name, task, figures in _measurements(
+            tasks, meta, test_metrics, hparams):
+        for key, (metric_type, label, args) in METRICS.items():
+            if figures.get(key) is None:
+                continue
+            results.append(EvalResult(
+                task_type="audio-classification",
+                task_name=TASK_TITLES.get(task, f"{task} classification"),
+                dataset_type=dataset_type,
+                dataset_name=dataset_name,
+                # The rows labelled for this task: a subset ("config") of the data. It
+                # also keeps one task's figures from being grouped under the other's.
+                dataset_config=task,
+                dataset_split=split,
+                metric_type=metric_type,
+                metric_name=f"{task} {label}",
+                metric_value=figures[key],
+                metric_args=args,
+            ))
+    return results
+
+
+def _measurements(tasks, meta: dict, test_metrics: dict | None, hparams: dict):
+    """``(split, dataset type, dataset name, task, {metric: value})`` for every figure."""
+    valid = ", ".join(display_path(p) for p in _as_list(hparams.get("valid_manifests")))
+    for task in tasks:
+        figures = {key: meta.get(f"{task}_{key}") for key in METRICS}
+        if any(v is not None for v in figures.values()):
+            yield "validation", "validation", f"validation set ({valid})", task, figures
+    for name, result in (test_metrics or {}).items():
+        if not isinstance(result, dict) or "manifest" not in result:
+            continue
+        for task in tasks:
+            if isinstance(result.get(task), dict):
+                yield "test", name, f"{name} test set ({result['manifest']})", task, result[task]
+
+
+def _labels_block(encoders: dict) -> str:
+    lines = []
+    for task, encoder in encoders.items():
+        names = [encoder.ind2lab[i] for i in range(len(encoder.ind2lab))]
+        lines.append(f"- **{task}** ({len(names)}, in class-index order): "
+                     + ", ".join(f"`{n}`" for n in names))
+    return "\n".join(lines)
+
+
+def _results_block(tasks, meta, test_metrics, hparams) -> str:
+    rows = ["| data | task | examples | accuracy | macro-F1 | unweighted accuracy |",
+            "| --- | --- | --- | --- | --- | --- |"]
+    for _, _, dataset_name, task, figures in _measurements(tasks, meta, test_metrics, hparams):
+        cells = [f"{figures[k]:.4f}" if figures.get(k) is not None else "–" for k in METRICS]
+        examples = figures.get("num_examples", "–")
+        rows.append(f"| {dataset_name} | {task} | {examples} | " + " | ".join(cells) + " |")
+    rows.append("\nEach task is scored on the rows that carry its label (examples: how many; "
+                "not recorded for validation).")
+    if test_metrics is None:
+        rows.append("No test-set figures were measured on this checkpoint.")
+    return "\n".join(rows)
+
+
+def _parent_name(lineage: dict) -> str:
+    """The parent's Hub id when known, else its folder as given (last two components)."""
+    parent = lineage["parent"]
+    return parent.get("repo_id") or parent["source"]
+
+
+def _lineage_block(lineage: dict | None) -> str:
+    """The card's "Fine-tuned from" section (empty for a model trained from scratch)."""
+    if not lineage:
+        return ""
+    parent = lineage["parent"]
+    version = parent.get("commit") or parent.get("revision")
+    if parent.get("weights_sha256"):
+        version = f"local folder, weights sha256 {parent['weights_sha256']}"
+    new = ", ".join(f"`{label}`" for label in lineage.get("new_intents", []))
+    kept = lineage.get("kept_intents", [])
+    lines = [
+        "## Fine-tuned from\n",
+        f"- Parent: `{_parent_name(lineage)}` ({version or 'revision not recorded'}).",
+        f"- Mode: `{lineage['mode']}`; new intents: {new or 'none'}"
+        + (f"; kept from the parent: {len(kept)} intents." if kept else "."),
+        f"- Training examples per intent: {lineage.get('shots')}"
+        + (f"; plus {lineage['replayed']} clips of the parent's intents, rehearsed."
+           if lineage.get("replayed") else ".")
+        + (f" Each epoch drew {lineage['rows_per_class']} clips of every intent."
+           if lineage.get("rows_per_class") else ""),
+        f"- Frozen: encoder `{lineage.get('freeze_encoder')}` "
+        "(all, none, or the conv front end and that many lower layers); heads "
+        + (", ".join(f"`{h}`" for h in lineage.get("frozen_heads", [])) or "none") + ".",
+    ]
+    calibration = lineage.get("calibration")
+    if calibration:
+        lines.append(
+            f"- The new intents' logits carry an offset of {calibration['offset']:+.2f}"
+            + (f", chosen on `{calibration['old_valid']}` so that they cost the parent's "
+               f"intents at most {calibration['tolerance']:.1%} of accuracy there."
+               if calibration.get("old_valid") and "tolerance" in calibration
+               and "chosen_on_validation" not in calibration else " (set by hand)."))
+    results = lineage.get("results") or {}
+    if results:
+        lines += ["", "| measured | data | parent | fine-tuned | change |",
+                  "| --- | --- | --- | --- | --- |"]
+        names = {"new_intent": "new-intent accuracy", "old_intent": "parent-intent accuracy",
+                 "emotion": "emotion accuracy"}
+        for key, result in results.items():
+            before, change = result.get("before"), result.get("change")
+            lines.append(f"| {names.get(key, key)} | {result['manifest']} | "
+                         f"{_fmt(before) if before is not None else '–'} | "
+                         f"{_fmt(result['accuracy'])} | "
+                         f"{f'{change:+.4f}' if change is not None else '–'} |")
+        if (results.get("emotion") or {}).get("warning"):
+            lines.append("\n**Emotion accuracy dropped during fine-tuning** (see the table).")
+    return "\n".join(lines) + "\n"
+
+
+def _mix(batching: dict) -> str:
+    """How an epoch was composed, for the card.
+
+    >>> _mix({"rows_per_class": 40}), _mix({"task_ratio": {"intent": 0.5}}), _mix({})
+    ('40 rows of every class per epoch', "{'intent': 0.5}", 'as in the data')
+    """
+    if batching.get("rows_per_class"):
+        return f"{batching['rows_per_class']} rows of every class per epoch"
+    return str(batching.get("task_ratio") or "as in the data")
+
+
+def _training_block(hparams: dict, ckpt, lineage: dict | None = None) -> str:
+    encoder = hparams["encoder"]
+    config = encoder.config
+    source = str(hparams.get("encoder_source", ""))
+    head = dict(getattr(hparams["head"], "keywords", {}))
+    best_metric = hparams.get("best_metric", "mean_accuracy")
+    origin = (f"initialised from the parent model `{_parent_name(lineage)}`" if lineage
+              else _describe_encoder_source(source))
+    lines = [
+        f"- Encoder: {origin}; {config.num_hidden_layers} transformer "
+        f"layers, width {config.hidden_size}, {config.feat_extract_norm}-norm feature extractor"
+        + (" (padding masked)" if encoder.use_attention_mask else " (no padding mask)") + ".",
+        "- Heads: softmax-weighted sum over the encoder's layers, projection to "
+        f"{head.get('proj_size', '?')}, {head.get('pooling', 'mean')} pooling over "
+        "non-padded frames, MLP "
+        f"({head.get('hidden_size', '?')} hidden, dropout {head.get('dropout', '?')}).",
+        "- Training data: " + ", ".join(display_path(p) for p in _as_list(
+            hparams.get("train_manifests"))) + "; each utterance carries one task's label "
+        "and the loss of each head counts only the rows labelled for it.",
+        f"- Task loss weights: {hparams.get('task_weights', {})}; task mix per batch: "
+        f"{_mix(hparams.get('train_batching') or {})}.",
+        f"- Optimisation: {_callable_name(hparams.get('optimizer'))}, encoder lr "
+        f"{hparams.get('encoder_lr')}, heads lr "
+        f"{hparams.get('head_lr')}, weight decay {hparams.get('weight_decay', 0)}, warm-up "
+        f"{hparams.get('warmup_steps', 0)} steps, encoder frozen for the first "
+        f"{hparams.get('encoder_freeze_steps', 0)} steps, "
+        f"{getattr(hparams.get('epoch_counter'), 'limit', '?')} epochs.",
+        f"- Checkpoint: {ckpt.path.name} (epoch {ckpt.meta.get('epoch', '?')}); validation "
+        f"`{best_metric}` {_fmt(ckpt.meta.get(best_metric))} (the run keeps the best by it).",
+    ]
+    return "\n".join(lines)
+
+
+def _data_limitations(hparams: dict, datasets: list, lineage: dict | None = None) -> str:
+    source = str(hparams.get("encoder_source", ""))
+    lines = [f"- Trained on {', '.join(datasets) or 'the data listed above'} only; "
+             "accuracy on other domains, channels, accents or languages is unknown."]
+    if lineage:
+        lines.append(f"- Fine-tuned from `{_parent_name(lineage)}` on a few examples per new "
+                     "intent: see that model's card for the data its encoder and emotion head "
+                     "learnt from.")
+    elif not is_hub_id(source) and _is_config_only(source):
+        lines.append("- The encoder was trained from scratch (no self-supervised pre-training): "
+                     "expect it to work only on audio close to its training data.")
+    return "\n".join(lines)
+
+
+def _default_datasets(hparams: dict) -> list[str]:
+    prepared = list((hparams.get("prepare") or {}).keys())
+    if prepared:
+        return prepared
+    return sorted({Path(str(p)).parent.name or Path(str(p)).stem
+                   for p in _as_list(hparams.get("train_manifests"))})
+
+
+def _describe_encoder_source(source: str) -> str:
+    if is_hub_id(source):
+        return f"fine-tuned from [`{source}`](https://huggingface.co/{source})"
+    if _is_config_only(source):
+        return f"trained from scratch (the `{Path(source).name}` wav2vec2 configuration)"
+    return f"fine-tuned from a local wav2vec2 checkpoint (`{Path(source).name}`)"
+
+
+def is_hub_id(source: str) -> bool:
+    """``org/name`` that is not a path on this machine.
+
+    Example
+    -------
+    >>> is_hub_id("facebook/wav2vec2-base"), is_hub_id("/data/encoder"), is_hub_id("demo")
+    (True, False, False)
+    """
+    return (bool(re.fullmatch(r"[\w.-]+/[\w.-]+", source))
+            and not os.path.exists(source) and not os.path.isabs(source))
+
+
+def _is_config_only(source: str) -> bool:
+    from .model import WEIGHTS_FILES as HF_WEIGHTS
+
+    folder = Path(source)
+    return (folder / "config.json").is_file() and not any((folder / f).is_file() for f in HF_WEIGHTS)
+
+
+def display_path(path) -> str:
+    """The last two components of a path: names the data without this machine's layout.
+
+    Example
+    -------
+    >>> display_path("/home/me/data/skit_s2i/train.csv")
+    'skit_s2i/train.csv'
+    """
+    parts = Path(str(path)).parts
+    return "/".join(parts[-2:]) if parts else ""
+
+
+def _as_list(value) -> list:
+    if value is None:
+        return []
+    return [value] if isinstance(value, (str, os.PathLike)) else list(value)
+
+
+def _callable_name(factory) -> str:
+    """``AdamW`` for ``functools.partial(torch.optim.AdamW, ...)`` or the class itself."""
+    target = getattr(factory, "func", factory)
+    return getattr(target, "__name__", "?")
+
+
+def _fmt(value) -> str:
+    return f"{value:.4f}" if isinstance(value, (int, float)) else str(value)
