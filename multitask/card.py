@@ -72,7 +72,7 @@ def render_card(hparams: dict, encoders: dict, ckpt, test_metrics: dict | None, 
         checkpoint=f"{ckpt.path.name}, epoch {ckpt.meta.get('epoch', '?')}",
         labels=_labels_block(encoders),
         results=_results_block(tasks, ckpt.meta, test_metrics, hparams),
-        training=_training_block(hparams, ckpt, lineage),
+        training=_training_block(hparams, tasks, ckpt, lineage),
         data_limitations=_data_limitations(hparams, datasets, lineage),
         lineage=_lineage_block(lineage),
     )
@@ -216,11 +216,10 @@ def _mix(batching: dict) -> str:
     return str(batching.get("task_ratio") or "as in the data")
 
 
-def _training_block(hparams: dict, ckpt, lineage: dict | None = None) -> str:
+def _training_block(hparams: dict, tasks, ckpt, lineage: dict | None = None) -> str:
     encoder = hparams["encoder"]
     config = encoder.config
     source = str(hparams.get("encoder_source", ""))
-    head = dict(getattr(hparams["head"], "keywords", {}))
     best_metric = hparams.get("best_metric", "mean_accuracy")
     origin = (f"initialised from the parent model `{_parent_name(lineage)}`" if lineage
               else _describe_encoder_source(source))
@@ -228,10 +227,7 @@ def _training_block(hparams: dict, ckpt, lineage: dict | None = None) -> str:
         f"- Encoder: {origin}; {config.num_hidden_layers} transformer "
         f"layers, width {config.hidden_size}, {config.feat_extract_norm}-norm feature extractor"
         + (" (padding masked)" if encoder.use_attention_mask else " (no padding mask)") + ".",
-        "- Heads: softmax-weighted sum over the encoder's layers, projection to "
-        f"{head.get('proj_size', '?')}, {head.get('pooling', 'mean')} pooling over "
-        "non-padded frames, MLP "
-        f"({head.get('hidden_size', '?')} hidden, dropout {head.get('dropout', '?')}).",
+        *_heads_lines(hparams, tasks),
         "- Training data: " + ", ".join(display_path(p) for p in _as_list(
             hparams.get("train_manifests"))) + "; each utterance carries one task's label "
         "and the loss of each head counts only the rows labelled for it.",
@@ -247,6 +243,37 @@ def _training_block(hparams: dict, ckpt, lineage: dict | None = None) -> str:
         f"`{best_metric}` {_fmt(ckpt.meta.get(best_metric))} (the run keeps the best by it).",
     ]
     return "\n".join(lines)
+
+
+def _heads_lines(hparams: dict, tasks) -> list[str]:
+    """One line for all heads when they are alike, else one per task."""
+    from .train import head_options_by_task
+
+    shared = dict(getattr(hparams["head"], "keywords", {}))
+    by_task = {task: describe_head({**shared, **options})
+               for task, options in head_options_by_task(hparams, tasks).items()}
+    if len(set(by_task.values())) == 1:
+        return [f"- Heads: {next(iter(by_task.values()))}."]
+    return [f"- {task} head: {text}." for task, text in by_task.items()]
+
+
+def describe_head(options: dict) -> str:
+    """A head's architecture in words, from its ``TaskHead`` options.
+
+    >>> describe_head({"proj_size": 64, "hidden_size": 32, "dropout": 0.1, "pooling": "mean"})
+    "softmax-weighted sum over the encoder's layers, projection to 64, mean pooling over non-padded frames, MLP (32 hidden, dropout 0.1)"
+    >>> describe_head({"hidden_size": 0, "dropout": 0.1, "pooling": "stats"})
+    "mean and standard deviation of each of the encoder's layers over non-padded frames, standardised, linear classifier (dropout 0.1)"
+    """
+    dropout = f"dropout {options.get('dropout', '?')}"
+    mlp = (f"MLP ({options.get('hidden_size', '?')} hidden, {dropout})" if options.get("hidden_size", 1)
+           else f"linear classifier ({dropout})")
+    if options.get("pooling") == "stats":
+        return ("mean and standard deviation of each of the encoder's layers over non-padded "
+                f"frames, standardised, {mlp}")
+    return (f"softmax-weighted sum over the encoder's layers, projection to "
+            f"{options.get('proj_size', '?')}, {options.get('pooling', 'mean')} pooling over "
+            f"non-padded frames, {mlp}")
 
 
 def _data_limitations(hparams: dict, datasets: list, lineage: dict | None = None) -> str:

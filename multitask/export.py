@@ -221,20 +221,24 @@ def inference_hparams(hparams: dict, encoders: dict, checkpoint_name: str) -> st
     """The export's ``hyperparams.yaml``: settings taken from the training run."""
     import yaml
 
+    from .train import head_options_by_task
+
     encoder = hparams["encoder"]
     config = encoder.config.to_dict()
     # Where the config was read from (a path of this machine) and the writer's version
     # are not architecture.
     for key in ("_name_or_path", "transformers_version"):
         config.pop(key, None)
-    head_options = dict(getattr(hparams["head"], "keywords", {}))
+    shared = dict(getattr(hparams["head"], "keywords", {}))
+    by_task = head_options_by_task(hparams, encoders)
     tasks = list(encoders)
     heads = "".join(
         f"        {task}: !new:multitask.inference.TaskHead\n"
         f"            num_layers: {encoder.num_layers}\n"
         f"            input_size: {encoder.output_size}\n"
         f"            num_classes: {len(enc.lab2ind)}\n"
-        + "".join(f"            {key}: {value}\n" for key, value in sorted(head_options.items()))
+        + "".join(f"            {key}: {value}\n"
+                  for key, value in sorted({**shared, **by_task[task]}.items()))
         for task, enc in encoders.items()
     )
     label_file = {task: f"label_encoder_{task}" for task in tasks}

@@ -106,15 +106,64 @@ def load_parent(source, revision=None, savedir=None):
 
 
 def parent_settings(parent) -> dict:
-    """The run's model settings that must equal the parent's (head sizes and pooling)."""
-    heads = parent.mods.heads
-    shapes = {(h.projector.out_features, h.classifier[1].out_features, h.pooling)
-              for h in heads.values()}
-    if len(shapes) != 1:
-        raise FinetuneError(f"the parent's heads differ ({sorted(shapes)}); "
-                            "hparams/finetune.yaml builds every head alike")
-    proj, hidden, pooling = shapes.pop()
-    return {"head_proj_size": proj, "head_hidden_size": hidden, "head_pooling": pooling}
+    """The run's head settings: each of the parent's heads as it was built.
+
+    ``task_heads`` holds every head's architecture (dropout aside: the run's
+    ``head_dropout`` applies), so the parent's weights fit the run's heads.
+    """
+    heads = {task: head_architecture(head) for task, head in parent.mods.heads.items()}
+    first = next(iter(heads.values()))
+    return {"head_proj_size": first["proj_size"], "head_hidden_size": first["hidden_size"],
+            "head_pooling": first["pooling"], "task_heads": heads}
+
+
+def head_architecture(head) -> dict:
+    """A :class:`~multitask.model.TaskHead`'s options that shape its weights."""
+    return {key: value for key, value in head.options.items() if key != "dropout"}
+
+
+def new_intent_head(task_heads: dict, mode: str, options) -> dict:
+    """``task_heads`` with replace mode's new intent head built with ``options``.
+
+    ``options`` (``TaskHead`` keywords, e.g. ``{"pooling": "stats", "hidden_size": 0}``)
+    replace the parent's intent head's; ``None`` keeps the parent's design. ``extend``
+    copies the parent's intent rows, so its head must stay the parent's.
+
+    >>> heads = {"intent": {"pooling": "attention", "hidden_size": 8}, "emotion": {}}
+    >>> new_intent_head(heads, "replace", {"pooling": "stats"})["intent"], heads["intent"]
+    ({'pooling': 'stats', 'hidden_size': 8}, {'pooling': 'attention', 'hidden_size': 8})
+    >>> new_intent_head(heads, "extend", {"pooling": "stats"})
+    Traceback (most recent call last):
+    ...
+    multitask.finetune.FinetuneError: new_intent_head {'pooling': 'stats'}: extend keeps the parent's intent head ({'pooling': 'attention', 'hidden_size': 8}); use replace mode or new_intent_head=null
+    """
+    merged = {**task_heads["intent"], **(options or {})}
+    if merged == task_heads["intent"]:
+        return task_heads
+    if mode != "replace":
+        raise FinetuneError(f"new_intent_head {dict(options)}: extend keeps the parent's intent "
+                            f"head ({task_heads['intent']}); use replace mode or "
+                            "new_intent_head=null")
+    unknown = sorted(set(options) - set(task_heads["intent"]))
+    if unknown:
+        raise FinetuneError(f"new_intent_head: unknown option(s) {unknown}; a head takes "
+                            f"{sorted(task_heads['intent'])}")
+    return {**task_heads, "intent": merged}
+
+
+def hparams_default(hparams_file, key: str):
+    """``key``'s value as written in ``hparams_file`` (plain YAML data), read without
+    building anything.
+
+    The new intent head's design shapes the heads, which must be in the overrides the
+    run saves with its ``hyperparams.yaml`` (the export rebuilds the model from them),
+    so it is read before the file is loaded.
+    """
+    from ruamel.yaml import YAML
+
+    with open(hparams_file, encoding="utf-8") as fin:
+        value = YAML(typ="rt").load(fin).get(key)
+    return json.loads(json.dumps(value))  # ruamel's containers -> dict / list
 
 
 def write_encoder_config(parent, folder) -> str:
@@ -386,7 +435,8 @@ def init_from_parent(model, encoders, source, revision=None, savedir=None, mode=
     Encoder and heads are copied; in the intent head, the last layer's rows are
     copied by label name (every parent class the run keeps), and rows of new
     classes start from the mean of the parent's rows plus small noise (``extend``)
-    or from the layer's fresh initialisation (``replace``). In ``extend`` with
+    or from the layer's fresh initialisation (``replace``). A ``replace`` intent head
+    built otherwise than the parent's (``new_intent_head``) starts fresh. In ``extend`` with
     ``preserve_old_intents`` (and a frozen encoder) the parent's intent logits stay
     exactly as they were: see :func:`preserve_parent_rows`. Run by
     :func:`multitask.train.fit` before the optimizer is built and before the run's
@@ -402,6 +452,13 @@ def init_from_parent(model, encoders, source, revision=None, savedir=None, mode=
     for task, head in model.heads.items():
         if task not in parent.tasks:
             raise FinetuneError(f"{source}: the parent has no {task} head")
+        if head_architecture(head) != head_architecture(parent.mods.heads[task]):
+            if (task, mode) != ("intent", "replace"):
+                raise FinetuneError(
+                    f"the run's {task} head ({head_architecture(head)}) is not the parent's "
+                    f"({head_architecture(parent.mods.heads[task])}); only replace mode's new "
+                    "intent head may differ")
+            continue  # a new head over new labels: its own initialisation
         source_state = parent.mods.heads[task].state_dict()
         target = head.state_dict()
         old = parent.labels[task]
@@ -598,11 +655,19 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
     if old_valid:
         old_valid_manifest = single_task_copy(old_valid, "intent", data_dir / "old_valid.csv")
         _check_parent_intents(old_valid_manifest, parent_labels, old_valid)
+    heads = parent_settings(parent)
+    # The file's value is replace mode's; extend refuses only an explicit other head. A
+    # mapping given on the command line updates the file's, as HyperPyYAML merges it.
+    design = hparams_default(hparams_file, "new_intent_head") if mode == "replace" else None
+    if "new_intent_head" in user:
+        given = user["new_intent_head"]
+        design = None if given is None else {**(design or {}), **given}
+    heads["task_heads"] = new_intent_head(heads["task_heads"], mode, design)
     settings = {
         "output_folder": str(out), "parent_source": os.fspath(source),
         "parent_revision": revision, "mode": mode,
         "encoder_source": write_encoder_config(parent, out / "parent_encoder"),
-        **parent_settings(parent),
+        **heads,
         "train_manifests": [str(p) for p in train_manifests],
         "valid_manifests": [str(p) for p in valid_manifests],
         "test_manifests": {k: str(v) for k, v in tests.items()},
@@ -632,6 +697,7 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
         "mode": mode,
         "freeze_encoder": hparams.get("freeze_encoder"),
         "frozen_heads": list(hparams.get("frozen_heads") or []),
+        "intent_head": heads["task_heads"]["intent"],
         "intent_labels": labels,
         "new_intents": sorted(set(labels) - set(parent_labels)),
         "kept_intents": [label for label in labels if label in parent_labels],

@@ -10,7 +10,9 @@ whose weights arrive later through the ``Pretrainer``).
 
 ``TaskHead`` follows Transformers' ``Wav2Vec2ForSequenceClassification``: a
 softmax-normalised weighted sum over layers (initialised uniform), a projection,
-mean or attention pooling over the non-padded frames only, then a small MLP.
+mean or attention pooling over the non-padded frames only, then a small MLP. Its
+``stats`` pooling keeps the layers apart instead: the mean and standard deviation of
+every layer over the non-padded frames, standardised, then the MLP.
 
 ``MultitaskModel`` runs the encoder once and every head on its output.
 """
@@ -216,11 +218,25 @@ def attention_pool(x: torch.Tensor, scores: torch.Tensor, mask: torch.Tensor) ->
     return torch.einsum("bt,btd->bd", weights, x)
 
 
-POOLINGS = ("mean", "attention")
+def masked_mean_std(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation over time of ``x [batch, frames, dim]``, valid frames only.
+
+    >>> x = torch.tensor([[[1.0], [3.0], [100.0]]])
+    >>> masked_mean_std(x, torch.tensor([[True, True, False]]))
+    (tensor([[2.]]), tensor([[1.]]))
+    """
+    mean = masked_mean(x, mask)
+    variance = masked_mean((x - mean.unsqueeze(1)) ** 2, mask)
+    # The floor keeps the square root's gradient finite on a one-frame utterance.
+    return mean, variance.clamp(min=1e-6).sqrt()
+
+
+POOLINGS = ("mean", "attention", "stats")
 
 
 class TaskHead(nn.Module):
-    """Layer weighting → projection → masked mean or attention pooling → MLP classifier.
+    """Layer weighting → projection → masked mean or attention pooling → MLP classifier
+    (``stats``: per-layer mean and standard deviation → standardisation → MLP).
 
     Parameters
     ----------
@@ -233,13 +249,18 @@ class TaskHead(nn.Module):
     proj_size : int
         Width after projection.
     hidden_size : int
-        Width of the MLP's hidden layer.
+        Width of the MLP's hidden layer; 0: no hidden layer (a linear classifier).
     dropout : float
         Dropout before each linear layer of the MLP.
     pooling : str
         ``"mean"``: every non-padded frame counts the same. ``"attention"``: a learned
         score per frame, softmax over the non-padded frames, a weighted sum; a few
-        frames (a keyword) can then decide the utterance.
+        frames (a keyword) can then decide the utterance. ``"stats"``: no layer mix
+        and no projection; the mean and standard deviation over the non-padded frames
+        of each layer's every feature (``2 * num_layers * input_size`` values), each
+        standardised by a batch norm without scale or shift (running statistics at
+        inference), then the classifier. With few examples per class it learns from
+        more of the encoder than one mixed layer shows (see ``hparams/finetune.yaml``).
 
     Example
     -------
@@ -247,6 +268,9 @@ class TaskHead(nn.Module):
     >>> hidden = torch.randn(3, 2, 10, 8)                      # [layers, batch, frames, dim]
     >>> head(hidden, torch.tensor([10, 6])).shape
     torch.Size([2, 4])
+    >>> stats = TaskHead(num_layers=3, input_size=8, num_classes=4, hidden_size=0, pooling="stats")
+    >>> stats(hidden, torch.tensor([10, 6])).shape, stats.classifier[-1].in_features
+    (torch.Size([2, 4]), 48)
     """
 
     def __init__(self, num_layers, input_size, num_classes, proj_size=256, hidden_size=256,
@@ -255,20 +279,32 @@ class TaskHead(nn.Module):
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}")
         self.pooling = pooling
-        self.layer_weights = nn.Parameter(torch.zeros(num_layers))
-        self.projector = nn.Linear(input_size, proj_size)
+        self.options = {"proj_size": proj_size, "hidden_size": hidden_size,
+                        "dropout": dropout, "pooling": pooling}
+        if pooling == "stats":
+            pooled_size = 2 * num_layers * input_size
+            self.normaliser = nn.BatchNorm1d(pooled_size, affine=False)
+        else:
+            pooled_size = proj_size
+            self.layer_weights = nn.Parameter(torch.zeros(num_layers))
+            self.projector = nn.Linear(input_size, proj_size)
         if pooling == "attention":
             self.frame_scorer = nn.Sequential(
                 nn.Linear(proj_size, proj_size // 2), nn.Tanh(), nn.Linear(proj_size // 2, 1))
-        self.classifier = nn.Sequential(
-            nn.Dropout(dropout),
-            nn.Linear(proj_size, hidden_size),
-            nn.GELU(),
-            nn.Dropout(dropout),
-            nn.Linear(hidden_size, num_classes),
-        )
+        if hidden_size:
+            self.classifier = nn.Sequential(
+                nn.Dropout(dropout),
+                nn.Linear(pooled_size, hidden_size),
+                nn.GELU(),
+                nn.Dropout(dropout),
+                nn.Linear(hidden_size, num_classes),
+            )
+        else:
+            self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(pooled_size, num_classes))
 
     def forward(self, hidden_states: torch.Tensor, frame_lens: torch.Tensor) -> torch.Tensor:
+        if self.pooling == "stats":
+            return self.classifier(self._standardised_stats(hidden_states, frame_lens))
         weights = torch.softmax(self.layer_weights, dim=0)
         mixed = torch.einsum("l,lbtd->btd", weights, hidden_states)
         projected = self.projector(mixed)
@@ -278,6 +314,18 @@ class TaskHead(nn.Module):
         else:
             pooled = masked_mean(projected, mask)
         return self.classifier(pooled)
+
+    def _standardised_stats(self, hidden_states, frame_lens):
+        layers, batch, frames, dim = hidden_states.shape
+        per_frame = hidden_states.permute(1, 2, 0, 3).reshape(batch, frames, layers * dim)
+        mean, std = masked_mean_std(per_frame, frame_mask(frame_lens, frames))
+        pooled = torch.cat([mean, std], dim=-1)
+        if self.training and batch == 1:
+            # Batch statistics of one row are undefined: use the running ones.
+            norm = self.normaliser
+            return nn.functional.batch_norm(pooled, norm.running_mean, norm.running_var,
+                                            training=False, eps=norm.eps)
+        return self.normaliser(pooled)
 
     @property
     def num_classes(self) -> int:

@@ -126,15 +126,35 @@ def get_dataloaders(accelerator, hparams):
 
 
 def build_model(hparams, encoders) -> MultitaskModel:
-    """Encoder from hparams; one head per task, sized by that task's label encoder."""
+    """Encoder from hparams; one head per task, sized by that task's label encoder.
+
+    Every head takes the ``head`` factory's options; ``task_heads`` (optional, task ->
+    options) overrides them for one task, e.g. ``{"intent": {"pooling": "stats"}}``.
+    """
     encoder = hparams["encoder"]
+    task_heads = head_options_by_task(hparams, encoders)
     heads = {
         task: hparams["head"](
-            num_layers=encoder.num_layers, input_size=encoder.output_size, num_classes=len(enc)
+            num_layers=encoder.num_layers, input_size=encoder.output_size, num_classes=len(enc),
+            **task_heads[task],
         )
         for task, enc in encoders.items()
     }
     return MultitaskModel(encoder, heads)
+
+
+def head_options_by_task(hparams, tasks) -> dict:
+    """Each task's head options beyond the shared ``head`` factory's (``task_heads``).
+
+    >>> head_options_by_task({"task_heads": {"intent": {"pooling": "stats"}}}, ["intent", "emotion"])
+    {'intent': {'pooling': 'stats'}, 'emotion': {}}
+    """
+    given = dict(hparams.get("task_heads") or {})
+    unknown = sorted(set(given) - set(tasks))
+    if unknown:
+        raise ValueError(f"task_heads names task(s) {unknown} that this run does not train "
+                         f"(tasks: {sorted(tasks)})")
+    return {task: dict(given.get(task) or {}) for task in tasks}
 
 
 def fit(hparams, accelerator: Accelerator | None = None) -> dict:

@@ -8,6 +8,7 @@ in the generic CSV layout: two new tone intents, a few clips each, with speakers
 import csv
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -126,6 +127,32 @@ def test_the_fine_tuned_export_loads_and_its_card_names_the_parent(replaced, exp
     assert front["base_model"] == f"{exported_model.parent.name}/model"
     assert front["base_model_relation"] == "finetune"
     assert "## Fine-tuned from" in card and "`chirp`" in card and "emotion accuracy" in card
+
+
+def test_replace_pools_its_new_intent_head_as_finetune_yaml_says(replaced, exported_model):
+    """The new intent head is `new_intent_head`'s (stats, linear); the emotion head stays the
+    parent's; the export rebuilds both and the card tells them apart."""
+    heads = yaml.safe_load(re.sub(r"!\S+", "", (replaced / "export" / "hyperparams.yaml").read_text()))
+    heads = heads["heads"]["modules"]
+    parent = yaml.safe_load(re.sub(r"!\S+", "", (exported_model / "hyperparams.yaml").read_text()))
+    assert heads["intent"]["pooling"] == "stats"
+    assert heads["emotion"]["pooling"] == parent["heads"]["modules"]["emotion"]["pooling"] != "stats"
+    model = MultitaskClassifier.from_hparams(source=str(replaced / "export"), run_opts={"device": "cpu"})
+    assert model.mods.heads["intent"].pooling == "stats"
+    card = (replaced / "export" / "README.md").read_text()
+    assert "- intent head: mean and standard deviation of each of the encoder's layers" in card
+    assert "linear classifier" in card
+    assert heads["intent"]["hidden_size"] == 0 and len(model.mods.heads["intent"].classifier) == 2
+    record = json.loads((replaced / "finetune.json").read_text())
+    assert record["intent_head"]["pooling"] == "stats" and record["intent_head"]["hidden_size"] == 0
+
+
+def test_extend_refuses_an_intent_head_other_than_the_parents(exported_model, new_domain, tmp_path):
+    with pytest.raises(FinetuneError, match="extend keeps the parent's intent head"):
+        finetune(str(exported_model), new_domain["train"], tmp_path / "run",
+                 valid=[new_domain["valid"]], mode="extend",
+                 overrides={**EXTEND, "new_intent_head": {"pooling": "stats"}})
+    assert not (tmp_path / "run" / "save").exists()  # refused before anything was trained
 
 
 def test_extend_keeps_the_old_intents_within_two_points_and_learns_the_new(extended):

@@ -86,6 +86,36 @@ def test_layer_weights_start_uniform_and_pooling_ignores_padded_frames(pooling):
     assert torch.allclose(head(hidden, torch.tensor([4])), head(garbage, torch.tensor([4])))
 
 
+def test_stats_pooling_keeps_layers_apart_and_ignores_padded_frames():
+    torch.manual_seed(0)
+    head = TaskHead(num_layers=3, input_size=4, num_classes=2, hidden_size=4, dropout=0.0,
+                    pooling="stats")
+    assert not hasattr(head, "layer_weights") and not hasattr(head, "projector")
+    assert head.classifier[1].in_features == 2 * 3 * 4  # mean and std of every layer
+    head.train()
+    head(torch.randn(3, 8, 6, 4), torch.full((8,), 6))  # running statistics move off 0 / 1
+    head.eval()
+    hidden = torch.randn(3, 1, 6, 4)
+    garbage = hidden.clone()
+    garbage[:, :, 4:] = 1e6
+    assert torch.allclose(head(hidden, torch.tensor([4])), head(garbage, torch.tensor([4])))
+    # The statistics are per layer: changing one layer's frames changes the output.
+    other = hidden.clone()
+    other[2] += 3.0
+    assert not torch.allclose(head(hidden, torch.tensor([4])), head(other, torch.tensor([4])))
+
+
+def test_stats_pooling_standardises_with_running_statistics_at_inference():
+    torch.manual_seed(0)
+    head = TaskHead(num_layers=2, input_size=3, num_classes=2, hidden_size=4, pooling="stats").eval()
+    rows = torch.randn(2, 5, 7, 3)
+    together = head(rows, torch.full((5,), 7))
+    alone = torch.cat([head(rows[:, i:i + 1], torch.tensor([7])) for i in range(5)])
+    assert torch.allclose(together, alone, atol=1e-6)  # batch-mates do not matter
+    head.train()
+    assert torch.isfinite(head(rows[:, :1], torch.tensor([7]))).all()  # a batch of one trains
+
+
 def test_config_only_folder_gives_a_random_encoder_without_weights(tmp_path):
     from multitask.model import tiny_config
 
@@ -114,7 +144,7 @@ def test_attention_pooling_lets_one_frame_decide():
 
 
 def test_unknown_pooling_is_refused_with_the_choices():
-    with pytest.raises(ValueError, match="mean.*attention.*'max'"):
+    with pytest.raises(ValueError, match="mean.*attention.*stats.*'max'"):
         TaskHead(num_layers=1, input_size=2, num_classes=2, pooling="max")
 
 
