@@ -535,8 +535,9 @@ def preserve_parent_rows(head, kept_rows) -> None:
 # --------------------------------------------------------------------------
 
 
-def check_same_run(record: dict, identity: dict, mode: str, out) -> None:
-    """Refuse to resume a run folder that fine-tuned another parent (or in another mode).
+def check_same_run(record: dict, identity: dict, mode: str, out, intent_head=None) -> None:
+    """Refuse to resume a run folder that fine-tuned another parent (or in another mode,
+    or with another intent head design).
 
     Its checkpoints would otherwise be loaded over the new parent's weights and the
     run would carry on from them, silently.
@@ -561,6 +562,9 @@ def check_same_run(record: dict, identity: dict, mode: str, out) -> None:
     if record.get("mode") not in (None, mode):
         raise FinetuneError(f"{out}: this run folder was fine-tuned in {record['mode']} mode, "
                             f"not {mode}; use a new --out")
+    if intent_head is not None and record.get("intent_head") not in (None, intent_head):
+        raise FinetuneError(f"{out}: this run folder's intent head is {record['intent_head']}, "
+                            f"not {intent_head} (new_intent_head); use a new --out")
 
 
 def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion=None,
@@ -691,7 +695,7 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
     record_path = out / FINETUNE_RECORD
     record = json.loads(record_path.read_text()) if record_path.is_file() else {}
     identity = parent_identity(source, revision, parent_repo_id)
-    check_same_run(record, identity, mode, out)
+    check_same_run(record, identity, mode, out, heads["task_heads"]["intent"])
     record.update({
         "parent": identity,
         "mode": mode,

@@ -155,6 +155,12 @@ def test_extend_refuses_an_intent_head_other_than_the_parents(exported_model, ne
     assert not (tmp_path / "run" / "save").exists()  # refused before anything was trained
 
 
+def test_a_run_folder_refuses_to_resume_with_another_intent_head(replaced, exported_model, new_domain):
+    with pytest.raises(FinetuneError, match="intent head is .*'stats'.*use a new --out"):
+        finetune(str(exported_model), new_domain["train"], replaced, valid=[new_domain["valid"]],
+                 overrides={"new_intent_head": None, "freeze_encoder": "none"})
+
+
 def test_extend_keeps_the_old_intents_within_two_points_and_learns_the_new(extended):
     out, record = extended
     assert record["intent_labels"] == ["high", "low", *sorted(NEW_INTENTS)]  # parent's first
