@@ -155,6 +155,18 @@ def test_extend_refuses_an_intent_head_other_than_the_parents(exported_model, ne
     assert not (tmp_path / "run" / "save").exists()  # refused before anything was trained
 
 
+def test_the_stats_head_runs_from_custom_interface_without_the_package(
+        replaced, toy_wavs, run_foreign_class, tmp_path):
+    export = replaced / "export"
+    result = run_foreign_class(export, *toy_wavs[:2], cwd=tmp_path)
+    assert result["multitask_importable"] is False and result["class_module"] == "custom_interface"
+    model = MultitaskClassifier.from_hparams(source=str(export), run_opts={"device": "cpu"})
+    for wav in toy_wavs[:2]:
+        for task, expected in model.classify_file(wav).items():
+            got = result["probs"][wav][task]
+            assert max(abs(got[label] - p) for label, p in expected["probs"].items()) < 1e-6
+
+
 def test_a_run_folder_refuses_to_resume_with_another_intent_head(replaced, exported_model, new_domain):
     with pytest.raises(FinetuneError, match="intent head is .*'stats'.*use a new --out"):
         finetune(str(exported_model), new_domain["train"], replaced, valid=[new_domain["valid"]],

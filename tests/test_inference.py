@@ -45,32 +45,6 @@ print(json.dumps({p: {t: model.classify_file(p)[t]["probs"] for t in model.tasks
                   for p in sys.argv[2:]}))
 """
 
-# Runs where `multitask` cannot be imported: the editable install's finder is
-# outvoted by a finder that refuses the package, and -I keeps the repo off sys.path.
-FOREIGN_CLASS_SCRIPT = """
-import importlib.abc, json, sys
-
-class RefuseMultitask(importlib.abc.MetaPathFinder):
-    def find_spec(self, name, path=None, target=None):
-        if name == "multitask" or name.startswith("multitask."):
-            raise ModuleNotFoundError(f"No module named {name!r}")
-
-sys.meta_path.insert(0, RefuseMultitask())
-try:
-    import multitask  # noqa: F401
-    importable = True
-except ImportError:
-    importable = False
-
-from speechbrain.inference.interfaces import foreign_class
-model = foreign_class(source=sys.argv[1], pymodule_file="custom_interface.py",
-                      classname="MultitaskClassifier")
-print(json.dumps({"multitask_importable": importable, "class_module": type(model).__module__,
-                  "probs": {p: {t: model.classify_file(p)[t]["probs"] for t in model.tasks}
-                            for p in sys.argv[2:]}}))
-"""
-
-
 @pytest.fixture(scope="module")
 def classifier(exported_model):
     return MultitaskClassifier.from_hparams(source=exported_model, run_opts={"device": "cpu"})
@@ -162,11 +136,8 @@ def test_custom_interface_is_generated_from_the_package_source(exported_model):
 
 
 def test_foreign_class_loads_the_folder_where_multitask_cannot_be_imported(
-        exported_model, classifier, toy_wavs, run_client, tmp_path):
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home")}
-    env.pop("PYTHONPATH", None)
-    result = run_client(FOREIGN_CLASS_SCRIPT, exported_model, *toy_wavs, env=env, cwd=tmp_path,
-                        flags=["-I"])
+        exported_model, classifier, toy_wavs, run_foreign_class, tmp_path):
+    result = run_foreign_class(exported_model, *toy_wavs, cwd=tmp_path)
     assert result["multitask_importable"] is False
     assert result["class_module"] == "custom_interface"
     expected = {p: {t: classifier.classify_file(p)[t]["probs"] for t in classifier.tasks}

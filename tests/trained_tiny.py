@@ -49,6 +49,44 @@ def run_client():
     return _run_client
 
 
+# Runs where `multitask` cannot be imported: the editable install's finder is
+# outvoted by a finder that refuses the package, and -I keeps the repo off sys.path.
+FOREIGN_CLASS_SCRIPT = """
+import importlib.abc, json, sys
+
+class RefuseMultitask(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "multitask" or name.startswith("multitask."):
+            raise ModuleNotFoundError(f"No module named {name!r}")
+
+sys.meta_path.insert(0, RefuseMultitask())
+try:
+    import multitask  # noqa: F401
+    importable = True
+except ImportError:
+    importable = False
+
+from speechbrain.inference.interfaces import foreign_class
+model = foreign_class(source=sys.argv[1], pymodule_file="custom_interface.py",
+                      classname="MultitaskClassifier")
+print(json.dumps({"multitask_importable": importable, "class_module": type(model).__module__,
+                  "probs": {p: {t: model.classify_file(p)[t]["probs"] for t in model.tasks}
+                            for p in sys.argv[2:]}}))
+"""
+
+
+@pytest.fixture(scope="session")
+def run_foreign_class():
+    """``run_foreign_class(folder, *wavs, cwd=)`` -> the folder loaded with ``foreign_class``
+    in a process where ``multitask`` cannot be imported: ``{"multitask_importable",
+    "class_module", "probs": {wav: {task: {label: p}}}}``."""
+    def run(folder, *wavs, cwd):
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(Path(cwd) / "hf_home")}
+        env.pop("PYTHONPATH", None)
+        return _run_client(FOREIGN_CLASS_SCRIPT, folder, *wavs, env=env, cwd=cwd, flags=["-I"])
+    return run
+
+
 @pytest.fixture(scope="session")
 def trained_run(group_norm_encoder, toy_corpus, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("trained_tiny") / "run"
