@@ -664,8 +664,8 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
     # mapping given on the command line updates the file's, as HyperPyYAML merges it.
     design = hparams_default(hparams_file, "new_intent_head") if mode == "replace" else None
     if "new_intent_head" in user:
-        given = user["new_intent_head"]
-        design = None if given is None else {**(design or {}), **given}
+        override = user["new_intent_head"]
+        design = None if override is None else {**(design or {}), **override}
     heads["task_heads"] = new_intent_head(heads["task_heads"], mode, design)
     settings = {
         "output_folder": str(out), "parent_source": os.fspath(source),

@@ -19,7 +19,13 @@ from safetensors.torch import load_file
 from toy_data import SAMPLE_RATE, tone
 
 from multitask.cli import main
-from multitask.finetune import FinetuneError, finetune, init_from_parent, intent_label_set
+from multitask.finetune import (
+    FinetuneError,
+    finetune,
+    init_from_parent,
+    intent_label_set,
+    parse_overrides,
+)
 from multitask.inference import MultitaskClassifier
 
 pytestmark = pytest.mark.slow
@@ -165,6 +171,17 @@ def test_the_stats_head_runs_from_custom_interface_without_the_package(
         for task, expected in model.classify_file(wav).items():
             got = result["probs"][wav][task]
             assert max(abs(got[label] - p) for label, p in expected["probs"].items()) < 1e-6
+
+
+def test_replace_with_the_parents_head_design_copies_its_layers(exported_model, new_domain,
+                                                                toy_corpus, tmp_path):
+    overrides = {**parse_overrides(FAST), "number_of_epochs": 1, "new_intent_head": None}
+    record = finetune(str(exported_model), new_domain["train"], tmp_path / "run",
+                      valid=[new_domain["valid"]], emotion=toy_corpus["test"],
+                      overrides=overrides, export=False)
+    parent = MultitaskClassifier.from_hparams(source=str(exported_model), run_opts={"device": "cpu"})
+    assert record["intent_head"]["pooling"] == parent.mods.heads["intent"].pooling != "stats"
+    assert record["results"]["emotion"]["change"] == 0.0  # frozen encoder and emotion head
 
 
 def test_a_run_folder_refuses_to_resume_with_another_intent_head(replaced, exported_model, new_domain):
