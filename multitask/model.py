@@ -12,7 +12,8 @@ whose weights arrive later through the ``Pretrainer``).
 softmax-normalised weighted sum over layers (initialised uniform), a projection,
 mean or attention pooling over the non-padded frames only, then a small MLP. Its
 ``stats`` pooling keeps the layers apart instead: the mean and standard deviation of
-every layer over the non-padded frames, standardised, then the MLP.
+every layer over the non-padded frames, standardised, then the classifier (``proj_size``
+unused; ``hidden_size`` 0 makes the classifier linear).
 
 ``MultitaskModel`` runs the encoder once and every head on its output.
 """
@@ -236,7 +237,7 @@ POOLINGS = ("mean", "attention", "stats")
 
 class TaskHead(nn.Module):
     """Layer weighting → projection → masked mean or attention pooling → MLP classifier
-    (``stats``: per-layer mean and standard deviation → standardisation → MLP).
+    (``stats``: per-layer mean and standard deviation → standardisation → classifier).
 
     Parameters
     ----------
