@@ -247,11 +247,10 @@ def _training_block(hparams: dict, tasks, ckpt, lineage: dict | None = None) -> 
 
 def _heads_lines(hparams: dict, tasks) -> list[str]:
     """One line for all heads when they are alike, else one per task."""
-    from .train import head_options_by_task
+    from .train import head_options
 
-    shared = dict(getattr(hparams["head"], "keywords", {}))
-    by_task = {task: describe_head({**shared, **options})
-               for task, options in head_options_by_task(hparams, tasks).items()}
+    by_task = {task: describe_head(options)
+               for task, options in head_options(hparams, tasks).items()}
     if len(set(by_task.values())) == 1:
         return [f"- Heads: {next(iter(by_task.values()))}."]
     return [f"- {task} head: {text}." for task, text in by_task.items()]

@@ -221,7 +221,7 @@ def inference_hparams(hparams: dict, encoders: dict, checkpoint_name: str) -> st
     """The export's ``hyperparams.yaml``: settings taken from the training run."""
     import yaml
 
-    from .train import head_options_by_task
+    from .train import head_options
 
     encoder = hparams["encoder"]
     config = encoder.config.to_dict()
@@ -229,8 +229,7 @@ def inference_hparams(hparams: dict, encoders: dict, checkpoint_name: str) -> st
     # are not architecture.
     for key in ("_name_or_path", "transformers_version"):
         config.pop(key, None)
-    shared = dict(getattr(hparams["head"], "keywords", {}))
-    by_task = head_options_by_task(hparams, encoders)
+    options = head_options(hparams, encoders)
     tasks = list(encoders)
     heads = "".join(
         f"        {task}: !new:multitask.inference.TaskHead\n"
@@ -238,7 +237,7 @@ def inference_hparams(hparams: dict, encoders: dict, checkpoint_name: str) -> st
         f"            input_size: {encoder.output_size}\n"
         f"            num_classes: {len(enc.lab2ind)}\n"
         + "".join(f"            {key}: {value}\n"
-                  for key, value in sorted({**shared, **by_task[task]}.items()))
+                  for key, value in sorted(options[task].items()))
         for task, enc in encoders.items()
     )
     label_file = {task: f"label_encoder_{task}" for task in tasks}

@@ -132,29 +132,33 @@ def build_model(hparams, encoders) -> MultitaskModel:
     options) overrides them for one task, e.g. ``{"intent": {"pooling": "stats"}}``.
     """
     encoder = hparams["encoder"]
-    task_heads = head_options_by_task(hparams, encoders)
+    options = head_options(hparams, encoders)
     heads = {
         task: hparams["head"](
             num_layers=encoder.num_layers, input_size=encoder.output_size, num_classes=len(enc),
-            **task_heads[task],
+            **options[task],
         )
         for task, enc in encoders.items()
     }
     return MultitaskModel(encoder, heads)
 
 
-def head_options_by_task(hparams, tasks) -> dict:
-    """Each task's head options beyond the shared ``head`` factory's (``task_heads``).
+def head_options(hparams, tasks) -> dict:
+    """Each task's ``TaskHead`` options: the ``head`` factory's, updated by ``task_heads``.
 
-    >>> head_options_by_task({"task_heads": {"intent": {"pooling": "stats"}}}, ["intent", "emotion"])
-    {'intent': {'pooling': 'stats'}, 'emotion': {}}
+    >>> from functools import partial
+    >>> hp = {"head": partial(dict, pooling="mean", hidden_size=8),
+    ...       "task_heads": {"intent": {"pooling": "stats"}}}
+    >>> head_options(hp, ["intent", "emotion"])
+    {'intent': {'pooling': 'stats', 'hidden_size': 8}, 'emotion': {'pooling': 'mean', 'hidden_size': 8}}
     """
+    shared = dict(getattr(hparams["head"], "keywords", {}))
     given = dict(hparams.get("task_heads") or {})
     unknown = sorted(set(given) - set(tasks))
     if unknown:
         raise ValueError(f"task_heads names task(s) {unknown} that this run does not train "
                          f"(tasks: {sorted(tasks)})")
-    return {task: dict(given.get(task) or {}) for task in tasks}
+    return {task: {**shared, **(given.get(task) or {})} for task in tasks}
 
 
 def fit(hparams, accelerator: Accelerator | None = None) -> dict:
