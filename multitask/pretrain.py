@@ -218,6 +218,19 @@ def check_corpus_seed(encoder_folder, corpus_seed: int) -> None:
             "(recipes/pretrain.py with the same corpus_seed).")
 
 
+def init_summary(folder) -> dict | None:
+    """What a continued run started from: the folder, and its own ``pretraining.json``
+    (read when the run starts, before ``encoder_out`` may overwrite it)."""
+    if not folder:
+        return None
+    path = os.path.join(os.fspath(folder), "pretraining.json")
+    record = {"folder": os.path.relpath(folder)}
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as fin:
+            record["pretraining"] = json.load(fin)
+    return record
+
+
 def write_summary(folder, summary: dict) -> None:
     with open(os.path.join(folder, "pretraining.json"), "w", encoding="utf-8") as fout:
         json.dump(summary, fout, indent=2)
@@ -248,9 +261,27 @@ def run_epoch(model, targets, loader, optimizer, scheduler, hparams, epoch, acce
         "seconds": time.time() - start}
 
 
-def pretrain(hparams, accelerator) -> dict:
+def load_encoder_weights(model: MaskedPredictionModel, folder) -> None:
+    """Start ``model``'s encoder from a saved encoder folder (continued pretraining).
+
+    Only the mask embedding, which a saved encoder does not carry, keeps its fresh
+    initialisation; any other difference is an error naming the folder.
+    """
+    source = Wav2Vec2Model.from_pretrained(os.fspath(folder))
+    try:
+        missing, unexpected = model.encoder.load_state_dict(source.state_dict(), strict=False)
+    except RuntimeError as err:  # shapes differ
+        raise ValueError(f"{folder}: its weights do not fit encoder_config: {err}") from None
+    if unexpected or [m for m in missing if m != "masked_spec_embed"]:
+        raise ValueError(f"{folder}: its weights do not fit encoder_config "
+                         f"(missing {missing}, unexpected {unexpected})")
+
+
+def pretrain(hparams, accelerator, unlabelled=()) -> dict:
     """Pretrain as ``hparams`` says (resuming from its checkpoints); save the encoder.
 
+    Reads the audio of ``hparams["train_manifests"]`` and of the ``unlabelled``
+    manifests, starting from random weights or from ``hparams["init_encoder"]``.
     Writes ``hparams["encoder_out"]`` (a Transformers folder) and a
     ``pretraining.json`` beside it with the per-epoch loss and masked-frame accuracy.
     """
@@ -263,12 +294,17 @@ def pretrain(hparams, accelerator) -> dict:
 
     seed = hparams["seed"]
     set_seed(seed)
-    rows = read_manifests(hparams["train_manifests"])
+    manifests = list(hparams["train_manifests"]) + list(unlabelled)
+    rows = read_manifests(manifests)
     loader = make_loader(make_dataset(rows, {}), rows, hparams["train_batching"], True, seed,
                          hparams.get("num_workers", 0))
     sampler = loader.batch_sampler
     config = Wav2Vec2Config.from_pretrained(hparams["encoder_config"])
     model = MaskedPredictionModel(config, hparams["num_clusters"], hparams["mask_length"])
+    init_encoder = hparams.get("init_encoder")
+    started_from = init_summary(init_encoder)
+    if init_encoder:
+        load_encoder_weights(model, init_encoder)
 
     save_folder = hparams["save_folder"]
     targets_file = os.path.join(save_folder, "frame_targets.pt")
@@ -325,7 +361,8 @@ def pretrain(hparams, accelerator) -> dict:
             "objective": "masked prediction of k-means clusters of MFCC+deltas (HuBERT iteration 1)",
             "num_clusters": hparams["num_clusters"], "mask_prob": hparams["mask_prob"],
             "mask_length": hparams["mask_length"], "epochs": epoch_counter.limit,
-            "train_manifests": [os.path.relpath(p) for p in hparams["train_manifests"]],
+            "train_manifests": [os.path.relpath(p) for p in manifests],
+            "init_encoder": started_from,
             "corpus_seed": hparams.get("corpus_seed"),
             "audio_hours": round(sum(float(r["duration"]) for r in rows) / 3600, 2),
             "history": history,

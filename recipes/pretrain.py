@@ -7,6 +7,10 @@ Generates and prepares the demo corpus if needed (the same corpus, seed and spli
 as ``make demo``), then trains a wav2vec2 encoder by masked prediction of MFCC
 clusters on the training audio (see :mod:`multitask.pretrain`) and writes it to
 ``encoder_out``. Rerunning the command after an interruption resumes.
+
+With ``call_audio: true`` it also generates call audio spoken by the training
+timbres (``multitask synth --domain calls``) and reads it without labels; with
+``init_encoder`` it continues from an encoder instead of random weights.
 """
 
 import os
@@ -17,6 +21,7 @@ import speechbrain as sb
 from multitask.pretrain import pretrain
 from multitask.recipe import load_hparams, parse_arguments
 from multitask.synth import generate
+from multitask.synth.corpus import training_timbres
 from multitask.train import make_accelerator, prepare_data
 
 if __name__ == "__main__":
@@ -30,5 +35,15 @@ if __name__ == "__main__":
     sb.create_experiment_directory(hparams["output_folder"], hyperparams_to_save=hparams_file,
                                    overrides=overrides)
     prepare_data(hparams, accelerator)
-    pretrain(hparams, accelerator)
+    unlabelled = []
+    if hparams.get("call_audio"):
+        calls = os.path.join(hparams["synth_folder"], "calls", "calls.csv")
+        if accelerator.is_main_process and not os.path.isfile(calls):
+            timbres = training_timbres(hparams["train_manifests"],
+                                       os.path.join(hparams["synth_folder"], "speakers.json"))
+            generate(hparams["synth_folder"], size=hparams["synth_size"],
+                     seed=hparams["corpus_seed"], domain="calls", variants=timbres)
+        accelerator.wait_for_everyone()
+        unlabelled.append(calls)
+    pretrain(hparams, accelerator, unlabelled)
     accelerator.print(f"pretrained encoder: {hparams['encoder_out']}")

@@ -3,6 +3,7 @@
 import json
 import os
 
+import pytest
 import torch
 from accelerate import Accelerator
 from speechbrain.utils.epoch_loop import EpochCounter
@@ -67,3 +68,31 @@ def test_pretraining_learns_resumes_and_writes_an_encoder_the_recipes_load(
     weights = load_file(os.fspath(folder / "model.safetensors"))
     name, tensor = next(iter(weights.items()))
     assert torch.equal(encoder.model.state_dict()[name], tensor)
+
+
+def test_continued_pretraining_starts_from_the_given_encoder(group_norm_encoder, toy_corpus,
+                                                             tmp_path):
+    from transformers import Wav2Vec2Config
+
+    from multitask.pretrain import load_encoder_weights
+
+    first = tmp_path / "first"
+    pretrain(pretrain_hparams(group_norm_encoder, toy_corpus, first, 1), Accelerator(cpu=True))
+    config = Wav2Vec2Config.from_pretrained(group_norm_encoder)
+    model = MaskedPredictionModel(config, 8)
+    load_encoder_weights(model, first / "encoder")
+    saved = Wav2Vec2Encoder(first / "encoder", save_path=str(tmp_path / "cache"))
+    for name, tensor in saved.model.state_dict().items():
+        assert torch.equal(model.encoder.state_dict()[name], tensor), name
+
+    hparams = pretrain_hparams(group_norm_encoder, toy_corpus, tmp_path / "second", 1)
+    hparams["init_encoder"] = str(first / "encoder")
+    pretrain(hparams, Accelerator(cpu=True), unlabelled=[toy_corpus["valid"]])
+    summary = json.loads((tmp_path / "second" / "encoder" / "pretraining.json").read_text())
+    assert summary["init_encoder"]["pretraining"]["epochs"] == 1
+    assert len(summary["train_manifests"]) == 2
+
+    wider = Wav2Vec2Config.from_pretrained(group_norm_encoder)
+    wider.hidden_size, wider.intermediate_size = 48, 64
+    with pytest.raises(ValueError, match="do not fit encoder_config"):
+        load_encoder_weights(MaskedPredictionModel(wider, 8), first / "encoder")

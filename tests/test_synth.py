@@ -370,3 +370,55 @@ def test_caller_affect_is_mild_unlabelled_and_on_its_own_stream():
     with pytest.raises(ValueError, match="new domain has its own emotions"):
         generate(missing, domain="new", caller_affect=0.5)
     assert not os.path.exists(missing)
+
+
+def test_call_audio_speaks_only_the_given_timbres_in_training_phrasings(corpus, tmp_path):
+    from multitask.synth.corpus import training_timbres
+
+    with open(corpus["speakers"], encoding="utf-8") as fin:
+        actors = json.load(fin)["crema_d_actors"]
+    actor, info = sorted(actors.items())[0]
+    _, skit_rows = _rows(os.path.join(corpus["skit_s2i"], "train.csv"))
+    skit_variant = skit_rows[0]["speaker_id"]  # a Skit-S2I speaker id is a timbre
+    manifest = tmp_path / "train.csv"
+    with open(manifest, "w", newline="", encoding="utf-8") as fout:
+        writer = csv.writer(fout)
+        writer.writerow(["id", "wav", "duration", "intent", "emotion", "speaker"])
+        writer.writerow(["a", "a.wav", "1.0", "", "angry", actor])
+        writer.writerow(["b", "b.wav", "1.0", "block", "", skit_variant])
+    variants = training_timbres([manifest], corpus["speakers"])
+    assert variants == sorted({info["variant"], skit_variant})
+
+    paths = generate(tmp_path / "out", size="tiny", seed=SEED, jobs=2, domain="calls",
+                     variants=variants, progress=False)
+    rows = read_manifest(paths["calls"])
+    assert len(rows) == 2 * len(INTENTS)  # tiny: 2 clips per intent
+    assert {r["speaker"] for r in rows} <= set(variants)
+    assert {r["emotion"] for r in rows} <= set(EMOTIONS)
+    for row in rows:
+        assert sf.info(row["wav"]).samplerate == 8000
+        held_out = split_templates(TEMPLATES[row["intent"]])[1]
+        for template in held_out:
+            pattern = "^" + re.sub(r"\\\{\w+\\\}", ".+", re.escape(template.lower())) + "$"
+            assert not re.match(pattern, row["text"].lower().rstrip(".?")), row["text"]
+    assert os.path.isfile(paths["datasheet"])
+    again = generate(tmp_path / "again", size="tiny", seed=SEED, jobs=1, domain="calls",
+                     variants=variants, progress=False)
+    first, second = (_all_files(os.path.dirname(p["calls"])) for p in (paths, again))
+    assert sorted(first) == sorted(second)
+    for rel, path in first.items():  # same seed, any number of jobs: the same bytes
+        with open(path, "rb") as a, open(second[rel], "rb") as b:
+            assert a.read() == b.read(), rel
+
+
+def test_call_audio_refuses_missing_voices_and_unknown_speakers(corpus, tmp_path):
+    from multitask.synth.corpus import training_timbres
+
+    with pytest.raises(ValueError, match="variants"):
+        generate(tmp_path, size="tiny", seed=SEED, domain="calls", progress=False)
+    with pytest.raises(ValueError, match="at least one voice"):
+        generate(tmp_path, size="tiny", seed=SEED, domain="calls", variants=[], progress=False)
+    manifest = tmp_path / "train.csv"
+    manifest.write_text("id,wav,duration,intent,speaker\na,a.wav,1.0,block,nobody\n")
+    with pytest.raises(ValueError, match="'nobody' is no timbre"):
+        training_timbres([manifest], corpus["speakers"])

@@ -25,8 +25,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="generate the synthetic banking IVR corpora",
         description=(
             "Speak a synthetic intent corpus (Skit-S2I layout), emotion corpus (CREMA-D "
-            "layout) and joint test set with espeak-ng, or with --domain new a few-shot "
-            "corpus of new banking intents. Deterministic from --seed."
+            "layout) and joint test set with espeak-ng, with --domain new a few-shot "
+            "corpus of new banking intents, or with --domain calls call audio for "
+            "self-supervised pretraining. Deterministic from --seed."
         ),
     )
     parser.add_argument("--out", required=True, help="output folder")
@@ -40,7 +41,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--jobs", type=int, default=None, help="worker processes (default: all cores)"
     )
-    parser.add_argument("--domain", choices=("banking", "new"), default="banking")
+    parser.add_argument("--domain", choices=("banking", "new", "calls"), default="banking")
     parser.add_argument(
         "--shots", type=int, default=20, help="--domain new: training clips per intent"
     )
@@ -48,6 +49,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--caller-affect", type=float, default=0.0, metavar="SHARE",
         help="--domain banking: share of the intent corpus spoken with a mild emotion "
              "(not a label; default 0, neutral prosody)",
+    )
+    parser.add_argument(
+        "--variants", type=lambda text: [v for v in text.split(",") if v], default=None,
+        metavar="V1,V2,...",
+        help="--domain calls: the voice variants (timbres) that speak; give only training "
+             "timbres, e.g. those of multitask.synth.corpus.training_timbres",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run)
@@ -67,6 +74,7 @@ def run(args: argparse.Namespace) -> int:
             shots=args.shots,
             progress=not args.no_progress,
             caller_affect=args.caller_affect,
+            variants=args.variants,
         )
     except ValueError as err:
         raise SystemExit(f"multitask synth: {err}") from None

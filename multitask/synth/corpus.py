@@ -12,6 +12,10 @@
 
     <out>/new_domain/train.csv, valid.csv, test.csv, wavs/*.wav, DATASHEET.md
 
+``generate(out_dir, domain="calls", variants=[...])`` writes::
+
+    <out>/calls/calls.csv, wavs/*.wav, DATASHEET.md     (package manifest, 8 kHz)
+
 Planning (which text, voice and emotion each file gets) happens in the parent
 process from seeded generators; rendering is farmed out to a process pool. Each
 utterance carries its own seed, derived from the corpus seed, a stream number and its
@@ -39,7 +43,11 @@ import numpy as np
 from tqdm import tqdm
 
 from ..manifest import write_manifest
-from .datasheet import write_banking_datasheet, write_new_domain_datasheet
+from .datasheet import (
+    write_banking_datasheet,
+    write_calls_datasheet,
+    write_new_domain_datasheet,
+)
 from .espeak import release_engine
 from .prosody import EMOTION_CODES, EMOTIONS, LEVELS, make_speaker
 from .render import Utterance, render_batch
@@ -69,7 +77,7 @@ FIRST_ACTOR_ID = 1001
 # Utterances rendered after one synthesiser reset; part of what fixes the output bytes.
 BATCH = 16
 # Random-number streams: one per corpus, so resizing one corpus leaves the others alone.
-STREAMS = {"intent": 1, "emotion": 2, "joint": 3, "new": 4}
+STREAMS = {"intent": 1, "emotion": 2, "joint": 3, "new": 4, "calls": 5}
 # With --caller-affect SHARE, that share of the intent corpus's clips carries a mild affect:
 # one of the five non-neutral emotions at a strength drawn up to CALLER_AFFECT_MAX (0.5 is
 # the LO level; the joint test also speaks at HI, 1.0). The Skit-S2I layout has no emotion
@@ -94,6 +102,8 @@ class SizeSpec:
         Joint-test clips per intent (joint voices).
     new_valid, new_test : int
         New-domain validation / test clips per intent.
+    calls : int
+        Call-audio clips per intent (``domain="calls"``).
     """
 
     intent_train: int
@@ -102,15 +112,20 @@ class SizeSpec:
     joint: int
     new_valid: int
     new_test: int
+    calls: int
 
 
 SIZES: dict[str, SizeSpec] = {
-    "tiny": SizeSpec(intent_train=3, intent_test=2, emotion=4, joint=2, new_valid=2, new_test=2),
+    "tiny": SizeSpec(
+        intent_train=3, intent_test=2, emotion=4, joint=2, new_valid=2, new_test=2, calls=2
+    ),
     "small": SizeSpec(
-        intent_train=230, intent_test=40, emotion=320, joint=30, new_valid=15, new_test=30
+        intent_train=230, intent_test=40, emotion=320, joint=30, new_valid=15, new_test=30,
+        calls=150,
     ),
     "full": SizeSpec(
-        intent_train=900, intent_test=150, emotion=520, joint=110, new_valid=40, new_test=100
+        intent_train=900, intent_test=150, emotion=520, joint=110, new_valid=40, new_test=100,
+        calls=500,
     ),
 }
 
@@ -335,6 +350,66 @@ def plan_new_domain(root: str, size: SizeSpec, pools: dict, seed: int, shots: in
     return plan
 
 
+def training_timbres(train_manifests, speakers_file) -> list[str]:
+    """The timbres (voice variants) that speak in the prepared training manifests.
+
+    The preparers choose their own validation and test speakers, so the training
+    timbres are read off their manifests: a Skit-S2I speaker id is a timbre, a CREMA-D
+    actor id is mapped to its timbre by ``speakers.json``.
+    """
+    from ..manifest import read_manifests
+
+    with open(speakers_file, encoding="utf-8") as fin:
+        speakers = json.load(fin)
+    actors = {actor: info["variant"] for actor, info in speakers["crema_d_actors"].items()}
+    known = set(speakers["corpus_of_variant"])
+    timbres = set()
+    for row in read_manifests(train_manifests):
+        speaker = actors.get(row["speaker"], row["speaker"])
+        if speaker not in known:
+            raise ValueError(f"{row['wav']}: speaker {row['speaker']!r} is no timbre of "
+                             f"{speakers_file}")
+        timbres.add(speaker)
+    return sorted(timbres)
+
+
+def plan_calls(root: str, size: SizeSpec, variants: list[str], seed: int) -> Plan:
+    """Call audio: banking queries in the phrasings of the intent corpus's training
+    split, spoken by ``variants`` in every accent, half neutral and half with an emotion
+    at level LO or HI, through the telephone line.
+
+    Pretraining reads it as unlabelled audio; the rendered intent and emotion are kept
+    in the manifest as a record of what was synthesised.
+    """
+    if not variants:
+        raise ValueError("call audio needs at least one voice variant")
+    rng = np.random.default_rng([seed, STREAMS["calls"], 0])
+    voices = [f"{accent}+{variant}" for variant in variants for accent in ACCENTS]
+    plan = Plan()
+    for intent, _ in INTENTS:
+        seen, _ = split_templates(TEMPLATES[intent])
+        for template, voice in zip(cycle_evenly(seen, size.calls, rng),
+                                   cycle_evenly(voices, size.calls, rng), strict=True):
+            emotion, level = _new_domain_emotion(rng)
+            index = len(plan.rows)
+            uid = f"call_{index:06d}"
+            text = sentence(fill(template, rng))
+            utt = Utterance(
+                path=os.path.join(root, "wavs", f"{uid}.wav"),
+                text=text,
+                speaker=make_speaker(voice, seed),
+                emotion=emotion,
+                strength=LEVELS[level],
+                channel="telephone",
+                seed=utterance_seed(seed, "calls", index),
+            )
+            row = {"id": uid, "wav": f"wavs/{uid}.wav", "intent": intent, "emotion": emotion,
+                   "speaker": variant_of(voice), "voice": voice, "split": "train",
+                   "level": level, "text": text}
+            plan.add(utt, row)
+    return plan
+
+
 # ------------------------------------------------------------------------ rendering
 
 
@@ -405,6 +480,15 @@ def write_joint(root: str, rows: list[dict], results: list[dict]) -> str:
     return path
 
 
+def write_calls(root: str, rows: list[dict], results: list[dict]) -> str:
+    """Call audio as a package manifest (``calls.csv``)."""
+    for row, res in zip(rows, results, strict=True):
+        row["duration"] = round(res["frames"] / res["sample_rate"], 3)
+    path = os.path.join(root, "calls.csv")
+    write_manifest(path, rows)
+    return path
+
+
 def write_speakers(path: str, seed: int, pools: dict, actors: dict) -> None:
     """Which variants, voices and CREMA-D actors belong to which pool, for checking splits."""
     pool_of = {variant_of(voice): pool for pool, voices in pools.items() for voice in voices}
@@ -447,6 +531,7 @@ def generate(
     shots: int = 20,
     progress: bool = True,
     caller_affect: float = 0.0,
+    variants: list[str] | None = None,
 ) -> dict[str, str]:
     """Generate the synthetic corpora.
 
@@ -460,13 +545,16 @@ def generate(
         Same seed, same bytes (for any ``jobs``).
     jobs : int, optional
         Worker processes (default: all cores).
-    domain : {"banking", "new"}
+    domain : {"banking", "new", "calls"}
         ``banking``: Skit-S2I + CREMA-D + joint test. ``new``: the new-intents corpus.
+        ``calls``: call audio for pretraining (:func:`plan_calls`).
     shots : int
         New domain only: training clips per intent.
     caller_affect : float
         Banking only: share of the intent corpus's clips spoken with a mild emotion
         (:func:`draw_caller_affect`); 0 keeps it neutral, as the demo does.
+    variants : list of str
+        Calls only: the voice variants that speak (:func:`training_timbres`).
     progress : bool
         Show a tqdm progress bar.
 
@@ -477,11 +565,13 @@ def generate(
     """
     if size not in SIZES:
         raise ValueError(f"size must be one of {sorted(SIZES)}, not {size!r}")
-    if domain not in ("banking", "new"):
-        raise ValueError(f"domain must be 'banking' or 'new', not {domain!r}")
+    if domain not in ("banking", "new", "calls"):
+        raise ValueError(f"domain must be 'banking', 'new' or 'calls', not {domain!r}")
+    if (domain == "calls") != (variants is not None):
+        raise ValueError("variants (the voices of call audio) go with domain='calls' only")
     if not 0.0 <= caller_affect <= 1.0:
         raise ValueError(f"caller_affect must be between 0 and 1, not {caller_affect}")
-    if domain == "new" and caller_affect:
+    if domain != "banking" and caller_affect:
         raise ValueError("caller_affect applies to the banking corpus's intent clips; "
                          "the new domain has its own emotions")
     if domain == "new" and shots < 1:
@@ -492,6 +582,8 @@ def generate(
     if domain == "banking":
         return _generate_banking(out_dir, SIZES[size], size, seed, jobs, pools, progress,
                                  caller_affect)
+    if domain == "calls":
+        return _generate_calls(out_dir, SIZES[size], size, seed, jobs, variants, progress)
     return _generate_new(out_dir, SIZES[size], size, seed, jobs, pools, shots, progress)
 
 
@@ -559,3 +651,13 @@ def _generate_new(out_dir, spec, size, seed, jobs, pools, shots, progress) -> di
         results=results,
     )
     return paths
+
+
+def _generate_calls(out_dir, spec, size, seed, jobs, variants, progress) -> dict[str, str]:
+    root = _fresh_dir(os.path.join(out_dir, "calls"))
+    plan = plan_calls(root, spec, list(variants), seed)
+    results = render_all(plan.utterances, jobs, progress)
+    manifest = write_calls(root, plan.rows, results)
+    datasheet = write_calls_datasheet(os.path.join(root, "DATASHEET.md"), size=size, seed=seed,
+                                      variants=sorted(set(variants)), plan=plan, results=results)
+    return {"root": out_dir, "calls": manifest, "datasheet": datasheet}

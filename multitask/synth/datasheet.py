@@ -294,6 +294,36 @@ def write_new_domain_datasheet(path, size, seed, shots, pools, plan, results) ->
     return _write(path, lines)
 
 
+def write_calls_datasheet(path, size, seed, variants, plan, results) -> str:
+    """The datasheet for the call audio that pretraining reads without labels."""
+    lines = _header(
+        "Synthetic call audio (for self-supervised pretraining)",
+        size,
+        seed,
+        f"multitask synth --out DIR --domain calls --size {size} --seed {seed} "
+        f"--variants {','.join(variants)}",
+    )
+    lines += [
+        "Banking queries in the phrasings of the intent corpus's training split (none of "
+        "the joint test's held-out phrasings), spoken by the timbres below in every accent: "
+        "half neutral, the rest one of the other five emotions at level LO or HI, as the "
+        "joint test speaks; telephone channel, 8 kHz. `calls.csv` is a package manifest "
+        "whose `intent` and `emotion` columns record what was rendered; pretraining reads "
+        "the audio only.",
+        "",
+        f"Timbres ({len(variants)}): {', '.join(variants)}.",
+        "",
+    ]
+    counts = Counter((r["intent"], r["emotion"]) for r in plan.rows)
+    intents = list(dict.fromkeys(r["intent"] for r in plan.rows))
+    lines += _table(["intent"] + list(EMOTIONS),
+                    [[i] + [counts[(i, e)] for e in EMOTIONS] for i in intents])
+    lines += _channel_section()
+    seconds = sum(r["frames"] / r["sample_rate"] for r in results)
+    lines += [f"Total audio: {seconds / 3600:.2f} hours in {len(results)} files.", ""]
+    return _write(path, lines)
+
+
 def _write(path: str, lines: list[str]) -> str:
     with open(path, "w", encoding="utf-8") as fout:
         fout.write("\n".join(lines))
