@@ -16,7 +16,7 @@ venv: $(STAMP)
 
 ## make test: unit tests, doctests, recipe smoke tests (about 10 minutes on 2 cores)
 test: $(STAMP)
-	$(PY) -m pytest tests --doctest-modules multitask benchmarks/shift.py
+	$(PY) -m pytest tests --doctest-modules multitask benchmarks/shift.py benchmarks/probe.py
 
 ## make demo: synthetic corpus -> joint training -> evaluation -> export -> reload -> predict
 demo: $(STAMP)

@@ -1,0 +1,170 @@
+#!/usr/bin/env python3
+"""How separable the joint test's labels are: linear probes on frozen representations.
+
+The joint IVR test asks for emotion on banking queries over the telephone, while the
+emotion corpus is wideband speech of a dozen other sentences. A low joint score can
+mean that the corpus does not teach what the test asks (a mismatch), or that the
+representation does not hold it. This diagnostic tells the two apart by training a
+linear probe (softmax regression on standardised features) on:
+
+* ``crema_train``: the emotion corpus's training split (what the model learns from);
+* ``calls``: call audio spoken by the *training* timbres in the joint test's
+  conditions (``multitask synth --domain calls``; its rendered labels are used here,
+  and only here: no recipe trains on them);
+
+and scoring it on the joint test (voices heard nowhere in training), for two
+representations:
+
+* ``encoder``: a model export's encoder, frozen, each layer's mean and standard
+  deviation over the valid frames;
+* ``acoustic``: hand-made features, the feature baseline's (MFCC, chroma, mel, ZCR,
+  RMS; means and deviations) plus six prosody measures (median, spread and 10-90 %
+  range of log F0, voiced share, active level, seconds per word).
+
+A probe trained on ``calls`` is not a system anyone could ship; it measures how much
+of a label the representation carries for unseen voices, when the training material
+matches the test.
+
+    python benchmarks/probe.py --model results/demo/model --out results/bench/probe.json
+
+Example
+-------
+>>> x = torch.tensor([[0.0], [0.1], [1.0], [1.1]])
+>>> probe_accuracy(x, ["a", "a", "b", "b"], x, ["a", "a", "b", "b"], steps=200)
+1.0
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from multiprocessing import Pool
+
+import numpy as np
+import soundfile as sf
+import torch
+from tqdm import tqdm
+
+from multitask.manifest import read_manifest
+
+DEMO = "results/demo"
+MANIFESTS = {
+    "crema_train": f"{DEMO}/data/crema_d/train.csv",
+    "calls": f"{DEMO}/synth/calls/calls.csv",
+    "joint": f"{DEMO}/synth/joint_test/joint_test.csv",
+}
+WEIGHT_DECAYS = (1e-3, 1e-2, 1e-1)
+
+
+def probe_accuracy(train_x, train_y, test_x, test_y, weight_decay=1e-2, steps=300,
+                   seed=0) -> float:
+    """Test accuracy of softmax regression fitted on standardised ``train_x`` (full batch)."""
+    labels = sorted(set(train_y))
+    y_train = torch.tensor([labels.index(y) for y in train_y])
+    y_test = torch.tensor([labels.index(y) if y in labels else -1 for y in test_y])
+    mean, std = train_x.mean(0), train_x.std(0) + 1e-5
+    a, b = (train_x - mean) / std, (test_x - mean) / std
+    torch.manual_seed(seed)
+    linear = torch.nn.Linear(a.shape[1], len(labels))
+    optimizer = torch.optim.AdamW(linear.parameters(), lr=1e-2, weight_decay=weight_decay)
+    for _ in range(steps):
+        optimizer.zero_grad()
+        torch.nn.functional.cross_entropy(linear(a), y_train).backward()
+        optimizer.step()
+    with torch.no_grad():
+        return round(float((linear(b).argmax(-1) == y_test).float().mean()), 3)
+
+
+def encoder_features(model_dir, rows, batch_size=16) -> torch.Tensor:
+    """``[rows, 2 x layers x dim]``: each layer's mean and deviation over valid frames."""
+    from multitask.audio import to_model_input
+    from multitask.inference import MultitaskClassifier
+    from multitask.model import masked_mean_std
+
+    classifier = MultitaskClassifier.from_hparams(
+        source=model_dir, savedir=tempfile.mkdtemp(prefix="probe_model_"), optimize=None)
+    encoder = classifier.model.encoder.eval()
+    order = sorted(range(len(rows)), key=lambda i: rows[i]["duration"])  # less padding
+    pooled = [None] * len(rows)
+    for start in tqdm(range(0, len(order), batch_size), desc="encoder", unit="batch"):
+        chunk = order[start:start + batch_size]
+        wavs = [to_model_input(*sf.read(rows[i]["wav"], dtype="float32"), path=rows[i]["wav"])
+                for i in chunk]
+        longest = max(len(w) for w in wavs)
+        batch = torch.stack([torch.nn.functional.pad(w, (0, longest - len(w))) for w in wavs])
+        lens = torch.tensor([len(w) / longest for w in wavs])
+        with torch.no_grad():
+            hidden = encoder(batch, lens)  # [layers, batch, frames, dim]
+            frames = encoder.frame_lengths(batch, lens).clamp(max=hidden.shape[2])
+            valid = torch.arange(hidden.shape[2])[None] < frames[:, None]
+            stats = torch.cat([torch.cat(masked_mean_std(layer, valid), -1) for layer in hidden], -1)
+        for i, row in zip(chunk, stats, strict=True):
+            pooled[i] = row
+    return torch.stack(pooled)
+
+
+def _acoustic_row(row: dict) -> np.ndarray:
+    from multitask.baseline import file_features
+    from multitask.synth.prosody import active_rms, f0_track, speech_span
+
+    x, sr = sf.read(row["wav"], dtype="float64")
+    if x.ndim > 1:
+        x = x.mean(1)
+    f0 = f0_track(x, sr)
+    log_f0 = np.log(f0) if f0.size else np.zeros(1)
+    words = max(1, len(row.get("text", "").split())) if row.get("text") else 1
+    prosody = [np.median(log_f0), log_f0.std(), np.percentile(log_f0, 90) - np.percentile(log_f0, 10),
+               f0.size / max(1.0, len(x) / sr / 0.04), 20 * np.log10(active_rms(x, sr) + 1e-12),
+               speech_span(x, sr) / words]
+    spectral = file_features(row["wav"], with_std=True, telephone=True).numpy()
+    return np.concatenate([np.nan_to_num(np.array(prosody)), spectral])
+
+
+def acoustic_features(rows, jobs=None) -> torch.Tensor:
+    """``[rows, features]``: the feature baseline's statistics plus six prosody measures."""
+    with Pool(jobs or os.cpu_count()) as pool:
+        feats = list(tqdm(pool.imap(_acoustic_row, rows, chunksize=8), total=len(rows),
+                          desc="acoustic", unit="clip"))
+    return torch.tensor(np.stack(feats), dtype=torch.float32)
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=f"{DEMO}/model", help="an exported model folder")
+    parser.add_argument("--no-acoustic", action="store_true", help="encoder probes only")
+    parser.add_argument("--out", default="results/bench/probe.json")
+    args = parser.parse_args(argv)
+    missing = [p for p in MANIFESTS.values() if not os.path.isfile(p)]
+    if missing:
+        raise SystemExit(f"probe: missing {', '.join(missing)}: run `make demo`, then "
+                         "`multitask synth --domain calls` (see README)")
+    start = time.time()
+    rows = {name: read_manifest(path) for name, path in MANIFESTS.items()}
+    representations = {"encoder": lambda r: encoder_features(args.model, r)}
+    if not args.no_acoustic:
+        representations["acoustic"] = acoustic_features
+    report = {"model": os.path.abspath(args.model), "manifests": MANIFESTS,
+              "weight_decays": list(WEIGHT_DECAYS), "probes": {}}
+    for name, featurise in representations.items():
+        feats = {split: featurise(split_rows) for split, split_rows in rows.items()}
+        for task, sources in (("emotion", ("crema_train", "calls")), ("intent", ("calls",))):
+            for source in sources:
+                key = f"{name}: {task}, {source} -> joint"
+                report["probes"][key] = [
+                    probe_accuracy(feats[source], [r[task] for r in rows[source]],
+                                   feats["joint"], [r[task] for r in rows["joint"]], decay)
+                    for decay in WEIGHT_DECAYS]
+                print(f"{key:45s} " + " ".join(f"{a:.3f}" for a in report["probes"][key]))
+    report["seconds"] = round(time.time() - start, 1)
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    with open(args.out, "w", encoding="utf-8") as fout:
+        json.dump(report, fout, indent=2)
+    return report
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)
