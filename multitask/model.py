@@ -374,12 +374,25 @@ class MultitaskModel(nn.Module):
         return {task: head(hidden, frame_lens) for task, head in self.heads.items()}
 
 
-def build_heads(encoder: Wav2Vec2Encoder, num_classes: dict, **head_options) -> dict:
-    """One :class:`TaskHead` per task, sized by that task's label encoder.
+def build_heads(encoder: Wav2Vec2Encoder, num_classes: dict, task_options: dict | None = None,
+                head=None, **head_options) -> dict:
+    """One head per task, sized by that task's label encoder: the one place heads are built.
 
-    ``head_options`` are passed to every head (``proj_size``, ``hidden_size``, ``dropout``).
+    ``head_options`` go to every head (``proj_size``, ``hidden_size``, ``dropout``,
+    ``pooling``); ``task_options`` (task -> options) update them for one task. ``head``
+    is the factory (default :class:`TaskHead`; a recipe passes its YAML's).
+
+    >>> from types import SimpleNamespace
+    >>> encoder = SimpleNamespace(num_layers=3, output_size=16)  # what heads read of it
+    >>> heads = build_heads(encoder, {"intent": 5, "emotion": 3}, {"intent": {"pooling": "stats"}},
+    ...                     proj_size=8, hidden_size=8)
+    >>> heads["intent"].pooling, heads["emotion"].pooling
+    ('stats', 'mean')
     """
+    head = head or TaskHead
+    task_options = task_options or {}
     return {
-        task: TaskHead(encoder.num_layers, encoder.output_size, n, **head_options)
+        task: head(num_layers=encoder.num_layers, input_size=encoder.output_size, num_classes=n,
+                   **{**head_options, **(task_options.get(task) or {})})
         for task, n in num_classes.items()
     }

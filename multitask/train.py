@@ -42,7 +42,7 @@ from .data_report import write_data_report
 from .losses import IGNORE_INDEX, joint_loss, task_loss_sums
 from .manifest import TASKS, read_manifests
 from .metrics import classification_report, plot_confusion_matrix
-from .model import MultitaskModel, frame_mask
+from .model import MultitaskModel, build_heads, frame_mask
 from .optim import param_groups
 from .sampling import steps_per_epoch
 
@@ -132,14 +132,8 @@ def build_model(hparams, encoders) -> MultitaskModel:
     options) overrides them for one task, e.g. ``{"intent": {"pooling": "stats"}}``.
     """
     encoder = hparams["encoder"]
-    options = head_options(hparams, encoders)
-    heads = {
-        task: hparams["head"](
-            num_layers=encoder.num_layers, input_size=encoder.output_size, num_classes=len(enc),
-            **options[task],
-        )
-        for task, enc in encoders.items()
-    }
+    sizes = {task: len(enc) for task, enc in encoders.items()}
+    heads = build_heads(encoder, sizes, head_options(hparams, encoders), head=hparams["head"])
     return MultitaskModel(encoder, heads)
 
 
