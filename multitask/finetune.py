@@ -27,6 +27,9 @@ any run, its card naming the parent (``base_model``). What this module adds:
   default; ``rows_per_class`` in ``finetune.yaml`` balances each epoch over the
   intents), then an offset on the new intents' logits chosen on held-out clips of
   the old ones (``--old-valid``; :mod:`multitask.calibration`);
+* ``--emotion-replay``: emotion-labelled manifests (the parent's emotion corpus)
+  rehearsed while a trainable encoder adapts, their loss flowing through the frozen
+  emotion head into the encoder, so that what the emotion head reads stays readable;
 * retention, measured: emotion accuracy (and, in ``extend`` mode, old-intent
   accuracy) of the parent and of the fine-tuned model on the same manifests, in
   ``finetune.json``, with a warning when emotion drops by more than
@@ -371,6 +374,42 @@ def replay_manifest(manifests, labels, per_class: int | None, seed: int, out_pat
     return os.fspath(out_path)
 
 
+def emotion_replay_manifest(manifests, labels, out_path) -> str:
+    """The emotion-labelled rows of ``manifests`` as emotion-only rows, rehearsed so that a
+    trainable encoder keeps what the (frozen) emotion head reads. Every emotion must be
+    one of the parent's ``labels``."""
+    from .manifest import read_manifest, write_manifest
+
+    rows = []
+    for manifest in manifests:
+        kept = [row for row in read_manifest(manifest) if row.get("emotion")]
+        unknown = sorted({row["emotion"] for row in kept} - set(labels))
+        if unknown:
+            raise FinetuneError(f"{manifest}: emotion label(s) {unknown} are not the parent's "
+                                f"({', '.join(labels)})")
+        if not kept:
+            raise FinetuneError(f"{manifest}: no row carries an emotion label to rehearse")
+        rows += [dict(row, id=f"emotion-replay-{row['id']}", intent="", task="emotion")
+                 for row in kept]
+    write_manifest(out_path, rows)
+    return os.fspath(out_path)
+
+
+def check_emotion_replay(hparams) -> None:
+    """Refuse an emotion rehearsal that cannot act: no emotion weight, or nothing
+    trainable that the emotion loss reaches."""
+    weight = float((hparams.get("task_weights") or {}).get("emotion", 0.0))
+    if weight <= 0:
+        raise FinetuneError(f"--emotion-replay rehearses emotion, but task_weights gives it "
+                            f"weight {weight}; give it a positive weight or drop --emotion-replay")
+    frozen_heads = set(hparams.get("frozen_heads") or [])
+    if str(hparams.get("freeze_encoder")) == "all" and "emotion" in frozen_heads:
+        raise FinetuneError("--emotion-replay rehearses emotion through the encoder, but the "
+                            "encoder and the emotion head are both frozen: unfreeze encoder "
+                            "layers (--freeze_encoder=none or N lower layers) or drop "
+                            "--emotion-replay")
+
+
 def check_classes(train_manifests, other_manifests: dict) -> Counter:
     """Rows per intent in training; raise if a class of ``other_manifests`` has none."""
     from .manifest import read_manifests
@@ -569,7 +608,7 @@ def check_same_run(record: dict, identity: dict, mode: str, out, intent_head=Non
 
 def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion=None,
              old_intent=None, old_valid=None, replay=(), replay_per_class=None, revision=None,
-             parent_repo_id=None, hparams_file=DEFAULT_HPARAMS, overrides=None,
+             emotion_replay=(), parent_repo_id=None, hparams_file=DEFAULT_HPARAMS, overrides=None,
              export=True, repo_id=None) -> dict:
     """Fine-tune ``source`` on new intents; returns the run's ``finetune.json`` record.
 
@@ -599,6 +638,9 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
     replay : list of str
         ``extend``: manifests with the parent's intents, rehearsed during training:
         every row, or at most ``replay_per_class`` of each intent.
+    emotion_replay : list of str
+        Emotion-labelled manifests rehearsed during training (with a trainable encoder):
+        ``task_weights`` gives emotion weight 1 unless overridden.
     revision, parent_repo_id : str, optional
         Hub revision of ``source``; the Hub id a local parent folder was pushed as
         (for the card's ``base_model``).
@@ -651,6 +693,9 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
     elif mode == "extend":
         warnings.warn("extend without --replay: the parent's intents are not rehearsed and "
                       "their accuracy may drop; pass --replay with manifests of them", stacklevel=2)
+    if emotion_replay:
+        train_manifests.append(emotion_replay_manifest(
+            emotion_replay, parent.labels["emotion"], data_dir / "emotion_replay.csv"))
     if emotion:
         tests["emotion"] = single_task_copy(emotion, "emotion", data_dir / "emotion.csv")
     if old_intent:
@@ -676,8 +721,12 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
         "valid_manifests": [str(p) for p in valid_manifests],
         "test_manifests": {k: str(v) for k, v in tests.items()},
     }
+    if emotion_replay:  # merged into the file's task_weights, as HyperPyYAML merges mappings
+        settings["task_weights"] = {"emotion": 1.0}
     overrides = {**settings, **user}
     hparams = load_hparams(str(hparams_file), overrides)
+    if emotion_replay:
+        check_emotion_replay(hparams)
     if mode == "extend" and not old_valid and hparams.get("new_intent_offset") is None:
         warnings.warn("extend without --old-valid: the new intents' logits are not offset and "
                       "may take many old-intent clips; pass --old-valid with held-out clips of "
@@ -708,6 +757,7 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
         "shots": dict(sorted(counts.items())),
         "replay_per_class": replay_per_class if replay else None,
         "replayed": _row_count(train_manifests[1]) if replay else 0,
+        "emotion_replayed": _row_count(train_manifests[-1]) if emotion_replay else 0,
         "rows_per_class": (hparams.get("train_batching") or {}).get("rows_per_class"),
     })
 
@@ -894,6 +944,9 @@ def add_parser(subparsers) -> None:
                              "new intents' logit offset is chosen")
     parser.add_argument("--replay", action="append", default=[], metavar="MANIFEST",
                         help="extend: manifests of the parent's intents to rehearse")
+    parser.add_argument("--emotion-replay", action="append", default=[], metavar="MANIFEST",
+                        help="emotion-labelled manifests (the parent's emotion corpus) rehearsed "
+                             "while a trainable encoder adapts (needs --freeze_encoder=none|N)")
     parser.add_argument("--replay-per-class", type=int,
                         help="at most this many rehearsed rows per parent intent (default: all)")
     parser.add_argument("--parent-repo-id", help="Hub id of a local SOURCE, for the card")
@@ -929,7 +982,7 @@ def _run(args) -> int:
         record = finetune(
             args.source, args.train, args.out, valid=args.valid, test=args.test, mode=args.mode,
             emotion=args.emotion, old_intent=args.old_intent, old_valid=args.old_valid,
-            replay=args.replay,
+            replay=args.replay, emotion_replay=args.emotion_replay,
             replay_per_class=args.replay_per_class, revision=args.revision,
             parent_repo_id=args.parent_repo_id, hparams_file=args.hparams,
             overrides=parse_overrides(args.overrides), export=args.export,

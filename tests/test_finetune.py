@@ -345,3 +345,41 @@ def test_the_shipped_augmentation_runs_in_the_training_loop(exported_model, new_
     used = (out / "hyperparams.yaml").read_text()
     assert "task_augmentation:" in used and "PauseInsertion" in used and "SpeedPerturb" in used
     assert "epoch: 2" in (out / "train_log.txt").read_text()
+
+
+def test_emotion_replay_rehearses_emotion_through_a_trainable_encoder(exported_model, new_domain,
+                                                                     toy_corpus, tmp_path):
+    from multitask.manifest import read_manifest
+
+    overrides = {**parse_overrides(FAST), "number_of_epochs": 2, "freeze_encoder": "none"}
+    record = finetune(str(exported_model), new_domain["train"], tmp_path / "run",
+                      valid=[new_domain["valid"]], emotion=toy_corpus["test"],
+                      emotion_replay=[toy_corpus["train"]], overrides=overrides)
+    emotion_rows = [r for r in read_manifest(toy_corpus["train"]) if r["emotion"]]
+    assert record["emotion_replayed"] == len(emotion_rows) > 0
+    class TagBlind(yaml.SafeLoader):  # reads the values, not the objects the tags build
+        pass
+
+    TagBlind.add_multi_constructor("!", lambda loader, suffix, node: None)
+    used = yaml.load((tmp_path / "run" / "hyperparams.yaml").read_text(), Loader=TagBlind)
+    assert used["task_weights"] == {"intent": 1.0, "emotion": 1.0}
+    tuned = load_file(tmp_path / "run" / "export" / "heads.safetensors")
+    parent = parent_heads(exported_model)
+    assert all(torch.equal(tuned[k], parent[k]) for k in parent if k.startswith("emotion."))
+
+
+def test_emotion_replay_is_refused_when_it_cannot_act_or_has_unknown_labels(
+        exported_model, new_domain, toy_corpus, tmp_path):
+    with pytest.raises(FinetuneError, match="encoder and the emotion head are both frozen"):
+        finetune(str(exported_model), new_domain["train"], tmp_path / "a",
+                 valid=[new_domain["valid"]], emotion_replay=[toy_corpus["train"]])
+    with pytest.raises(FinetuneError, match="task_weights gives it weight 0.0"):
+        finetune(str(exported_model), new_domain["train"], tmp_path / "b",
+                 valid=[new_domain["valid"]], emotion_replay=[toy_corpus["train"]],
+                 overrides={"freeze_encoder": "none", "task_weights": {"emotion": 0.0}})
+    odd = tmp_path / "odd.csv"
+    odd.write_text("id,wav,duration,emotion\nx,x.wav,1.0,furious\n")
+    with pytest.raises(FinetuneError, match=r"odd.csv: emotion label\(s\) \['furious'\]"):
+        finetune(str(exported_model), new_domain["train"], tmp_path / "c",
+                 valid=[new_domain["valid"]], emotion_replay=[str(odd)],
+                 overrides={"freeze_encoder": "none"})
