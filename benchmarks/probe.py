@@ -23,7 +23,8 @@ representations:
 
 A probe trained on ``calls`` is not a system anyone could ship; it measures how much
 of a label the representation carries for unseen voices, when the training material
-matches the test.
+matches the test. The weight decay is chosen on a fifth of the training source's
+speakers, held out; the probe is then refitted on all of it and scored once.
 
     python benchmarks/probe.py --model results/demo/model --out results/bench/probe.json
 
@@ -32,6 +33,8 @@ Example
 >>> x = torch.tensor([[0.0], [0.1], [1.0], [1.1]])
 >>> probe_accuracy(x, ["a", "a", "b", "b"], x, ["a", "a", "b", "b"], steps=200)
 1.0
+>>> sorted(held_out_speakers([{"speaker": s} for s in "abcdefghij"], share=0.2, seed=0))
+['g', 'h']
 """
 
 from __future__ import annotations
@@ -52,6 +55,7 @@ from tqdm import tqdm
 from multitask.manifest import read_manifest
 
 DEMO = "results/demo"
+SENTENCES = f"{DEMO}/synth/crema_d/sentences.csv"  # CREMA-D sentence code -> words
 MANIFESTS = {
     "crema_train": f"{DEMO}/data/crema_d/train.csv",
     "calls": f"{DEMO}/synth/calls/calls.csv",
@@ -79,11 +83,33 @@ def probe_accuracy(train_x, train_y, test_x, test_y, weight_decay=1e-2, steps=30
         return round(float((linear(b).argmax(-1) == y_test).float().mean()), 3)
 
 
+def held_out_speakers(rows, share=0.2, seed=0) -> set[str]:
+    """A ``share`` of the speakers of ``rows``, drawn with ``seed``."""
+    speakers = sorted({row["speaker"] for row in rows})
+    rng = np.random.default_rng(seed)
+    picked = rng.choice(len(speakers), size=max(1, round(share * len(speakers))), replace=False)
+    return {speakers[i] for i in picked}
+
+
+def chosen_probe(train_x, rows, test_x, test_rows, task) -> dict:
+    """Weight decay chosen on held-out training speakers, then refitted and scored once."""
+    held = held_out_speakers(rows)
+    fit = torch.tensor([row["speaker"] not in held for row in rows])
+    labels = [row[task] for row in rows]
+    dev = {decay: probe_accuracy(train_x[fit], [y for y, f in zip(labels, fit, strict=True) if f],
+                                 train_x[~fit], [y for y, f in zip(labels, fit, strict=True) if not f],
+                                 decay)
+           for decay in WEIGHT_DECAYS}
+    decay = max(dev, key=dev.get)
+    return {"held_out_speakers": sorted(held), "dev_accuracy": dev, "weight_decay": decay,
+            "accuracy": probe_accuracy(train_x, labels, test_x, [r[task] for r in test_rows], decay)}
+
+
 def encoder_features(model_dir, rows, batch_size=16) -> torch.Tensor:
     """``[rows, 2 x layers x dim]``: each layer's mean and deviation over valid frames."""
     from multitask.audio import to_model_input
     from multitask.inference import MultitaskClassifier
-    from multitask.model import masked_mean_std
+    from multitask.model import frame_mask, masked_mean_std
 
     classifier = MultitaskClassifier.from_hparams(
         source=model_dir, savedir=tempfile.mkdtemp(prefix="probe_model_"), optimize=None)
@@ -100,35 +126,48 @@ def encoder_features(model_dir, rows, batch_size=16) -> torch.Tensor:
         with torch.no_grad():
             hidden = encoder(batch, lens)  # [layers, batch, frames, dim]
             frames = encoder.frame_lengths(batch, lens).clamp(max=hidden.shape[2])
-            valid = torch.arange(hidden.shape[2])[None] < frames[:, None]
+            valid = frame_mask(frames, hidden.shape[2])
             stats = torch.cat([torch.cat(masked_mean_std(layer, valid), -1) for layer in hidden], -1)
         for i, row in zip(chunk, stats, strict=True):
             pooled[i] = row
     return torch.stack(pooled)
 
 
-def _acoustic_row(row: dict) -> np.ndarray:
+def _words(row: dict, sentences: dict) -> int:
+    """Words spoken in a clip: its text, or its CREMA-D sentence's."""
+    text = row.get("text") or sentences.get(row.get("sentence", ""), "")
+    if not text:
+        raise ValueError(f"{row['wav']}: no text or known sentence code to count words in")
+    return len(text.split())
+
+
+def _acoustic_row(job: tuple[dict, dict]) -> np.ndarray:
     from multitask.baseline import file_features
     from multitask.synth.prosody import active_rms, f0_track, speech_span
 
+    row, sentences = job
     x, sr = sf.read(row["wav"], dtype="float64")
     if x.ndim > 1:
         x = x.mean(1)
-    f0 = f0_track(x, sr)
+    f0 = f0_track(x, sr)  # one value per voiced 40 ms frame, 10 ms apart
     log_f0 = np.log(f0) if f0.size else np.zeros(1)
-    words = max(1, len(row.get("text", "").split())) if row.get("text") else 1
+    frames = max(1, 1 + (len(x) - int(0.04 * sr)) // int(0.01 * sr))
     prosody = [np.median(log_f0), log_f0.std(), np.percentile(log_f0, 90) - np.percentile(log_f0, 10),
-               f0.size / max(1.0, len(x) / sr / 0.04), 20 * np.log10(active_rms(x, sr) + 1e-12),
-               speech_span(x, sr) / words]
+               f0.size / frames, 20 * np.log10(active_rms(x, sr) + 1e-12),
+               speech_span(x, sr) / _words(row, sentences)]
     spectral = file_features(row["wav"], with_std=True, telephone=True).numpy()
     return np.concatenate([np.nan_to_num(np.array(prosody)), spectral])
 
 
-def acoustic_features(rows, jobs=None) -> torch.Tensor:
+def acoustic_features(rows, jobs=None, sentences_file=SENTENCES) -> torch.Tensor:
     """``[rows, features]``: the feature baseline's statistics plus six prosody measures."""
+    import csv
+
+    with open(sentences_file, newline="", encoding="utf-8") as fin:
+        sentences = {row["code"]: row["text"] for row in csv.DictReader(fin)}
     with Pool(jobs or os.cpu_count()) as pool:
-        feats = list(tqdm(pool.imap(_acoustic_row, rows, chunksize=8), total=len(rows),
-                          desc="acoustic", unit="clip"))
+        feats = list(tqdm(pool.imap(_acoustic_row, [(row, sentences) for row in rows],
+                                    chunksize=8), total=len(rows), desc="acoustic", unit="clip"))
     return torch.tensor(np.stack(feats), dtype=torch.float32)
 
 
@@ -141,9 +180,16 @@ def main(argv=None) -> dict:
     missing = [p for p in MANIFESTS.values() if not os.path.isfile(p)]
     if missing:
         raise SystemExit(f"probe: missing {', '.join(missing)}: run `make demo`, then "
-                         "`multitask synth --domain calls` (see README)")
+                         f"`multitask synth --out {DEMO}/synth --domain calls --voices-of "
+                         f"{DEMO}/data/skit_s2i/train.csv {MANIFESTS['crema_train']}`")
     start = time.time()
     rows = {name: read_manifest(path) for name, path in MANIFESTS.items()}
+    # The joint test's voices must be unseen. Call audio and the joint test both name
+    # timbres; CREMA-D rows name actors, whose timbres the generator keeps out of it.
+    shared = {r["speaker"] for r in rows["calls"]} & {r["speaker"] for r in rows["joint"]}
+    if shared:
+        raise SystemExit(f"probe: {MANIFESTS['calls']} shares speaker(s) {sorted(shared)} "
+                         "with the joint test")
     representations = {"encoder": lambda r: encoder_features(args.model, r)}
     if not args.no_acoustic:
         representations["acoustic"] = acoustic_features
@@ -154,11 +200,12 @@ def main(argv=None) -> dict:
         for task, sources in (("emotion", ("crema_train", "calls")), ("intent", ("calls",))):
             for source in sources:
                 key = f"{name}: {task}, {source} -> joint"
-                report["probes"][key] = [
-                    probe_accuracy(feats[source], [r[task] for r in rows[source]],
-                                   feats["joint"], [r[task] for r in rows["joint"]], decay)
-                    for decay in WEIGHT_DECAYS]
-                print(f"{key:45s} " + " ".join(f"{a:.3f}" for a in report["probes"][key]))
+                result = chosen_probe(feats[source], rows[source], feats["joint"], rows["joint"],
+                                      task)
+                report["probes"][key] = result
+                print(f"{key:45s} {result['accuracy']:.3f} (weight decay "
+                      f"{result['weight_decay']:g}, held-out speakers "
+                      f"{max(result['dev_accuracy'].values()):.3f})")
     report["seconds"] = round(time.time() - start, 1)
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "w", encoding="utf-8") as fout:

@@ -174,7 +174,9 @@ def _lineage_block(lineage: dict | None) -> str:
         f"- Training examples per intent: {lineage.get('shots')}"
         + (f"; plus {lineage['replayed']} clips of the parent's intents, rehearsed."
            if lineage.get("replayed") else ".")
-        + (f" Each epoch drew {lineage['rows_per_class']} clips of every intent."
+        + (f" {lineage['emotion_replayed']} emotion clips rehearsed through the encoder "
+           "(emotion replay)." if lineage.get("emotion_replayed") else "")
+        + (f" Each epoch drew {lineage['rows_per_class']} clips of every class."
            if lineage.get("rows_per_class") else ""),
         f"- Frozen: encoder `{lineage.get('freeze_encoder')}` "
         "(all, none, or the conv front end and that many lower layers); heads "

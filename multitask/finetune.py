@@ -25,7 +25,7 @@ any run, its card naming the parent (``base_model``). What this module adds:
   encoder is frozen fully, up to its N lower transformer layers, or not at all;
 * ``extend``: the parent's intents rehearsed from ``--replay`` (every clip by
   default; ``rows_per_class`` in ``finetune.yaml`` balances each epoch over the
-  intents), then an offset on the new intents' logits chosen on held-out clips of
+  classes, emotions rehearsed with ``--emotion-replay`` included), then an offset on the new intents' logits chosen on held-out clips of
   the old ones (``--old-valid``; :mod:`multitask.calibration`);
 * ``--emotion-replay``: emotion-labelled manifests (the parent's emotion corpus)
   rehearsed while a trainable encoder adapts, their loss flowing through the frozen
@@ -339,16 +339,23 @@ def prepare_split(path, out_dir, split: str, seed: int) -> str:
     return out
 
 
-def single_task_copy(manifest, task: str, out_path) -> str:
-    """``manifest`` with only ``task``'s labels kept (rows without it dropped)."""
-    from .manifest import read_manifest, write_manifest
+def single_task_rows(manifest, task: str) -> list[dict]:
+    """The rows of ``manifest`` that carry ``task``'s label, with only that label kept."""
+    from .manifest import read_manifest
 
     other = next(t for t in TASKS if t != task)
     rows = [dict(row, **{other: "", "task": task}) for row in read_manifest(manifest)
             if row.get(task)]
     if not rows:
         raise FinetuneError(f"{manifest}: no row carries a {task} label")
-    write_manifest(out_path, rows)
+    return rows
+
+
+def single_task_copy(manifest, task: str, out_path) -> str:
+    """``manifest`` with only ``task``'s labels kept (rows without it dropped)."""
+    from .manifest import write_manifest
+
+    write_manifest(out_path, single_task_rows(manifest, task))
     return os.fspath(out_path)
 
 
@@ -374,23 +381,27 @@ def replay_manifest(manifests, labels, per_class: int | None, seed: int, out_pat
     return os.fspath(out_path)
 
 
-def emotion_replay_manifest(manifests, labels, out_path) -> str:
+def emotion_replay_manifest(manifests, labels, out_path, measured_on=None) -> str:
     """The emotion-labelled rows of ``manifests`` as emotion-only rows, rehearsed so that a
     trainable encoder keeps what the (frozen) emotion head reads. Every emotion must be
-    one of the parent's ``labels``."""
+    one of the parent's ``labels``, and no clip may be one of ``measured_on``'s (the
+    retention manifest: rehearsed clips would flatter it)."""
     from .manifest import read_manifest, write_manifest
 
+    measured = {os.path.realpath(row["wav"]) for row in read_manifest(measured_on)} \
+        if measured_on else set()
     rows = []
     for manifest in manifests:
-        kept = [row for row in read_manifest(manifest) if row.get("emotion")]
+        kept = single_task_rows(manifest, "emotion")
         unknown = sorted({row["emotion"] for row in kept} - set(labels))
         if unknown:
             raise FinetuneError(f"{manifest}: emotion label(s) {unknown} are not the parent's "
                                 f"({', '.join(labels)})")
-        if not kept:
-            raise FinetuneError(f"{manifest}: no row carries an emotion label to rehearse")
-        rows += [dict(row, id=f"emotion-replay-{row['id']}", intent="", task="emotion")
-                 for row in kept]
+        shared = sorted(r["id"] for r in kept if os.path.realpath(r["wav"]) in measured)
+        if shared:
+            raise FinetuneError(f"{manifest}: {len(shared)} clip(s) (e.g. {shared[0]!r}) are also "
+                                f"in --emotion {measured_on}, on which retention is measured")
+        rows += [dict(row, id=f"emotion-replay-{row['id']}") for row in kept]
     write_manifest(out_path, rows)
     return os.fspath(out_path)
 
@@ -695,7 +706,7 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
                       "their accuracy may drop; pass --replay with manifests of them", stacklevel=2)
     if emotion_replay:
         train_manifests.append(emotion_replay_manifest(
-            emotion_replay, parent.labels["emotion"], data_dir / "emotion_replay.csv"))
+            emotion_replay, parent.labels["emotion"], data_dir / "emotion_replay.csv", emotion))
     if emotion:
         tests["emotion"] = single_task_copy(emotion, "emotion", data_dir / "emotion.csv")
     if old_intent:
@@ -721,8 +732,8 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
         "valid_manifests": [str(p) for p in valid_manifests],
         "test_manifests": {k: str(v) for k, v in tests.items()},
     }
-    if emotion_replay:  # merged into the file's task_weights, as HyperPyYAML merges mappings
-        settings["task_weights"] = {"emotion": 1.0}
+    if emotion_replay:  # emotion weight 1 unless given; merged into the file's mapping
+        settings["task_weights"] = {"emotion": 1.0, **(user.pop("task_weights", None) or {})}
     overrides = {**settings, **user}
     hparams = load_hparams(str(hparams_file), overrides)
     if emotion_replay:

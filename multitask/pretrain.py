@@ -161,9 +161,9 @@ class MaskedPredictionModel(torch.nn.Module):
         config.architectures = ["Wav2Vec2Model"]
         clean = Wav2Vec2Model(config)
         state = {k: v for k, v in self.encoder.state_dict().items() if k != "masked_spec_embed"}
-        missing, unexpected = clean.load_state_dict(state, strict=False)
-        if unexpected or [m for m in missing if m != "masked_spec_embed"]:
-            raise RuntimeError(f"encoder state does not fit its config: {missing} {unexpected}")
+        problem = load_all_but_mask(clean, state)
+        if problem:
+            raise RuntimeError(f"encoder state does not fit its config: {problem}")
         clean.save_pretrained(os.fspath(folder), safe_serialization=True)
         # What a wav2vec2 folder carries for its loaders: 16 kHz input, normalised.
         Wav2Vec2FeatureExtractor(sampling_rate=16000, do_normalize=True).save_pretrained(
@@ -209,7 +209,7 @@ def check_corpus_seed(encoder_folder, corpus_seed: int) -> None:
         return
     with open(path, encoding="utf-8") as fin:
         recorded = json.load(fin).get("corpus_seed")
-    if recorded is not None and int(recorded) != int(corpus_seed):
+    if recorded is not None and corpus_seed is not None and int(recorded) != int(corpus_seed):
         raise ValueError(
             f"{path}: the encoder was pretrained on the corpus of seed {recorded}, not "
             f"{corpus_seed}, so it has heard some of this corpus's test voices. Keep "
@@ -261,6 +261,17 @@ def run_epoch(model, targets, loader, optimizer, scheduler, hparams, epoch, acce
         "seconds": time.time() - start}
 
 
+def load_all_but_mask(module: torch.nn.Module, state: dict) -> str:
+    """Load ``state`` into ``module``, the mask embedding (which only pretraining has)
+    allowed to be absent on either side; returns what did not fit ("" when all did)."""
+    try:
+        missing, unexpected = module.load_state_dict(state, strict=False)
+    except RuntimeError as err:  # shapes differ
+        return str(err)
+    missing = [m for m in missing if m != "masked_spec_embed"]
+    return f"missing {missing}, unexpected {unexpected}" if missing or unexpected else ""
+
+
 def load_encoder_weights(model: MaskedPredictionModel, folder) -> None:
     """Start ``model``'s encoder from a saved encoder folder (continued pretraining).
 
@@ -268,13 +279,9 @@ def load_encoder_weights(model: MaskedPredictionModel, folder) -> None:
     initialisation; any other difference is an error naming the folder.
     """
     source = Wav2Vec2Model.from_pretrained(os.fspath(folder))
-    try:
-        missing, unexpected = model.encoder.load_state_dict(source.state_dict(), strict=False)
-    except RuntimeError as err:  # shapes differ
-        raise ValueError(f"{folder}: its weights do not fit encoder_config: {err}") from None
-    if unexpected or [m for m in missing if m != "masked_spec_embed"]:
-        raise ValueError(f"{folder}: its weights do not fit encoder_config "
-                         f"(missing {missing}, unexpected {unexpected})")
+    problem = load_all_but_mask(model.encoder, source.state_dict())
+    if problem:
+        raise ValueError(f"{folder}: its weights do not fit encoder_config: {problem}")
 
 
 def pretrain(hparams, accelerator, unlabelled=()) -> dict:
@@ -294,8 +301,10 @@ def pretrain(hparams, accelerator, unlabelled=()) -> dict:
 
     seed = hparams["seed"]
     set_seed(seed)
-    manifests = list(hparams["train_manifests"]) + list(unlabelled)
-    rows = read_manifests(manifests)
+    train_manifests = hparams["train_manifests"]
+    if isinstance(train_manifests, (str, os.PathLike)):
+        train_manifests = [train_manifests]
+    rows = read_manifests(list(train_manifests) + list(unlabelled))
     loader = make_loader(make_dataset(rows, {}), rows, hparams["train_batching"], True, seed,
                          hparams.get("num_workers", 0))
     sampler = loader.batch_sampler
@@ -304,6 +313,8 @@ def pretrain(hparams, accelerator, unlabelled=()) -> dict:
     init_encoder = hparams.get("init_encoder")
     started_from = init_summary(init_encoder)
     if init_encoder:
+        # An encoder pretrained on another seed's corpus has heard this one's test voices.
+        check_corpus_seed(init_encoder, hparams.get("corpus_seed"))
         load_encoder_weights(model, init_encoder)
 
     save_folder = hparams["save_folder"]
@@ -361,7 +372,8 @@ def pretrain(hparams, accelerator, unlabelled=()) -> dict:
             "objective": "masked prediction of k-means clusters of MFCC+deltas (HuBERT iteration 1)",
             "num_clusters": hparams["num_clusters"], "mask_prob": hparams["mask_prob"],
             "mask_length": hparams["mask_length"], "epochs": epoch_counter.limit,
-            "train_manifests": [os.path.relpath(p) for p in manifests],
+            "train_manifests": [os.path.relpath(p) for p in train_manifests],
+            "unlabelled_manifests": [os.path.relpath(p) for p in unlabelled],
             "init_encoder": started_from,
             "corpus_seed": hparams.get("corpus_seed"),
             "audio_hours": round(sum(float(r["duration"]) for r in rows) / 3600, 2),

@@ -21,7 +21,7 @@ import speechbrain as sb
 from multitask.pretrain import pretrain
 from multitask.recipe import load_hparams, parse_arguments
 from multitask.synth import generate
-from multitask.synth.corpus import training_timbres
+from multitask.synth.corpus import check_speakers, training_timbres
 from multitask.train import make_accelerator, prepare_data
 
 if __name__ == "__main__":
@@ -38,11 +38,13 @@ if __name__ == "__main__":
     unlabelled = []
     if hparams.get("call_audio"):
         calls = os.path.join(hparams["synth_folder"], "calls", "calls.csv")
-        if accelerator.is_main_process and not os.path.isfile(calls):
+        if accelerator.is_main_process:
             timbres = training_timbres(hparams["train_manifests"],
                                        os.path.join(hparams["synth_folder"], "speakers.json"))
-            generate(hparams["synth_folder"], size=hparams["synth_size"],
-                     seed=hparams["corpus_seed"], domain="calls", variants=timbres)
+            if not os.path.isfile(calls):
+                generate(hparams["synth_folder"], size=hparams["synth_size"],
+                         seed=hparams["corpus_seed"], domain="calls", variants=timbres)
+            check_speakers(calls, timbres)
         accelerator.wait_for_everyone()
         unlabelled.append(calls)
     pretrain(hparams, accelerator, unlabelled)

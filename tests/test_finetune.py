@@ -357,15 +357,15 @@ def test_emotion_replay_rehearses_emotion_through_a_trainable_encoder(exported_m
                       emotion_replay=[toy_corpus["train"]], overrides=overrides)
     emotion_rows = [r for r in read_manifest(toy_corpus["train"]) if r["emotion"]]
     assert record["emotion_replayed"] == len(emotion_rows) > 0
-    class TagBlind(yaml.SafeLoader):  # reads the values, not the objects the tags build
-        pass
-
-    TagBlind.add_multi_constructor("!", lambda loader, suffix, node: None)
-    used = yaml.load((tmp_path / "run" / "hyperparams.yaml").read_text(), Loader=TagBlind)
+    used = yaml.safe_load(re.sub(r"!\S+", "", (tmp_path / "run" / "hyperparams.yaml").read_text()))
     assert used["task_weights"] == {"intent": 1.0, "emotion": 1.0}
     tuned = load_file(tmp_path / "run" / "export" / "heads.safetensors")
     parent = parent_heads(exported_model)
     assert all(torch.equal(tuned[k], parent[k]) for k in parent if k.startswith("emotion."))
+    tuned_enc = load_file(tmp_path / "run" / "export" / "encoder.safetensors")
+    parent_enc = load_file(exported_model / "encoder.safetensors")
+    assert any(not torch.equal(tuned_enc[k], parent_enc[k]) for k in parent_enc)
+    assert "emotion clips rehearsed" in (tmp_path / "run" / "export" / "README.md").read_text()
 
 
 def test_emotion_replay_is_refused_when_it_cannot_act_or_has_unknown_labels(
@@ -377,6 +377,10 @@ def test_emotion_replay_is_refused_when_it_cannot_act_or_has_unknown_labels(
         finetune(str(exported_model), new_domain["train"], tmp_path / "b",
                  valid=[new_domain["valid"]], emotion_replay=[toy_corpus["train"]],
                  overrides={"freeze_encoder": "none", "task_weights": {"emotion": 0.0}})
+    with pytest.raises(FinetuneError, match="also in --emotion"):
+        finetune(str(exported_model), new_domain["train"], tmp_path / "d",
+                 valid=[new_domain["valid"]], emotion=toy_corpus["train"],
+                 emotion_replay=[toy_corpus["train"]], overrides={"freeze_encoder": "none"})
     odd = tmp_path / "odd.csv"
     odd.write_text("id,wav,duration,emotion\nx,x.wav,1.0,furious\n")
     with pytest.raises(FinetuneError, match=r"odd.csv: emotion label\(s\) \['furious'\]"):

@@ -72,27 +72,37 @@ def test_pretraining_learns_resumes_and_writes_an_encoder_the_recipes_load(
 
 def test_continued_pretraining_starts_from_the_given_encoder(group_norm_encoder, toy_corpus,
                                                              tmp_path):
+    from safetensors.torch import load_file
     from transformers import Wav2Vec2Config
 
-    from multitask.pretrain import load_encoder_weights
+    from multitask.pretrain import load_encoder_weights, write_summary
 
     first = tmp_path / "first"
     pretrain(pretrain_hparams(group_norm_encoder, toy_corpus, first, 1), Accelerator(cpu=True))
-    config = Wav2Vec2Config.from_pretrained(group_norm_encoder)
-    model = MaskedPredictionModel(config, 8)
-    load_encoder_weights(model, first / "encoder")
-    saved = Wav2Vec2Encoder(first / "encoder", save_path=str(tmp_path / "cache"))
-    for name, tensor in saved.model.state_dict().items():
-        assert torch.equal(model.encoder.state_dict()[name], tensor), name
+    # No epoch: the saved encoder is exactly the one it started from.
+    hparams = pretrain_hparams(group_norm_encoder, toy_corpus, tmp_path / "start", 0)
+    hparams["init_encoder"] = str(first / "encoder")
+    pretrain(hparams, Accelerator(cpu=True))
+    before = load_file(first / "encoder" / "model.safetensors")
+    after = load_file(tmp_path / "start" / "encoder" / "model.safetensors")
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[k], after[k]) for k in before)
 
     hparams = pretrain_hparams(group_norm_encoder, toy_corpus, tmp_path / "second", 1)
     hparams["init_encoder"] = str(first / "encoder")
     pretrain(hparams, Accelerator(cpu=True), unlabelled=[toy_corpus["valid"]])
     summary = json.loads((tmp_path / "second" / "encoder" / "pretraining.json").read_text())
     assert summary["init_encoder"]["pretraining"]["epochs"] == 1
-    assert len(summary["train_manifests"]) == 2
+    assert summary["unlabelled_manifests"] and len(summary["train_manifests"]) == 1
 
     wider = Wav2Vec2Config.from_pretrained(group_norm_encoder)
     wider.hidden_size, wider.intermediate_size = 48, 64
     with pytest.raises(ValueError, match="do not fit encoder_config"):
         load_encoder_weights(MaskedPredictionModel(wider, 8), first / "encoder")
+
+    # An encoder pretrained on another seed's corpus has heard this corpus's test voices.
+    write_summary(first / "encoder", {"corpus_seed": 5})
+    hparams = {**pretrain_hparams(group_norm_encoder, toy_corpus, tmp_path / "third", 1),
+               "init_encoder": str(first / "encoder"), "corpus_seed": 6}
+    with pytest.raises(ValueError, match="corpus of seed 5, not 6"):
+        pretrain(hparams, Accelerator(cpu=True))

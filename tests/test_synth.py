@@ -367,58 +367,71 @@ def test_caller_affect_is_mild_unlabelled_and_on_its_own_stream():
         (u.text, u.speaker, u.path) for u in plan.utterances]
     with pytest.raises(ValueError, match="between 0 and 1"):
         generate(missing := "never-written", caller_affect=1.5)
-    with pytest.raises(ValueError, match="new domain has its own emotions"):
+    with pytest.raises(ValueError, match="'new' domain draws its own emotions"):
         generate(missing, domain="new", caller_affect=0.5)
     assert not os.path.exists(missing)
 
 
-def test_call_audio_speaks_only_the_given_timbres_in_training_phrasings(corpus, tmp_path):
-    from multitask.synth.corpus import training_timbres
+def test_call_audio_speaks_only_training_timbres_in_training_phrasings(corpus, tmp_path):
+    from multitask.cli import main
+    from multitask.prepare import prepare_crema_d, prepare_skit_s2i
 
     with open(corpus["speakers"], encoding="utf-8") as fin:
-        actors = json.load(fin)["crema_d_actors"]
-    actor, info = sorted(actors.items())[0]
-    _, skit_rows = _rows(os.path.join(corpus["skit_s2i"], "train.csv"))
-    skit_variant = skit_rows[0]["speaker_id"]  # a Skit-S2I speaker id is a timbre
-    manifest = tmp_path / "train.csv"
-    with open(manifest, "w", newline="", encoding="utf-8") as fout:
-        writer = csv.writer(fout)
-        writer.writerow(["id", "wav", "duration", "intent", "emotion", "speaker"])
-        writer.writerow(["a", "a.wav", "1.0", "", "angry", actor])
-        writer.writerow(["b", "b.wav", "1.0", "block", "", skit_variant])
-    variants = training_timbres([manifest], corpus["speakers"])
-    assert variants == sorted({info["variant"], skit_variant})
-
-    paths = generate(tmp_path / "out", size="tiny", seed=SEED, jobs=2, domain="calls",
-                     variants=variants, progress=False)
-    rows = read_manifest(paths["calls"])
+        actor_variant = {a: v["variant"] for a, v in json.load(fin)["crema_d_actors"].items()}
+    prepared = {"skit": prepare_skit_s2i(corpus["skit_s2i"], tmp_path / "skit"),
+                "crema": prepare_crema_d(corpus["crema_d"], tmp_path / "crema")}
+    elsewhere = set(split_variants(SEED)["joint"])  # timbres of every non-training split
+    for paths in prepared.values():
+        for split in ("valid", "test"):
+            elsewhere |= {actor_variant.get(r["speaker"], r["speaker"])
+                          for r in read_manifest(paths[split])}
+    # Written next to the banking corpus, as the pretraining recipe does.
+    code = main(["synth", "--out", corpus["root"], "--domain", "calls", "--size", "tiny",
+                 "--seed", str(SEED), "--jobs", "2", "--no-progress", "--voices-of",
+                 prepared["skit"]["train"], prepared["crema"]["train"]])
+    assert code == 0
+    rows = read_manifest(os.path.join(corpus["root"], "calls", "calls.csv"))
     assert len(rows) == 2 * len(INTENTS)  # tiny: 2 clips per intent
-    assert {r["speaker"] for r in rows} <= set(variants)
+    assert {r["speaker"] for r in rows}.isdisjoint(elsewhere)
     assert {r["emotion"] for r in rows} <= set(EMOTIONS)
     for row in rows:
         assert sf.info(row["wav"]).samplerate == 8000
-        held_out = split_templates(TEMPLATES[row["intent"]])[1]
-        for template in held_out:
+        for template in split_templates(TEMPLATES[row["intent"]])[1]:  # held out
             pattern = "^" + re.sub(r"\\\{\w+\\\}", ".+", re.escape(template.lower())) + "$"
             assert not re.match(pattern, row["text"].lower().rstrip(".?")), row["text"]
-    assert os.path.isfile(paths["datasheet"])
-    again = generate(tmp_path / "again", size="tiny", seed=SEED, jobs=1, domain="calls",
+
+
+def test_call_audio_is_deterministic_whatever_the_order_of_its_voices(corpus, tmp_path):
+    variants = sorted(split_variants(SEED)["train"])[:3]
+    paths = generate(tmp_path / "a", size="tiny", seed=SEED, jobs=2, domain="calls",
                      variants=variants, progress=False)
+    again = generate(tmp_path / "b", size="tiny", seed=SEED, jobs=1, domain="calls",
+                     variants=variants[::-1] + variants[:1], progress=False)
     first, second = (_all_files(os.path.dirname(p["calls"])) for p in (paths, again))
     assert sorted(first) == sorted(second)
-    for rel, path in first.items():  # same seed, any number of jobs: the same bytes
+    for rel, path in first.items():
         with open(path, "rb") as a, open(second[rel], "rb") as b:
             assert a.read() == b.read(), rel
+    datasheet = open(paths["datasheet"], encoding="utf-8").read()
+    assert f"--variants {','.join(variants)}" in datasheet
 
 
-def test_call_audio_refuses_missing_voices_and_unknown_speakers(corpus, tmp_path):
-    from multitask.synth.corpus import training_timbres
+def test_call_audio_refuses_missing_unknown_and_joint_voices(corpus, tmp_path):
+    from multitask.synth.corpus import check_speakers, training_timbres
 
-    with pytest.raises(ValueError, match="variants"):
-        generate(tmp_path, size="tiny", seed=SEED, domain="calls", progress=False)
-    with pytest.raises(ValueError, match="at least one voice"):
-        generate(tmp_path, size="tiny", seed=SEED, domain="calls", variants=[], progress=False)
+    out = tmp_path / "out"
+    for variants, message in ((None, "needs variants"), ([], "needs variants"),
+                              (["nobody"], "unknown voice variant"),
+                              (split_variants(SEED)["joint"][:1], "speak the joint test")):
+        with pytest.raises(ValueError, match=message):
+            generate(out, size="tiny", seed=SEED, domain="calls", variants=variants,
+                     progress=False)
+    assert not out.exists()  # refused before anything was written
     manifest = tmp_path / "train.csv"
     manifest.write_text("id,wav,duration,intent,speaker\na,a.wav,1.0,block,nobody\n")
-    with pytest.raises(ValueError, match="'nobody' is no timbre"):
+    with pytest.raises(ValueError, match="train.csv: row 'a' has speaker 'nobody'"):
         training_timbres([manifest], corpus["speakers"])
+    calls = tmp_path / "calls.csv"
+    calls.write_text("id,wav,duration,intent,speaker\na,a.wav,1.0,block,m1\n")
+    with pytest.raises(ValueError, match=r"calls.csv: speaker\(s\) \['m1'\] are not training"):
+        check_speakers(calls, ["f1"])

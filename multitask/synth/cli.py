@@ -13,9 +13,10 @@ Example
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
-from .corpus import DEFAULT_SEED, SIZES, generate
+from .corpus import DEFAULT_SEED, SIZES, generate, training_timbres
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -53,8 +54,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--variants", type=lambda text: [v for v in text.split(",") if v], default=None,
         metavar="V1,V2,...",
-        help="--domain calls: the voice variants (timbres) that speak; give only training "
-             "timbres, e.g. those of multitask.synth.corpus.training_timbres",
+        help="--domain calls: the voice variants (timbres) that speak; only training "
+             "timbres (or give --voices-of)",
+    )
+    parser.add_argument(
+        "--voices-of", nargs="+", metavar="MANIFEST",
+        help="--domain calls: the timbres of these prepared training manifests speak "
+             "(CREMA-D actors are looked up in --out's speakers.json)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run)
@@ -65,6 +71,11 @@ def run(args: argparse.Namespace) -> int:
     """Run :func:`generate` from parsed arguments, print where things went; exit status 0
     (the ``multitask`` command's contract: a handler returns an exit status)."""
     try:
+        variants = args.variants
+        if args.voices_of:
+            if variants:
+                raise ValueError("give --variants or --voices-of, not both")
+            variants = training_timbres(args.voices_of, os.path.join(args.out, "speakers.json"))
         paths = generate(
             args.out,
             size=args.size,
@@ -74,9 +85,9 @@ def run(args: argparse.Namespace) -> int:
             shots=args.shots,
             progress=not args.no_progress,
             caller_affect=args.caller_affect,
-            variants=args.variants,
+            variants=variants,
         )
-    except ValueError as err:
+    except (ValueError, OSError) as err:
         raise SystemExit(f"multitask synth: {err}") from None
     for key, path in paths.items():
         print(f"{key:>10}: {path}")

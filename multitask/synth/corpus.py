@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm import tqdm
 
-from ..manifest import write_manifest
+from ..manifest import read_manifests, write_manifest
 from .datasheet import (
     write_banking_datasheet,
     write_calls_datasheet,
@@ -306,8 +306,9 @@ def plan_joint_test(root: str, size: SizeSpec, pools: dict, seed: int) -> Plan:
     return plan
 
 
-def _new_domain_emotion(rng: np.random.Generator) -> tuple[str, str]:
-    # Callers to a bank are mostly calm: half neutral, the rest spread over the others.
+def draw_caller_emotion(rng: np.random.Generator) -> tuple[str, str]:
+    """(emotion, level) of a caller (new domain, call audio): callers to a bank are mostly
+    calm, so half neutral (LO), the rest spread over the other five at LO or HI."""
     if rng.random() < 0.5:
         return "neutral", "LO"
     others = [e for e in EMOTIONS if e != "neutral"]
@@ -327,7 +328,7 @@ def plan_new_domain(root: str, size: SizeSpec, pools: dict, seed: int, shots: in
         for intent in NEW_INTENTS:
             templates = cycle_evenly(NEW_TEMPLATES[intent], n, rng)
             for template, voice in zip(templates, cycle_evenly(voices, n, rng), strict=True):
-                emotion, level = _new_domain_emotion(rng)
+                emotion, level = draw_caller_emotion(rng)
                 index = len(plan.rows)
                 rel = f"wavs/{split}_{index:05d}.wav"
                 utt = Utterance(
@@ -357,32 +358,63 @@ def training_timbres(train_manifests, speakers_file) -> list[str]:
     timbres are read off their manifests: a Skit-S2I speaker id is a timbre, a CREMA-D
     actor id is mapped to its timbre by ``speakers.json``.
     """
-    from ..manifest import read_manifests
-
     with open(speakers_file, encoding="utf-8") as fin:
         speakers = json.load(fin)
     actors = {actor: info["variant"] for actor, info in speakers["crema_d_actors"].items()}
     known = set(speakers["corpus_of_variant"])
     timbres = set()
-    for row in read_manifests(train_manifests):
-        speaker = actors.get(row["speaker"], row["speaker"])
-        if speaker not in known:
-            raise ValueError(f"{row['wav']}: speaker {row['speaker']!r} is no timbre of "
-                             f"{speakers_file}")
-        timbres.add(speaker)
+    for manifest in [train_manifests] if isinstance(train_manifests, (str, os.PathLike)) \
+            else train_manifests:
+        for row in read_manifests(manifest):
+            speaker = actors.get(row["speaker"], row["speaker"])
+            if speaker not in known:
+                raise ValueError(f"{manifest}: row {row['id']!r} has speaker {row['speaker']!r}, "
+                                 f"which is no timbre or actor of {speakers_file}")
+            timbres.add(speaker)
     return sorted(timbres)
+
+
+def check_speakers(manifest, timbres) -> None:
+    """Refuse ``manifest`` (call audio found on disk) when a speaker is not one of ``timbres``.
+
+    Call audio made for another seed, or by hand with other voices, may hold voices a
+    validation or test split contains.
+    """
+    others = sorted({row["speaker"] for row in read_manifests(manifest)} - set(timbres))
+    if others:
+        raise ValueError(f"{manifest}: speaker(s) {others} are not training timbres of this "
+                         "corpus; delete its folder to have it generated again")
+
+
+def check_call_variants(variants, seed: int) -> list[str]:
+    """The call audio's voice variants, sorted and unique; refuses none, unknown ones and
+    the joint test's (which no training material may contain).
+
+    >>> check_call_variants(["m3", "f1", "m3"], seed=1234)
+    ['f1', 'm3']
+    """
+    if not variants:
+        raise ValueError("domain='calls' needs variants: the training timbres that speak "
+                         "(multitask.synth.corpus.training_timbres)")
+    pools = split_variants(seed)
+    unknown = sorted(set(variants) - {v for pool in pools.values() for v in pool})
+    if unknown:
+        raise ValueError(f"unknown voice variant(s) {unknown}")
+    joint = sorted(set(variants) & set(pools["joint"]))
+    if joint:
+        raise ValueError(f"variant(s) {joint} speak the joint test (seed {seed}); call audio "
+                         "is training material")
+    return sorted(set(variants))
 
 
 def plan_calls(root: str, size: SizeSpec, variants: list[str], seed: int) -> Plan:
     """Call audio: banking queries in the phrasings of the intent corpus's training
-    split, spoken by ``variants`` in every accent, half neutral and half with an emotion
-    at level LO or HI, through the telephone line.
+    split, spoken by ``variants`` in every accent with a caller's emotion
+    (:func:`draw_caller_emotion`), through the telephone line.
 
     Pretraining reads it as unlabelled audio; the rendered intent and emotion are kept
     in the manifest as a record of what was synthesised.
     """
-    if not variants:
-        raise ValueError("call audio needs at least one voice variant")
     rng = np.random.default_rng([seed, STREAMS["calls"], 0])
     voices = [f"{accent}+{variant}" for variant in variants for accent in ACCENTS]
     plan = Plan()
@@ -390,7 +422,7 @@ def plan_calls(root: str, size: SizeSpec, variants: list[str], seed: int) -> Pla
         seen, _ = split_templates(TEMPLATES[intent])
         for template, voice in zip(cycle_evenly(seen, size.calls, rng),
                                    cycle_evenly(voices, size.calls, rng), strict=True):
-            emotion, level = _new_domain_emotion(rng)
+            emotion, level = draw_caller_emotion(rng)
             index = len(plan.rows)
             uid = f"call_{index:06d}"
             text = sentence(fill(template, rng))
@@ -472,19 +504,18 @@ def write_skit(root: str, rows: list[dict]) -> None:
 
 def write_joint(root: str, rows: list[dict], results: list[dict]) -> str:
     """The joint test as a package manifest (task ``both``)."""
-    for row, res in zip(rows, results, strict=True):
-        row["duration"] = round(res["frames"] / res["sample_rate"], 3)
-        row["snr_db"] = round(res["snr_db"], 1)
-    path = os.path.join(root, "joint_test.csv")
-    write_manifest(path, rows)
-    return path
+    return _write_rendered_manifest(os.path.join(root, "joint_test.csv"), rows, results)
 
 
 def write_calls(root: str, rows: list[dict], results: list[dict]) -> str:
     """Call audio as a package manifest (``calls.csv``)."""
+    return _write_rendered_manifest(os.path.join(root, "calls.csv"), rows, results)
+
+
+def _write_rendered_manifest(path: str, rows: list[dict], results: list[dict]) -> str:
     for row, res in zip(rows, results, strict=True):
         row["duration"] = round(res["frames"] / res["sample_rate"], 3)
-    path = os.path.join(root, "calls.csv")
+        row["snr_db"] = round(res["snr_db"], 1)
     write_manifest(path, rows)
     return path
 
@@ -567,13 +598,16 @@ def generate(
         raise ValueError(f"size must be one of {sorted(SIZES)}, not {size!r}")
     if domain not in ("banking", "new", "calls"):
         raise ValueError(f"domain must be 'banking', 'new' or 'calls', not {domain!r}")
-    if (domain == "calls") != (variants is not None):
-        raise ValueError("variants (the voices of call audio) go with domain='calls' only")
+    if domain == "calls":
+        variants = check_call_variants(variants, seed)
+    elif variants is not None:
+        raise ValueError(f"variants (the voices of call audio) apply to domain='calls' only, "
+                         f"not {domain!r}")
     if not 0.0 <= caller_affect <= 1.0:
         raise ValueError(f"caller_affect must be between 0 and 1, not {caller_affect}")
     if domain != "banking" and caller_affect:
-        raise ValueError("caller_affect applies to the banking corpus's intent clips; "
-                         "the new domain has its own emotions")
+        raise ValueError(f"caller_affect applies to the banking corpus's intent clips; "
+                         f"the {domain!r} domain draws its own emotions")
     if domain == "new" and shots < 1:
         raise ValueError(f"shots must be at least 1, not {shots}")
     out_dir = os.path.abspath(os.fspath(out_dir))
@@ -655,9 +689,9 @@ def _generate_new(out_dir, spec, size, seed, jobs, pools, shots, progress) -> di
 
 def _generate_calls(out_dir, spec, size, seed, jobs, variants, progress) -> dict[str, str]:
     root = _fresh_dir(os.path.join(out_dir, "calls"))
-    plan = plan_calls(root, spec, list(variants), seed)
+    plan = plan_calls(root, spec, variants, seed)
     results = render_all(plan.utterances, jobs, progress)
     manifest = write_calls(root, plan.rows, results)
     datasheet = write_calls_datasheet(os.path.join(root, "DATASHEET.md"), size=size, seed=seed,
-                                      variants=sorted(set(variants)), plan=plan, results=results)
+                                      variants=variants, plan=plan, results=results)
     return {"root": out_dir, "calls": manifest, "datasheet": datasheet}

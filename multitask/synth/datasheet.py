@@ -116,7 +116,7 @@ def _channel_section() -> list[str]:
     return [
         "## Channels",
         "",
-        f"* **telephone** (Skit-S2I, joint test, new domain): espeak output "
+        f"* **telephone** (Skit-S2I, joint test, new domain, call audio): espeak output "
         f"({get_engine().sample_rate} Hz) resampled to {channel.TELEPHONE_RATE} Hz "
         f"(polyphase), white or brown noise at an SNR drawn uniformly from "
         f"{channel.SNR_RANGE_DB[0]:g}-{channel.SNR_RANGE_DB[1]:g} dB, "
@@ -306,8 +306,8 @@ def write_calls_datasheet(path, size, seed, variants, plan, results) -> str:
     lines += [
         "Banking queries in the phrasings of the intent corpus's training split (none of "
         "the joint test's held-out phrasings), spoken by the timbres below in every accent: "
-        "half neutral, the rest one of the other five emotions at level LO or HI, as the "
-        "joint test speaks; telephone channel, 8 kHz. `calls.csv` is a package manifest "
+        "half neutral, the rest one of the other five emotions at level LO or HI (the "
+        "joint test's emotions and levels); telephone channel, 8 kHz. `calls.csv` is a package manifest "
         "whose `intent` and `emotion` columns record what was rendered; pretraining reads "
         "the audio only.",
         "",
