@@ -67,6 +67,13 @@ WEIGHT_DECAYS = (1e-3, 1e-2, 1e-1)
 def probe_accuracy(train_x, train_y, test_x, test_y, weight_decay=1e-2, steps=300,
                    seed=0) -> float:
     """Test accuracy of softmax regression fitted on standardised ``train_x`` (full batch)."""
+    hits = probe_hits(train_x, train_y, test_x, test_y, weight_decay, steps, seed)
+    return round(float(hits.float().mean()), 3)
+
+
+def probe_hits(train_x, train_y, test_x, test_y, weight_decay=1e-2, steps=300,
+               seed=0) -> torch.Tensor:
+    """``[test rows]`` booleans: is each test row classified right by the fitted probe?"""
     labels = sorted(set(train_y))
     y_train = torch.tensor([labels.index(y) for y in train_y])
     y_test = torch.tensor([labels.index(y) if y in labels else -1 for y in test_y])
@@ -80,7 +87,7 @@ def probe_accuracy(train_x, train_y, test_x, test_y, weight_decay=1e-2, steps=30
         torch.nn.functional.cross_entropy(linear(a), y_train).backward()
         optimizer.step()
     with torch.no_grad():
-        return round(float((linear(b).argmax(-1) == y_test).float().mean()), 3)
+        return linear(b).argmax(-1) == y_test
 
 
 def held_out_speakers(rows, share=0.2, seed=0) -> set[str]:
@@ -101,8 +108,12 @@ def chosen_probe(train_x, rows, test_x, test_rows, task) -> dict:
                                  decay)
            for decay in WEIGHT_DECAYS}
     decay = max(dev, key=dev.get)
+    hits = probe_hits(train_x, labels, test_x, [r[task] for r in test_rows], decay)
+    by_level = {level: round(float(hits[[r.get("level") == level for r in test_rows]]
+                                   .float().mean()), 3)
+                for level in sorted({r.get("level") for r in test_rows if r.get("level")})}
     return {"held_out_speakers": sorted(held), "dev_accuracy": dev, "weight_decay": decay,
-            "accuracy": probe_accuracy(train_x, labels, test_x, [r[task] for r in test_rows], decay)}
+            "accuracy": round(float(hits.float().mean()), 3), "accuracy_by_level": by_level}
 
 
 def encoder_features(model_dir, rows, batch_size=16) -> torch.Tensor:
@@ -203,7 +214,8 @@ def main(argv=None) -> dict:
                 result = chosen_probe(feats[source], rows[source], feats["joint"], rows["joint"],
                                       task)
                 report["probes"][key] = result
-                print(f"{key:45s} {result['accuracy']:.3f} (weight decay "
+                levels = ", ".join(f"{k} {v:.3f}" for k, v in result["accuracy_by_level"].items())
+                print(f"{key:45s} {result['accuracy']:.3f} ({levels}; weight decay "
                       f"{result['weight_decay']:g}, held-out speakers "
                       f"{max(result['dev_accuracy'].values()):.3f})")
     report["seconds"] = round(time.time() - start, 1)
