@@ -41,11 +41,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import sys
 import tempfile
 import time
-from multiprocessing import Pool
 
 import numpy as np
 import soundfile as sf
@@ -116,15 +116,20 @@ def chosen_probe(train_x, rows, test_x, test_rows, task) -> dict:
             "accuracy": round(float(hits.float().mean()), 3), "accuracy_by_level": by_level}
 
 
-def encoder_features(model_dir, rows, batch_size=16) -> torch.Tensor:
-    """``[rows, 2 x layers x dim]``: each layer's mean and deviation over valid frames."""
-    from multitask.audio import to_model_input
+def load_encoder(model_dir):
+    """The frozen encoder of a model export."""
     from multitask.inference import MultitaskClassifier
-    from multitask.model import frame_mask, masked_mean_std
 
     classifier = MultitaskClassifier.from_hparams(
         source=model_dir, savedir=tempfile.mkdtemp(prefix="probe_model_"), optimize=None)
-    encoder = classifier.model.encoder.eval()
+    return classifier.model.encoder.eval()
+
+
+def encoder_features(encoder, rows, batch_size=16) -> torch.Tensor:
+    """``[rows, 2 x layers x dim]``: each layer's mean and deviation over valid frames."""
+    from multitask.audio import to_model_input
+    from multitask.model import frame_mask, masked_mean_std
+
     order = sorted(range(len(rows)), key=lambda i: rows[i]["duration"])  # less padding
     pooled = [None] * len(rows)
     for start in tqdm(range(0, len(order), batch_size), desc="encoder", unit="batch"):
@@ -176,7 +181,10 @@ def acoustic_features(rows, jobs=None, sentences_file=SENTENCES) -> torch.Tensor
 
     with open(sentences_file, newline="", encoding="utf-8") as fin:
         sentences = {row["code"]: row["text"] for row in csv.DictReader(fin)}
-    with Pool(jobs or os.cpu_count()) as pool:
+    # spawn, not fork: a child forked after the encoder ran deadlocks in torch's thread pool.
+    with multiprocessing.get_context("spawn").Pool(jobs or os.cpu_count(),
+                                                   initializer=torch.set_num_threads,
+                                                   initargs=(1,)) as pool:
         feats = list(tqdm(pool.imap(_acoustic_row, [(row, sentences) for row in rows],
                                     chunksize=8), total=len(rows), desc="acoustic", unit="clip"))
     return torch.tensor(np.stack(feats), dtype=torch.float32)
@@ -201,7 +209,8 @@ def main(argv=None) -> dict:
     if shared:
         raise SystemExit(f"probe: {MANIFESTS['calls']} shares speaker(s) {sorted(shared)} "
                          "with the joint test")
-    representations = {"encoder": lambda r: encoder_features(args.model, r)}
+    encoder = load_encoder(args.model)
+    representations = {"encoder": lambda split_rows: encoder_features(encoder, split_rows)}
     if not args.no_acoustic:
         representations["acoustic"] = acoustic_features
     report = {"model": os.path.abspath(args.model), "manifests": MANIFESTS,
