@@ -25,8 +25,9 @@ any run, its card naming the parent (``base_model``). What this module adds:
   encoder is frozen fully, up to its N lower transformer layers, or not at all;
 * ``extend``: the parent's intents rehearsed from ``--replay`` (every clip by
   default; ``rows_per_class`` in ``finetune.yaml`` balances each epoch over the
-  classes, emotions rehearsed with ``--emotion-replay`` included), then an offset on the new intents' logits chosen on held-out clips of
-  the old ones (``--old-valid``; :mod:`multitask.calibration`);
+  classes, emotions rehearsed with ``--emotion-replay`` included), then an offset on
+  the new intents' logits chosen on held-out clips of the old ones (``--old-valid``;
+  :mod:`multitask.calibration`);
 * ``--emotion-replay``: emotion-labelled manifests (the parent's emotion corpus)
   rehearsed while a trainable encoder adapts, their loss flowing through the frozen
   emotion head into the encoder, so that what the emotion head reads stays readable;
