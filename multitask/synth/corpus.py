@@ -68,6 +68,7 @@ from .voices import (
     speaker_pools,
     split_variants,
     variant_of,
+    voices_of,
 )
 
 DEFAULT_SEED = 1234
@@ -263,6 +264,21 @@ def plan_emotion_corpus(root: str, size: SizeSpec, actors: dict, seed: int) -> P
     return plan
 
 
+def telephone_query(root: str, uid: str, text: str, voice: str, emotion: str, level: str,
+                    seed: int, stream: str, index: int) -> Utterance:
+    """One banking query spoken with an emotion at ``level`` through the telephone line,
+    to ``<root>/wavs/<uid>.wav`` (the joint test's and the call audio's clips)."""
+    return Utterance(
+        path=os.path.join(root, "wavs", f"{uid}.wav"),
+        text=text,
+        speaker=make_speaker(voice, seed),
+        emotion=emotion,
+        strength=LEVELS[level],
+        channel="telephone",
+        seed=utterance_seed(seed, stream, index),
+    )
+
+
 def plan_joint_test(root: str, size: SizeSpec, pools: dict, seed: int) -> Plan:
     """Banking queries with emotion, by joint voices: half the clips use held-out templates."""
     rng = np.random.default_rng([seed, STREAMS["joint"], 0])
@@ -280,15 +296,7 @@ def plan_joint_test(root: str, size: SizeSpec, pools: dict, seed: int) -> Plan:
             index = len(plan.rows)
             uid = f"joint_{index:05d}"
             text = sentence(fill(template, rng))
-            utt = Utterance(
-                path=os.path.join(root, "wavs", f"{uid}.wav"),
-                text=text,
-                speaker=make_speaker(voice, seed),
-                emotion=emotion,
-                strength=LEVELS[level],
-                channel="telephone",
-                seed=utterance_seed(seed, "joint", index),
-            )
+            utt = telephone_query(root, uid, text, voice, emotion, level, seed, "joint", index)
             row = {
                 "id": uid,
                 "wav": f"wavs/{uid}.wav",
@@ -416,7 +424,7 @@ def plan_calls(root: str, size: SizeSpec, variants: list[str], seed: int) -> Pla
     in the manifest as a record of what was synthesised.
     """
     rng = np.random.default_rng([seed, STREAMS["calls"], 0])
-    voices = [f"{accent}+{variant}" for variant in variants for accent in ACCENTS]
+    voices = voices_of(variants)
     plan = Plan()
     for intent, _ in INTENTS:
         seen, _ = split_templates(TEMPLATES[intent])
@@ -426,15 +434,7 @@ def plan_calls(root: str, size: SizeSpec, variants: list[str], seed: int) -> Pla
             index = len(plan.rows)
             uid = f"call_{index:06d}"
             text = sentence(fill(template, rng))
-            utt = Utterance(
-                path=os.path.join(root, "wavs", f"{uid}.wav"),
-                text=text,
-                speaker=make_speaker(voice, seed),
-                emotion=emotion,
-                strength=LEVELS[level],
-                channel="telephone",
-                seed=utterance_seed(seed, "calls", index),
-            )
+            utt = telephone_query(root, uid, text, voice, emotion, level, seed, "calls", index)
             row = {"id": uid, "wav": f"wavs/{uid}.wav", "intent": intent, "emotion": emotion,
                    "speaker": variant_of(voice), "voice": voice, "split": "train",
                    "level": level, "text": text}
