@@ -81,7 +81,8 @@ def log_probs_of(rows: list[dict], task: str = "intent") -> tuple[torch.Tensor, 
 
 
 def shift_new_rows(head, new: torch.Tensor, offset: float) -> None:
-    """Add ``offset`` to the bias of the ``new`` rows of ``head``'s last layer.
+    """Add ``offset`` to the bias of the ``new`` rows of ``head``'s last layer (of its
+    added head, for an :class:`~multitask.model.ExtendedHead`).
 
     >>> from multitask.model import TaskHead
     >>> head = TaskHead(num_layers=1, input_size=4, num_classes=3, proj_size=4, hidden_size=4)
@@ -90,5 +91,7 @@ def shift_new_rows(head, new: torch.Tensor, offset: float) -> None:
     >>> (head.classifier[-1].bias.detach() - before).tolist()
     [0.0, 0.0, -2.0]
     """
+    if hasattr(head, "added"):  # an ExtendedHead: its added head holds the new classes
+        head, new = head.added, new[head.kept.num_classes:]
     with torch.no_grad():
         head.classifier[-1].bias[new] += offset

@@ -259,16 +259,24 @@ def _heads_lines(hparams: dict, tasks) -> list[str]:
 
 
 def describe_head(options: dict) -> str:
-    """A head's architecture in words, from its ``TaskHead`` options.
+    """A head's architecture in words, from its ``TaskHead`` (or ``ExtendedHead``) options.
 
     >>> describe_head({"proj_size": 64, "hidden_size": 32, "dropout": 0.1, "pooling": "mean"})
     "softmax-weighted sum over the encoder's layers, projection to 64, mean pooling over non-padded frames, MLP (32 hidden, dropout 0.1)"
     >>> describe_head({"hidden_size": 0, "dropout": 0.1, "pooling": "stats"})
     "mean and standard deviation of each of the encoder's layers over non-padded frames, standardised, linear classifier (dropout 0.1)"
+    >>> describe_head({"kept": {"num_classes": 14, "pooling": "mean", "proj_size": 8, "hidden_size": 0},
+    ...                "added": {"pooling": "stats", "hidden_size": 0}, "dropout": 0.1})
+    "the parent's head for its 14 classes, kept fixed (softmax-weighted sum over the encoder's layers, projection to 8, mean pooling over non-padded frames, linear classifier), beside a head for the classes added after them (mean and standard deviation of each of the encoder's layers over non-padded frames, standardised, linear classifier (dropout 0.1))"
     """
-    dropout = f"dropout {options.get('dropout', '?')}"
-    mlp = (f"MLP ({options.get('hidden_size', '?')} hidden, {dropout})" if options.get("hidden_size", 1)
-           else f"linear classifier ({dropout})")
+    if "kept" in options:
+        kept, added = options["kept"], options["added"]
+        return (f"the parent's head for its {kept.get('num_classes', '?')} classes, kept fixed "
+                f"({describe_head(kept)}), beside a head for the classes added after them "
+                f"({describe_head({'dropout': options.get('dropout', '?'), **added})})")
+    dropout = f", dropout {options['dropout']}" if "dropout" in options else ""
+    mlp = (f"MLP ({options.get('hidden_size', '?')} hidden{dropout})" if options.get("hidden_size", 1)
+           else f"linear classifier{f' ({dropout[2:]})' if dropout else ''}")
     if options.get("pooling") == "stats":
         return ("mean and standard deviation of each of the encoder's layers over non-padded "
                 f"frames, standardised, {mlp}")

@@ -232,11 +232,11 @@ def inference_hparams(hparams: dict, encoders: dict, checkpoint_name: str) -> st
     options = head_options(hparams, encoders)
     tasks = list(encoders)
     heads = "".join(
-        f"        {task}: !new:multitask.inference.TaskHead\n"
+        f"        {task}: !new:multitask.inference.{head_class(options[task])}\n"
         f"            num_layers: {encoder.num_layers}\n"
         f"            input_size: {encoder.output_size}\n"
         f"            num_classes: {len(enc.lab2ind)}\n"
-        + "".join(f"            {key}: {value}\n"
+        + "".join(f"            {key}: {_yaml_value(value)}\n"
                   for key, value in sorted(options[task].items()))
         for task, enc in encoders.items()
     )
@@ -257,6 +257,16 @@ def inference_hparams(hparams: dict, encoders: dict, checkpoint_name: str) -> st
             f"        {label_file[t]}: !name:speechbrain.dataio.encoder.CategoricalEncoder.load\n"
             for t in tasks),
     )
+
+
+def head_class(options: dict) -> str:
+    """The head class a task's options build (see :func:`multitask.model.build_heads`)."""
+    return "ExtendedHead" if "kept" in options else "TaskHead"
+
+
+def _yaml_value(value) -> str:
+    # A nested design (an extended head's two heads) as a JSON flow mapping, which YAML reads.
+    return json.dumps(value, sort_keys=True) if isinstance(value, dict) else str(value)
 
 
 HPARAMS_TEMPLATE = string.Template("""\

@@ -116,43 +116,59 @@ def parent_settings(parent) -> dict:
     ``head_dropout`` applies), so the parent's weights fit the run's heads.
     """
     heads = {task: head_architecture(head) for task, head in parent.mods.heads.items()}
-    first = next(iter(heads.values()))
-    return {"head_proj_size": first["proj_size"], "head_hidden_size": first["hidden_size"],
-            "head_pooling": first["pooling"], "task_heads": heads}
+    plain = [arch for arch in heads.values() if "kept" not in arch] or [
+        _innermost(next(iter(heads.values())))]
+    return {"head_proj_size": plain[0]["proj_size"], "head_hidden_size": plain[0]["hidden_size"],
+            "head_pooling": plain[0]["pooling"], "task_heads": heads}
+
+
+def _innermost(arch: dict) -> dict:
+    while "kept" in arch:
+        arch = arch["kept"]
+    return arch
 
 
 def head_architecture(head) -> dict:
-    """A :class:`~multitask.model.TaskHead`'s options that shape its weights."""
+    """A head's options that shape its weights (a :class:`~multitask.model.TaskHead`'s,
+    or an :class:`~multitask.model.ExtendedHead`'s with its two heads' inside)."""
     return {key: value for key, value in head.options.items() if key != "dropout"}
 
 
-def new_intent_head(task_heads: dict, mode: str, options) -> dict:
-    """``task_heads`` with replace mode's new intent head built with ``options``.
+def new_intent_head(task_heads: dict, mode: str, options, parent_classes: int = 0) -> dict:
+    """``task_heads`` with the intent head of a fine-tuning run whose new intents are
+    learnt by a head designed with ``options``.
 
     ``options`` (``TaskHead`` keywords, e.g. ``{"pooling": "stats", "hidden_size": 0}``)
-    replace the parent's intent head's; ``None`` keeps the parent's design. ``extend``
-    copies the parent's intent rows, so its head must stay the parent's.
+    update the parent's intent head's design (the newest head's, for a parent extended
+    before). ``replace``: the new intent head. ``extend``: an extended head, the
+    parent's intent head kept whole (its ``parent_classes`` logits exactly the parent's)
+    beside a head for the new intents. ``None`` keeps the parent's design: ``replace``
+    a head like the parent's, ``extend`` the parent's head retrained with rows appended.
 
     >>> heads = {"intent": {"pooling": "attention", "hidden_size": 8}, "emotion": {}}
     >>> new_intent_head(heads, "replace", {"pooling": "stats"})["intent"], heads["intent"]
     ({'pooling': 'stats', 'hidden_size': 8}, {'pooling': 'attention', 'hidden_size': 8})
-    >>> new_intent_head(heads, "extend", {"pooling": "stats"})
-    Traceback (most recent call last):
-    ...
-    multitask.finetune.FinetuneError: new_intent_head {'pooling': 'stats'}: extend keeps the parent's intent head ({'pooling': 'attention', 'hidden_size': 8}); use replace mode or new_intent_head=null
+    >>> new_intent_head(heads, "extend", {"hidden_size": 0}, parent_classes=14)["intent"]
+    {'kept': {'pooling': 'attention', 'hidden_size': 8, 'num_classes': 14}, 'added': {'pooling': 'attention', 'hidden_size': 0}}
+    >>> new_intent_head(heads, "extend", None) == heads
+    True
     """
-    merged = {**task_heads["intent"], **(options or {})}
-    if merged == task_heads["intent"]:
+    parent = task_heads["intent"]
+    if options is None:
+        if mode == "replace" and "kept" in parent:
+            raise FinetuneError("the parent's intent head is an extended one (two heads); "
+                                "replace mode needs a new_intent_head design, not null")
         return task_heads
-    if mode != "replace":
-        raise FinetuneError(f"new_intent_head {dict(options)}: extend keeps the parent's intent "
-                            f"head ({task_heads['intent']}); use replace mode or "
-                            "new_intent_head=null")
-    unknown = sorted(set(options) - set(task_heads["intent"]))
+    base = parent.get("added", parent)
+    unknown = sorted(set(options) - set(base))
     if unknown:
         raise FinetuneError(f"new_intent_head: unknown option(s) {unknown}; a head takes "
-                            f"{sorted(task_heads['intent'])}")
-    return {**task_heads, "intent": merged}
+                            f"{sorted(base)}")
+    design = {**base, **options}
+    if mode == "replace":
+        return task_heads if design == parent else {**task_heads, "intent": design}
+    return {**task_heads,
+            "intent": {"kept": {**parent, "num_classes": parent_classes}, "added": design}}
 
 
 def hparams_default(hparams_file, key: str):
@@ -487,14 +503,17 @@ def init_from_parent(model, encoders, source, revision=None, savedir=None, mode=
     copied by label name (every parent class the run keeps), and rows of new
     classes start from the mean of the parent's rows plus small noise (``extend``)
     or from the layer's fresh initialisation (``replace``). A ``replace`` intent head
-    built otherwise than the parent's (``new_intent_head``) starts fresh. In ``extend`` with
-    ``preserve_old_intents`` (and a frozen encoder) the parent's intent logits stay
-    exactly as they were: see :func:`preserve_parent_rows`. Run by
+    built otherwise than the parent's (``new_intent_head``) starts fresh. An ``extend``
+    run's extended intent head (the default) holds the parent's intent head, whole and
+    fixed, beside a fresh head for the new intents. An ``extend`` run that retrains the
+    parent's head (``new_intent_head`` null) with ``preserve_old_intents`` (and a frozen
+    encoder) keeps the parent's intent logits too: see :func:`preserve_parent_rows`. Run by
     :func:`multitask.train.fit` before the optimizer is built and before the run's
     own checkpoint (if any) is recovered over these weights.
     """
     import torch
 
+    from .model import ExtendedHead
     from .train import label_names
 
     parent = load_parent(source, revision, savedir)
@@ -503,6 +522,10 @@ def init_from_parent(model, encoders, source, revision=None, savedir=None, mode=
     for task, head in model.heads.items():
         if task not in parent.tasks:
             raise FinetuneError(f"{source}: the parent has no {task} head")
+        if (task, mode) == ("intent", "extend") and isinstance(head, ExtendedHead):
+            # The parent's head, whole and fixed; the added head keeps its initialisation.
+            head.kept.load_state_dict(parent.mods.heads[task].state_dict())
+            continue
         if head_architecture(head) != head_architecture(parent.mods.heads[task]):
             if (task, mode) != ("intent", "replace"):
                 raise FinetuneError(
@@ -536,7 +559,8 @@ def init_from_parent(model, encoders, source, revision=None, savedir=None, mode=
     for task in frozen_heads or ():
         for param in model.heads[task].parameters():
             param.requires_grad = False
-    if mode == "extend" and preserve_old_intents:
+    if mode == "extend" and preserve_old_intents and not isinstance(model.heads["intent"],
+                                                                     ExtendedHead):
         intent = encoders["intent"]
         kept = [i for i in range(len(intent.ind2lab)) if intent.ind2lab[i] in parent.labels["intent"]]
         preserve_parent_rows(model.heads["intent"], kept)
@@ -717,13 +741,12 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
         old_valid_manifest = single_task_copy(old_valid, "intent", data_dir / "old_valid.csv")
         _check_parent_intents(old_valid_manifest, parent_labels, old_valid)
     heads = parent_settings(parent)
-    # The file's value is replace mode's; extend refuses only an explicit other head. A
-    # mapping given on the command line updates the file's, as HyperPyYAML merges it.
-    design = hparams_default(hparams_file, "new_intent_head") if mode == "replace" else None
+    # A mapping given on the command line updates the file's, as HyperPyYAML merges it.
+    design = hparams_default(hparams_file, "new_intent_head")
     if "new_intent_head" in user:
         override = user["new_intent_head"]
         design = None if override is None else {**(design or {}), **override}
-    heads["task_heads"] = new_intent_head(heads["task_heads"], mode, design)
+    heads["task_heads"] = new_intent_head(heads["task_heads"], mode, design, len(parent_labels))
     settings = {
         "output_folder": str(out), "parent_source": os.fspath(source),
         "parent_revision": revision, "mode": mode,

@@ -37,7 +37,7 @@ from speechbrain.utils.fetching import FetchConfig, FetchSource
 from speechbrain.utils.parameter_transfer import Pretrainer
 
 from .audio import LONG_FILE_SECONDS, AudioInputError, iter_windows, load_audio, probe_audio
-from .model import MultitaskModel, TaskHead, Wav2Vec2Encoder
+from .model import ExtendedHead, MultitaskModel, TaskHead, Wav2Vec2Encoder
 from .optimize import optimize_for_cpu
 from .trust import fetch_and_check, weights_only_loads
 
@@ -46,6 +46,7 @@ __all__ = [
     "MultitaskClassifier",
     "ModelFolderPretrainer",
     "TaskHead",
+    "ExtendedHead",
     "encoder_from_config",
     "pad_batch",
 ]

@@ -15,7 +15,9 @@ mean or attention pooling over the non-padded frames only, then a small MLP. Its
 every layer over the non-padded frames, standardised, then the classifier (``proj_size``
 unused; ``hidden_size`` 0 makes the classifier linear).
 
-``MultitaskModel`` runs the encoder once and every head on its output.
+``ExtendedHead`` keeps a trained head whole beside a new one for classes added later
+(fine-tuning's ``extend`` mode). ``MultitaskModel`` runs the encoder once and every
+head on its output.
 """
 
 from __future__ import annotations
@@ -333,6 +335,89 @@ class TaskHead(nn.Module):
         return self.classifier[-1].out_features
 
 
+class ExtendedHead(nn.Module):
+    """A trained head kept whole, beside a new head for classes added after it.
+
+    Extend-mode fine-tuning learns new intents without touching the parent's: the
+    parent's head (``kept``) is fixed (no gradient, always in eval mode, so neither
+    dropout nor batch statistics move it) and its logits for its classes stay exactly
+    the parent's; ``added`` learns the new classes, from the new clips and from the
+    rehearsed old ones, whose logits it must keep below the parent's. The logits are
+    the two heads' side by side: the kept classes first, at their indices.
+
+    Parameters
+    ----------
+    num_layers, input_size, num_classes
+        As for :class:`TaskHead`; ``num_classes`` counts kept and added classes.
+    kept : dict
+        The kept head's options, including its ``num_classes`` (a :class:`TaskHead`'s,
+        or an ``ExtendedHead``'s for a model extended twice).
+    added : dict
+        The added head's :class:`TaskHead` options.
+    dropout : float
+        Dropout of the added head (the kept head runs in eval mode).
+    shared
+        Options either head takes where its own do not say (a recipe's ``head``
+        factory settings).
+
+    Example
+    -------
+    >>> head = ExtendedHead(3, 8, num_classes=6, kept={"num_classes": 4, "pooling": "mean"},
+    ...                     added={"pooling": "stats", "hidden_size": 0}, proj_size=16, hidden_size=16)
+    >>> hidden = torch.randn(3, 2, 10, 8)
+    >>> logits = head.train()(hidden, torch.tensor([10, 6]))
+    >>> logits.shape, torch.equal(logits[:, :4], head.kept(hidden, torch.tensor([10, 6])))
+    (torch.Size([2, 6]), True)
+    >>> head.kept.training, [name for name, p in head.named_parameters() if p.requires_grad]
+    (False, ['added.classifier.1.weight', 'added.classifier.1.bias'])
+    """
+
+    def __init__(self, num_layers, input_size, num_classes, kept, added, dropout=0.1, **shared):
+        super().__init__()
+        kept, added = dict(kept), dict(added)
+        kept_classes = int(kept.pop("num_classes"))
+        if not 0 < kept_classes < num_classes:
+            raise ValueError(f"an extended head needs more classes ({num_classes}) than it "
+                             f"keeps ({kept_classes})")
+        self.kept = make_head(num_layers, input_size, kept_classes, **{**shared, **kept})
+        self.added = TaskHead(num_layers, input_size, num_classes - kept_classes,
+                              **{**shared, "dropout": dropout, **added})
+        for param in self.kept.parameters():
+            param.requires_grad = False
+        self.kept.eval()
+        self.options = {"kept": {**_architecture(self.kept), "num_classes": kept_classes},
+                        "added": _architecture(self.added), "dropout": dropout}
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.kept.eval()
+        return self
+
+    def forward(self, hidden_states: torch.Tensor, frame_lens: torch.Tensor) -> torch.Tensor:
+        return torch.cat([self.kept(hidden_states, frame_lens),
+                          self.added(hidden_states, frame_lens)], dim=-1)
+
+    @property
+    def num_classes(self) -> int:
+        return self.kept.num_classes + self.added.num_classes
+
+
+def _architecture(head) -> dict:
+    """A head's options that shape its weights (all but dropout)."""
+    return {key: value for key, value in head.options.items() if key != "dropout"}
+
+
+def make_head(num_layers, input_size, num_classes, **options):
+    """A :class:`TaskHead`, or an :class:`ExtendedHead` when ``options`` name a ``kept`` head.
+
+    >>> type(make_head(2, 4, 3, pooling="mean", proj_size=4, hidden_size=4)).__name__
+    'TaskHead'
+    """
+    if "kept" in options:
+        return ExtendedHead(num_layers, input_size, num_classes, **options)
+    return TaskHead(num_layers, input_size, num_classes, **options)
+
+
 class MultitaskModel(nn.Module):
     """One encoder pass, one logits tensor per task.
 
@@ -380,7 +465,8 @@ def build_heads(encoder: Wav2Vec2Encoder, num_classes: dict, task_options: dict 
 
     ``head_options`` go to every head (``proj_size``, ``hidden_size``, ``dropout``,
     ``pooling``); ``task_options`` (task -> options) update them for one task. ``head``
-    is the factory (default :class:`TaskHead`; a recipe passes its YAML's).
+    is the factory (default :class:`TaskHead`; a recipe passes its YAML's); a task whose
+    options name a ``kept`` head gets an :class:`ExtendedHead`.
 
     >>> from types import SimpleNamespace
     >>> encoder = SimpleNamespace(num_layers=3, output_size=16)  # what heads read of it
@@ -389,10 +475,12 @@ def build_heads(encoder: Wav2Vec2Encoder, num_classes: dict, task_options: dict 
     >>> heads["intent"].pooling, heads["emotion"].pooling
     ('stats', 'mean')
     """
-    head = head or TaskHead
     task_options = task_options or {}
-    return {
-        task: head(num_layers=encoder.num_layers, input_size=encoder.output_size, num_classes=n,
-                   **{**head_options, **(task_options.get(task) or {})})
-        for task, n in num_classes.items()
-    }
+    heads = {}
+    for task, n in num_classes.items():
+        options = {**head_options, **(task_options.get(task) or {})}
+        # An extended head (fine-tuning's extend mode) is built from its two designs.
+        factory = ExtendedHead if "kept" in options else (head or TaskHead)
+        heads[task] = factory(num_layers=encoder.num_layers, input_size=encoder.output_size,
+                              num_classes=n, **options)
+    return heads

@@ -41,6 +41,7 @@ from speechbrain.utils.fetching import FetchConfig, FetchFrom, LocalStrategy, fe
 ALLOWED_TARGETS = frozenset({
     "multitask.inference.encoder_from_config",
     "multitask.inference.TaskHead",
+    "multitask.inference.ExtendedHead",
     "multitask.inference.ModelFolderPretrainer",
     "torch.nn.ModuleDict",
     "speechbrain.dataio.encoder.CategoricalEncoder",

@@ -153,12 +153,43 @@ def test_replace_pools_its_new_intent_head_as_finetune_yaml_says(replaced, expor
     assert record["intent_head"]["pooling"] == "stats" and record["intent_head"]["hidden_size"] == 0
 
 
-def test_extend_refuses_an_intent_head_other_than_the_parents(exported_model, new_domain, tmp_path):
-    with pytest.raises(FinetuneError, match="extend keeps the parent's intent head"):
-        finetune(str(exported_model), new_domain["train"], tmp_path / "run",
-                 valid=[new_domain["valid"]], mode="extend",
-                 overrides={**EXTEND, "new_intent_head": {"pooling": "stats"}})
-    assert not (tmp_path / "run" / "save").exists()  # refused before anything was trained
+def test_extend_keeps_the_parents_intent_head_whole_beside_a_head_for_the_new(
+        extended, exported_model, toy_wavs, run_foreign_class, tmp_path):
+    """The default extended head: the parent's intent weights bit-identical in the export,
+    the new intents learnt by a stats head (the offset in its bias), loadable both ways."""
+    out, record = extended
+    assert record["intent_head"]["added"]["pooling"] == "stats"
+    assert record["intent_head"]["kept"]["num_classes"] == 2
+    tuned, parent = load_file(out / "export" / "heads.safetensors"), parent_heads(exported_model)
+    intent = [k for k in parent if k.startswith("intent.")]
+    assert intent and all(torch.equal(tuned[k.replace("intent.", "intent.kept.", 1)], parent[k])
+                          for k in intent)
+    assert any(k.startswith("intent.added.") for k in tuned)
+    model = MultitaskClassifier.from_hparams(source=str(out / "export"), run_opts={"device": "cpu"})
+    assert type(model.mods.heads["intent"]).__name__ == "ExtendedHead"
+    assert "kept fixed" in (out / "export" / "README.md").read_text()
+    result = run_foreign_class(out / "export", *toy_wavs[:2], cwd=tmp_path)
+    assert result["multitask_importable"] is False
+    for wav in toy_wavs[:2]:
+        expected = model.classify_file(wav)["intent"]["probs"]
+        got = result["probs"][wav]["intent"]
+        assert max(abs(got[label] - p) for label, p in expected.items()) < 1e-6
+
+
+def test_an_extended_parent_is_extended_again_with_both_heads_kept_whole(extended, tmp_path):
+    """Extending a model that was extended before nests its two heads in the kept one."""
+    out, record = extended
+    train = write_new_domain(tmp_path, 6, 4, labels={"hoot": 1500, "hum": 6000})
+    again = finetune(str(out / "export"), train, tmp_path / "again", mode="extend",
+                     overrides={**EXTEND, "number_of_epochs": 1}, export=False)
+    assert again["intent_labels"] == [*record["intent_labels"], "hoot", "hum"]
+    assert again["intent_head"]["kept"]["num_classes"] == len(record["intent_labels"])
+    assert again["intent_head"]["kept"]["kept"]["num_classes"] == 2
+    tuned = torch.load(next((tmp_path / "again" / "save").glob("CKPT*/heads.ckpt")),
+                       weights_only=True)
+    parent = load_file(out / "export" / "heads.safetensors")
+    assert all(torch.equal(tuned[k.replace("intent.", "intent.kept.", 1)], v)
+               for k, v in parent.items() if k.startswith("intent."))
 
 
 def test_the_stats_head_runs_from_custom_interface_without_the_package(
@@ -256,14 +287,15 @@ def extended_preserving(exported_model, new_domain, toy_corpus, tmp_path_factory
         record = finetune(str(exported_model), new_domain["train"], out,
                           valid=[new_domain["valid"]], test=new_domain["test"], mode="extend",
                           old_intent=toy_corpus["test"], replay=[toy_corpus["train"]],
-                          overrides={**EXTEND, "number_of_epochs": 3,
+                          overrides={**EXTEND, "number_of_epochs": 3, "new_intent_head": None,
                                      "preserve_old_intents": True})
     return out, record
 
 
 def test_extend_preserving_old_intents_keeps_the_parents_logits_exactly(extended_preserving,
                                                                         exported_model):
-    """preserve_old_intents: only the new rows of the last layer learn."""
+    """The parent's head retrained with rows appended (new_intent_head null) and
+    preserve_old_intents: only the new rows of the last layer learn."""
     out, record = extended_preserving
     tuned = load_file(out / "export" / "heads.safetensors")
     parent = parent_heads(exported_model)

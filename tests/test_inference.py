@@ -124,7 +124,7 @@ def test_custom_interface_is_generated_from_the_package_source(exported_model):
 
     text = (exported_model / "custom_interface.py").read_text()
     for obj in (inference.MultitaskClassifier, inference.ModelFolderPretrainer,
-                inference.encoder_from_config, model.TaskHead, model.Wav2Vec2Encoder,
+                inference.encoder_from_config, model.TaskHead, model.ExtendedHead, model.Wav2Vec2Encoder,
                 model.MultitaskModel, audio.load_audio, audio.AudioInputError):
         assert inspect.getsource(obj) in text, obj.__name__
     # Self-contained: nothing is imported from the package, anywhere in the file.

@@ -129,7 +129,9 @@ def test_the_allow_list_is_what_an_export_writes(exported_model):
     text = (exported_model / "hyperparams.yaml").read_text()
     check_hparams(exported_model / "hyperparams.yaml")
     written = set(re.findall(r"!(?:new|name|apply):(\S+)", text))
-    assert written == ALLOWED_TARGETS
+    # The extended intent head is written by extend-mode fine-tuning's exports, which
+    # tests/test_finetune.py loads through the same check.
+    assert written == ALLOWED_TARGETS - {"multitask.inference.ExtendedHead"}
 
 
 # ---------------------------------------------------------------------------
