@@ -11,9 +11,10 @@ test clips from voices no banking corpus has), then two fine-tunings of
 * ``replace``: the 8 new intents only, the whole encoder trainable at a low rate while
   the demo's emotion training split is rehearsed through the frozen emotion head
   (``--emotion-replay``);
-* ``extend``: the demo's 14 intents and the 8 new ones, every training clip of the
-  demo's intents rehearsed, the new intents' offset chosen on the demo's intent
-  validation split, scored on the demo's intent test as well.
+* ``extend``: the demo's 14 intents and the 8 new ones, the demo's intent head kept
+  whole beside a head for the new intents, every training clip of the demo's
+  intents rehearsed, the new intents' offset chosen on the demo's intent validation
+  split, scored on the demo's intent test as well.
 
 Both measure emotion on the demo's emotion test before and after. The figures go
 to ``results/finetune/metrics.json``.
@@ -62,7 +63,8 @@ if __name__ == "__main__":
                                                          "intent_head", "emotion_replayed")},
                     **replace["results"]},
         "extend": {"settings": {k: extend[k] for k in ("freeze_encoder", "frozen_heads",
-                                                       "replayed", "rows_per_class")},
+                                                       "intent_head", "replayed",
+                                                       "rows_per_class")},
                    "calibration": extend.get("calibration"),
                    **extend["results"]},
     }
