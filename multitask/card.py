@@ -235,6 +235,10 @@ def _training_block(hparams: dict, tasks, ckpt, lineage: dict | None = None) -> 
         "and the loss of each head counts only the rows labelled for it.",
         f"- Task loss weights: {hparams.get('task_weights', {})}; task mix per batch: "
         f"{_mix(hparams.get('train_batching') or {})}.",
+        *([f"- Auxiliary loss (training only, not part of this model): CTC spelling the "
+           f"`{hparams.get('ctc_transcripts')}` transcripts from the encoder's last layer, "
+           f"weight {hparams['ctc_weight']}."] if float(hparams.get("ctc_weight") or 0) > 0
+          else []),
         f"- Optimisation: {_callable_name(hparams.get('optimizer'))}, encoder lr "
         f"{hparams.get('encoder_lr')}, heads lr "
         f"{hparams.get('head_lr')}, weight decay {hparams.get('weight_decay', 0)}, warm-up "

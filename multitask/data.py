@@ -29,6 +29,7 @@ from speechbrain.utils.data_pipeline import provides, takes
 from torch.utils.data import DataLoader
 
 from .audio import AudioInputError, load_audio, probe_audio
+from .ctc import row_targets
 from .losses import IGNORE_INDEX
 from .manifest import (
     TASKS,
@@ -303,13 +304,20 @@ def _has_checkpoint(save_folder) -> bool:
     return any(name.startswith("CKPT+") for name in os.listdir(save_folder))
 
 
-def make_dataset(rows: list[dict], encoders: dict) -> DynamicItemDataset:
-    """A ``DynamicItemDataset`` whose items carry ``id``, ``sig`` and ``<task>_id``."""
+def make_dataset(rows: list[dict], encoders: dict, transcripts: str | None = None
+                 ) -> DynamicItemDataset:
+    """A ``DynamicItemDataset`` whose items carry ``id``, ``sig`` and ``<task>_id``.
+
+    With ``transcripts`` (a manifest column, e.g. Skit-S2I's ``template``) they carry
+    ``tokens`` and ``token_count`` too, the column's characters for the auxiliary CTC
+    loss (:mod:`multitask.ctc`); a row without that column or text has a count of 0.
+    """
     data = {
         row["id"]: {
             "wav": row["wav"],
             "duration": row["duration"],
             "task": row["task"],
+            "text": row.get(transcripts, "") if transcripts else "",
             **{task: row.get(task, "") for task in encoders},
         }
         for row in rows
@@ -324,7 +332,11 @@ def make_dataset(rows: list[dict], encoders: dict) -> DynamicItemDataset:
     dataset.add_dynamic_item(audio_pipeline)
     for task, encoder in encoders.items():
         dataset.add_dynamic_item(_label_pipeline(task, encoder))
-    dataset.set_output_keys(["id", "sig", *[f"{task}_id" for task in encoders]])
+    keys = ["id", "sig", *[f"{task}_id" for task in encoders]]
+    if transcripts:
+        dataset.add_dynamic_item(row_targets, takes=["text"], provides=["tokens", "token_count"])
+        keys += ["tokens", "token_count"]
+    dataset.set_output_keys(keys)
     return dataset
 
 
@@ -337,13 +349,19 @@ def _label_pipeline(task: str, encoder: CategoricalEncoder):
     return pipeline
 
 
-def load_split(manifests, encoders: dict, probe=True, rows=None) -> tuple[DynamicItemDataset, list[dict]]:
-    """Read (unless ``rows`` were already read from ``manifests``) and check, then build."""
+def load_split(manifests, encoders: dict, probe=True, rows=None, transcripts=None
+               ) -> tuple[DynamicItemDataset, list[dict]]:
+    """Read (unless ``rows`` were already read from ``manifests``) and check, then build
+    (``transcripts``: see :func:`make_dataset`)."""
     rows = read_manifests(manifests) if rows is None else rows
     if not rows:
         raise ManifestError(f"{manifests}: no rows")
     check_rows(rows, encoders, source=str(manifests), probe=probe)
-    return make_dataset(rows, encoders), rows
+    if transcripts and not any(row.get(transcripts) for row in rows):
+        raise ManifestError(f"{manifests}: no row has a {transcripts!r} transcript for the "
+                            "CTC loss (ctc_transcripts); set ctc_weight to 0 or name the "
+                            "column that holds them")
+    return make_dataset(rows, encoders, transcripts), rows
 
 
 def make_loader(dataset, rows: list[dict], sampler_options: dict, shuffle: bool, seed: int,
@@ -369,7 +387,7 @@ def make_loader(dataset, rows: list[dict], sampler_options: dict, shuffle: bool,
     return DataLoader(
         dataset,
         batch_sampler=sampler,
-        collate_fn=functools.partial(PaddedBatch, padded_keys=["sig"]),
+        collate_fn=functools.partial(PaddedBatch, padded_keys=["sig", "tokens"]),
         num_workers=num_workers,
         persistent_workers=num_workers > 0,
     )

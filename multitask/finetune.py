@@ -431,7 +431,10 @@ def check_emotion_replay(hparams) -> None:
         raise FinetuneError(f"--emotion-replay rehearses emotion, but task_weights gives it "
                             f"weight {weight}; give it a positive weight or drop --emotion-replay")
     frozen_heads = set(hparams.get("frozen_heads") or [])
-    if str(hparams.get("freeze_encoder")) == "all" and "emotion" in frozen_heads:
+    spec = hparams.get("freeze_encoder")
+    layers = hparams["encoder"].config.num_hidden_layers
+    encoder_frozen = str(spec) == "all" or (isinstance(spec, int) and spec >= layers)
+    if encoder_frozen and "emotion" in frozen_heads:
         raise FinetuneError("--emotion-replay rehearses emotion through the encoder, but the "
                             "encoder and the emotion head are both frozen: unfreeze encoder "
                             "layers (--freeze_encoder=none or N lower layers) or drop "
@@ -610,9 +613,10 @@ def preserve_parent_rows(head, kept_rows) -> None:
 # --------------------------------------------------------------------------
 
 
-def check_same_run(record: dict, identity: dict, mode: str, out, intent_head=None) -> None:
+def check_same_run(record: dict, identity: dict, mode: str, out, intent_head=None,
+                   emotion_replayed=None) -> None:
     """Refuse to resume a run folder that fine-tuned another parent (or in another mode,
-    or with another intent head design).
+    with another intent head design, or rehearsing another number of emotion clips).
 
     Its checkpoints would otherwise be loaded over the new parent's weights and the
     run would carry on from them, silently.
@@ -640,6 +644,11 @@ def check_same_run(record: dict, identity: dict, mode: str, out, intent_head=Non
     if intent_head is not None and record.get("intent_head") not in (None, intent_head):
         raise FinetuneError(f"{out}: this run folder's intent head is {record['intent_head']}, "
                             f"not {intent_head} (new_intent_head); use a new --out")
+    if emotion_replayed is not None and record.get("emotion_replayed") not in (
+            None, emotion_replayed):
+        raise FinetuneError(f"{out}: this run folder rehearsed {record['emotion_replayed']} "
+                            f"emotion clips (--emotion-replay), not {emotion_replayed}; use a "
+                            "new --out")
 
 
 def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion=None,
@@ -779,7 +788,8 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
     record_path = out / FINETUNE_RECORD
     record = json.loads(record_path.read_text()) if record_path.is_file() else {}
     identity = parent_identity(source, revision, parent_repo_id)
-    check_same_run(record, identity, mode, out, heads["task_heads"]["intent"])
+    check_same_run(record, identity, mode, out, heads["task_heads"]["intent"],
+                   _row_count(train_manifests[-1]) if emotion_replay else 0)
     record.update({
         "parent": identity,
         "mode": mode,

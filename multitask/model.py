@@ -235,6 +235,7 @@ def masked_mean_std(x: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, 
 
 
 POOLINGS = ("mean", "attention", "stats")
+CTC_OUTPUT = "ctc"  # MultitaskModel's output key for the training-only CTC logits
 
 
 class TaskHead(nn.Module):
@@ -426,6 +427,9 @@ class MultitaskModel(nn.Module):
     encoder : Wav2Vec2Encoder
     heads : dict[str, TaskHead]
         Task name → head, e.g. ``{"intent": ..., "emotion": ...}``.
+    ctc_head : torch.nn.Module, optional
+        Training only (:class:`multitask.ctc.CTCHead`): in training mode the output also
+        holds ``"ctc"``, its per-frame logits and the frame counts; never exported.
 
     Example
     -------
@@ -439,10 +443,11 @@ class MultitaskModel(nn.Module):
     {'intent': (2, 14), 'emotion': (2, 6)}
     """
 
-    def __init__(self, encoder: Wav2Vec2Encoder, heads: dict):
+    def __init__(self, encoder: Wav2Vec2Encoder, heads: dict, ctc_head: nn.Module | None = None):
         super().__init__()
         self.encoder = encoder
         self.heads = nn.ModuleDict(heads)
+        self.ctc_head = ctc_head
         self.encoder_frozen = False
 
     @property
@@ -456,7 +461,10 @@ class MultitaskModel(nn.Module):
         else:
             hidden = self.encoder(wavs, wav_lens)
         frame_lens = self.encoder.frame_lengths(wavs, wav_lens).clamp(max=hidden.shape[2])
-        return {task: head(hidden, frame_lens) for task, head in self.heads.items()}
+        out = {task: head(hidden, frame_lens) for task, head in self.heads.items()}
+        if self.ctc_head is not None and self.training:
+            out[CTC_OUTPUT] = (self.ctc_head(hidden), frame_lens)
+        return out
 
 
 def build_heads(encoder: Wav2Vec2Encoder, num_classes: dict, task_options: dict | None = None,

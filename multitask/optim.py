@@ -12,6 +12,7 @@ accumulation, so ``warmup_steps: 100`` means the same on one CPU and eight GPUs.
 
 from __future__ import annotations
 
+from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
 
 
@@ -23,7 +24,10 @@ def param_groups(model, encoder_lr: float, head_lr: float, weight_decay: float =
     :func:`multitask.finetune.preserve_parent_rows`).
     """
     groups = []
-    for name, module, lr in (("encoder", model.encoder, encoder_lr), ("heads", model.heads, head_lr)):
+    heads = model.heads
+    if getattr(model, "ctc_head", None) is not None:  # a training-only head learns as heads do
+        heads = nn.ModuleList([model.heads, model.ctc_head])
+    for name, module, lr in (("encoder", model.encoder, encoder_lr), ("heads", heads, head_lr)):
         decay, no_decay = [], []
         for param_name, param in module.named_parameters():
             if not param.requires_grad:

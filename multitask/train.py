@@ -38,11 +38,12 @@ from tqdm.auto import tqdm
 from . import data as D
 from .audio import normalise_padded
 from .checkpoints import AtomicCheckpointer
+from .ctc import CTCHead, ctc_loss_sum
 from .data_report import write_data_report
 from .losses import IGNORE_INDEX, joint_loss, task_loss_sums
 from .manifest import TASKS, read_manifests
 from .metrics import classification_report, plot_confusion_matrix
-from .model import MultitaskModel, build_heads, frame_mask
+from .model import CTC_OUTPUT, MultitaskModel, build_heads, frame_mask
 from .optim import param_groups
 from .sampling import steps_per_epoch
 
@@ -115,7 +116,7 @@ def get_dataloaders(accelerator, hparams):
             encoders, hparams["save_folder"], data_root=hparams.get("data_root"),
         )
     train_set, train_rows = D.load_split(hparams["train_manifests"], encoders, rows=train_rows,
-                                         probe=False)
+                                         probe=False, transcripts=ctc_transcripts(hparams))
     valid_set, valid_rows = D.load_split(hparams["valid_manifests"], encoders, probe=False)
     seed = hparams["seed"]
     train_loader = D.make_loader(train_set, train_rows, hparams["train_batching"], True, seed,
@@ -125,16 +126,29 @@ def get_dataloaders(accelerator, hparams):
     return encoders, train_loader, valid_loader
 
 
-def build_model(hparams, encoders) -> MultitaskModel:
+def build_model(hparams, encoders, training=False) -> MultitaskModel:
     """Encoder from hparams; one head per task, sized by that task's label encoder.
 
     Every head takes the ``head`` factory's options; ``task_heads`` (optional, task ->
     options) overrides them for one task, e.g. ``{"intent": {"pooling": "stats"}}``.
+    ``training`` adds the auxiliary CTC head when ``ctc_weight`` is positive.
     """
     encoder = hparams["encoder"]
     sizes = {task: len(enc) for task, enc in encoders.items()}
     heads = build_heads(encoder, sizes, head_options(hparams, encoders), head=hparams["head"])
-    return MultitaskModel(encoder, heads)
+    ctc_head = CTCHead(encoder.output_size) if training and ctc_transcripts(hparams) else None
+    return MultitaskModel(encoder, heads, ctc_head)
+
+
+def ctc_transcripts(hparams) -> str | None:
+    """The manifest column the auxiliary CTC loss spells, or None when it is off
+    (``ctc_weight`` 0 or absent)."""
+    if float(hparams.get("ctc_weight") or 0) <= 0:
+        return None
+    column = hparams.get("ctc_transcripts")
+    if not column:
+        raise ValueError("ctc_weight is positive but ctc_transcripts names no manifest column")
+    return column
 
 
 def head_options(hparams, tasks) -> dict:
@@ -164,7 +178,7 @@ def fit(hparams, accelerator: Accelerator | None = None) -> dict:
     )
     set_seed(hparams["seed"])
     encoders, train_loader, valid_loader = get_dataloaders(accelerator, hparams)
-    model = build_model(hparams, encoders)
+    model = build_model(hparams, encoders, training=True)
     if hparams.get("init_model") is not None:
         # Starting weights and frozen parts (e.g. a parent model being fine-tuned), set
         # before the optimizer sees the parameters; a resumed run then recovers its own
@@ -188,6 +202,7 @@ def fit(hparams, accelerator: Accelerator | None = None) -> dict:
         recoverables={
             "encoder": model.encoder,
             "heads": model.heads,
+            **({"ctc_head": model.ctc_head} if model.ctc_head is not None else {}),
             "optimizer": optimizer,
             "scheduler": scheduler,
             "epoch_counter": epoch_counter,
@@ -202,7 +217,8 @@ def fit(hparams, accelerator: Accelerator | None = None) -> dict:
     # Evaluation loaders are sharded by the sampler, not by prepare(): see evaluate().
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
     logger = FileTrainLogger(os.path.join(hparams["output_folder"], "train_log.txt"))
-    weights = hparams.get("task_weights", {})
+    weights = {**(hparams.get("task_weights") or {}),
+               CTC_OUTPUT: float(hparams.get("ctc_weight") or 0)}
     best_metric = hparams.get("best_metric", "mean_accuracy")
     valid_stats = {}
     for epoch in epoch_counter:
@@ -346,7 +362,12 @@ def train_one_epoch(accelerator, model, optimizer, scheduler, loader, weights, h
             labels = D.batch_labels(batch, core.tasks)
             wavs, wav_lens = augment_batch(hparams, wavs, wav_lens, labels)
             logits = model(wavs, wav_lens)
+            ctc = logits.pop(CTC_OUTPUT, None)
             sums, counts = task_loss_sums(logits, labels)
+            if ctc is not None:
+                tokens, _ = batch.tokens
+                sums[CTC_OUTPUT], counts[CTC_OUTPUT] = ctc_loss_sum(
+                    *ctc, tokens.to(wavs.device), batch.token_count.to(wavs.device))
             global_counts = {t: accelerator.reduce(c, "sum") for t, c in counts.items()}
             loss = joint_loss(sums, global_counts, weights, accelerator.num_processes)
             # Every process must agree to skip, or the gradient all-reduce would hang.

@@ -180,8 +180,9 @@ def test_an_extended_parent_is_extended_again_with_both_heads_kept_whole(extende
     """Extending a model that was extended before nests its two heads in the kept one."""
     out, record = extended
     train = write_new_domain(tmp_path, 6, 4, labels={"hoot": 1500, "hum": 6000})
-    again = finetune(str(out / "export"), train, tmp_path / "again", mode="extend",
-                     overrides={**EXTEND, "number_of_epochs": 1}, export=False)
+    with pytest.warns(UserWarning, match="extend without --(replay|old-valid)"):  # both provoked
+        again = finetune(str(out / "export"), train, tmp_path / "again", mode="extend",
+                         overrides={**EXTEND, "number_of_epochs": 1}, export=False)
     assert again["intent_labels"] == [*record["intent_labels"], "hoot", "hum"]
     assert again["intent_head"]["kept"]["num_classes"] == len(record["intent_labels"])
     assert again["intent_head"]["kept"]["kept"]["num_classes"] == 2
@@ -398,6 +399,9 @@ def test_emotion_replay_rehearses_emotion_through_a_trainable_encoder(exported_m
     parent_enc = load_file(exported_model / "encoder.safetensors")
     assert any(not torch.equal(tuned_enc[k], parent_enc[k]) for k in parent_enc)
     assert "emotion clips rehearsed" in (tmp_path / "run" / "export" / "README.md").read_text()
+    with pytest.raises(FinetuneError, match=r"rehearsed \d+ emotion clips .*not 0; use a new"):
+        finetune(str(exported_model), new_domain["train"], tmp_path / "run",  # resumed without
+                 valid=[new_domain["valid"]], emotion=toy_corpus["test"], overrides=overrides)
 
 
 def test_emotion_replay_is_refused_when_it_cannot_act_or_has_unknown_labels(
@@ -413,6 +417,12 @@ def test_emotion_replay_is_refused_when_it_cannot_act_or_has_unknown_labels(
         finetune(str(exported_model), new_domain["train"], tmp_path / "d",
                  valid=[new_domain["valid"]], emotion=toy_corpus["train"],
                  emotion_replay=[toy_corpus["train"]], overrides={"freeze_encoder": "none"})
+    layers = MultitaskClassifier.from_hparams(source=str(exported_model), savedir=tmp_path / "p",
+                                              run_opts={"device": "cpu"}).mods.encoder.config
+    with pytest.raises(FinetuneError, match="encoder and the emotion head are both frozen"):
+        finetune(str(exported_model), new_domain["train"], tmp_path / "e",  # every layer: all
+                 valid=[new_domain["valid"]], emotion_replay=[toy_corpus["train"]],
+                 overrides={"freeze_encoder": layers.num_hidden_layers})
     odd = tmp_path / "odd.csv"
     odd.write_text("id,wav,duration,emotion\nx,x.wav,1.0,furious\n")
     with pytest.raises(FinetuneError, match=r"odd.csv: emotion label\(s\) \['furious'\]"):
