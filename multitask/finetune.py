@@ -17,11 +17,14 @@ any run, its card naming the parent (``base_model``). What this module adds:
   run's starting point (:func:`init_from_parent`, the ``init_model`` step that
   :func:`~multitask.train.fit` runs before recovering the run's own checkpoint);
 * the intent label set: ``replace`` takes the new labels only; ``extend`` keeps the
-  parent's intents at their indices (their head rows copied) and appends the new
-  ones. A new label spelled like an old one but not identically (``Block`` vs
-  ``block``, ``card_lost`` vs ``lost card``) is refused, naming both;
+  parent's intents at their indices and appends the new ones, by default with the
+  parent's intent head kept whole beside a head for the new intents
+  (:class:`~multitask.model.ExtendedHead`). A new label spelled like an old one but not
+  identically (``Block`` vs ``block``, ``card_lost`` vs ``lost card``) is refused,
+  naming both;
 * what stays fixed: heads in ``frozen_heads`` (emotion, by default) take no
-  gradient and are not in the optimizer (weight decay would move them), and the
+  gradient, are not in the optimizer (weight decay would move them) and stay in
+  eval mode (a stats head's batch statistics would move), and the
   encoder is frozen fully, up to its N lower transformer layers, or not at all;
 * ``extend``: the parent's intents rehearsed from ``--replay`` (every clip by
   default; ``rows_per_class`` in ``finetune.yaml`` balances each epoch over the
@@ -560,8 +563,7 @@ def init_from_parent(model, encoders, source, revision=None, savedir=None, mode=
         head.load_state_dict(target)
     freeze_encoder(model.encoder, freeze_encoder_spec)
     for task in frozen_heads or ():
-        for param in model.heads[task].parameters():
-            param.requires_grad = False
+        model.freeze_head(task)
     if mode == "extend" and preserve_old_intents and not isinstance(model.heads["intent"],
                                                                      ExtendedHead):
         intent = encoders["intent"]

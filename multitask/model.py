@@ -449,6 +449,31 @@ class MultitaskModel(nn.Module):
         self.heads = nn.ModuleDict(heads)
         self.ctc_head = ctc_head
         self.encoder_frozen = False
+        self.frozen_heads: set[str] = set()
+
+    def freeze_head(self, task: str) -> None:
+        """Fix ``task``'s head: no gradient, and eval mode even while the model trains
+        (a stats head's batch statistics would otherwise move).
+
+        >>> import tempfile
+        >>> folder = tempfile.mkdtemp(); tiny_config().save_pretrained(folder)
+        >>> enc = Wav2Vec2Encoder(folder, save_path=folder)
+        >>> model = MultitaskModel(enc, {"emotion": TaskHead(enc.num_layers, enc.output_size, 3,
+        ...                                                  hidden_size=0, pooling="stats")})
+        >>> model.freeze_head("emotion")
+        >>> model.train().heads["emotion"].training, model.training
+        (False, True)
+        """
+        for param in self.heads[task].parameters():
+            param.requires_grad = False
+        self.frozen_heads.add(task)
+        self.heads[task].eval()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        for task in self.frozen_heads:
+            self.heads[task].eval()
+        return self
 
     @property
     def tasks(self) -> tuple[str, ...]:

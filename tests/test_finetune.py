@@ -429,3 +429,21 @@ def test_emotion_replay_is_refused_when_it_cannot_act_or_has_unknown_labels(
         finetune(str(exported_model), new_domain["train"], tmp_path / "c",
                  valid=[new_domain["valid"]], emotion_replay=[str(odd)],
                  overrides={"freeze_encoder": "none"})
+
+
+def test_a_frozen_stats_head_keeps_its_batch_statistics_while_the_model_trains(
+        exported_model, tmp_path):
+    """A frozen head stays in eval mode: a stats head's running statistics do not move."""
+    from multitask.inference import encoder_from_config
+    from multitask.model import MultitaskModel, TaskHead
+
+    parent = MultitaskClassifier.from_hparams(source=str(exported_model), savedir=tmp_path / "p",
+                                              run_opts={"device": "cpu"})
+    encoder = encoder_from_config(parent.mods.encoder.config.to_dict())
+    head = TaskHead(encoder.num_layers, encoder.output_size, 2, hidden_size=0, pooling="stats")
+    model = MultitaskModel(encoder, {"emotion": head})
+    model.freeze_head("emotion")
+    before = head.normaliser.running_mean.clone()
+    model.train()(torch.randn(3, 16000), torch.ones(3))
+    assert torch.equal(head.normaliser.running_mean, before)
+    assert not any(p.requires_grad for p in head.parameters())
