@@ -46,6 +46,7 @@ emotion head is the parent's).
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
 import os
@@ -56,6 +57,7 @@ import warnings
 from collections import Counter
 from pathlib import Path
 
+from .calibration import kept_temperature
 from .card import display_path, is_hub_id
 from .export import HPARAMS_FILE, WEIGHTS_FILES, export_model
 
@@ -502,7 +504,7 @@ def freeze_encoder(encoder, spec) -> None:
 
 def init_from_parent(model, encoders, source, revision=None, savedir=None, mode="replace",
                      freeze_encoder_spec="all", frozen_heads=("emotion",), seed=0,
-                     preserve_old_intents=False) -> None:
+                     preserve_old_intents=False, kept_temperature=1.0) -> None:
     """Load the parent's weights into ``model`` and freeze what stays fixed.
 
     Encoder and heads are copied; in the intent head, the last layer's rows are
@@ -531,6 +533,7 @@ def init_from_parent(model, encoders, source, revision=None, savedir=None, mode=
         if (task, mode) == ("intent", "extend") and isinstance(head, ExtendedHead):
             # The parent's head, whole and fixed; the added head keeps its initialisation.
             head.kept.load_state_dict(parent.mods.heads[task].state_dict())
+            head.kept_temperature = float(kept_temperature)
             continue
         if head_architecture(head) != head_architecture(parent.mods.heads[task]):
             if (task, mode) != ("intent", "replace"):
@@ -808,6 +811,21 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
         "rows_per_class": (hparams.get("train_batching") or {}).get("rows_per_class"),
     })
 
+    temperature = hparams.get("kept_temperature", 1.0)
+    if str(temperature) == "auto":
+        if "kept" not in heads["task_heads"]["intent"] or not (replay and old_valid_manifest):
+            raise FinetuneError("kept_temperature auto tempers an extended intent head by "
+                                "comparing the parent on the rehearsed clips with --old-valid: "
+                                "use --mode extend with --replay and --old-valid, or a number")
+        record["kept_temperature"] = kept_temperature(
+            _parent_log_probs(parent, train_manifests[1], hparams, accelerator, "rehearsed"),
+            _parent_log_probs(parent, old_valid_manifest, hparams, accelerator, "old valid"))
+        temperature = record["kept_temperature"]["temperature"]
+        accelerator.print(f"kept logits divided by {temperature:.2f} while the new intents' "
+                          "head trains")
+    hparams["init_model"] = functools.partial(hparams["init_model"],
+                                              kept_temperature=float(temperature))
+
     # Retention, before: the parent itself, on the same manifests as after.
     before = record.setdefault("before", {})
     for name, task in (("emotion", "emotion"), ("old_intent", "intent")):
@@ -952,6 +970,20 @@ def _score(parent, manifest, task, hparams, accelerator, shown) -> dict:
     return _figures(flat_stats(stats), task, shown)
 
 
+
+
+def _parent_log_probs(parent, manifest, hparams, accelerator, desc):
+    """The parent's intent ``(log_probs, targets)`` on ``manifest``."""
+    from .calibration import log_probs_of
+    from .model import MultitaskModel
+    from .train import evaluate_manifest
+
+    encoders = {t: parent.hparams.label_encoders[t] for t in parent.tasks}
+    model = MultitaskModel(parent.mods.encoder, {t: parent.mods.heads[t] for t in parent.tasks})
+    model.to(accelerator.device)
+    stats = evaluate_manifest(accelerator, model, manifest, encoders, hparams,
+                              desc=f"parent: {desc}")
+    return log_probs_of(stats["rows"])
 
 
 def _figures(flat: dict, task: str, manifest) -> dict:

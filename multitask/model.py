@@ -388,6 +388,9 @@ class ExtendedHead(nn.Module):
         self.kept.eval()
         self.options = {"kept": {**_architecture(self.kept), "num_classes": kept_classes},
                         "added": _architecture(self.added), "dropout": dropout}
+        # Training only, not part of the design: the kept logits are divided by this
+        # while the added head learns (see multitask.finetune.kept_temperature).
+        self.kept_temperature = 1.0
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -395,8 +398,10 @@ class ExtendedHead(nn.Module):
         return self
 
     def forward(self, hidden_states: torch.Tensor, frame_lens: torch.Tensor) -> torch.Tensor:
-        return torch.cat([self.kept(hidden_states, frame_lens),
-                          self.added(hidden_states, frame_lens)], dim=-1)
+        kept = self.kept(hidden_states, frame_lens)
+        if self.training and self.kept_temperature != 1.0:
+            kept = kept / self.kept_temperature
+        return torch.cat([kept, self.added(hidden_states, frame_lens)], dim=-1)
 
     @property
     def num_classes(self) -> int:

@@ -447,3 +447,29 @@ def test_a_frozen_stats_head_keeps_its_batch_statistics_while_the_model_trains(
     model.train()(torch.randn(3, 16000), torch.ones(3))
     assert torch.equal(head.normaliser.running_mean, before)
     assert not any(p.requires_grad for p in head.parameters())
+
+
+def test_the_kept_logits_are_tempered_only_while_the_new_head_trains():
+    from multitask.model import ExtendedHead
+
+    head = ExtendedHead(2, 4, num_classes=3, kept={"num_classes": 2, "pooling": "mean"},
+                        added={"hidden_size": 0}, proj_size=4, hidden_size=4, dropout=0.0)
+    hidden, lens = torch.randn(2, 1, 5, 4), torch.tensor([5])
+    plain = head.eval()(hidden, lens)
+    head.kept_temperature = 4.0
+    assert torch.equal(head.eval()(hidden, lens), plain)  # inference: the parent's logits
+    assert torch.allclose(head.train()(hidden, lens)[:, :2], plain[:, :2] / 4.0)
+
+
+def test_an_automatic_temperature_is_measured_on_the_parent_and_recorded(
+        exported_model, new_domain, toy_corpus, tmp_path):
+    record = finetune(str(exported_model), new_domain["train"], tmp_path / "run", mode="extend",
+                      valid=[new_domain["valid"]], old_valid=toy_corpus["valid"],
+                      replay=[toy_corpus["train"]],
+                      overrides={**EXTEND, "number_of_epochs": 1, "kept_temperature": "auto"},
+                      export=False)
+    measured = record["kept_temperature"]
+    assert measured["temperature"] >= 1.0 and measured["held_out_nll"] > 0
+    with pytest.raises(FinetuneError, match="kept_temperature auto tempers an extended"):
+        finetune(str(exported_model), new_domain["train"], tmp_path / "replace",
+                 valid=[new_domain["valid"]], overrides={"kept_temperature": "auto"})
