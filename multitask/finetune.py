@@ -57,7 +57,6 @@ import warnings
 from collections import Counter
 from pathlib import Path
 
-from .calibration import kept_temperature
 from .card import display_path, is_hub_id
 from .export import HPARAMS_FILE, WEIGHTS_FILES, export_model
 
@@ -120,6 +119,8 @@ def parent_settings(parent) -> dict:
     ``task_heads`` holds every head's architecture (dropout aside: the run's
     ``head_dropout`` applies), so the parent's weights fit the run's heads.
     """
+    from .model import head_architecture
+
     heads = {task: head_architecture(head) for task, head in parent.mods.heads.items()}
     plain = [arch for arch in heads.values() if "kept" not in arch] or [
         _innermost(next(iter(heads.values())))]
@@ -131,12 +132,6 @@ def _innermost(arch: dict) -> dict:
     while "kept" in arch:
         arch = arch["kept"]
     return arch
-
-
-def head_architecture(head) -> dict:
-    """A head's options that shape its weights (a :class:`~multitask.model.TaskHead`'s,
-    or an :class:`~multitask.model.ExtendedHead`'s with its two heads' inside)."""
-    return {key: value for key, value in head.options.items() if key != "dropout"}
 
 
 def new_intent_head(task_heads: dict, mode: str, options, parent_classes: int = 0) -> dict:
@@ -521,7 +516,7 @@ def init_from_parent(model, encoders, source, revision=None, savedir=None, mode=
     """
     import torch
 
-    from .model import ExtendedHead
+    from .model import ExtendedHead, head_architecture
     from .train import label_names
 
     parent = load_parent(source, revision, savedir)
@@ -701,6 +696,7 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
     """
     import speechbrain as sb
 
+    from .calibration import kept_temperature
     from .recipe import load_hparams
     from .train import fit, flat_stats, make_accelerator
     from .train import test as run_test

@@ -386,8 +386,8 @@ class ExtendedHead(nn.Module):
         for param in self.kept.parameters():
             param.requires_grad = False
         self.kept.eval()
-        self.options = {"kept": {**_architecture(self.kept), "num_classes": kept_classes},
-                        "added": _architecture(self.added), "dropout": dropout}
+        self.options = {"kept": {**head_architecture(self.kept), "num_classes": kept_classes},
+                        "added": head_architecture(self.added), "dropout": dropout}
         # Training only, not part of the design: the kept logits are divided by this
         # while the added head learns (see multitask.finetune.kept_temperature).
         self.kept_temperature = 1.0
@@ -408,8 +408,9 @@ class ExtendedHead(nn.Module):
         return self.kept.num_classes + self.added.num_classes
 
 
-def _architecture(head) -> dict:
-    """A head's options that shape its weights (all but dropout)."""
+def head_architecture(head) -> dict:
+    """A head's options that shape its weights (all but dropout): a :class:`TaskHead`'s,
+    or an :class:`ExtendedHead`'s with its two heads' inside."""
     return {key: value for key, value in head.options.items() if key != "dropout"}
 
 
