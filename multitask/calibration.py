@@ -7,8 +7,8 @@ decisions (with the new intents switched off, 0.770 against the parent's 0.757 o
 intent test) but the new intents took enough old clips to bring that to 0.713. An
 offset on the new intents' logits trades the two (at -2.5: 0.757 old, 0.233 new).
 
-With the parent's intent head kept whole (an extended head, the default) the old
-intents' own decisions are exactly the parent's, and taking old clips is all the new
+With the parent's intent head kept whole (an extended head, the default) and the
+encoder frozen (the default), the old intents' own decisions are exactly the parent's, and taking old clips is all the new
 intents can do to them.
 
 The offset is chosen on held-out clips of the parent's intents (``--old-valid``):

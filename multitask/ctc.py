@@ -35,7 +35,7 @@ _INDEX = {symbol: index for index, symbol in enumerate(SYMBOLS)}
 
 
 def tokens(text: str) -> list[int]:
-    """Character indices of ``text``: lower-cased, other characters dropped, spaces collapsed."""
+    """Character indices of ``text``: lower-cased, other characters as spaces, spaces collapsed."""
     kept = re.sub(r"[^a-z0-9' ]+", " ", (text or "").lower())
     return [_INDEX[c] for c in " ".join(kept.split())]
 

@@ -155,9 +155,9 @@ def new_intent_head(task_heads: dict, mode: str, options, parent_classes: int = 
     """
     parent = task_heads["intent"]
     if options is None:
-        if mode == "replace" and "kept" in parent:
+        if "kept" in parent:
             raise FinetuneError("the parent's intent head is an extended one (two heads); "
-                                "replace mode needs a new_intent_head design, not null")
+                                f"{mode} mode needs a new_intent_head design, not null")
         return task_heads
     base = parent.get("added", parent)
     unknown = sorted(set(options) - set(base))
@@ -255,7 +255,7 @@ def intent_label_set(parent_labels: list[str], new_labels, mode: str) -> list[st
 
     ``replace``: the new labels, sorted. ``extend``: the parent's, at their indices,
     then the new ones, sorted. In ``extend`` a new label identical to a parent label
-    is that intent (its rows train the parent's class); one that differs from a
+    is that intent (its rows are more clips of the parent's class); one that differs from a
     parent label only in case, spacing, punctuation or word order is refused.
 
     Example
@@ -732,6 +732,9 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
     counts = check_classes([train_manifest], {
         **{f"validation set {i}": v for i, v in enumerate(valid_manifests)}, **tests})
     labels = intent_label_set(parent_labels, counts, mode)
+    if mode == "extend" and labels == list(parent_labels):
+        raise FinetuneError(f"{train}: every intent in it is already one of the parent's "
+                            f"({', '.join(parent_labels)}); extend adds new intents")
     train_manifests = [train_manifest]
     if replay:
         train_manifests.append(replay_manifest(replay, set(parent_labels), replay_per_class,
@@ -808,6 +811,15 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
     })
 
     temperature = hparams.get("kept_temperature", 1.0)
+    if str(temperature) != "auto":
+        try:
+            temperature = float(temperature)
+        except (TypeError, ValueError):
+            raise FinetuneError(f"kept_temperature must be a number or auto, not "
+                                f"{temperature!r}") from None
+    if temperature not in ("auto", 1.0) and "kept" not in heads["task_heads"]["intent"]:
+        raise FinetuneError(f"kept_temperature {temperature}: only an extended intent head "
+                            "(--mode extend with a new_intent_head design) has kept logits")
     if str(temperature) == "auto":
         if "kept" not in heads["task_heads"]["intent"] or not (replay and old_valid_manifest):
             raise FinetuneError("kept_temperature auto tempers an extended intent head by "

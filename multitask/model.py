@@ -341,8 +341,8 @@ class ExtendedHead(nn.Module):
 
     Extend-mode fine-tuning learns new intents without touching the parent's: the
     parent's head (``kept``) is fixed (no gradient, always in eval mode, so neither
-    dropout nor batch statistics move it) and its logits for its classes stay exactly
-    the parent's; ``added`` learns the new classes, from the new clips and from the
+    dropout nor batch statistics move it) and, with the encoder frozen too, its logits
+    for its classes stay exactly the parent's; ``added`` learns the new classes, from the new clips and from the
     rehearsed old ones, whose logits it must keep below the parent's. The logits are
     the two heads' side by side: the kept classes first, at their indices.
 

@@ -56,6 +56,17 @@ def test_the_ctc_head_speaks_only_in_training_and_learns_with_the_heads(tmp_path
     assert all(id(p) in in_heads for p in model.ctc_head.parameters())
 
 
+def test_the_ctc_loss_alone_reaches_the_encoder(tmp_path):
+    model = tiny_model(tmp_path).train()
+    logits, frames = model(torch.randn(2, 8000), torch.tensor([1.0, 0.8]))[CTC_OUTPUT]
+    total, _ = ctc_loss_sum(logits, frames, torch.tensor([tokens("ab"), tokens("cd")]),
+                            torch.tensor([2, 2]))
+    total.backward()
+    grads = [p.grad for p in model.encoder.model.encoder.layers.parameters()]
+    assert any(g is not None and g.abs().max() > 0 for g in grads)
+    assert all(p.grad is None for p in model.heads.parameters())
+
+
 def test_transcripts_become_tokens_and_a_split_without_any_is_refused(toy_corpus, tmp_path):
     rows = read_manifest(toy_corpus["train"])
     for row in rows:
@@ -97,7 +108,10 @@ def test_the_recipe_trains_with_ctc_and_exports_without_its_head(
     assert any(not torch.equal(encoder["plain"][k], encoder["ctc"][k]) for k in encoder["plain"])
     export = tmp_path / "export"
     export_model(runs["ctc"], export)
-    assert not any("ctc" in key for key in load_file(export / "heads.safetensors"))
+    for name in ("heads.safetensors", "encoder.safetensors"):
+        assert not any("ctc" in key for key in load_file(export / name))
+    text = (export / "hyperparams.yaml").read_text()  # (the wav2vec2 config has ctc_* keys)
+    assert "ctc_head" not in text and "multitask.ctc" not in text
     assert "CTC spelling the `template` transcripts" in (export / "README.md").read_text()
     model = MultitaskClassifier.from_hparams(source=str(export), run_opts={"device": "cpu"})
     assert set(model.classify_file(corpus_wav(corpus["valid"]))) == {"intent", "emotion"}

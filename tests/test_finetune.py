@@ -186,6 +186,9 @@ def test_an_extended_parent_is_extended_again_with_both_heads_kept_whole(extende
     assert again["intent_labels"] == [*record["intent_labels"], "hoot", "hum"]
     assert again["intent_head"]["kept"]["num_classes"] == len(record["intent_labels"])
     assert again["intent_head"]["kept"]["kept"]["num_classes"] == 2
+    with pytest.raises(FinetuneError, match="extended one .*extend mode needs a new_intent_head"):
+        finetune(str(out / "export"), train, tmp_path / "null", mode="extend",
+                 overrides={**EXTEND, "new_intent_head": None})
     tuned = torch.load(next((tmp_path / "again" / "save").glob("CKPT*/heads.ckpt")),
                        weights_only=True)
     parent = load_file(out / "export" / "heads.safetensors")
@@ -462,7 +465,7 @@ def test_the_kept_logits_are_tempered_only_while_the_new_head_trains():
 
 
 def test_an_automatic_temperature_is_measured_on_the_parent_and_recorded(
-        exported_model, new_domain, toy_corpus, tmp_path):
+        exported_model, new_domain, toy_corpus, tmp_path, capsys):
     record = finetune(str(exported_model), new_domain["train"], tmp_path / "run", mode="extend",
                       valid=[new_domain["valid"]], old_valid=toy_corpus["valid"],
                       replay=[toy_corpus["train"]],
@@ -470,6 +473,14 @@ def test_an_automatic_temperature_is_measured_on_the_parent_and_recorded(
                       export=False)
     measured = record["kept_temperature"]
     assert measured["temperature"] >= 1.0 and measured["held_out_nll"] > 0
+    assert f"kept logits divided by {measured['temperature']:.2f}" in capsys.readouterr().out
     with pytest.raises(FinetuneError, match="kept_temperature auto tempers an extended"):
         finetune(str(exported_model), new_domain["train"], tmp_path / "replace",
                  valid=[new_domain["valid"]], overrides={"kept_temperature": "auto"})
+    with pytest.raises(FinetuneError, match="kept_temperature 2.0: only an extended"):
+        finetune(str(exported_model), new_domain["train"], tmp_path / "replace2",
+                 valid=[new_domain["valid"]], overrides={"kept_temperature": 2})
+    with pytest.raises(FinetuneError, match="already one of the parent's"):
+        old_only = write_new_domain(tmp_path / "old", 4, 5, labels={"low": 300, "high": 1200})
+        finetune(str(exported_model), old_only, tmp_path / "none_new", mode="extend",
+                 valid=[old_only])
