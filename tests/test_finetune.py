@@ -186,7 +186,8 @@ def test_an_extended_parent_is_extended_again_with_both_heads_kept_whole(extende
     assert again["intent_labels"] == [*record["intent_labels"], "hoot", "hum"]
     assert again["intent_head"]["kept"]["num_classes"] == len(record["intent_labels"])
     assert again["intent_head"]["kept"]["kept"]["num_classes"] == 2
-    with pytest.raises(FinetuneError, match="extended one .*extend mode needs a new_intent_head"):
+    with pytest.raises(FinetuneError, match="extended one .*extend mode needs a new_intent_head"), \
+            pytest.warns(UserWarning, match="extend without --replay"):
         finetune(str(out / "export"), train, tmp_path / "null", mode="extend",
                  overrides={**EXTEND, "new_intent_head": None})
     tuned = torch.load(next((tmp_path / "again" / "save").glob("CKPT*/heads.ckpt")),
