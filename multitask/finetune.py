@@ -696,7 +696,6 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
     """
     import speechbrain as sb
 
-    from .calibration import kept_temperature
     from .recipe import load_hparams
     from .train import fit, flat_stats, make_accelerator
     from .train import test as run_test
@@ -810,27 +809,9 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
         "rows_per_class": (hparams.get("train_batching") or {}).get("rows_per_class"),
     })
 
-    temperature = hparams.get("kept_temperature", 1.0)
-    if str(temperature) != "auto":
-        try:
-            temperature = float(temperature)
-        except (TypeError, ValueError):
-            raise FinetuneError(f"kept_temperature must be a number or auto, not "
-                                f"{temperature!r}") from None
-    if temperature not in ("auto", 1.0) and "kept" not in heads["task_heads"]["intent"]:
-        raise FinetuneError(f"kept_temperature {temperature}: only an extended intent head "
-                            "(--mode extend with a new_intent_head design) has kept logits")
-    if str(temperature) == "auto":
-        if "kept" not in heads["task_heads"]["intent"] or not (replay and old_valid_manifest):
-            raise FinetuneError("kept_temperature auto tempers an extended intent head by "
-                                "comparing the parent on the rehearsed clips with --old-valid: "
-                                "use --mode extend with --replay and --old-valid, or a number")
-        record["kept_temperature"] = kept_temperature(
-            _parent_log_probs(parent, train_manifests[1], hparams, accelerator, "rehearsed"),
-            _parent_log_probs(parent, old_valid_manifest, hparams, accelerator, "old valid"))
-        temperature = record["kept_temperature"]["temperature"]
-        accelerator.print(f"kept logits divided by {temperature:.2f} while the new intents' "
-                          "head trains")
+    temperature = resolve_kept_temperature(
+        hparams, heads["task_heads"]["intent"], parent, accelerator, record,
+        train_manifests[1] if replay else None, old_valid_manifest)
     hparams["init_model"] = functools.partial(hparams["init_model"],
                                               kept_temperature=float(temperature))
 
@@ -879,6 +860,37 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
         if export and hparams.get("export_folder"):
             export_model(out, hparams["export_folder"], overwrite=True, repo_id=repo_id)
     return record
+
+
+def resolve_kept_temperature(hparams, intent_head: dict, parent, accelerator, record: dict,
+                             rehearsed=None, old_valid=None) -> float:
+    """``kept_temperature`` as a number: as given, or (``auto``) measured on the parent,
+    rehearsed clips against ``old_valid``'s (:func:`multitask.calibration.kept_temperature`,
+    kept in ``record``). Refused without an extended intent head to temper."""
+    from .calibration import kept_temperature
+
+    temperature = hparams.get("kept_temperature", 1.0)
+    if str(temperature) != "auto":
+        try:
+            temperature = float(temperature)
+        except (TypeError, ValueError):
+            raise FinetuneError(f"kept_temperature must be a number or auto, not "
+                                f"{temperature!r}") from None
+        if temperature != 1.0 and "kept" not in intent_head:
+            raise FinetuneError(f"kept_temperature {temperature}: only an extended intent head "
+                                "(--mode extend with a new_intent_head design) has kept logits")
+        return temperature
+    if "kept" not in intent_head or not (rehearsed and old_valid):
+        raise FinetuneError("kept_temperature auto tempers an extended intent head by "
+                            "comparing the parent on the rehearsed clips with --old-valid: "
+                            "use --mode extend with --replay and --old-valid, or a number")
+    record["kept_temperature"] = kept_temperature(
+        _parent_log_probs(parent, rehearsed, hparams, accelerator, "rehearsed"),
+        _parent_log_probs(parent, old_valid, hparams, accelerator, "old valid"))
+    temperature = record["kept_temperature"]["temperature"]
+    accelerator.print(f"kept logits divided by {temperature:.2f} while the new intents' head "
+                      "trains")
+    return temperature
 
 
 def calibrate_new_intents(hparams, accelerator, old_valid, valid_manifests, parent_labels,
@@ -967,31 +979,29 @@ def _split_csv(path, data_dir: Path, seed: int):
 
 def _score(parent, manifest, task, hparams, accelerator, shown) -> dict:
     """The parent's figures for ``task`` on ``manifest`` (the same loop as after)."""
-    from .model import MultitaskModel
-    from .train import evaluate_manifest, flat_stats
+    from .train import flat_stats
 
-    encoders = {t: parent.hparams.label_encoders[t] for t in parent.tasks}
-    model = MultitaskModel(parent.mods.encoder, {t: parent.mods.heads[t] for t in parent.tasks})
-    model.to(accelerator.device)
-    stats = evaluate_manifest(accelerator, model, manifest, encoders, hparams,
-                              desc=f"parent {task}")
+    stats = _parent_stats(parent, manifest, hparams, accelerator, f"parent {task}")
     return _figures(flat_stats(stats), task, shown)
-
-
 
 
 def _parent_log_probs(parent, manifest, hparams, accelerator, desc):
     """The parent's intent ``(log_probs, targets)`` on ``manifest``."""
     from .calibration import log_probs_of
+
+    return log_probs_of(_parent_stats(parent, manifest, hparams, accelerator,
+                                      f"parent: {desc}")["rows"])
+
+
+def _parent_stats(parent, manifest, hparams, accelerator, desc) -> dict:
+    """:func:`multitask.train.evaluate_manifest` of the parent model on ``manifest``."""
     from .model import MultitaskModel
     from .train import evaluate_manifest
 
     encoders = {t: parent.hparams.label_encoders[t] for t in parent.tasks}
     model = MultitaskModel(parent.mods.encoder, {t: parent.mods.heads[t] for t in parent.tasks})
     model.to(accelerator.device)
-    stats = evaluate_manifest(accelerator, model, manifest, encoders, hparams,
-                              desc=f"parent: {desc}")
-    return log_probs_of(stats["rows"])
+    return evaluate_manifest(accelerator, model, manifest, encoders, hparams, desc=desc)
 
 
 def _figures(flat: dict, task: str, manifest) -> dict:
