@@ -28,17 +28,13 @@ from hyperpyyaml import load_hyperpyyaml
 
 from multitask import data as D
 from multitask.losses import joint_loss, task_loss_sums
-from multitask.manifest import TASKS, read_manifests
+from multitask.manifest import TASKS, manifest_paths, read_manifests
 from multitask.optim import param_groups
 from multitask.sampling import TaskMixingBatchSampler
 from multitask.train import augment_batch, build_model
 
 SAMPLE_RATE = 16000
 WARMUP_STEPS = 2
-
-
-def _as_list(value) -> list:
-    return [value] if isinstance(value, (str, os.PathLike)) else list(value)
 
 
 def padding_waste(durations, tasks, batching: dict, frames_of, seed: int) -> dict:
@@ -142,7 +138,7 @@ def _measure(args, work: str) -> dict:
     result = {
         "machine": machine(),
         "config": args.hparams,
-        "train_manifests": [os.fspath(m) for m in _as_list(hparams["train_manifests"])],
+        "train_manifests": [os.fspath(m) for m in manifest_paths(hparams["train_manifests"])],
         "rows": len(rows),
         "corpus_hours": round(sum(float(r["duration"]) for r in rows) / 3600, 3),
         "num_workers": num_workers,

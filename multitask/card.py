@@ -17,6 +17,8 @@ import re
 import string
 from pathlib import Path
 
+from .manifest import manifest_paths
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 # multitask/hub_card.md links to the top-level hub_card.md, so a wheel carries the card.
 DEFAULT_CARD_TEMPLATE = PACKAGE_DIR / "hub_card.md"
@@ -114,7 +116,7 @@ def _eval_results(tasks, meta: dict, test_metrics: dict | None, hparams: dict) -
 
 def _measurements(tasks, meta: dict, test_metrics: dict | None, hparams: dict):
     """``(split, dataset type, dataset name, task, {metric: value})`` for every figure."""
-    valid = ", ".join(display_path(p) for p in _as_list(hparams.get("valid_manifests")))
+    valid = ", ".join(display_path(p) for p in manifest_paths(hparams.get("valid_manifests")))
     for task in tasks:
         figures = {key: meta.get(f"{task}_{key}") for key in METRICS}
         if any(v is not None for v in figures.values()):
@@ -230,7 +232,7 @@ def _training_block(hparams: dict, tasks, ckpt, lineage: dict | None = None) -> 
         f"layers, width {config.hidden_size}, {config.feat_extract_norm}-norm feature extractor"
         + (" (padding masked)" if encoder.use_attention_mask else " (no padding mask)") + ".",
         *_heads_lines(hparams, tasks),
-        "- Training data: " + ", ".join(display_path(p) for p in _as_list(
+        "- Training data: " + ", ".join(display_path(p) for p in manifest_paths(
             hparams.get("train_manifests"))) + "; each utterance carries one task's label "
         "and the loss of each head counts only the rows labelled for it.",
         f"- Task loss weights: {hparams.get('task_weights', {})}; task mix per batch: "
@@ -308,7 +310,7 @@ def _default_datasets(hparams: dict) -> list[str]:
     if prepared:
         return prepared
     return sorted({Path(str(p)).parent.name or Path(str(p)).stem
-                   for p in _as_list(hparams.get("train_manifests"))})
+                   for p in manifest_paths(hparams.get("train_manifests"))})
 
 
 def _describe_encoder_source(source: str) -> str:
@@ -348,12 +350,6 @@ def display_path(path) -> str:
     """
     parts = Path(str(path)).parts
     return "/".join(parts[-2:]) if parts else ""
-
-
-def _as_list(value) -> list:
-    if value is None:
-        return []
-    return [value] if isinstance(value, (str, os.PathLike)) else list(value)
 
 
 def _callable_name(factory) -> str:

@@ -614,9 +614,10 @@ def preserve_parent_rows(head, kept_rows) -> None:
 
 
 def check_same_run(record: dict, identity: dict, mode: str, out, intent_head=None,
-                   emotion_replayed=None) -> None:
+                   emotion_replayed=None, kept_temperature=None) -> None:
     """Refuse to resume a run folder that fine-tuned another parent (or in another mode,
-    with another intent head design, or rehearsing another number of emotion clips).
+    with another intent head design, rehearsing another number of emotion clips, or
+    tempering the kept logits by another temperature).
 
     Its checkpoints would otherwise be loaded over the new parent's weights and the
     run would carry on from them, silently.
@@ -649,6 +650,11 @@ def check_same_run(record: dict, identity: dict, mode: str, out, intent_head=Non
         raise FinetuneError(f"{out}: this run folder rehearsed {record['emotion_replayed']} "
                             f"emotion clips (--emotion-replay), not {emotion_replayed}; use a "
                             "new --out")
+    previous = (record.get("kept_temperature") or {}).get("temperature")
+    if (kept_temperature is not None and previous is not None
+            and abs(float(previous) - float(kept_temperature)) > 1e-6):
+        raise FinetuneError(f"{out}: this run folder tempered the kept logits by {previous:.4g} "
+                            f"(kept_temperature), not {kept_temperature:.4g}; use a new --out")
 
 
 def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion=None,
@@ -791,8 +797,12 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
     record_path = out / FINETUNE_RECORD
     record = json.loads(record_path.read_text()) if record_path.is_file() else {}
     identity = parent_identity(source, revision, parent_repo_id)
+    temperature = resolve_kept_temperature(
+        hparams, heads["task_heads"]["intent"], parent, accelerator,
+        train_manifests[1] if replay else None, old_valid_manifest)
     check_same_run(record, identity, mode, out, heads["task_heads"]["intent"],
-                   _row_count(train_manifests[-1]) if emotion_replay else 0)
+                   _row_count(train_manifests[-1]) if emotion_replay else 0,
+                   temperature["temperature"])
     record.update({
         "parent": identity,
         "mode": mode,
@@ -807,13 +817,10 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
         "replayed": _row_count(train_manifests[1]) if replay else 0,
         "emotion_replayed": _row_count(train_manifests[-1]) if emotion_replay else 0,
         "rows_per_class": (hparams.get("train_batching") or {}).get("rows_per_class"),
+        "kept_temperature": temperature,
     })
-
-    temperature = resolve_kept_temperature(
-        hparams, heads["task_heads"]["intent"], parent, accelerator, record,
-        train_manifests[1] if replay else None, old_valid_manifest)
     hparams["init_model"] = functools.partial(hparams["init_model"],
-                                              kept_temperature=float(temperature))
+                                              kept_temperature=temperature["temperature"])
 
     # Retention, before: the parent itself, on the same manifests as after.
     before = record.setdefault("before", {})
@@ -862,11 +869,12 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
     return record
 
 
-def resolve_kept_temperature(hparams, intent_head: dict, parent, accelerator, record: dict,
-                             rehearsed=None, old_valid=None) -> float:
-    """``kept_temperature`` as a number: as given, or (``auto``) measured on the parent,
-    rehearsed clips against ``old_valid``'s (:func:`multitask.calibration.kept_temperature`,
-    kept in ``record``). Refused without an extended intent head to temper."""
+def resolve_kept_temperature(hparams, intent_head: dict, parent, accelerator,
+                             rehearsed=None, old_valid=None) -> dict:
+    """``kept_temperature`` for the record: ``{"temperature": T}`` as given, or (``auto``)
+    measured on the parent, rehearsed clips against ``old_valid``'s, with the two NLLs
+    (:func:`multitask.calibration.kept_temperature`). Refused without an extended intent
+    head to temper."""
     from .calibration import kept_temperature
 
     temperature = hparams.get("kept_temperature", 1.0)
@@ -879,18 +887,17 @@ def resolve_kept_temperature(hparams, intent_head: dict, parent, accelerator, re
         if temperature != 1.0 and "kept" not in intent_head:
             raise FinetuneError(f"kept_temperature {temperature}: only an extended intent head "
                                 "(--mode extend with a new_intent_head design) has kept logits")
-        return temperature
+        return {"temperature": temperature}
     if "kept" not in intent_head or not (rehearsed and old_valid):
         raise FinetuneError("kept_temperature auto tempers an extended intent head by "
                             "comparing the parent on the rehearsed clips with --old-valid: "
                             "use --mode extend with --replay and --old-valid, or a number")
-    record["kept_temperature"] = kept_temperature(
+    measured = kept_temperature(
         _parent_log_probs(parent, rehearsed, hparams, accelerator, "rehearsed"),
         _parent_log_probs(parent, old_valid, hparams, accelerator, "old valid"))
-    temperature = record["kept_temperature"]["temperature"]
-    accelerator.print(f"kept logits divided by {temperature:.2f} while the new intents' head "
-                      "trains")
-    return temperature
+    accelerator.print(f"kept logits divided by {measured['temperature']:.2f} while the new "
+                      "intents' head trains")
+    return measured
 
 
 def calibrate_new_intents(hparams, accelerator, old_valid, valid_manifests, parent_labels,

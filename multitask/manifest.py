@@ -127,12 +127,21 @@ def read_manifest(path) -> list[dict]:
     return rows
 
 
+def manifest_paths(value) -> list:
+    """A manifest setting as a list of paths: one path, a list of them, or none.
+
+    >>> manifest_paths("train.csv"), manifest_paths(["a.csv", "b.csv"]), manifest_paths(None)
+    (['train.csv'], ['a.csv', 'b.csv'], [])
+    """
+    if value is None:
+        return []
+    return [value] if isinstance(value, (str, os.PathLike)) else list(value)
+
+
 def read_manifests(paths) -> list[dict]:
     """Concatenate the rows of one or several manifests (duplicate ids are checked
     by the training data checks, which report every bad row at once)."""
-    if isinstance(paths, (str, os.PathLike)):
-        paths = [paths]
-    return [row for path in paths for row in read_manifest(path)]
+    return [row for path in manifest_paths(paths) for row in read_manifest(path)]
 
 
 def corpus_version(path) -> dict | None:

@@ -11,6 +11,10 @@ unlabelled audio, with the first iteration of HuBERT's recipe:
    ``mask_length`` frames replaced by a learned embedding) and learns to predict
    the targets of the masked frames from their context.
 
+HuBERT's second iteration is the same with other targets: clusters of a hidden
+layer of the first iteration's encoder (``target_encoder`` / ``target_layer``), whose
+frames say more about the sounds and less about the channel than MFCCs do.
+
 The result is an ordinary Transformers ``Wav2Vec2Model`` folder (``config.json`` +
 ``model.safetensors``) that any recipe takes as ``encoder_source``. Only training
 audio is read: no labels, and nothing from validation or test splits.
@@ -75,30 +79,92 @@ def fit_kmeans(features: torch.Tensor, k: int, iterations: int = 25, seed: int =
     return centroids
 
 
-class FrameTargets:
-    """Frame-level cluster targets: standardised MFCC features -> nearest centroid."""
+class EncoderLayerFeatures:
+    """``[batch, frames, hidden]`` features: one hidden layer of a fixed, pretrained encoder.
 
-    def __init__(self, mean: torch.Tensor, std: torch.Tensor, centroids: torch.Tensor):
+    The targets of HuBERT's later iterations. ``layer`` 0 is the encoder's input to its
+    first transformer layer, ``num_hidden_layers`` its output.
+
+    Example
+    -------
+    >>> import tempfile
+    >>> from transformers import Wav2Vec2Model
+    >>> from multitask.model import tiny_config
+    >>> folder = tempfile.mkdtemp()
+    >>> Wav2Vec2Model(tiny_config()).save_pretrained(folder)
+    >>> features = EncoderLayerFeatures(folder, layer=1)
+    >>> features(torch.randn(2, 16000)).shape[0], features.describe()["layer"]
+    (2, 1)
+    """
+
+    def __init__(self, folder, layer: int):
+        self.folder, self.layer = os.fspath(folder), int(layer)
+        if not os.path.isfile(os.path.join(self.folder, "config.json")):
+            raise ValueError(f"target_encoder {self.folder}: not an encoder folder "
+                             "(no config.json)")
+        self.encoder = Wav2Vec2Model.from_pretrained(self.folder).eval()
+        layers = self.encoder.config.num_hidden_layers
+        if not 0 <= self.layer <= layers:
+            raise ValueError(f"target_layer {self.layer}: {self.folder} has hidden layers "
+                             f"0..{layers}")
+        self.encoder.requires_grad_(False)
+
+    def __call__(self, wavs: torch.Tensor) -> torch.Tensor:
+        self.encoder.to(wavs.device)
+        with torch.no_grad():
+            return self.encoder(wavs, output_hidden_states=True).hidden_states[self.layer]
+
+    def describe(self) -> dict:
+        return {"features": "encoder layer", "folder": self.folder, "layer": self.layer}
+
+
+class MFCCFeatures:
+    """MFCC + deltas (:func:`mfcc_features`): the targets of HuBERT's first iteration."""
+
+    def __call__(self, wavs: torch.Tensor) -> torch.Tensor:
+        return mfcc_features(wavs)
+
+    def describe(self) -> dict:
+        return {"features": "mfcc+deltas"}
+
+
+def target_features(hparams):
+    """The frame features that ``hparams`` clusters: MFCCs, or ``target_encoder``'s
+    ``target_layer`` (HuBERT's second iteration)."""
+    folder = hparams.get("target_encoder")
+    if not folder:
+        return MFCCFeatures()
+    return EncoderLayerFeatures(folder, hparams.get("target_layer", 1))
+
+
+class FrameTargets:
+    """Frame-level cluster targets: standardised frame features -> nearest centroid."""
+
+    def __init__(self, mean: torch.Tensor, std: torch.Tensor, centroids: torch.Tensor,
+                 features=None):
         self.mean, self.std, self.centroids = mean, std, centroids
+        self.features = features or MFCCFeatures()
 
     @classmethod
-    def fit(cls, wav_batches, k: int, seed: int, max_frames: int = 200_000) -> FrameTargets:
+    def fit(cls, wav_batches, k: int, seed: int, max_frames: int = 200_000,
+            features=None) -> FrameTargets:
         """Centroids from the valid frames of ``(wavs, frame_lens)`` batches."""
+        features = features or MFCCFeatures()
         frames, total = [], 0
         for wavs, frame_lens in wav_batches:
-            feats = mfcc_features(wavs)
+            feats = features(wavs)
             for row, length in enumerate(frame_lens.tolist()):
                 frames.append(feats[row, :length])
                 total += length
             if total >= max_frames:
                 break
-        features = torch.cat(frames)[:max_frames]
-        mean, std = features.mean(0), features.std(0).clamp(min=1e-5)
-        return cls(mean, std, fit_kmeans((features - mean) / std, k, seed=seed))
+        frames = torch.cat(frames)[:max_frames]
+        mean, std = frames.mean(0), frames.std(0).clamp(min=1e-5)
+        return cls(mean, std, fit_kmeans((frames - mean) / std, k, seed=seed), features)
 
     def __call__(self, wavs: torch.Tensor, num_frames: int) -> torch.Tensor:
         """``[batch, num_frames]`` target ids aligned with the encoder's frames."""
-        feats = mfcc_features(wavs)
+        feats = self.features(wavs)
         if feats.shape[1] < num_frames:  # never expected: MFCC frames outnumber conv frames
             feats = F.pad(feats, (0, 0, 0, num_frames - feats.shape[1]), mode="replicate")
         mean, std, centroids = (t.to(feats.device) for t in (self.mean, self.std, self.centroids))
@@ -106,11 +172,20 @@ class FrameTargets:
         return torch.cdist(feats, centroids.expand(feats.shape[0], -1, -1)).argmin(-1)
 
     def state_dict(self) -> dict:
-        return {"mean": self.mean, "std": self.std, "centroids": self.centroids}
+        return {"mean": self.mean, "std": self.std, "centroids": self.centroids,
+                "features": self.features.describe()}
 
     @classmethod
-    def from_state_dict(cls, state: dict) -> FrameTargets:
-        return cls(state["mean"], state["std"], state["centroids"])
+    def from_state_dict(cls, state: dict, features=None, path: str = "") -> FrameTargets:
+        """Targets saved by :meth:`state_dict`; ``features`` must be what they were fit on."""
+        features = features or MFCCFeatures()
+        saved = state.get("features", MFCCFeatures().describe())
+        if saved != features.describe():
+            raise ValueError(
+                f"{path or 'frame targets'}: the clusters were fit on {saved}, but this run's "
+                f"targets are {features.describe()}; use another save_folder (or remove it) "
+                "to start this run afresh")
+        return cls(state["mean"], state["std"], state["centroids"], features)
 
 
 class MaskedPredictionModel(torch.nn.Module):
@@ -284,6 +359,14 @@ def load_encoder_weights(model: MaskedPredictionModel, folder) -> None:
         raise ValueError(f"{folder}: its weights do not fit encoder_config: {problem}")
 
 
+def objective(features) -> str:
+    """One line for ``pretraining.json``: what the encoder learnt to predict."""
+    if isinstance(features, MFCCFeatures):
+        return "masked prediction of k-means clusters of MFCC+deltas (HuBERT iteration 1)"
+    return (f"masked prediction of k-means clusters of layer {features.layer} of "
+            f"{os.path.relpath(features.folder)} (HuBERT's next iteration)")
+
+
 def pretrain(hparams, accelerator, unlabelled=()) -> dict:
     """Pretrain as ``hparams`` says (resuming from its checkpoints); save the encoder.
 
@@ -296,15 +379,13 @@ def pretrain(hparams, accelerator, unlabelled=()) -> dict:
 
     from .checkpoints import AtomicCheckpointer
     from .data import make_dataset, make_loader
-    from .manifest import read_manifests
+    from .manifest import manifest_paths, read_manifests
     from .optim import warmup_linear_decay
 
     seed = hparams["seed"]
     set_seed(seed)
-    train_manifests = hparams["train_manifests"]
-    if isinstance(train_manifests, (str, os.PathLike)):
-        train_manifests = [train_manifests]
-    rows = read_manifests(list(train_manifests) + list(unlabelled))
+    train_manifests = manifest_paths(hparams["train_manifests"])
+    rows = read_manifests(train_manifests + list(unlabelled))
     loader = make_loader(make_dataset(rows, {}), rows, hparams["train_batching"], True, seed,
                          hparams.get("num_workers", 0))
     sampler = loader.batch_sampler
@@ -318,17 +399,20 @@ def pretrain(hparams, accelerator, unlabelled=()) -> dict:
         load_encoder_weights(model, init_encoder)
 
     save_folder = hparams["save_folder"]
+    features = target_features(hparams)
     targets_file = os.path.join(save_folder, "frame_targets.pt")
     if accelerator.is_main_process and not os.path.isfile(targets_file):
         os.makedirs(save_folder, exist_ok=True)
         sampler.set_epoch(0)
         targets = FrameTargets.fit(
             batches_with_frames(loader, model.encoder._get_feat_extract_output_lengths),
-            k=hparams["num_clusters"], seed=seed, max_frames=hparams["kmeans_frames"])
+            k=hparams["num_clusters"], seed=seed, max_frames=hparams["kmeans_frames"],
+            features=features)
         torch.save(targets.state_dict(), targets_file + ".tmp")
         os.replace(targets_file + ".tmp", targets_file)
     accelerator.wait_for_everyone()
-    targets = FrameTargets.from_state_dict(torch.load(targets_file, weights_only=True))
+    targets = FrameTargets.from_state_dict(torch.load(targets_file, weights_only=True),
+                                           features, targets_file)
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=hparams["lr"],
                                   weight_decay=hparams.get("weight_decay", 0.01))
@@ -369,7 +453,8 @@ def pretrain(hparams, accelerator, unlabelled=()) -> dict:
         out = hparams["encoder_out"]
         accelerator.unwrap_model(model).save_encoder(out)
         write_summary(out, {
-            "objective": "masked prediction of k-means clusters of MFCC+deltas (HuBERT iteration 1)",
+            "objective": objective(features),
+            "targets": features.describe(),
             "num_clusters": hparams["num_clusters"], "mask_prob": hparams["mask_prob"],
             "mask_length": hparams["mask_length"], "epochs": epoch_counter.limit,
             "train_manifests": [os.path.relpath(p) for p in train_manifests],

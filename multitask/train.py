@@ -41,7 +41,7 @@ from .checkpoints import AtomicCheckpointer
 from .ctc import CTCHead, ctc_loss_sum
 from .data_report import write_data_report
 from .losses import IGNORE_INDEX, joint_loss, task_loss_sums
-from .manifest import TASKS, read_manifests
+from .manifest import TASKS, manifest_paths, read_manifests
 from .metrics import classification_report, plot_confusion_matrix
 from .model import CTC_OUTPUT, MultitaskModel, build_heads, frame_mask
 from .optim import param_groups
@@ -93,14 +93,10 @@ def prepare_data(hparams, accelerator: Accelerator) -> None:
         preparers = (hparams.get("prepare") or {}) if hparams.get("prepare_corpora", True) else {}
         for preparer in preparers.values():
             preparer()
-        manifests = [*_as_list(hparams["train_manifests"]), *_as_list(hparams["valid_manifests"]),
+        manifests = [*manifest_paths(hparams["train_manifests"]), *manifest_paths(hparams["valid_manifests"]),
                      *(hparams.get("test_manifests") or {}).values()]
         write_data_report(manifests, os.path.join(hparams["output_folder"], "data_report"))
     accelerator.wait_for_everyone()
-
-
-def _as_list(value) -> list:
-    return [value] if isinstance(value, (str, os.PathLike)) else list(value)
 
 
 def get_dataloaders(accelerator, hparams):
@@ -210,6 +206,7 @@ def fit(hparams, accelerator: Accelerator | None = None) -> dict:
         },
     )
     checkpointer.discard_interrupted_save()
+    checkpointer.check_resumable(" (ctc_weight adds the ctc_head)")
     resumed = checkpointer.recover_if_possible()
     if resumed is not None:
         accelerator.print(f"Resuming from {resumed.path} (epoch {epoch_counter.current} done)")

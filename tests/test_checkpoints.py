@@ -1,5 +1,6 @@
 """Checkpoints appear whole or not at all; a killed save is never loaded."""
 
+import pytest
 import torch
 
 from multitask.checkpoints import STAGING, AtomicCheckpointer
@@ -28,3 +29,18 @@ def test_a_published_checkpoint_is_never_overwritten(tmp_path):
     first = ckpt.save_checkpoint(name="epoch-0001")
     second = ckpt.save_checkpoint(name="epoch-0001")
     assert first.path != second.path and first.path.exists() and second.path.exists()
+
+
+def test_a_checkpoint_saved_with_other_parts_is_refused_by_name(tmp_path):
+    AtomicCheckpointer(tmp_path, recoverables={"layer": torch.nn.Linear(2, 2)}).save_checkpoint(
+        name="epoch-0001")
+    same = AtomicCheckpointer(tmp_path, recoverables={"layer": torch.nn.Linear(2, 2)})
+    same.check_resumable()
+    grown = AtomicCheckpointer(tmp_path, recoverables={"layer": torch.nn.Linear(2, 2),
+                                                       "ctc_head": torch.nn.Linear(2, 3)})
+    with pytest.raises(ValueError, match=r"CKPT\+epoch-0001: cannot resume .*this run also "
+                                         r"has ctc_head\) \(ctc_weight"):
+        grown.check_resumable(" (ctc_weight adds the ctc_head)")
+    shrunk = AtomicCheckpointer(tmp_path, recoverables={})
+    with pytest.raises(ValueError, match="the checkpoint also has layer"):
+        shrunk.check_resumable()

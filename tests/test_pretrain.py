@@ -106,3 +106,37 @@ def test_continued_pretraining_starts_from_the_given_encoder(group_norm_encoder,
                "init_encoder": str(first / "encoder"), "corpus_seed": 6}
     with pytest.raises(ValueError, match="corpus of seed 5, not 6"):
         pretrain(hparams, Accelerator(cpu=True))
+
+
+def test_a_next_iteration_clusters_a_layer_of_the_previous_encoder(group_norm_encoder, toy_corpus,
+                                                                   tmp_path):
+    from multitask.pretrain import EncoderLayerFeatures
+
+    first = tmp_path / "first"
+    pretrain(pretrain_hparams(group_norm_encoder, toy_corpus, first, 1), Accelerator(cpu=True))
+    teacher = str(first / "encoder")
+    hparams = {**pretrain_hparams(group_norm_encoder, toy_corpus, tmp_path / "next", 1),
+               "init_encoder": teacher, "target_encoder": teacher, "target_layer": 1}
+    pretrain(hparams, Accelerator(cpu=True))
+    targets = torch.load(tmp_path / "next" / "save" / "frame_targets.pt", weights_only=True)
+    width = json.loads((first / "encoder" / "config.json").read_text())["hidden_size"]
+    assert targets["centroids"].shape == (8, width)  # clusters of hidden states, not MFCCs
+    assert targets["features"] == {"features": "encoder layer", "folder": teacher, "layer": 1}
+    summary = json.loads((tmp_path / "next" / "encoder" / "pretraining.json").read_text())
+    assert "layer 1 of" in summary["objective"] and summary["targets"]["layer"] == 1
+
+    # The frames' features are the teacher's own hidden layer.
+    features = EncoderLayerFeatures(teacher, 1)
+    wavs = torch.randn(1, 16000)
+    expected = Wav2Vec2Encoder(teacher, save_path=str(tmp_path / "cache")).model(
+        wavs, output_hidden_states=True).hidden_states[1]
+    assert torch.allclose(features(wavs), expected, atol=1e-5)
+
+    # Resuming with other targets would mix two objectives in one run.
+    with pytest.raises(ValueError, match="frame_targets.pt: the clusters were fit on .*encoder "
+                                         "layer.*but this run's targets are .*mfcc"):
+        pretrain({**hparams, "target_encoder": None}, Accelerator(cpu=True))
+    with pytest.raises(ValueError, match="target_layer 5: .* has hidden layers 0..2"):
+        EncoderLayerFeatures(teacher, 5)
+    with pytest.raises(ValueError, match="not an encoder folder"):
+        EncoderLayerFeatures(tmp_path, 1)

@@ -42,7 +42,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from tqdm import tqdm
 
-from ..manifest import read_manifests, write_manifest
+from ..manifest import manifest_paths, read_manifests, write_manifest
 from .datasheet import (
     write_banking_datasheet,
     write_calls_datasheet,
@@ -371,8 +371,7 @@ def training_timbres(train_manifests, speakers_file) -> list[str]:
     actors = {actor: info["variant"] for actor, info in speakers["crema_d_actors"].items()}
     known = set(speakers["corpus_of_variant"])
     timbres = set()
-    for manifest in [train_manifests] if isinstance(train_manifests, (str, os.PathLike)) \
-            else train_manifests:
+    for manifest in manifest_paths(train_manifests):
         for row in read_manifests(manifest):
             speaker = actors.get(row["speaker"], row["speaker"])
             if speaker not in known:
