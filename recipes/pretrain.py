@@ -21,7 +21,7 @@ import speechbrain as sb
 from multitask.pretrain import pretrain
 from multitask.recipe import load_hparams, parse_arguments
 from multitask.synth import generate
-from multitask.synth.corpus import check_speakers, training_timbres
+from multitask.synth.corpus import check_speakers, manifest_timbres
 from multitask.train import make_accelerator, prepare_data
 
 if __name__ == "__main__":
@@ -39,7 +39,7 @@ if __name__ == "__main__":
     if hparams.get("call_audio"):
         calls = os.path.join(hparams["synth_folder"], "calls", "calls.csv")
         if accelerator.is_main_process:
-            timbres = training_timbres(hparams["train_manifests"],
+            timbres = manifest_timbres(hparams["train_manifests"],
                                        os.path.join(hparams["synth_folder"], "speakers.json"))
             if not os.path.isfile(calls):
                 generate(hparams["synth_folder"], size=hparams["synth_size"],

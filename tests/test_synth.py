@@ -400,6 +400,16 @@ def test_call_audio_speaks_only_training_timbres_in_training_phrasings(corpus, t
             pattern = "^" + re.sub(r"\\\{\w+\\\}", ".+", re.escape(template.lower())) + "$"
             assert not re.match(pattern, row["text"].lower().rstrip(".?")), row["text"]
 
+    # Held-out calls elsewhere, by the validation timbres (a labelled set for extend's offset).
+    valid = [prepared["skit"]["valid"], prepared["crema"]["valid"]]
+    assert main(["synth", "--out", str(tmp_path / "held_out"), "--domain", "calls", "--size",
+                 "tiny", "--seed", str(SEED), "--jobs", "2", "--no-progress", "--voices-of",
+                 *valid, "--speakers", corpus["speakers"]]) == 0
+    rows = read_manifest(tmp_path / "held_out" / "calls" / "calls.csv")
+    expected = {actor_variant.get(r["speaker"], r["speaker"]) for v in valid
+                for r in read_manifest(v)}
+    assert {r["speaker"] for r in rows} == expected and all(r["intent"] for r in rows)
+
 
 def test_call_audio_is_deterministic_whatever_the_order_of_its_voices(corpus, tmp_path):
     variants = sorted(split_variants(SEED)["train"])[:3]
@@ -417,7 +427,7 @@ def test_call_audio_is_deterministic_whatever_the_order_of_its_voices(corpus, tm
 
 
 def test_call_audio_refuses_missing_unknown_and_joint_voices(corpus, tmp_path):
-    from multitask.synth.corpus import check_speakers, training_timbres
+    from multitask.synth.corpus import check_speakers, manifest_timbres
 
     out = tmp_path / "out"
     for variants, message in ((None, "needs variants"), ([], "needs variants"),
@@ -430,7 +440,7 @@ def test_call_audio_refuses_missing_unknown_and_joint_voices(corpus, tmp_path):
     manifest = tmp_path / "train.csv"
     manifest.write_text("id,wav,duration,intent,speaker\na,a.wav,1.0,block,nobody\n")
     with pytest.raises(ValueError, match="train.csv: row 'a' has speaker 'nobody'"):
-        training_timbres([manifest], corpus["speakers"])
+        manifest_timbres([manifest], corpus["speakers"])
     calls = tmp_path / "calls.csv"
     calls.write_text("id,wav,duration,intent,speaker\na,a.wav,1.0,block,m1\n")
     with pytest.raises(ValueError, match=r"calls.csv: speaker\(s\) \['m1'\] are not training"):

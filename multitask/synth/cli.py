@@ -16,7 +16,7 @@ import argparse
 import os
 import sys
 
-from .corpus import DEFAULT_SEED, SIZES, generate, training_timbres
+from .corpus import DEFAULT_SEED, SIZES, generate, manifest_timbres
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -54,13 +54,18 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--variants", type=lambda text: [v for v in text.split(",") if v], default=None,
         metavar="V1,V2,...",
-        help="--domain calls: the voice variants (timbres) that speak; only training "
-             "timbres (or give --voices-of)",
+        help="--domain calls: the voice variants (timbres) that speak, e.g. the training "
+             "timbres (for pretraining) or the validation ones (held-out calls); never the "
+             "joint test's (or give --voices-of)",
     )
     parser.add_argument(
         "--voices-of", nargs="+", metavar="MANIFEST",
-        help="--domain calls: the timbres of these prepared training manifests speak "
-             "(CREMA-D actors are looked up in --out's speakers.json)",
+        help="--domain calls: the timbres of these prepared manifests speak (CREMA-D "
+             "actors are looked up in --speakers)",
+    )
+    parser.add_argument(
+        "--speakers", metavar="JSON",
+        help="--voices-of: the banking corpus's speakers.json (default: --out's)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     parser.set_defaults(func=run)
@@ -75,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
         if args.voices_of:
             if variants:
                 raise ValueError("give --variants or --voices-of, not both")
-            variants = training_timbres(args.voices_of, os.path.join(args.out, "speakers.json"))
+            variants = manifest_timbres(
+                args.voices_of, args.speakers or os.path.join(args.out, "speakers.json"))
         paths = generate(
             args.out,
             size=args.size,

@@ -359,19 +359,20 @@ def plan_new_domain(root: str, size: SizeSpec, pools: dict, seed: int, shots: in
     return plan
 
 
-def training_timbres(train_manifests, speakers_file) -> list[str]:
-    """The timbres (voice variants) that speak in the prepared training manifests.
+def manifest_timbres(manifests, speakers_file) -> list[str]:
+    """The timbres (voice variants) that speak in prepared manifests.
 
-    The preparers choose their own validation and test speakers, so the training
-    timbres are read off their manifests: a Skit-S2I speaker id is a timbre, a CREMA-D
-    actor id is mapped to its timbre by ``speakers.json``.
+    The preparers choose their own validation and test speakers, so the timbres of a
+    split (the training timbres, for call audio to pretrain on; the validation
+    timbres, for held-out calls) are read off its manifests: a Skit-S2I speaker id is
+    a timbre, a CREMA-D actor id is mapped to its timbre by ``speakers.json``.
     """
     with open(speakers_file, encoding="utf-8") as fin:
         speakers = json.load(fin)
     actors = {actor: info["variant"] for actor, info in speakers["crema_d_actors"].items()}
     known = set(speakers["corpus_of_variant"])
     timbres = set()
-    for manifest in manifest_paths(train_manifests):
+    for manifest in manifest_paths(manifests):
         for row in read_manifests(manifest):
             speaker = actors.get(row["speaker"], row["speaker"])
             if speaker not in known:
@@ -401,16 +402,17 @@ def check_call_variants(variants, seed: int) -> list[str]:
     ['f1', 'm3']
     """
     if not variants:
-        raise ValueError("domain='calls' needs variants: the training timbres that speak "
-                         "(multitask.synth.corpus.training_timbres)")
+        raise ValueError("domain='calls' needs variants: the timbres that speak, e.g. those of "
+                         "the prepared training manifests (multitask.synth.corpus."
+                         "manifest_timbres)")
     pools = split_variants(seed)
     unknown = sorted(set(variants) - {v for pool in pools.values() for v in pool})
     if unknown:
         raise ValueError(f"unknown voice variant(s) {unknown}")
     joint = sorted(set(variants) & set(pools["joint"]))
     if joint:
-        raise ValueError(f"variant(s) {joint} speak the joint test (seed {seed}); call audio "
-                         "is training material")
+        raise ValueError(f"variant(s) {joint} speak the joint test (seed {seed}), which no "
+                         "other material may contain")
     return sorted(set(variants))
 
 
@@ -419,8 +421,11 @@ def plan_calls(root: str, size: SizeSpec, variants: list[str], seed: int) -> Pla
     split, spoken by ``variants`` in every accent with a caller's emotion
     (:func:`draw_caller_emotion`), through the telephone line.
 
-    Pretraining reads it as unlabelled audio; the rendered intent and emotion are kept
-    in the manifest as a record of what was synthesised.
+    By the training timbres, pretraining reads it as unlabelled audio (the rendered
+    intent and emotion are kept in the manifest as a record of what was synthesised).
+    By the validation timbres, it is a labelled set of held-out calls: a bank's own
+    recordings of the intents a model already knows (e.g. ``--old-valid`` of ``multitask
+    finetune --mode extend``).
     """
     rng = np.random.default_rng([seed, STREAMS["calls"], 0])
     voices = voices_of(variants)
@@ -584,7 +589,7 @@ def generate(
         Banking only: share of the intent corpus's clips spoken with a mild emotion
         (:func:`draw_caller_affect`); 0 keeps it neutral, as the demo does.
     variants : list of str
-        Calls only: the voice variants that speak (:func:`training_timbres`).
+        Calls only: the voice variants that speak (:func:`manifest_timbres`).
     progress : bool
         Show a tqdm progress bar.
 

@@ -297,7 +297,7 @@ def write_new_domain_datasheet(path, size, seed, shots, pools, plan, results) ->
 def write_calls_datasheet(path, size, seed, variants, plan, results) -> str:
     """The datasheet for the call audio that pretraining reads without labels."""
     lines = _header(
-        "Synthetic call audio (for self-supervised pretraining)",
+        "Synthetic call audio (banking queries, callers with emotion)",
         size,
         seed,
         f"multitask synth --out DIR --domain calls --size {size} --seed {seed} "
@@ -308,8 +308,9 @@ def write_calls_datasheet(path, size, seed, variants, plan, results) -> str:
         "the joint test's held-out phrasings), spoken by the timbres below in every accent: "
         "half neutral, the rest one of the other five emotions at level LO or HI (the "
         "joint test's emotions and levels); telephone channel, 8 kHz. `calls.csv` is a package manifest "
-        "whose `intent` and `emotion` columns record what was rendered; pretraining reads "
-        "the audio only.",
+        "whose `intent` and `emotion` columns record what was rendered. Pretraining reads "
+        "the audio only (of training timbres); by validation timbres the labels make it a "
+        "held-out set of calls.",
         "",
         f"Timbres ({len(variants)}): {', '.join(variants)}.",
         "",
