@@ -81,26 +81,36 @@ def test_transcripts_become_tokens_and_a_split_without_any_is_refused(toy_corpus
 
 
 @pytest.mark.slow
-def test_the_recipe_trains_with_ctc_and_exports_without_its_head(
-        group_norm_encoder, toy_corpus, tmp_path):
-    """The CTC loss reaches the encoder (its weights differ from the same run without
-    it), the head is checkpointed for resuming, and the export leaves it out."""
+def with_transcripts(toy_corpus, folder) -> dict:
+    """The toy corpus's train and valid manifests, intent rows given a transcript."""
     corpus = {}
     for split in ("train", "valid"):
         rows = read_manifest(toy_corpus[split])
         for row in rows:
             row["wav"] = os.path.join(os.path.dirname(toy_corpus[split]), row["wav"])
             row["template"] = f"a {row['intent']} tone" if row["intent"] else ""
-        corpus[split] = str(tmp_path / f"{split}.csv")
+        corpus[split] = str(folder / f"{split}.csv")
         write_manifest(corpus[split], rows)
+    return corpus
+
+
+def train_command(encoder, corpus, out, *extra) -> list[str]:
+    return ["recipes/train.py", "hparams/tiny.yaml", f"--encoder_source={encoder}",
+            f"--output_folder={out}", f"--train_manifests=[{corpus['train']}]",
+            f"--valid_manifests=[{corpus['valid']}]", *extra]
+
+
+def test_the_recipe_trains_with_ctc_and_exports_without_its_head(
+        group_norm_encoder, toy_corpus, tmp_path):
+    """The CTC loss reaches the encoder (its weights differ from the same run without
+    it), the head is checkpointed for resuming, and the export leaves it out."""
+    corpus = with_transcripts(toy_corpus, tmp_path)
     runs = {}
     for name, weight in (("plain", 0), ("ctc", 0.5)):
         runs[name] = tmp_path / name
         subprocess.run(
-            [sys.executable, "recipes/train.py", "hparams/tiny.yaml",
-             f"--encoder_source={group_norm_encoder}", f"--output_folder={runs[name]}",
-             f"--train_manifests=[{corpus['train']}]", f"--valid_manifests=[{corpus['valid']}]",
-             "--number_of_epochs=1", f"--ctc_weight={weight}"],
+            [sys.executable, *train_command(group_norm_encoder, corpus, runs[name],
+                                            "--number_of_epochs=1", f"--ctc_weight={weight}")],
             cwd=REPO, check=True, capture_output=True, timeout=600)
     ckpt = {name: next((run / "save").glob("CKPT+*")) for name, run in runs.items()}
     assert (ckpt["ctc"] / "ctc_head.ckpt").is_file() and not (ckpt["plain"] / "ctc_head.ckpt").exists()
@@ -119,3 +129,35 @@ def test_the_recipe_trains_with_ctc_and_exports_without_its_head(
 
 def corpus_wav(manifest):
     return read_manifest(manifest)[0]["wav"]
+
+
+def test_ctc_trains_in_sync_on_two_processes_and_a_run_without_it_is_not_resumed_with_it(
+        group_norm_encoder, toy_corpus, tmp_path):
+    """Under DDP every batch gives the CTC head a loss (zero without transcripts), so
+    the replicas stay identical; turning CTC on in a folder trained without it is
+    refused, naming the checkpoint, before SpeechBrain's loader fails on it."""
+    corpus = with_transcripts(toy_corpus, tmp_path)
+    out = tmp_path / "two"
+    proc = subprocess.run(
+        [sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+         "hparams/accelerate/cpu_2proc.yaml",
+         *train_command(group_norm_encoder, corpus, out, "--number_of_epochs=1",
+                        "--ctc_weight=0.5")],
+        cwd=REPO, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "ACCELERATE_USE_CPU": "true"})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "world size 2" in proc.stdout
+    assert "parameters identical on all 2 processes" in proc.stdout
+    assert (next((out / "save").glob("CKPT+*")) / "ctc_head.ckpt").is_file()
+
+    plain = tmp_path / "plain"
+    subprocess.run([sys.executable, *train_command(group_norm_encoder, corpus, plain,
+                                                   "--number_of_epochs=1")],
+                   cwd=REPO, check=True, capture_output=True, timeout=600)
+    proc = subprocess.run([sys.executable, *train_command(
+        group_norm_encoder, corpus, plain, "--number_of_epochs=2", "--ctc_weight=0.5")],
+        cwd=REPO, capture_output=True, text=True, timeout=600)
+    output = proc.stdout + proc.stderr  # SpeechBrain logs the exception to stdout
+    assert proc.returncode != 0
+    assert "CKPT+epoch-0001: cannot resume from this checkpoint" in output
+    assert "this run also has ctc_head" in output
