@@ -45,26 +45,27 @@ class AtomicCheckpointer(Checkpointer):
         if if_main_process():
             shutil.rmtree(self.final_dir / STAGING, ignore_errors=True)
 
-    def check_resumable(self, hint: str = "") -> None:
+    def check_resumable(self, hints: dict[str, str] | None = None) -> None:
         """Refuse to resume from a checkpoint saved with other parts than this run has.
 
         SpeechBrain would fail deep in its loader (a part without a file) or load the
         optimizer's state over other parameters; here the checkpoint and the parts are
-        named. ``hint`` says which setting adds or removes parts.
+        named. ``hints`` says, per part, which setting adds it.
         """
         checkpoint = self.find_checkpoint()
         if checkpoint is None:
             return
-        missing = sorted(set(self.recoverables) - set(checkpoint.paramfiles))
-        extra = sorted(set(checkpoint.paramfiles) - set(self.recoverables))
+        missing = set() if self.allow_partial_load else (
+            set(self.recoverables) - set(checkpoint.paramfiles))
+        extra = set(checkpoint.paramfiles) - set(self.recoverables)
         if missing or extra:
-            parts = "; ".join(
-                text for text in (f"this run also has {', '.join(missing)}" if missing else "",
-                                  f"the checkpoint also has {', '.join(extra)}" if extra else "")
-                if text)
+            parts = [f"this run also has {', '.join(sorted(missing))}" if missing else "",
+                     f"the checkpoint also has {', '.join(sorted(extra))}" if extra else "",
+                     *((hints or {}).get(part, "") for part in sorted(missing | extra))]
             raise ValueError(f"{checkpoint.path}: cannot resume from this checkpoint, it was "
-                             f"saved by a run with other parts ({parts}){hint}; resume with the "
-                             "settings it was saved with, or use a new output folder")
+                             f"saved by a run with other parts ({'; '.join(p for p in parts if p)})"
+                             "; resume with the settings it was saved with, or use a new "
+                             "output folder")
 
     def save_checkpoint(self, meta=None, end_of_epoch=True, name=None, verbosity=20):
         meta = meta or {}

@@ -650,11 +650,24 @@ def check_same_run(record: dict, identity: dict, mode: str, out, intent_head=Non
         raise FinetuneError(f"{out}: this run folder rehearsed {record['emotion_replayed']} "
                             f"emotion clips (--emotion-replay), not {emotion_replayed}; use a "
                             "new --out")
-    previous = (record.get("kept_temperature") or {}).get("temperature")
+    previous = (record.get("kept_temperature") or {}).get("setting")
     if (kept_temperature is not None and previous is not None
-            and abs(float(previous) - float(kept_temperature)) > 1e-6):
-        raise FinetuneError(f"{out}: this run folder tempered the kept logits by {previous:.4g} "
-                            f"(kept_temperature), not {kept_temperature:.4g}; use a new --out")
+            and temperature_setting(previous) != temperature_setting(kept_temperature)):
+        raise FinetuneError(f"{out}: this run folder tempered the kept logits with "
+                            f"kept_temperature {previous}, not {kept_temperature}; use a new "
+                            "--out")
+
+
+def temperature_setting(value):
+    """``kept_temperature`` as given, comparable: ``"auto"`` or a float (``2`` == ``2.0``).
+
+    >>> temperature_setting("2"), temperature_setting(2), temperature_setting("auto")
+    (2.0, 2.0, 'auto')
+    """
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return str(value)
 
 
 def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion=None,
@@ -797,12 +810,13 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
     record_path = out / FINETUNE_RECORD
     record = json.loads(record_path.read_text()) if record_path.is_file() else {}
     identity = parent_identity(source, revision, parent_repo_id)
-    temperature = resolve_kept_temperature(
-        hparams, heads["task_heads"]["intent"], parent, accelerator,
-        train_manifests[1] if replay else None, old_valid_manifest)
     check_same_run(record, identity, mode, out, heads["task_heads"]["intent"],
                    _row_count(train_manifests[-1]) if emotion_replay else 0,
-                   temperature["temperature"])
+                   hparams.get("kept_temperature", 1.0))
+    temperature = resolve_kept_temperature(
+        hparams, heads["task_heads"]["intent"], parent, accelerator,
+        train_manifests[1] if replay else None, old_valid_manifest,
+        recorded=record.get("kept_temperature"))
     record.update({
         "parent": identity,
         "mode": mode,
@@ -870,11 +884,12 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
 
 
 def resolve_kept_temperature(hparams, intent_head: dict, parent, accelerator,
-                             rehearsed=None, old_valid=None) -> dict:
-    """``kept_temperature`` for the record: ``{"temperature": T}`` as given, or (``auto``)
-    measured on the parent, rehearsed clips against ``old_valid``'s, with the two NLLs
-    (:func:`multitask.calibration.kept_temperature`). Refused without an extended intent
-    head to temper."""
+                             rehearsed=None, old_valid=None, recorded=None) -> dict:
+    """``kept_temperature`` for the record: ``{"setting", "temperature"}``, the temperature
+    as given, or (``auto``) measured on the parent, rehearsed clips against
+    ``old_valid``'s, with the two NLLs (:func:`multitask.calibration.kept_temperature`);
+    a resumed ``auto`` run reuses its ``recorded`` measurement. Refused without an
+    extended intent head to temper."""
     from .calibration import kept_temperature
 
     temperature = hparams.get("kept_temperature", 1.0)
@@ -887,14 +902,17 @@ def resolve_kept_temperature(hparams, intent_head: dict, parent, accelerator,
         if temperature != 1.0 and "kept" not in intent_head:
             raise FinetuneError(f"kept_temperature {temperature}: only an extended intent head "
                                 "(--mode extend with a new_intent_head design) has kept logits")
-        return {"temperature": temperature}
+        return {"setting": temperature, "temperature": temperature}
     if "kept" not in intent_head or not (rehearsed and old_valid):
         raise FinetuneError("kept_temperature auto tempers an extended intent head by "
                             "comparing the parent on the rehearsed clips with --old-valid: "
                             "use --mode extend with --replay and --old-valid, or a number")
-    measured = kept_temperature(
-        _parent_log_probs(parent, rehearsed, hparams, accelerator, "rehearsed"),
-        _parent_log_probs(parent, old_valid, hparams, accelerator, "old valid"))
+    if (recorded or {}).get("setting") == "auto":
+        measured = recorded  # the same run, resumed: the temperature it trained with
+    else:
+        measured = {"setting": "auto", **kept_temperature(
+            _parent_log_probs(parent, rehearsed, hparams, accelerator, "rehearsed"),
+            _parent_log_probs(parent, old_valid, hparams, accelerator, "old valid"))}
     accelerator.print(f"kept logits divided by {measured['temperature']:.2f} while the new "
                       "intents' head trains")
     return measured

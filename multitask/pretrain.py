@@ -24,6 +24,7 @@ audio is read: no labels, and nothing from validation or test splits.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -83,7 +84,9 @@ class EncoderLayerFeatures:
     """``[batch, frames, hidden]`` features: one hidden layer of a fixed, pretrained encoder.
 
     The targets of HuBERT's later iterations. ``layer`` 0 is the encoder's input to its
-    first transformer layer, ``num_hidden_layers`` its output.
+    first transformer layer, ``num_hidden_layers`` its output. The encoder is named by
+    its weights' digest (:meth:`describe`), so a resumed run clusters the same encoder
+    wherever its folder is.
 
     Example
     -------
@@ -99,42 +102,83 @@ class EncoderLayerFeatures:
 
     def __init__(self, folder, layer: int):
         self.folder, self.layer = os.fspath(folder), int(layer)
-        if not os.path.isfile(os.path.join(self.folder, "config.json")):
+        weights = [os.path.join(self.folder, name) for name in WEIGHT_FILES
+                   if os.path.isfile(os.path.join(self.folder, name))]
+        if not os.path.isfile(os.path.join(self.folder, "config.json")) or not weights:
             raise ValueError(f"target_encoder {self.folder}: not an encoder folder "
-                             "(no config.json)")
+                             "(needs config.json and model.safetensors)")
+        self.weights_sha256 = file_digest(weights[0])
         self.encoder = Wav2Vec2Model.from_pretrained(self.folder).eval()
+        self.encoder.requires_grad_(False)
         layers = self.encoder.config.num_hidden_layers
         if not 0 <= self.layer <= layers:
             raise ValueError(f"target_layer {self.layer}: {self.folder} has hidden layers "
                              f"0..{layers}")
-        self.encoder.requires_grad_(False)
 
-    def __call__(self, wavs: torch.Tensor) -> torch.Tensor:
+    def __call__(self, wavs: torch.Tensor, samples: torch.Tensor | None = None) -> torch.Tensor:
+        """``samples``: each row's length; an encoder with a layer-norm front end is given
+        the attention mask (one with group norm, like wav2vec2-base, is run without one,
+        as it was trained)."""
         self.encoder.to(wavs.device)
+        mask = None
+        if samples is not None and self.encoder.config.feat_extract_norm == "layer":
+            positions = torch.arange(wavs.shape[1], device=wavs.device)
+            mask = (positions[None, :] < samples.to(wavs.device)[:, None]).long()
         with torch.no_grad():
-            return self.encoder(wavs, output_hidden_states=True).hidden_states[self.layer]
+            output = self.encoder(wavs, attention_mask=mask, output_hidden_states=True)
+        return output.hidden_states[self.layer]
 
     def describe(self) -> dict:
-        return {"features": "encoder layer", "folder": self.folder, "layer": self.layer}
+        return {"features": "encoder layer", "weights_sha256": self.weights_sha256,
+                "layer": self.layer}
 
 
 class MFCCFeatures:
     """MFCC + deltas (:func:`mfcc_features`): the targets of HuBERT's first iteration."""
 
-    def __call__(self, wavs: torch.Tensor) -> torch.Tensor:
-        return mfcc_features(wavs)
+    def __call__(self, wavs: torch.Tensor, samples: torch.Tensor | None = None) -> torch.Tensor:
+        return mfcc_features(wavs)  # frame-local: padding does not change a frame
 
     def describe(self) -> dict:
         return {"features": "mfcc+deltas"}
 
 
-def target_features(hparams):
+WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def file_digest(path) -> str:
+    """The first 16 hex digits of a file's sha256."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fin:
+        for block in iter(lambda: fin.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def target_features(hparams, encoder_config: Wav2Vec2Config):
     """The frame features that ``hparams`` clusters: MFCCs, or ``target_encoder``'s
-    ``target_layer`` (HuBERT's second iteration)."""
+    ``target_layer`` (HuBERT's next iteration).
+
+    The previous encoder is refused when it was pretrained on another seed's corpus,
+    when its frames are not the new encoder's (another convolution stack), and when
+    ``encoder_out`` would overwrite it (a resumed run would then cluster another encoder).
+    """
     folder = hparams.get("target_encoder")
     if not folder:
         return MFCCFeatures()
-    return EncoderLayerFeatures(folder, hparams.get("target_layer", 1))
+    check_corpus_seed(folder, hparams.get("corpus_seed"))
+    out = hparams.get("encoder_out")
+    if out and os.path.realpath(folder) == os.path.realpath(out):
+        raise ValueError(f"target_encoder {folder} is also encoder_out: the run would "
+                         "overwrite the encoder whose layer it predicts; write elsewhere")
+    features = EncoderLayerFeatures(folder, hparams.get("target_layer", 1))
+    teacher = features.encoder.config
+    for key in ("conv_kernel", "conv_stride"):
+        if list(getattr(teacher, key)) != list(getattr(encoder_config, key)):
+            raise ValueError(f"target_encoder {folder}: its {key} {list(getattr(teacher, key))} "
+                             f"differs from encoder_config's {list(getattr(encoder_config, key))}, "
+                             "so its frames are not the new encoder's")
+    return features
 
 
 class FrameTargets:
@@ -148,11 +192,11 @@ class FrameTargets:
     @classmethod
     def fit(cls, wav_batches, k: int, seed: int, max_frames: int = 200_000,
             features=None) -> FrameTargets:
-        """Centroids from the valid frames of ``(wavs, frame_lens)`` batches."""
+        """Centroids from the valid frames of ``(wavs, samples, frame_lens)`` batches."""
         features = features or MFCCFeatures()
         frames, total = [], 0
-        for wavs, frame_lens in wav_batches:
-            feats = features(wavs)
+        for wavs, samples, frame_lens in wav_batches:
+            feats = features(wavs, samples).cpu()
             for row, length in enumerate(frame_lens.tolist()):
                 frames.append(feats[row, :length])
                 total += length
@@ -162,9 +206,10 @@ class FrameTargets:
         mean, std = frames.mean(0), frames.std(0).clamp(min=1e-5)
         return cls(mean, std, fit_kmeans((frames - mean) / std, k, seed=seed), features)
 
-    def __call__(self, wavs: torch.Tensor, num_frames: int) -> torch.Tensor:
+    def __call__(self, wavs: torch.Tensor, num_frames: int,
+                 samples: torch.Tensor | None = None) -> torch.Tensor:
         """``[batch, num_frames]`` target ids aligned with the encoder's frames."""
-        feats = self.features(wavs)
+        feats = self.features(wavs, samples)
         if feats.shape[1] < num_frames:  # never expected: MFCC frames outnumber conv frames
             feats = F.pad(feats, (0, 0, 0, num_frames - feats.shape[1]), mode="replicate")
         mean, std, centroids = (t.to(feats.device) for t in (self.mean, self.std, self.centroids))
@@ -253,12 +298,12 @@ def masked_prediction_loss(logits, targets, mask) -> tuple[torch.Tensor, torch.T
     return loss, accuracy
 
 
-def batches_with_frames(loader, frame_lengths):
-    """``(wavs, frame_lens)`` per batch of a SpeechBrain ``PaddedBatch`` loader."""
+def batches_with_frames(loader, frame_lengths, device="cpu"):
+    """``(wavs, samples, frame_lens)`` per batch of a SpeechBrain ``PaddedBatch`` loader."""
     for batch in loader:
         wavs, wav_lens = batch.sig
         samples = torch.round(wav_lens * wavs.shape[1]).long()
-        yield wavs, frame_lengths(samples).long()
+        yield wavs.to(device), samples.to(device), frame_lengths(samples).long()
 
 
 def check_corpus_seed(encoder_folder, corpus_seed: int) -> None:
@@ -321,7 +366,9 @@ def run_epoch(model, targets, loader, optimizer, scheduler, hparams, epoch, acce
     for batch in bar:
         wavs, wav_lens = batch.sig
         logits, _, mask = model(wavs, wav_lens, hparams["mask_prob"])
-        loss, accuracy = masked_prediction_loss(logits, targets(wavs, logits.shape[1]), mask)
+        samples = torch.round(wav_lens * wavs.shape[1]).long()
+        loss, accuracy = masked_prediction_loss(
+            logits, targets(wavs, logits.shape[1], samples), mask)
         optimizer.zero_grad()
         accelerator.backward(loss)
         accelerator.clip_grad_norm_(core.parameters(), hparams.get("max_grad_norm", 5.0))
@@ -384,7 +431,9 @@ def pretrain(hparams, accelerator, unlabelled=()) -> dict:
 
     seed = hparams["seed"]
     set_seed(seed)
-    train_manifests = manifest_paths(hparams["train_manifests"])
+    train_manifests = manifest_paths(hparams.get("train_manifests"))
+    if not train_manifests:
+        raise ValueError("train_manifests: no manifest given, so there is no audio to pretrain on")
     rows = read_manifests(train_manifests + list(unlabelled))
     loader = make_loader(make_dataset(rows, {}), rows, hparams["train_batching"], True, seed,
                          hparams.get("num_workers", 0))
@@ -399,13 +448,14 @@ def pretrain(hparams, accelerator, unlabelled=()) -> dict:
         load_encoder_weights(model, init_encoder)
 
     save_folder = hparams["save_folder"]
-    features = target_features(hparams)
+    features = target_features(hparams, config)
     targets_file = os.path.join(save_folder, "frame_targets.pt")
     if accelerator.is_main_process and not os.path.isfile(targets_file):
         os.makedirs(save_folder, exist_ok=True)
         sampler.set_epoch(0)
         targets = FrameTargets.fit(
-            batches_with_frames(loader, model.encoder._get_feat_extract_output_lengths),
+            batches_with_frames(loader, model.encoder._get_feat_extract_output_lengths,
+                                accelerator.device),
             k=hparams["num_clusters"], seed=seed, max_frames=hparams["kmeans_frames"],
             features=features)
         torch.save(targets.state_dict(), targets_file + ".tmp")
@@ -454,7 +504,9 @@ def pretrain(hparams, accelerator, unlabelled=()) -> dict:
         accelerator.unwrap_model(model).save_encoder(out)
         write_summary(out, {
             "objective": objective(features),
-            "targets": features.describe(),
+            "targets": {**features.describe(), **(
+                {"folder": os.path.relpath(features.folder)}
+                if isinstance(features, EncoderLayerFeatures) else {})},
             "num_clusters": hparams["num_clusters"], "mask_prob": hparams["mask_prob"],
             "mask_length": hparams["mask_length"], "epochs": epoch_counter.limit,
             "train_manifests": [os.path.relpath(p) for p in train_manifests],

@@ -101,6 +101,9 @@ def prepare_data(hparams, accelerator: Accelerator) -> None:
 
 def get_dataloaders(accelerator, hparams):
     """Label encoders, and train/valid loaders built from the manifests in ``hparams``."""
+    for key in ("train_manifests", "valid_manifests"):
+        if not manifest_paths(hparams.get(key)):
+            raise ValueError(f"{key}: no manifest given")
     train_rows = read_manifests(hparams["train_manifests"])
     with accelerator.main_process_first():
         encoders = D.build_label_encoders(train_rows, hparams["save_folder"],
@@ -206,7 +209,7 @@ def fit(hparams, accelerator: Accelerator | None = None) -> dict:
         },
     )
     checkpointer.discard_interrupted_save()
-    checkpointer.check_resumable(" (ctc_weight adds the ctc_head)")
+    checkpointer.check_resumable({"ctc_head": "ctc_weight adds the ctc_head"})
     resumed = checkpointer.recover_if_possible()
     if resumed is not None:
         accelerator.print(f"Resuming from {resumed.path} (epoch {epoch_counter.current} done)")

@@ -80,7 +80,6 @@ def test_transcripts_become_tokens_and_a_split_without_any_is_refused(toy_corpus
         load_split(toy_corpus["train"], {}, probe=False, transcripts="transcript")
 
 
-@pytest.mark.slow
 def with_transcripts(toy_corpus, folder) -> dict:
     """The toy corpus's train and valid manifests, intent rows given a transcript."""
     corpus = {}
@@ -100,6 +99,7 @@ def train_command(encoder, corpus, out, *extra) -> list[str]:
             f"--valid_manifests=[{corpus['valid']}]", *extra]
 
 
+@pytest.mark.slow
 def test_the_recipe_trains_with_ctc_and_exports_without_its_head(
         group_norm_encoder, toy_corpus, tmp_path):
     """The CTC loss reaches the encoder (its weights differ from the same run without
@@ -131,6 +131,7 @@ def corpus_wav(manifest):
     return read_manifest(manifest)[0]["wav"]
 
 
+@pytest.mark.slow
 def test_ctc_trains_in_sync_on_two_processes_and_a_run_without_it_is_not_resumed_with_it(
         group_norm_encoder, toy_corpus, tmp_path):
     """Under DDP every batch gives the CTC head a loss (zero without transcripts), so

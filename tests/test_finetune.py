@@ -475,7 +475,9 @@ def test_an_automatic_temperature_is_measured_on_the_parent_and_recorded(
     measured = record["kept_temperature"]
     assert measured["temperature"] >= 1.0 and measured["held_out_nll"] > 0
     assert f"kept logits divided by {measured['temperature']:.2f}" in capsys.readouterr().out
-    with pytest.raises(FinetuneError, match="tempered the kept logits by .*not 1"):
+    assert measured["setting"] == "auto"
+    with pytest.raises(FinetuneError, match="tempered the kept logits with kept_temperature "
+                                            "auto, not 1.0"):
         finetune(str(exported_model), new_domain["train"], tmp_path / "run", mode="extend",
                  valid=[new_domain["valid"]], old_valid=toy_corpus["valid"],
                  replay=[toy_corpus["train"]], overrides={**EXTEND, "number_of_epochs": 1},

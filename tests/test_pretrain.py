@@ -36,7 +36,8 @@ def test_targets_follow_the_encoder_frames_and_ignore_padding(group_norm_encoder
     model = MaskedPredictionModel(Wav2Vec2Config.from_pretrained(group_norm_encoder), 5)
     frames = model.encoder._get_feat_extract_output_lengths
     wavs = torch.randn(3, 16000)
-    targets = FrameTargets.fit([(wavs, frames(torch.tensor([16000] * 3)))], k=5, seed=0)
+    samples = torch.tensor([16000] * 3)
+    targets = FrameTargets.fit([(wavs, samples, frames(samples))], k=5, seed=0)
     logits, frame_lens, mask = model(wavs, torch.tensor([1.0, 0.5, 0.25]), mask_prob=0.65)
     ids = targets(wavs, logits.shape[1])
     assert ids.shape == logits.shape[:2] and int(ids.max()) < 5
@@ -110,7 +111,9 @@ def test_continued_pretraining_starts_from_the_given_encoder(group_norm_encoder,
 
 def test_a_next_iteration_clusters_a_layer_of_the_previous_encoder(group_norm_encoder, toy_corpus,
                                                                    tmp_path):
-    from multitask.pretrain import EncoderLayerFeatures
+    from transformers import Wav2Vec2Config
+
+    from multitask.pretrain import EncoderLayerFeatures, file_digest, write_summary
 
     first = tmp_path / "first"
     pretrain(pretrain_hparams(group_norm_encoder, toy_corpus, first, 1), Accelerator(cpu=True))
@@ -118,25 +121,43 @@ def test_a_next_iteration_clusters_a_layer_of_the_previous_encoder(group_norm_en
     hparams = {**pretrain_hparams(group_norm_encoder, toy_corpus, tmp_path / "next", 1),
                "init_encoder": teacher, "target_encoder": teacher, "target_layer": 1}
     pretrain(hparams, Accelerator(cpu=True))
-    targets = torch.load(tmp_path / "next" / "save" / "frame_targets.pt", weights_only=True)
+    state = torch.load(tmp_path / "next" / "save" / "frame_targets.pt", weights_only=True)
     width = json.loads((first / "encoder" / "config.json").read_text())["hidden_size"]
-    assert targets["centroids"].shape == (8, width)  # clusters of hidden states, not MFCCs
-    assert targets["features"] == {"features": "encoder layer", "folder": teacher, "layer": 1}
+    assert state["centroids"].shape == (8, width)  # clusters of hidden states, not MFCCs
+    assert state["features"] == {"features": "encoder layer", "layer": 1,
+                                 "weights_sha256": file_digest(first / "encoder" / "model.safetensors")}
     summary = json.loads((tmp_path / "next" / "encoder" / "pretraining.json").read_text())
     assert "layer 1 of" in summary["objective"] and summary["targets"]["layer"] == 1
 
-    # The frames' features are the teacher's own hidden layer.
-    features = EncoderLayerFeatures(teacher, 1)
-    wavs = torch.randn(1, 16000)
-    expected = Wav2Vec2Encoder(teacher, save_path=str(tmp_path / "cache")).model(
+    # A frame's target is its nearest centroid among the teacher's standardised layer-1 frames.
+    targets = FrameTargets.from_state_dict(state, EncoderLayerFeatures(teacher, 1))
+    wavs = torch.randn(2, 16000)
+    hidden = Wav2Vec2Encoder(teacher, save_path=str(tmp_path / "cache")).model(
         wavs, output_hidden_states=True).hidden_states[1]
-    assert torch.allclose(features(wavs), expected, atol=1e-5)
+    standard = (hidden - state["mean"]) / state["std"]
+    nearest = torch.cdist(standard, state["centroids"].expand(2, -1, -1)).argmin(-1)
+    assert torch.equal(targets(wavs, hidden.shape[1]), nearest)
 
-    # Resuming with other targets would mix two objectives in one run.
+    # The same encoder through another path resumes; other targets do not.
+    pretrain({**hparams, "target_encoder": os.path.abspath(teacher) + "/",
+              "epoch_counter": EpochCounter(1)}, Accelerator(cpu=True))
     with pytest.raises(ValueError, match="frame_targets.pt: the clusters were fit on .*encoder "
                                          "layer.*but this run's targets are .*mfcc"):
         pretrain({**hparams, "target_encoder": None}, Accelerator(cpu=True))
+
+    # Refused before anything runs.
+    with pytest.raises(ValueError, match="is also encoder_out"):
+        pretrain({**hparams, "encoder_out": teacher}, Accelerator(cpu=True))
     with pytest.raises(ValueError, match="target_layer 5: .* has hidden layers 0..2"):
         EncoderLayerFeatures(teacher, 5)
     with pytest.raises(ValueError, match="not an encoder folder"):
         EncoderLayerFeatures(tmp_path, 1)
+    other = Wav2Vec2Config.from_pretrained(group_norm_encoder)
+    other.conv_stride = [5, 2, 2]  # a front end with another frame rate
+    other.save_pretrained(tmp_path / "other_config")
+    with pytest.raises(ValueError, match="conv_stride .* differs from encoder_config's"):
+        pretrain({**hparams, "encoder_config": str(tmp_path / "other_config"),
+                  "save_folder": str(tmp_path / "s2")}, Accelerator(cpu=True))
+    write_summary(first / "encoder", {"corpus_seed": 5})  # the teacher heard other voices
+    with pytest.raises(ValueError, match="corpus of seed 5, not 6"):
+        pretrain({**hparams, "init_encoder": None, "corpus_seed": 6}, Accelerator(cpu=True))

@@ -409,6 +409,12 @@ def test_call_audio_speaks_only_training_timbres_in_training_phrasings(corpus, t
     expected = {actor_variant.get(r["speaker"], r["speaker"]) for v in valid
                 for r in read_manifest(v)}
     assert {r["speaker"] for r in rows} == expected and all(r["intent"] for r in rows)
+    for extra, message in ((["--speakers", corpus["speakers"]], "--speakers is read with "
+                                                                  "--voices-of only"),
+                           (["--voices-of", *valid, "--speakers", corpus["speakers"], "--seed",
+                             str(SEED + 1)], f"the corpus of seed {SEED}, not --seed {SEED + 1}")):
+        with pytest.raises(SystemExit, match=message):
+            main(["synth", "--out", str(tmp_path / "refused"), "--domain", "calls", *extra])
 
 
 def test_call_audio_is_deterministic_whatever_the_order_of_its_voices(corpus, tmp_path):

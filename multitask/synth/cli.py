@@ -13,6 +13,7 @@ Example
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 
@@ -72,16 +73,30 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     return parser
 
 
+def check_speakers_seed(speakers: str, seed: int) -> None:
+    """Refuse a ``speakers.json`` of another seed's corpus: its voices are split otherwise,
+    so the joint test's voices would be checked against the wrong pool."""
+    if not os.path.isfile(speakers):
+        raise ValueError(f"{speakers}: not found (the banking corpus's speakers.json)")
+    with open(speakers, encoding="utf-8") as fin:
+        recorded = json.load(fin).get("seed")
+    if recorded is not None and int(recorded) != int(seed):
+        raise ValueError(f"{speakers}: the corpus of seed {recorded}, not --seed {seed}")
+
+
 def run(args: argparse.Namespace) -> int:
     """Run :func:`generate` from parsed arguments, print where things went; exit status 0
     (the ``multitask`` command's contract: a handler returns an exit status)."""
     try:
         variants = args.variants
+        if args.speakers and not args.voices_of:
+            raise ValueError("--speakers is read with --voices-of only")
         if args.voices_of:
             if variants:
                 raise ValueError("give --variants or --voices-of, not both")
-            variants = manifest_timbres(
-                args.voices_of, args.speakers or os.path.join(args.out, "speakers.json"))
+            speakers = args.speakers or os.path.join(args.out, "speakers.json")
+            check_speakers_seed(speakers, args.seed)
+            variants = manifest_timbres(args.voices_of, speakers)
         paths = generate(
             args.out,
             size=args.size,
