@@ -48,7 +48,7 @@ def mfcc_features(wavs: torch.Tensor) -> torch.Tensor:
     torch.Size([2, 51, 39])
     """
     extractor = MFCC(deltas=True, context=False, n_mfcc=13, hop_length=HOP_MS,
-                     win_length=25, sample_rate=16000)
+                     win_length=25, sample_rate=16000).to(wavs.device)
     with torch.no_grad():
         return extractor(wavs)
 
