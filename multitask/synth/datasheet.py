@@ -295,7 +295,7 @@ def write_new_domain_datasheet(path, size, seed, shots, pools, plan, results) ->
 
 
 def write_calls_datasheet(path, size, seed, variants, plan, results) -> str:
-    """The datasheet for the call audio that pretraining reads without labels."""
+    """The datasheet for call audio (unlabelled audio for pretraining, or labelled held-out calls)."""
     lines = _header(
         "Synthetic call audio (banking queries, callers with emotion)",
         size,
