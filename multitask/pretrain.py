@@ -13,7 +13,7 @@ unlabelled audio, with the first iteration of HuBERT's recipe:
 
 HuBERT's second iteration is the same with other targets: clusters of a hidden
 layer of the first iteration's encoder (``target_encoder`` / ``target_layer``), whose
-frames say more about the sounds and less about the channel than MFCCs do.
+frames are meant to say more about the sounds and less about the channel than MFCCs.
 
 The result is an ordinary Transformers ``Wav2Vec2Model`` folder (``config.json`` +
 ``model.safetensors``) that any recipe takes as ``encoder_source``. Only training
