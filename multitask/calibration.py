@@ -8,8 +8,8 @@ intent test) but the new intents took enough old clips to bring that to 0.713. A
 offset on the new intents' logits trades the two (at -2.5: 0.757 old, 0.233 new).
 
 With the parent's intent head kept whole (an extended head, the default) and the
-encoder frozen (the default), the old intents' own decisions are exactly the parent's, and taking old clips is all the new
-intents can do to them.
+encoder frozen (the default), the old intents' own decisions are exactly the parent's,
+and taking old clips is all the new intents can do to them.
 
 The offset is chosen on held-out clips of the parent's intents (``--old-valid``):
 the largest one on a grid whose accuracy there stays within ``tolerance`` of the

@@ -942,7 +942,19 @@ def calibrate_new_intents(hparams, accelerator, old_valid, valid_manifests, pare
 
     model, encoders, best = load_best(hparams, accelerator)
     name = os.path.basename(best.path)
+    tolerance = float(hparams.get("retention_tolerance", 0.01))
+    fixed = hparams.get("new_intent_offset")
+    # How the offset is to be chosen; a resumed run whose offset is already in the weights
+    # cannot choose it again another way.
+    settings = {"old_valid": display_path(shown) if old_valid else None,
+                "retention_tolerance": tolerance if old_valid else None,
+                "new_intent_offset": None if fixed is None else float(fixed)}
     if done and done.get("checkpoint") == name:
+        before = done.get("settings", settings)
+        if before != settings:
+            raise FinetuneError(
+                f"{best.path}: its new intents' offset {done['offset']:+.2f} was chosen with "
+                f"{before}, not {settings}; use a new --out to choose it again")
         accelerator.print(f"new intents' offset {done['offset']:+.2f} already in {name}")
         return done
     new = torch.tensor([label not in parent_labels for label in label_names(encoders["intent"])])
@@ -952,11 +964,9 @@ def calibrate_new_intents(hparams, accelerator, old_valid, valid_manifests, pare
         return log_probs_of(stats["rows"])
 
     new_valid = scored(valid_manifests, "calibrate: new intents")
-    record = {"checkpoint": name}
-    fixed = hparams.get("new_intent_offset")
+    record = {"checkpoint": name, "settings": settings}
     if old_valid:
         old = scored(old_valid, "calibrate: old intents")
-        tolerance = float(hparams.get("retention_tolerance", 0.01))
         choice = choose_offset(*old, new, tolerance)
         if fixed is not None:
             choice = {"offset": float(fixed), "chosen_on_validation": choice["offset"]}

@@ -342,9 +342,10 @@ class ExtendedHead(nn.Module):
     Extend-mode fine-tuning learns new intents without touching the parent's: the
     parent's head (``kept``) is fixed (no gradient, always in eval mode, so neither
     dropout nor batch statistics move it) and, with the encoder frozen too, its logits
-    for its classes stay exactly the parent's; ``added`` learns the new classes, from the new clips and from the
-    rehearsed old ones, whose logits it must keep below the parent's. The logits are
-    the two heads' side by side: the kept classes first, at their indices.
+    for its classes stay exactly the parent's; ``added`` learns the new classes, from
+    the new clips and from the rehearsed old ones, whose logits it must keep below the
+    parent's. The logits are the two heads' side by side: the kept classes first, at
+    their indices.
 
     Parameters
     ----------
@@ -389,7 +390,7 @@ class ExtendedHead(nn.Module):
         self.options = {"kept": {**head_architecture(self.kept), "num_classes": kept_classes},
                         "added": head_architecture(self.added), "dropout": dropout}
         # Training only, not part of the design: the kept logits are divided by this
-        # while the added head learns (see multitask.finetune.kept_temperature).
+        # while the added head learns (multitask.calibration.kept_temperature).
         self.kept_temperature = 1.0
 
     def train(self, mode: bool = True):

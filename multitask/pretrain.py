@@ -24,7 +24,6 @@ audio is read: no labels, and nothing from validation or test splits.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import time
@@ -35,6 +34,8 @@ from speechbrain.lobes.features import MFCC
 from tqdm import tqdm
 from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
 from transformers.models.wav2vec2.modeling_wav2vec2 import _compute_mask_indices
+
+from .prepare.common import file_digest
 
 HOP_MS = 20  # the encoder's frame rate (conv strides multiply to 320 samples at 16 kHz)
 
@@ -107,7 +108,7 @@ class EncoderLayerFeatures:
         if not os.path.isfile(os.path.join(self.folder, "config.json")) or not weights:
             raise ValueError(f"target_encoder {self.folder}: not an encoder folder "
                              "(needs config.json and model.safetensors)")
-        self.weights_sha256 = file_digest(weights[0])
+        self.weights_sha256 = file_digest(weights[0])[:16]
         self.encoder = Wav2Vec2Model.from_pretrained(self.folder).eval()
         self.encoder.requires_grad_(False)
         layers = self.encoder.config.num_hidden_layers
@@ -144,15 +145,6 @@ class MFCCFeatures:
 
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-
-
-def file_digest(path) -> str:
-    """The first 16 hex digits of a file's sha256."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fin:
-        for block in iter(lambda: fin.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:16]
 
 
 def target_features(hparams, encoder_config: Wav2Vec2Config):

@@ -264,6 +264,11 @@ def test_a_fixed_offset_reaches_the_export_and_a_resumed_run_does_not_add_it_twi
     assert again["calibration"] == record["calibration"]
     assert all(torch.equal(heads[k], v)
                for k, v in load_file(out / "export" / "heads.safetensors").items())
+    # The offset is in the weights: the folder cannot choose it again another way.
+    with pytest.raises(FinetuneError, match="offset -100.00 was chosen with .*'new_intent_offset'"
+                                            ": -100.0.*use a new --out"):
+        finetune(str(exported_model), new_domain["train"], out, **{
+            **kwargs, "overrides": {**kwargs["overrides"], "new_intent_offset": -50}})
     model = MultitaskClassifier.from_hparams(source=str(out / "export"), run_opts={"device": "cpu"})
     wavs = [r["path"] for r in csv.DictReader(open(new_domain["test"]))]
     folder = os.path.dirname(new_domain["test"])
