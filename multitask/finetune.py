@@ -950,7 +950,7 @@ def calibrate_new_intents(hparams, accelerator, old_valid, valid_manifests, pare
                 "retention_tolerance": tolerance if old_valid else None,
                 "new_intent_offset": None if fixed is None else float(fixed)}
     if done and done.get("checkpoint") == name:
-        before = done.get("settings", settings)
+        before = done.get("settings") or _offset_settings_of(done)
         if before != settings:
             raise FinetuneError(
                 f"{best.path}: its new intents' offset {done['offset']:+.2f} was chosen with "
@@ -985,6 +985,14 @@ def calibrate_new_intents(hparams, accelerator, old_valid, valid_manifests, pare
     accelerator.wait_for_everyone()
     accelerator.print(f"new intents' logit offset {record['offset']:+.2f} written into {name}")
     return record
+
+
+def _offset_settings_of(record: dict) -> dict:
+    """The settings a calibration record written before they were recorded was made with."""
+    fixed = "chosen_on_validation" in record or not record.get("old_valid")
+    return {"old_valid": record.get("old_valid"),
+            "retention_tolerance": record.get("tolerance"),
+            "new_intent_offset": float(record["offset"]) if fixed else None}
 
 
 def _check_parent_intents(manifest, parent_labels, shown) -> None:
