@@ -238,6 +238,19 @@ def test_extend_keeps_the_old_intents_within_two_points_and_learns_the_new(exten
     assert front["base_model"] == "org/name"
 
 
+def test_extend_scores_macro_f1_over_the_labels_each_test_holds(extended):
+    """The new-intent test holds only new intents: a clip given an old intent is a missed
+    recall of its own label, and the 2 old labels do not enter its mean as F1 0."""
+    out, record = extended
+    tested = json.loads((out / "test_metrics.json").read_text())
+    for name, key in (("new", "new_intent"), ("old_intent", "old_intent")):
+        per_class = tested[name]["intent"]["per_class"]
+        held = [c["f1"] for c in per_class.values() if c["support"]]
+        assert len(held) == (len(NEW_INTENTS) if name == "new" else 2)
+        assert record["results"][key]["macro_f1"] == pytest.approx(sum(held) / len(held))
+        assert record["results"][key]["accuracy"] == tested[name]["intent"]["accuracy"]
+
+
 def test_extend_rehearses_every_old_clip_and_offsets_the_new_intents_on_old_validation(
         extended, toy_corpus):
     out, record = extended
