@@ -84,23 +84,6 @@ def log_probs_of(rows: list[dict], task: str = "intent") -> tuple[torch.Tensor, 
     return torch.log(probs.clamp(min=1e-30)), targets
 
 
-def shift_new_rows(head, new: torch.Tensor, offset: float) -> None:
-    """Add ``offset`` to the bias of the ``new`` rows of ``head``'s last layer (of its
-    added head, for an :class:`~multitask.model.ExtendedHead`).
-
-    >>> from multitask.model import TaskHead
-    >>> head = TaskHead(num_layers=1, input_size=4, num_classes=3, proj_size=4, hidden_size=4)
-    >>> before = head.classifier[-1].bias.detach().clone()
-    >>> shift_new_rows(head, torch.tensor([False, False, True]), -2.0)
-    >>> (head.classifier[-1].bias.detach() - before).tolist()
-    [0.0, 0.0, -2.0]
-    """
-    if hasattr(head, "added"):  # an ExtendedHead: its added head holds the new classes
-        head, new = head.added, new[head.kept.num_classes:]
-    with torch.no_grad():
-        head.classifier[-1].bias[new] += offset
-
-
 def mean_nll(log_probs: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0) -> float:
     """Mean negative log-likelihood of ``targets`` with the logits divided by ``temperature``."""
     scaled = torch.log_softmax(log_probs / temperature, dim=1)

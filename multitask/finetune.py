@@ -933,7 +933,6 @@ def calibrate_new_intents(hparams, accelerator, old_valid, valid_manifests, pare
         accuracy_with_offset,
         choose_offset,
         log_probs_of,
-        shift_new_rows,
         trade_off,
     )
     from .checkpoints import rewrite_recoverable
@@ -978,7 +977,7 @@ def calibrate_new_intents(hparams, accelerator, old_valid, valid_manifests, pare
     else:
         record["offset"] = float(fixed)
     record["new_valid_accuracy"] = accuracy_with_offset(*new_valid, new, record["offset"])
-    shift_new_rows(model.heads["intent"], new, record["offset"])
+    model.heads["intent"].offset_logits(new, record["offset"])
     if accelerator.is_main_process:
         rewrite_recoverable(best, "heads", model.heads)
     accelerator.wait_for_everyone()

@@ -335,6 +335,19 @@ class TaskHead(nn.Module):
     def num_classes(self) -> int:
         return self.classifier[-1].out_features
 
+    def offset_logits(self, classes: torch.Tensor, offset: float) -> None:
+        """Add ``offset`` to the logits of ``classes`` (a boolean mask over this head's
+        classes), through the last layer's bias, so an export carries it.
+
+        >>> head = TaskHead(num_layers=1, input_size=4, num_classes=3, proj_size=4, hidden_size=4)
+        >>> before = head.classifier[-1].bias.detach().clone()
+        >>> head.offset_logits(torch.tensor([False, False, True]), -2.0)
+        >>> (head.classifier[-1].bias.detach() - before).tolist()
+        [0.0, 0.0, -2.0]
+        """
+        with torch.no_grad():
+            self.classifier[-1].bias[classes] += offset
+
 
 class ExtendedHead(nn.Module):
     """A trained head kept whole, beside a new head for classes added after it.
@@ -407,6 +420,15 @@ class ExtendedHead(nn.Module):
     @property
     def num_classes(self) -> int:
         return self.kept.num_classes + self.added.num_classes
+
+    def offset_logits(self, classes: torch.Tensor, offset: float) -> None:
+        """Add ``offset`` to the logits of ``classes``, which must all be added ones: the
+        kept head's logits are the parent's and stay so."""
+        kept = self.kept.num_classes
+        if bool(classes[:kept].any()):
+            raise ValueError("an extended head's kept classes cannot be offset: they are the "
+                             f"parent's, whole (classes {classes[:kept].nonzero().flatten().tolist()})")
+        self.added.offset_logits(classes[kept:], offset)
 
 
 def head_architecture(head) -> dict:

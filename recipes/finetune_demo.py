@@ -33,7 +33,7 @@ DEMO = "results/demo"
 OUT = "results/finetune"
 SHOTS = 20
 # replace: the encoder adapts to the new intents; the emotion rows it rehearses keep
-# what the frozen emotion head reads (measured in the README against a frozen encoder).
+# what the frozen emotion head reads (measured against a frozen encoder: docs/finetune-experiments.md).
 REPLACE = {"freeze_encoder": "none", "encoder_lr": 1e-4}
 # extend: the offset may cost the old intents up to 2 points on the held-out calls.
 EXTEND = {"retention_tolerance": 0.02}

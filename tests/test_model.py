@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from multitask.audio import normalise
-from multitask.model import MultitaskModel, TaskHead, Wav2Vec2Encoder, build_heads
+from multitask.model import ExtendedHead, MultitaskModel, TaskHead, Wav2Vec2Encoder, build_heads
 
 
 def make_model(encoder_dir, tmp_path, classes=None):
@@ -162,3 +162,17 @@ def test_encoder_dropout_override_reaches_every_dropout_module(tmp_path):
 
     assert dropout_rates() == {0.1}             # None keeps the config's values
     assert dropout_rates(dropout=0.0) == {0.0}
+
+
+def test_an_offset_moves_only_the_added_classes_of_an_extended_head():
+    head = ExtendedHead(2, 8, num_classes=5, kept={"num_classes": 3, "pooling": "mean"},
+                        added={"pooling": "stats", "hidden_size": 0}, proj_size=8,
+                        hidden_size=8).eval()
+    hidden, lens = torch.randn(2, 2, 7, 8), torch.tensor([7, 4])  # layers, batch, frames, width
+    before = head(hidden, lens)
+    head.offset_logits(torch.tensor([False, False, False, False, True]), -1.5)
+    after = head(hidden, lens)
+    assert torch.equal(after[:, :4], before[:, :4])
+    assert torch.allclose(after[:, 4], before[:, 4] - 1.5)
+    with pytest.raises(ValueError, match=r"kept classes cannot be offset.*\[1\]"):
+        head.offset_logits(torch.tensor([False, True, False, False, True]), -1.0)
