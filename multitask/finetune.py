@@ -1046,10 +1046,10 @@ def _parent_stats(parent, manifest, hparams, accelerator, desc) -> dict:
 def _figures(report: dict, manifest) -> dict:
     """Accuracy and macro-F1 of one test, the F1 averaged over the labels the test holds.
 
-    In extend, the new-intent test holds only new intents and the old-intent test only
-    the parent's. A clip given a label its test does not hold is an error of its own
-    label (a missed recall), not a class of its own with F1 0 that would pull the mean
-    down by the number of labels the test does not hold.
+    In extend, the new-intent test holds the new intents and the old-intent test the
+    parent's: each only a part of the run's labels. A clip given a label its test does
+    not hold is an error of its own label (a missed recall), not a class of its own with
+    F1 0 that would pull the mean down by the number of labels the test does not hold.
 
     >>> from multitask.metrics import classification_report
     >>> report = classification_report([0, 1, 2, 0], [0, 1, 1, 0], ["a", "b", "new"], "intent")

@@ -345,6 +345,7 @@ class TaskHead(nn.Module):
         >>> (head.classifier[-1].bias.detach() - before).tolist()
         [0.0, 0.0, -2.0]
         """
+        _check_class_mask(classes, self.num_classes)
         with torch.no_grad():
             self.classifier[-1].bias[classes] += offset
 
@@ -424,11 +425,18 @@ class ExtendedHead(nn.Module):
     def offset_logits(self, classes: torch.Tensor, offset: float) -> None:
         """Add ``offset`` to the logits of ``classes``, which must all be added ones: the
         kept head's logits are the parent's and stay so."""
+        _check_class_mask(classes, self.num_classes)
         kept = self.kept.num_classes
         if bool(classes[:kept].any()):
             raise ValueError("an extended head's kept classes cannot be offset: they are the "
                              f"parent's, whole (classes {classes[:kept].nonzero().flatten().tolist()})")
         self.added.offset_logits(classes[kept:], offset)
+
+
+def _check_class_mask(classes: torch.Tensor, num_classes: int) -> None:
+    if classes.dtype != torch.bool or classes.shape != (num_classes,):
+        raise ValueError(f"a class mask must be {num_classes} booleans, one per class of the "
+                         f"head, not a {classes.dtype} tensor of shape {tuple(classes.shape)}")
 
 
 def head_architecture(head) -> dict:

@@ -239,8 +239,7 @@ def test_extend_keeps_the_old_intents_within_two_points_and_learns_the_new(exten
 
 
 def test_extend_scores_macro_f1_over_the_labels_each_test_holds(extended):
-    """The new-intent test holds only new intents: a clip given an old intent is a missed
-    recall of its own label, and the 2 old labels do not enter its mean as F1 0."""
+    """The record's figures are the tests' own, with macro-F1 over the labels each holds."""
     out, record = extended
     tested = json.loads((out / "test_metrics.json").read_text())
     for name, key in (("new", "new_intent"), ("old_intent", "old_intent")):
@@ -249,6 +248,17 @@ def test_extend_scores_macro_f1_over_the_labels_each_test_holds(extended):
         assert len(held) == (len(NEW_INTENTS) if name == "new" else 2)
         assert record["results"][key]["macro_f1"] == pytest.approx(sum(held) / len(held))
         assert record["results"][key]["accuracy"] == tested[name]["intent"]["accuracy"]
+
+
+def test_a_label_the_test_does_not_hold_counts_against_recall_not_as_a_class():
+    """Four new-intent clips, one given an old intent: F1 over the 2 new labels, not 3."""
+    from multitask.finetune import _figures
+    from multitask.metrics import classification_report
+
+    report = classification_report([1, 1, 2, 0], [1, 1, 2, 2], ["old", "new_a", "new_b"], "intent")
+    figures = _figures(report, "new.csv")
+    assert figures["macro_f1"] == pytest.approx((1.0 + 2 / 3) / 2)
+    assert report["macro_f1"] == pytest.approx((0.0 + 1.0 + 2 / 3) / 3)  # what it was
 
 
 def test_extend_rehearses_every_old_clip_and_offsets_the_new_intents_on_old_validation(

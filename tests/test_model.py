@@ -176,3 +176,5 @@ def test_an_offset_moves_only_the_added_classes_of_an_extended_head():
     assert torch.allclose(after[:, 4], before[:, 4] - 1.5)
     with pytest.raises(ValueError, match=r"kept classes cannot be offset.*\[1\]"):
         head.offset_logits(torch.tensor([False, True, False, False, True]), -1.0)
+    with pytest.raises(ValueError, match=r"5 booleans.*shape \(4,\)"):
+        head.offset_logits(torch.tensor([False, False, False, True]), -1.0)
