@@ -1044,21 +1044,12 @@ def _parent_stats(parent, manifest, hparams, accelerator, desc) -> dict:
 
 
 def _figures(report: dict, manifest) -> dict:
-    """Accuracy and macro-F1 of one test, the F1 averaged over the labels the test holds.
+    """Accuracy and macro-F1 of one test, the F1 over the labels the test holds (in
+    extend, each test holds only part of the run's labels)."""
+    from .metrics import macro_f1_over_references
 
-    In extend, the new-intent test holds the new intents and the old-intent test the
-    parent's: each only a part of the run's labels. A clip given a label its test does
-    not hold is an error of its own label (a missed recall), not a class of its own with
-    F1 0 that would pull the mean down by the number of labels the test does not hold.
-
-    >>> from multitask.metrics import classification_report
-    >>> report = classification_report([0, 1, 2, 0], [0, 1, 1, 0], ["a", "b", "new"], "intent")
-    >>> round(report["macro_f1"], 3), round(_figures(report, "t.csv")["macro_f1"], 3)
-    (0.556, 0.833)
-    """
-    held = [scores["f1"] for scores in report["per_class"].values() if scores["support"]]
     return {"manifest": display_path(manifest), "accuracy": report["accuracy"],
-            "macro_f1": sum(held) / len(held)}
+            "macro_f1": macro_f1_over_references(report)}
 
 
 # --------------------------------------------------------------------------
