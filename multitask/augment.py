@@ -32,6 +32,8 @@ Example
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torchaudio.functional as AF
 
@@ -220,3 +222,106 @@ class PauseInsertion(torch.nn.Module):
             start = cut
         pieces.append(wav[start:])
         return torch.cat(pieces)
+
+
+class FormantShift(torch.nn.Module):
+    """Move the formants (the spectral envelope) by a random factor per row, keeping
+    the pitch, the timing and the phase: another vocal-tract length, the same speech.
+
+    A row's short-time spectrum is split into a smooth envelope (the cepstrum's first
+    ``lifter`` coefficients, below any voice's pitch period) and the rest; the envelope
+    is stretched along frequency by ``factor`` (drawn per row from ``factors``) and each
+    frame is multiplied by the ratio of the stretched envelope to its own, at most
+    ``max_gain_db`` either way. The stretch is piecewise linear, as in vocal-tract
+    length perturbation: ``factor * f`` up to ``0.85 * upper_hz`` (scaled down for
+    factors above 1), then a line back to ``upper_hz``, above which nothing moves, so a
+    telephone band's edge stays where it was. Speed perturbation moves the formants
+    with the pitch and the rate; this moves them alone.
+
+    Parameters
+    ----------
+    factors : tuple of float
+        Range of the formant stretch (1: unchanged).
+    upper_hz : float
+        Frequencies from here up are left alone.
+    lifter : int
+        Cepstral coefficients kept for the envelope (at 16 kHz, 30 is 1.9 ms, below the
+        pitch period of any voice under 500 Hz).
+    n_fft, hop : int
+        The STFT (a Hann window of ``n_fft`` samples).
+    max_gain_db : float
+        Largest boost or cut applied to any bin.
+    passes : int
+        Corrections of the gain (2 move a 150 Hz-wide formant all the way; 1 about half).
+    sample_rate : int
+
+    Example
+    -------
+    >>> _ = torch.manual_seed(0)
+    >>> wav = torch.randn(2, 16000)
+    >>> out = FormantShift(factors=(1.1, 1.1))(wav, torch.tensor([1.0, 0.5]))
+    >>> out.shape, bool(out[1, 8000:].abs().max() == 0), round(float(out[0].std()), 2)
+    (torch.Size([2, 16000]), True, 1.0)
+    """
+
+    def __init__(self, factors=(0.88, 1.12), upper_hz: float = 4000.0, lifter: int = 30,
+                 n_fft: int = 512, hop: int = 128, max_gain_db: float = 20.0,
+                 passes: int = 2, sample_rate: int = TARGET_SAMPLE_RATE):
+        super().__init__()
+        if not 0 < factors[0] <= factors[1]:
+            raise ValueError(f"FormantShift factors must be positive and ordered, got {factors}")
+        if not 0 < upper_hz <= sample_rate / 2:
+            raise ValueError(f"FormantShift upper_hz must be in (0, {sample_rate / 2}], got {upper_hz}")
+        self.factors = tuple(factors)
+        self.upper_hz = upper_hz
+        self.lifter = lifter
+        self.n_fft = n_fft
+        self.hop = hop
+        self.max_gain = max_gain_db * math.log(10) / 20
+        self.passes = passes
+        self.sample_rate = sample_rate
+
+    def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        valid = _valid_mask(waveforms, lengths)
+        window = torch.hann_window(self.n_fft, device=waveforms.device)
+        spec = torch.stft(waveforms * valid, self.n_fft, self.hop, window=window,
+                          return_complex=True)                       # (batch, bins, frames)
+        envelope = self._log_envelope(spec)
+        factor = _uniform(self.factors, waveforms)                    # (batch, 1)
+        source = self._source_bins(factor, spec.shape[1])             # (batch, bins)
+        index = source.unsqueeze(-1).expand(-1, -1, envelope.shape[-1])
+        low = index.floor().long().clamp(max=spec.shape[1] - 1)
+        high = (low + 1).clamp(max=spec.shape[1] - 1)
+        weight = index - low
+        target = (1 - weight) * envelope.gather(1, low) + weight * envelope.gather(1, high)
+        # A smooth gain moves a sharp formant only part of the way (the envelope is
+        # smoothed, the formant is not): a few passes, each gain corrected by what the
+        # envelope of the result still misses, bring the envelope to its target.
+        log_gain = torch.zeros_like(envelope)
+        for _ in range(self.passes):
+            reached = self._log_envelope(spec * torch.exp(log_gain))
+            log_gain = (log_gain + target - reached).clamp(-self.max_gain, self.max_gain)
+        out = torch.istft(spec * torch.exp(log_gain), self.n_fft, self.hop, window=window,
+                          length=waveforms.shape[1])
+        return normalise_padded(out, valid)
+
+    def _log_envelope(self, spec: torch.Tensor) -> torch.Tensor:
+        log_mag = torch.log(spec.abs() + 1e-6)
+        cepstrum = torch.fft.irfft(log_mag, n=self.n_fft, dim=1)
+        keep = torch.zeros(self.n_fft, device=spec.device)
+        keep[: self.lifter] = 1.0
+        keep[self.n_fft - self.lifter + 1 :] = 1.0
+        return torch.fft.rfft(cepstrum * keep[None, :, None], dim=1).real
+
+    def _source_bins(self, factor: torch.Tensor, bins: int) -> torch.Tensor:
+        """For each output bin, the (fractional) input bin whose envelope moves there:
+        the inverse of the piecewise-linear stretch."""
+        hz_per_bin = self.sample_rate / self.n_fft
+        target = torch.arange(bins, device=factor.device, dtype=factor.dtype) * hz_per_bin
+        upper = self.upper_hz
+        knee_out = 0.85 * upper * factor.clamp(max=1.0)               # where the line starts, out
+        knee_in = knee_out / factor                                   # ... and in
+        below = target / factor
+        between = knee_in + (target - knee_out) * (upper - knee_in) / (upper - knee_out)
+        source = torch.where(target <= knee_out, below, torch.where(target <= upper, between, target))
+        return source / hz_per_bin

@@ -67,6 +67,7 @@ def write_report(out_dir, test_metrics: dict, metrics: dict, train_folder, datas
               "baseline is the project's original approach: per-utterance means of MFCC, "
               "zero-crossing rate, RMS, chroma and mel features fed to a small classifier, "
               "trained on the same splits.", ""]
+    lines += _by_voice(test_metrics)
     figures = []
     for png in sorted(os.listdir(train_folder)):
         if png.startswith("confusion_") and png.endswith(".png"):
@@ -92,6 +93,40 @@ def write_report(out_dir, test_metrics: dict, metrics: dict, train_folder, datas
     with open(path, "w", encoding="utf-8") as fout:
         fout.write("\n".join(lines))
     return path
+
+
+def _by_voice(test_metrics: dict) -> list[str]:
+    """A table per test set of its accuracy in each voice (speaker), where it has them.
+
+    >>> scored = {"joint": {"intent": {"by_speaker": {"ann": {"num_examples": 4, "accuracy": 0.5}}},
+    ...                     "emotion": {"by_speaker": {"ann": {"num_examples": 4, "accuracy": 0.25}}}}}
+    >>> print("\\n".join(_by_voice(scored)[6:]))
+    | voice | utterances | intent acc | emotion acc |
+    | --- | --- | --- | --- |
+    | ann | 4 | 0.500 | 0.250 |
+    <BLANKLINE>
+    """
+    lines = []
+    for name, scored in test_metrics.items():
+        if not isinstance(scored, dict):
+            continue
+        tasks = [t for t in CONTRACT_TASK_KEYS if "by_speaker" in scored.get(t, {})]
+        if not tasks:
+            continue
+        if not lines:
+            lines += ["## By voice", "", "Every voice here is unseen in training; how far they "
+                      "spread says more about the next caller than the mean does.", ""]
+        voices = sorted({v for t in tasks for v in scored[t]["by_speaker"]})
+        lines += [f"`{name}`:", "", "| voice | utterances | "
+                  + " | ".join(f"{t} acc" for t in tasks) + " |",
+                  "| --- | --- | " + " | ".join("---" for _ in tasks) + " |"]
+        for voice in voices:
+            cells = [scored[t]["by_speaker"].get(voice) for t in tasks]
+            count = max(c["num_examples"] for c in cells if c)
+            lines.append(f"| {voice} | {count} | "
+                         + " | ".join(f"{c['accuracy']:.3f}" if c else "–" for c in cells) + " |")
+        lines.append("")
+    return lines
 
 
 def _row(test_name, system, scored) -> str:

@@ -1045,11 +1045,15 @@ def _parent_stats(parent, manifest, hparams, accelerator, desc) -> dict:
 
 def _figures(report: dict, manifest) -> dict:
     """Accuracy and macro-F1 of one test, the F1 over the labels the test holds (in
-    extend, each test holds only part of the run's labels)."""
+    extend, each test holds only part of the run's labels), and the accuracy in each
+    voice when the test names its speakers."""
     from .metrics import macro_f1_over_references
 
-    return {"manifest": display_path(manifest), "accuracy": report["accuracy"],
-            "macro_f1": macro_f1_over_references(report)}
+    figures = {"manifest": display_path(manifest), "accuracy": report["accuracy"],
+               "macro_f1": macro_f1_over_references(report)}
+    if "by_speaker" in report:
+        figures["by_speaker"] = report["by_speaker"]
+    return figures
 
 
 # --------------------------------------------------------------------------

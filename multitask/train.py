@@ -42,7 +42,7 @@ from .ctc import CTCHead, ctc_loss_sum
 from .data_report import write_data_report
 from .losses import IGNORE_INDEX, joint_loss, task_loss_sums
 from .manifest import TASKS, manifest_paths, read_manifests
-from .metrics import classification_report, plot_confusion_matrix
+from .metrics import accuracy_by_group, classification_report, plot_confusion_matrix
 from .model import CTC_OUTPUT, MultitaskModel, build_heads, frame_mask
 from .optim import param_groups
 from .sampling import steps_per_epoch
@@ -464,11 +464,14 @@ def _group_lr(optimizer, name) -> float:
 
 def evaluate_manifest(accelerator, model, manifest, encoders, hparams, desc="eval") -> dict:
     """:func:`evaluate` over one manifest (or a list), batched by ``eval_batching`` and
-    sharded between processes."""
+    sharded between processes; ``speakers`` maps each row's id to its speaker ("" when
+    the manifest names none)."""
     dataset, rows = D.load_split(manifest, encoders)
     loader = D.make_loader(dataset, rows, hparams["eval_batching"], False, hparams["seed"],
                            shard=_shard(accelerator))
-    return evaluate(accelerator, model, loader, encoders, desc=desc)
+    stats = evaluate(accelerator, model, loader, encoders, desc=desc)
+    stats["speakers"] = {row["id"]: row.get("speaker") or "" for row in rows}
+    return stats
 
 
 def load_best(hparams, accelerator: Accelerator):
@@ -499,6 +502,7 @@ def test(hparams, accelerator: Accelerator | None = None) -> dict:
         stats = evaluate_manifest(accelerator, model, manifest, encoders, hparams,
                                   desc=f"test {name}")
         predictions = stats.pop("rows")
+        _add_accuracy_by_speaker(stats, predictions, stats.pop("speakers"))
         results[name] = {"manifest": os.path.basename(str(manifest)), **stats}
         if accelerator.is_main_process:
             _write_predictions(os.path.join(out, f"predictions_{name}.csv"), predictions, encoders)
@@ -515,6 +519,18 @@ def test(hparams, accelerator: Accelerator | None = None) -> dict:
         with open(os.path.join(out, "test_metrics.json"), "w", encoding="utf-8") as fout:
             json.dump(results, fout, indent=2, default=_json_default)
     return results
+
+
+def _add_accuracy_by_speaker(stats: dict, rows: list[dict], speakers: dict) -> None:
+    """``stats[task]["by_speaker"]`` for each scored task, when the rows name speakers."""
+    if not any(speakers.values()):
+        return
+    for task in [t for t in TASKS if t in stats]:
+        labelled = [(row["id"], *row[task]) for row in rows if row[task][0] != IGNORE_INDEX]
+        if labelled:
+            stats[task]["by_speaker"] = accuracy_by_group(
+                [max(range(len(probs)), key=probs.__getitem__) for _, _, probs in labelled],
+                [ref for _, ref, _ in labelled], [speakers[utt] for utt, _, _ in labelled])
 
 
 def label_names(encoder) -> list[str]:

@@ -135,3 +135,71 @@ def test_pauses_go_between_words_and_keep_every_sample():
     added = ~torch.isin(row[:samples[0]], speech)
     assert int(added.sum()) >= 1590 and row[:samples[0]][added].abs().max() < 0.01
     assert out[1, samples[1]:].abs().max() == 0                   # re-padded with zeros
+
+
+def vowel(pitch_hz=125, formants=((700, 80), (2500, 150)), rate=16000):
+    """A pulse train through two resonators: a vowel with known pitch and formants."""
+    import math
+
+    import torchaudio.functional as AF
+
+    wav = torch.zeros(rate)
+    wav[:: rate // pitch_hz] = 1.0
+    for centre, bandwidth in formants:
+        r, theta = math.exp(-math.pi * bandwidth / rate), 2 * math.pi * centre / rate
+        wav = AF.lfilter(wav[None], torch.tensor([1.0, -2 * r * math.cos(theta), r * r]),
+                         torch.tensor([1.0, 0.0, 0.0]), clamp=False)[0]
+    return wav / wav.std()
+
+
+def strongest_harmonic_hz(wav, low, high, pitch=125, rate=16000):
+    """The loudest harmonic of ``pitch`` between ``low`` and ``high``: where the formant is."""
+    magnitude = torch.fft.rfft(wav[1000:-1000] * torch.hann_window(rate - 2000)).abs()
+    hz_per_bin = rate / (rate - 2000)
+    harmonics = [h for h in range(pitch, rate // 2, pitch) if low < h < high]
+    level = [float(magnitude[round(h / hz_per_bin) - 2 : round(h / hz_per_bin) + 3].max()) for h in harmonics]
+    return harmonics[max(range(len(level)), key=level.__getitem__)]
+
+
+def pitch_hz(wav, rate=16000):
+    inner = wav[2000:12000]
+    lags = range(40, 200)
+    scores = [float((inner[:-lag] * inner[lag:]).sum()) for lag in lags]
+    return rate / lags[max(range(len(scores)), key=scores.__getitem__)]
+
+
+def test_formant_shift_moves_the_envelope_not_the_pitch_nor_the_band_above():
+    from multitask.augment import FormantShift
+
+    wav = vowel()
+    base = strongest_harmonic_hz(wav, 1800, 3400)
+    assert abs(base - 2500) < 80
+    for factor in (0.9, 1.1):
+        out = FormantShift(factors=(factor, factor))(wav[None], torch.ones(1))[0]
+        moved = strongest_harmonic_hz(out, 1800, 3400)
+        assert moved == round(base * factor), (factor, base, moved)   # the nearest harmonic
+        assert pitch_hz(out) == pitch_hz(wav) == 125
+    # Factor 1 changes nothing but the level; above upper_hz nothing moves at any factor.
+    same = FormantShift(factors=(1.0, 1.0))(wav[None], torch.ones(1))[0]
+    assert torch.allclose(same, (wav - wav.mean()) / wav.std(), atol=1e-2)
+    wide = torch.randn(16000, generator=torch.Generator().manual_seed(0))
+    out = FormantShift(factors=(1.12, 1.12), upper_hz=4000)(wide[None], torch.ones(1))[0]
+    above = lambda w: torch.fft.rfft(w[512:-512])[5000:].abs()  # noqa: E731  (bins above 5 kHz)
+    ratio = above(out) / above(wide / wide.std())
+    assert float((ratio.median() - 1).abs()) < 0.05
+
+
+def test_formant_shift_draws_per_row_keeps_padding_and_refuses_bad_settings():
+    import pytest
+
+    from multitask.augment import FormantShift
+
+    wavs = torch.stack([vowel(), vowel()])
+    wavs[1, 8000:] = 0.0
+    torch.manual_seed(0)
+    out = FormantShift()(wavs, torch.tensor([1.0, 0.5]))
+    assert out[1, 8000:].abs().max() == 0
+    assert not torch.allclose(out[0, :8000], out[1, :8000], atol=1e-2)   # two draws
+    for bad in ({"factors": (1.1, 0.9)}, {"factors": (0.0, 1.0)}, {"upper_hz": 9000}):
+        with pytest.raises(ValueError, match="FormantShift"):
+            FormantShift(**bad)

@@ -1,6 +1,7 @@
 """`make demo`'s pipeline end to end, at the generator's tiny size: synthetic corpus,
 real preparers, joint training, joint test, export, offline reload, baseline, report."""
 
+import csv
 import json
 import subprocess
 import sys
@@ -30,6 +31,9 @@ def test_the_demo_pipeline_runs_end_to_end_and_honours_the_metrics_contract(tmp_
     assert (demo / "confusion_joint_emotion.png").is_file()
     assert (demo / "model" / "hyperparams.yaml").is_file()
     assert "Reloaded export" in report and "error:" not in report
+    joint = csv.DictReader(open(demo / "synth" / "joint_test" / "joint_test.csv"))
+    voices = {row["speaker"] for row in joint}
+    assert "## By voice" in report and all(f"| {voice} |" in report for voice in voices)
 
 
 def test_the_demo_refuses_a_corpus_seed_its_encoder_was_not_pretrained_on(tmp_path):

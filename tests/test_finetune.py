@@ -248,6 +248,10 @@ def test_extend_scores_macro_f1_over_the_labels_each_test_holds(extended):
         assert len(held) == (len(NEW_INTENTS) if name == "new" else 2)
         assert record["results"][key]["macro_f1"] == pytest.approx(sum(held) / len(held))
         assert record["results"][key]["accuracy"] == tested[name]["intent"]["accuracy"]
+        # and the accuracy in each voice: the new domain's CSV names its speakers
+        if name == "new":
+            assert set(record["results"][key]["by_speaker"]) == {"test0", "test1", "test2"}
+        assert record["results"][key].get("by_speaker") == tested[name]["intent"].get("by_speaker")
 
 
 def test_a_label_the_test_does_not_hold_counts_against_recall_not_as_a_class():

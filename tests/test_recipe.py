@@ -4,6 +4,7 @@ Each test runs ``recipes/train.py hparams/tiny.yaml`` in a subprocess with
 command-line overrides, on generated toy audio and a tiny generated encoder.
 """
 
+import csv
 import json
 import os
 import signal
@@ -57,6 +58,18 @@ def test_recipe_learns_both_toy_tasks_and_writes_its_outputs(group_norm_encoder,
     # Two classes per task: chance is 0.5.
     assert results["toy"]["intent"]["accuracy"] >= 0.75
     assert results["toy"]["emotion"]["accuracy"] >= 0.75
+    # Accuracy by speaker, recounted from the predictions file and the manifest's speakers.
+    speaker_of = {row["id"]: row["speaker"] for row in csv.DictReader(open(toy_corpus["test"]))}
+    predicted = list(csv.DictReader(open(out / "predictions_toy.csv")))
+    for task in ("intent", "emotion"):
+        recount = {}
+        for row in predicted:
+            if row[f"{task}_ref"]:
+                recount.setdefault(speaker_of[row["id"]], []).append(row[f"{task}_ref"] == row[f"{task}_pred"])
+        assert results["toy"][task]["by_speaker"] == {
+            spk: {"num_examples": len(hits), "accuracy": sum(hits) / len(hits)}
+            for spk, hits in sorted(recount.items())}
+        assert len(recount) == 3
     for produced in ("save/label_encoder_intent.txt", "save/label_encoder_emotion.txt",
                      "train_log.txt", "log.txt", "hyperparams.yaml", "predictions_toy.csv",
                      "confusion_toy_intent.png", "confusion_toy_emotion.png"):
