@@ -228,15 +228,19 @@ class FormantShift(torch.nn.Module):
     """Move the formants (the spectral envelope) by a random factor per row, keeping
     the pitch, the timing and the phase: another vocal-tract length, the same speech.
 
-    A row's short-time spectrum is split into a smooth envelope (the cepstrum's first
-    ``lifter`` coefficients, below any voice's pitch period) and the rest; the envelope
-    is stretched along frequency by ``factor`` (drawn per row from ``factors``) and each
-    frame is multiplied by the ratio of the stretched envelope to its own, at most
-    ``max_gain_db`` either way. The stretch is piecewise linear, as in vocal-tract
-    length perturbation: ``factor * f`` up to ``0.85 * upper_hz`` (scaled down for
-    factors above 1), then a line back to ``upper_hz``, above which nothing moves, so a
-    telephone band's edge stays where it was. Speed perturbation moves the formants
-    with the pitch and the rate; this moves them alone.
+    Each frame's spectrum is split into a smooth envelope and the harmonics riding on
+    it. The envelope is the *true envelope* (cepstral smoothing to ``lifter``
+    coefficients, repeated on the maximum of the spectrum and the last envelope, so it
+    runs over the harmonic peaks rather than between them). The envelope is stretched
+    along frequency by ``factor`` (drawn per row from ``factors``), smoothed the same
+    way, and each frame is multiplied by the ratio of the stretched envelope to its own,
+    at most ``max_gain_db`` either way. The stretch is piecewise linear, as in
+    vocal-tract length perturbation: ``factor * f`` up to ``0.85 * upper_hz`` (scaled
+    down for factors above 1), then a line back to ``upper_hz``; from ``upper_hz`` up
+    nothing moves. The default ``upper_hz`` is a telephone line's upper band edge, which
+    so stays put; its lower edge (300 Hz) moves with the factor, as lines differ there.
+    Speed perturbation moves the formants with the pitch and the rate; this moves them
+    alone.
 
     Parameters
     ----------
@@ -245,14 +249,16 @@ class FormantShift(torch.nn.Module):
     upper_hz : float
         Frequencies from here up are left alone.
     lifter : int
-        Cepstral coefficients kept for the envelope (at 16 kHz, 30 is 1.9 ms, below the
-        pitch period of any voice under 500 Hz).
+        Cepstral coefficients kept for the envelope. At 16 kHz, 40 is 2.5 ms: finer
+        would follow the harmonics of voices above 400 Hz, coarser merges formants.
+    envelope_iterations : int
+        Smoothing passes of the true envelope (0: the plain cepstral envelope, which
+        runs below the harmonic peaks and moves a formant only part of the way).
     n_fft, hop : int
-        The STFT (a Hann window of ``n_fft`` samples).
+        The STFT (a Hann window of ``n_fft`` samples; half-overlapping frames cost half
+        of quarter-overlapping ones and moved the formants as well).
     max_gain_db : float
         Largest boost or cut applied to any bin.
-    passes : int
-        Corrections of the gain (2 move a 150 Hz-wide formant all the way; 1 about half).
     sample_rate : int
 
     Example
@@ -264,51 +270,58 @@ class FormantShift(torch.nn.Module):
     (torch.Size([2, 16000]), True, 1.0)
     """
 
-    def __init__(self, factors=(0.88, 1.12), upper_hz: float = 4000.0, lifter: int = 30,
-                 n_fft: int = 512, hop: int = 128, max_gain_db: float = 20.0,
-                 passes: int = 2, sample_rate: int = TARGET_SAMPLE_RATE):
+    FLOOR_DB = 80.0     # each frame's spectrum is floored this far below its peak
+
+    def __init__(self, factors=(0.88, 1.12), upper_hz: float = 3400.0, lifter: int = 40,
+                 envelope_iterations: int = 10, n_fft: int = 512, hop: int = 256,
+                 max_gain_db: float = 20.0, sample_rate: int = TARGET_SAMPLE_RATE):
         super().__init__()
         if not 0 < factors[0] <= factors[1]:
             raise ValueError(f"FormantShift factors must be positive and ordered, got {factors}")
         if not 0 < upper_hz <= sample_rate / 2:
             raise ValueError(f"FormantShift upper_hz must be in (0, {sample_rate / 2}], got {upper_hz}")
+        if not 0 < lifter < n_fft // 2:
+            raise ValueError(f"FormantShift lifter must be in (0, {n_fft // 2}), got {lifter}")
         self.factors = tuple(factors)
         self.upper_hz = upper_hz
         self.lifter = lifter
+        self.envelope_iterations = envelope_iterations
         self.n_fft = n_fft
         self.hop = hop
         self.max_gain = max_gain_db * math.log(10) / 20
-        self.passes = passes
         self.sample_rate = sample_rate
 
     def forward(self, waveforms: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         valid = _valid_mask(waveforms, lengths)
-        window = torch.hann_window(self.n_fft, device=waveforms.device)
-        spec = torch.stft(waveforms * valid, self.n_fft, self.hop, window=window,
-                          return_complex=True)                       # (batch, bins, frames)
-        envelope = self._log_envelope(spec)
-        factor = _uniform(self.factors, waveforms)                    # (batch, 1)
-        source = self._source_bins(factor, spec.shape[1])             # (batch, bins)
+        x = (waveforms * valid).float()      # the FFTs want float32 whatever the batch is in
+        window = torch.hann_window(self.n_fft, device=x.device)
+        spec = torch.stft(x, self.n_fft, self.hop, window=window, return_complex=True)
+        envelope = self.log_envelope(spec)                            # (batch, bins, frames)
+        source = self._source_bins(_uniform(self.factors, x), spec.shape[1])
         index = source.unsqueeze(-1).expand(-1, -1, envelope.shape[-1])
         low = index.floor().long().clamp(max=spec.shape[1] - 1)
         high = (low + 1).clamp(max=spec.shape[1] - 1)
         weight = index - low
-        target = (1 - weight) * envelope.gather(1, low) + weight * envelope.gather(1, high)
-        # A smooth gain moves a sharp formant only part of the way (the envelope is
-        # smoothed, the formant is not): a few passes, each gain corrected by what the
-        # envelope of the result still misses, bring the envelope to its target.
-        log_gain = torch.zeros_like(envelope)
-        for _ in range(self.passes):
-            reached = self._log_envelope(spec * torch.exp(log_gain))
-            log_gain = (log_gain + target - reached).clamp(-self.max_gain, self.max_gain)
-        out = torch.istft(spec * torch.exp(log_gain), self.n_fft, self.hop, window=window,
-                          length=waveforms.shape[1])
-        return normalise_padded(out, valid)
+        stretched = (1 - weight) * envelope.gather(1, low) + weight * envelope.gather(1, high)
+        gain = (self._smooth(stretched) - envelope).clamp(-self.max_gain, self.max_gain)
+        out = torch.istft(spec * torch.exp(gain), self.n_fft, self.hop, window=window,
+                          length=x.shape[1])
+        return normalise_padded(out, valid).to(waveforms.dtype)
 
-    def _log_envelope(self, spec: torch.Tensor) -> torch.Tensor:
-        log_mag = torch.log(spec.abs() + 1e-6)
+    def log_envelope(self, spec: torch.Tensor) -> torch.Tensor:
+        """The true log-magnitude envelope of a ``(batch, bins, frames)`` STFT."""
+        magnitude = spec.abs()
+        floor = magnitude.amax(dim=1, keepdim=True) * 10 ** (-self.FLOOR_DB / 20) + 1e-12
+        log_mag = torch.log(torch.maximum(magnitude, floor))
+        envelope = self._smooth(log_mag)
+        for _ in range(self.envelope_iterations):
+            envelope = self._smooth(torch.maximum(log_mag, envelope))
+        return envelope
+
+    def _smooth(self, log_mag: torch.Tensor) -> torch.Tensor:
+        """Keep the first ``lifter`` cepstral coefficients of each frame."""
         cepstrum = torch.fft.irfft(log_mag, n=self.n_fft, dim=1)
-        keep = torch.zeros(self.n_fft, device=spec.device)
+        keep = torch.zeros(self.n_fft, device=log_mag.device)
         keep[: self.lifter] = 1.0
         keep[self.n_fft - self.lifter + 1 :] = 1.0
         return torch.fft.rfft(cepstrum * keep[None, :, None], dim=1).real

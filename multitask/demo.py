@@ -114,8 +114,9 @@ def _by_voice(test_metrics: dict) -> list[str]:
         if not tasks:
             continue
         if not lines:
-            lines += ["## By voice", "", "Every voice here is unseen in training; how far they "
-                      "spread says more about the next caller than the mean does.", ""]
+            lines += ["## By voice", "", "In the demo's corpus every test voice is unseen in "
+                      "training; how far they spread says more about the next caller than "
+                      "their mean does.", ""]
         voices = sorted({v for t in tasks for v in scored[t]["by_speaker"]})
         lines += [f"`{name}`:", "", "| voice | utterances | "
                   + " | ".join(f"{t} acc" for t in tasks) + " |",

@@ -464,13 +464,13 @@ def _group_lr(optimizer, name) -> float:
 
 def evaluate_manifest(accelerator, model, manifest, encoders, hparams, desc="eval") -> dict:
     """:func:`evaluate` over one manifest (or a list), batched by ``eval_batching`` and
-    sharded between processes; ``speakers`` maps each row's id to its speaker ("" when
-    the manifest names none)."""
+    sharded between processes; each task's report also holds its accuracy per speaker
+    (``by_speaker``) when the manifest names speakers."""
     dataset, rows = D.load_split(manifest, encoders)
     loader = D.make_loader(dataset, rows, hparams["eval_batching"], False, hparams["seed"],
                            shard=_shard(accelerator))
     stats = evaluate(accelerator, model, loader, encoders, desc=desc)
-    stats["speakers"] = {row["id"]: row.get("speaker") or "" for row in rows}
+    _add_accuracy_by_speaker(stats, {row["id"]: row.get("speaker") or "" for row in rows})
     return stats
 
 
@@ -502,7 +502,6 @@ def test(hparams, accelerator: Accelerator | None = None) -> dict:
         stats = evaluate_manifest(accelerator, model, manifest, encoders, hparams,
                                   desc=f"test {name}")
         predictions = stats.pop("rows")
-        _add_accuracy_by_speaker(stats, predictions, stats.pop("speakers"))
         results[name] = {"manifest": os.path.basename(str(manifest)), **stats}
         if accelerator.is_main_process:
             _write_predictions(os.path.join(out, f"predictions_{name}.csv"), predictions, encoders)
@@ -521,16 +520,18 @@ def test(hparams, accelerator: Accelerator | None = None) -> dict:
     return results
 
 
-def _add_accuracy_by_speaker(stats: dict, rows: list[dict], speakers: dict) -> None:
-    """``stats[task]["by_speaker"]`` for each scored task, when the rows name speakers."""
+def _add_accuracy_by_speaker(stats: dict, speakers: dict) -> None:
+    """``stats[task]["by_speaker"]`` for each scored task of :func:`evaluate`'s ``stats``,
+    when ``speakers`` (row id to speaker) names any; rows without one count as "(none)"."""
     if not any(speakers.values()):
         return
     for task in [t for t in TASKS if t in stats]:
-        labelled = [(row["id"], *row[task]) for row in rows if row[task][0] != IGNORE_INDEX]
+        labelled = [(row["id"], *row[task]) for row in stats["rows"] if row[task][0] != IGNORE_INDEX]
         if labelled:
             stats[task]["by_speaker"] = accuracy_by_group(
                 [max(range(len(probs)), key=probs.__getitem__) for _, _, probs in labelled],
-                [ref for _, ref, _ in labelled], [speakers[utt] for utt, _, _ in labelled])
+                [ref for _, ref, _ in labelled],
+                [speakers[utt] or "(none)" for utt, _, _ in labelled])
 
 
 def label_names(encoder) -> list[str]:
