@@ -176,6 +176,7 @@ def fit(hparams, accelerator: Accelerator | None = None) -> dict:
         f"mixed precision {accelerator.mixed_precision}"
     )
     set_seed(hparams["seed"])
+    check_augmenters(hparams)
     encoders, train_loader, valid_loader = get_dataloaders(accelerator, hparams)
     model = build_model(hparams, encoders, training=True)
     if hparams.get("init_model") is not None:
@@ -273,6 +274,40 @@ def check_replicas_in_sync(accelerator, model) -> None:
     if spread > 0:
         raise RuntimeError(f"parameters differ between processes (max difference {spread:.3g})")
     accelerator.print(f"parameters identical on all {accelerator.num_processes} processes")
+
+
+def check_augmenters(hparams: dict) -> None:
+    """Refuse an ``Augmenter`` that would never run some of its augmentations.
+
+    SpeechBrain's ``Augmenter`` takes its first N augmentations in list order unless
+    ``shuffle_augmentations`` is set: with ``max_augmentations: 1`` and two listed, the
+    second never runs, silently.
+
+    >>> from speechbrain.augment.augmenter import Augmenter
+    >>> from multitask.augment import PauseInsertion, TelephoneBand
+    >>> two = [TelephoneBand(), PauseInsertion()]
+    >>> check_augmenters({"augmentation": Augmenter(augmentations=two, max_augmentations=1)})
+    Traceback (most recent call last):
+    ...
+    ValueError: augmentation: SpeechBrain's Augmenter applies its augmentations in list order, so with max_augmentations 1 only ['TelephoneBand0'] would ever run, never ['PauseInsertion1']; set shuffle_augmentations: True
+    >>> check_augmenters({"augmentation": Augmenter(augmentations=two, max_augmentations=1,
+    ...                                             shuffle_augmentations=True)})
+    """
+    from speechbrain.augment.augmenter import Augmenter
+
+    named = [("augmentation", hparams.get("augmentation"))]
+    named += [(f"task_augmentation.{task}", aug)
+              for task, aug in (hparams.get("task_augmentation") or {}).items()]
+    for name, augmenter in named:
+        if not isinstance(augmenter, Augmenter) or augmenter.shuffle_augmentations:
+            continue
+        listed = list(augmenter.augmentations)
+        if augmenter.max_augmentations < len(listed):
+            raise ValueError(
+                f"{name}: SpeechBrain's Augmenter applies its augmentations in list order, "
+                f"so with max_augmentations {augmenter.max_augmentations} only "
+                f"{listed[: augmenter.max_augmentations]} would ever run, never "
+                f"{listed[augmenter.max_augmentations:]}; set shuffle_augmentations: True")
 
 
 def augment_batch(hparams: dict, wavs, wav_lens, labels: dict):
