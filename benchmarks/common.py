@@ -8,63 +8,14 @@ slows one slows the other, and the ratios stay meaningful.
 
 from __future__ import annotations
 
-import datetime
 import json
 import os
-import platform
 import resource
 import subprocess
-import time
 
-import torch
-
-FLAG_NAMES = ("sse4_2", "fma", "avx", "avx2", "avx512f", "avx512_bf16", "avx512_vnni",
-              "avx_vnni", "amx_tile", "amx_int8", "amx_bf16", "f16c")
-
-
-def machine() -> dict:
-    """CPU model, core count, relevant CPU flags, thread settings, versions, date."""
-    model, flags = platform.processor() or "unknown", set()
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as fin:
-            for line in fin:
-                key, _, value = line.partition(":")
-                if key.strip() == "model name":
-                    model = value.strip()
-                elif key.strip() == "flags":
-                    flags = set(value.split())
-    except OSError:
-        pass
-    import transformers
-
-    return {
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "cpu": model,
-        "logical_cpus": os.cpu_count(),
-        "cpu_flags": [f for f in FLAG_NAMES if f in flags],
-        "torch_threads": torch.get_num_threads(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "mkldnn": torch.backends.mkldnn.is_available(),
-        "quantized_engine": torch.backends.quantized.engine,
-        "load_average_at_start": list(os.getloadavg()),
-        "python": platform.python_version(),
-    }
-
-
-def matmul_gflops(size: int = 2048, repeats: int = 3) -> float:
-    """Best fp32 ``size x size`` matrix-multiply rate over ``repeats`` runs, in GFLOP/s."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
-    out = torch.empty(size, size)
-    torch.mm(a, b, out=out)
-    best = min(_seconds(lambda: torch.mm(a, b, out=out)) for _ in range(repeats))
-    return 2 * size**3 / best / 1e9
-
-
-def _seconds(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
+# The machine's description and its fp32 ceiling live in the package (the demo records
+# them too); the benchmark scripts import them from here.
+from multitask.host import machine, matmul_gflops, seconds  # noqa: F401
 
 
 class Rounds:
@@ -90,7 +41,7 @@ class Rounds:
         for _ in range(rounds):
             self.ceilings.append(matmul_gflops(self.matmul_size))
             for name, (fn, _) in self.cases.items():
-                self.times[name].append(_seconds(fn))
+                self.times[name].append(seconds(fn))
         self.ceilings.append(matmul_gflops(self.matmul_size))
 
     def best_rate(self, name: str) -> float:

@@ -46,12 +46,27 @@ def demo_metrics(test_metrics: dict, test_name: str, train_seconds: float, total
     return metrics
 
 
+def _host_line(host: dict | None) -> list[str]:
+    """The machine a report's times were measured on (none for a report without one).
+
+    >>> _host_line({"cpu": "AMD EPYC", "torch_threads": 2, "matmul_gflops_at_start": 45.2,
+    ...             "matmul_gflops_at_end": 51.0})
+    ['On AMD EPYC, 2 threads: fp32 matrix multiply at 45.2 GFLOP/s at the start, 51.0 at the end (times scale inversely with it).']
+    """
+    if not host:
+        return []
+    return [f"On {host['cpu']}, {host['torch_threads']} threads: fp32 matrix multiply at "
+            f"{host['matmul_gflops_at_start']} GFLOP/s at the start, "
+            f"{host['matmul_gflops_at_end']} at the end (times scale inversely with it)."]
+
+
 def write_report(out_dir, test_metrics: dict, metrics: dict, train_folder, datasheet=None,
                  baseline: dict | None = None, predictions: list | None = None) -> str:
     """Write ``report.md`` with the results tables and copy the confusion-matrix PNGs."""
     lines = ["# Demo report", "",
              f"Model checkpoint `{test_metrics.get('checkpoint')}`; training took "
-             f"{metrics['train_seconds']:.0f} s, the whole demo {metrics['total_seconds']:.0f} s.", ""]
+             f"{metrics['train_seconds']:.0f} s, the whole demo {metrics['total_seconds']:.0f} s.",
+             *_host_line(metrics.get("host")), ""]
     lines += ["## Results", "",
               "| test set | system | intent acc | intent macro-F1 | emotion acc | emotion UA | emotion macro-F1 |",
               "| --- | --- | --- | --- | --- | --- | --- |"]

@@ -23,6 +23,7 @@ import speechbrain as sb
 from multitask.baseline import run_baseline
 from multitask.demo import demo_metrics, write_json, write_report
 from multitask.export import export_model
+from multitask.host import machine, matmul_gflops
 from multitask.manifest import read_manifest
 from multitask.pretrain import check_corpus_seed
 from multitask.recipe import load_hparams, parse_arguments
@@ -31,6 +32,8 @@ from multitask.train import fit, make_accelerator, prepare_data, test
 
 if __name__ == "__main__":
     started = time.time()
+    # The machine's speed, so that the wall times below can be compared across hosts.
+    host = {**machine(), "matmul_gflops_at_start": round(matmul_gflops(), 1)}
     hparams_file, overrides = parse_arguments(sys.argv[1:])
     hparams = load_hparams(hparams_file, overrides)
     demo_folder = hparams["demo_folder"]
@@ -73,6 +76,7 @@ if __name__ == "__main__":
 
     # 6. Results.
     metrics = demo_metrics(test_metrics, "joint", train_seconds, time.time() - started, baseline)
+    metrics["host"] = {**host, "matmul_gflops_at_end": round(matmul_gflops(), 1)}
     write_json(os.path.join(demo_folder, "metrics.json"), metrics)
     report = write_report(demo_folder, test_metrics, metrics, hparams["output_folder"],
                           datasheet=os.path.join(hparams["synth_folder"], "DATASHEET.md"),

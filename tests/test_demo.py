@@ -26,8 +26,11 @@ def test_the_demo_pipeline_runs_end_to_end_and_honours_the_metrics_contract(tmp_
     assert metrics["test_set"] == "joint"
     assert 0 < metrics["train_seconds"] <= metrics["total_seconds"]
     assert set(metrics["baseline"]) == {"intent", "emotion"}
+    # The times come with the machine's measured speed, so they can be compared.
+    assert metrics["host"]["matmul_gflops_at_start"] > 0 < metrics["host"]["matmul_gflops_at_end"]
     report = (demo / "report.md").read_text()
     assert "feature baseline" in report and "confusion_joint_intent.png" in report
+    assert "GFLOP/s at the start" in report
     assert (demo / "confusion_joint_emotion.png").is_file()
     assert (demo / "model" / "hyperparams.yaml").is_file()
     assert "Reloaded export" in report and "error:" not in report
