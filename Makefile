@@ -4,12 +4,13 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test demo pretrain bench lint clean
+.PHONY: venv test demo pretrain bench lint clean constraints
 
-$(STAMP): pyproject.toml
+# constraints.txt pins every package to the set the README's figures were measured with.
+$(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet -e ".[dev]" -c constraints.txt
 	touch $(STAMP)
 
 venv: $(STAMP)
@@ -32,6 +33,11 @@ bench: $(STAMP)
 	$(PY) benchmarks/inference.py --out results/bench/inference.json
 	$(PY) benchmarks/train.py --out results/bench/train.json
 	$(PY) benchmarks/report.py --bench results/bench --readme README.md
+
+## make constraints: re-pin constraints.txt to what .venv holds now (after a deliberate upgrade)
+constraints: $(STAMP)
+	{ sed -n '/^#/p' constraints.txt; $(PY) -m pip freeze --exclude-editable | grep -v '^-e'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check multitask recipes tests benchmarks
