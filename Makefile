@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: venv test demo pretrain bench lint clean constraints
 
-# constraints.txt pins every package to the set the README's figures were measured with.
+# constraints.txt pins every package (Python 3.11) to the set the demo's figures were measured with.
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
@@ -34,10 +34,14 @@ bench: $(STAMP)
 	$(PY) benchmarks/train.py --out results/bench/train.json
 	$(PY) benchmarks/report.py --bench results/bench --readme README.md
 
-## make constraints: re-pin constraints.txt to what .venv holds now (after a deliberate upgrade)
-constraints: $(STAMP)
-	{ sed -n '/^#/p' constraints.txt; $(PY) -m pip freeze --exclude-editable | grep -v '^-e'; } > constraints.txt.new
+## make constraints: re-pin constraints.txt to what .venv holds now, after a deliberate
+## upgrade (e.g. .venv/bin/pip install -U transformers); then re-measure the README's figures.
+## It does not reinstall first: that would put the old pins back before they are read.
+constraints:
+	@test -x $(PY) || { echo "no $(VENV): run 'make venv' first"; exit 1; }
+	{ sed -n '/^#/p' constraints.txt; $(PY) -m pip freeze --exclude-editable; } > constraints.txt.new
 	mv constraints.txt.new constraints.txt
+	touch $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check multitask recipes tests benchmarks

@@ -32,10 +32,10 @@ from multitask.train import fit, make_accelerator, prepare_data, test
 
 if __name__ == "__main__":
     started = time.time()
-    # The machine's speed, so that the wall times below can be compared across hosts.
-    host = {**machine(), "matmul_gflops_at_start": round(matmul_gflops(), 1)}
     hparams_file, overrides = parse_arguments(sys.argv[1:])
     hparams = load_hparams(hparams_file, overrides)
+    # The machine's speed, so that the wall times below can be compared across hosts.
+    host = {**machine(), "matmul_gflops_at_start": round(matmul_gflops(), 1)}
     demo_folder = hparams["demo_folder"]
 
     # 1-2. Corpus, then manifests from the real preparers.
