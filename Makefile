@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP)
 
-## make test: unit tests, doctests, recipe smoke tests (about 10 minutes on 2 cores)
+## make test: unit tests, doctests, recipe smoke tests (5 to 25 minutes on 2 cores, by host)
 test: $(STAMP)
 	$(PY) -m pytest tests --doctest-modules multitask benchmarks/shift.py benchmarks/probe.py
 
