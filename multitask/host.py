@@ -1,9 +1,9 @@
 """What machine a figure was measured on: its description and its fp32 matrix-multiply rate.
 
 A wall time says little without the machine's speed: two hosts of the same name
-("AMD EPYC", 2 cores) have differed by almost four times in fp32 matrix-multiply rate
-(179 GFLOP/s on 2026-11-24, 37-61 on 2026-12-06), and the demo's training time
-with them. The demo and the benchmarks record both, so a time can be scaled.
+("AMD EPYC", 2 cores) have differed by three to five times in fp32 matrix-multiply rate
+(179 GFLOP/s on 2026-11-24, 32-61 on 2026-12-06), and the demo's training time by
+about three. The demo and the benchmarks record both, so a time can be scaled.
 
 Example
 -------
