@@ -15,7 +15,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP)
 
-## make test: unit tests, doctests, recipe smoke tests (5 to 25 minutes on 2 cores, by host)
+## make test: unit tests, doctests, recipe smoke tests (5 to 12 minutes on 2 idle cores, by host)
 test: $(STAMP)
 	$(PY) -m pytest tests --doctest-modules multitask benchmarks/shift.py benchmarks/probe.py
 
