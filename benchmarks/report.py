@@ -80,6 +80,15 @@ def table(inference: dict, train: dict | None) -> str:
             f"| padded frames, fixed {pad['fixed_size_shuffled']['rows']}-row shuffled batches | "
             f"{_pct(pad['fixed_size_shuffled']['padded_share_of_frames'])} |",
         ]
+        split = train.get("step_split")
+        if split:
+            lines.append("| step time: " + " / ".join(split) + " | "
+                         + " / ".join(_pct(v) for v in split.values()) + " |")
+        convs = train.get("profile", {}).get("convolutions_ms_per_step")
+        if convs:
+            lines.append("| convolutions, ms per step forward + backward: " + "; ".join(convs) + " | "
+                         + "; ".join(f"{c['forward_ms']:.0f} + {c['backward_ms']:.0f}" for c in convs.values())
+                         + f" (of {train['profile']['ms_per_step']:.0f} profiled) |")
     return "\n".join(lines) + "\n"
 
 

@@ -104,6 +104,11 @@ def test_benchmarks_write_their_json_and_the_readme_table(tmp_path, toy_corpus, 
     train = json.loads((bench / "train.json").read_text())
     assert train["audio_hours_per_hour"] > 0 and 0 <= train["data_wait_share"] <= 1
     assert set(train["padding"]) == {"length_aware", "fixed_size_shuffled"}
+    assert sum(train["step_split"].values()) == pytest.approx(1.0, abs=1e-3)
+    convs = train["profile"]["convolutions_ms_per_step"]
+    assert {"front end layer 0", "positional conv"} <= set(convs)
+    # every convolution of the encoder ran forward and backward inside the profiled steps
+    assert all(c["forward_ms"] > 0 and c["backward_ms"] > 0 for c in convs.values()), convs
 
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- bench:start -->\nold\n<!-- bench:end -->\nrest\n")
