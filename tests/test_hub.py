@@ -56,6 +56,21 @@ for name, revision in (("main", None), ("v2", "v2"), ("first", first_sha)):
 print(json.dumps(out))
 """
 
+# Each source that holds no model, and the one-line reason from_hparams gives.
+LOAD_MISSES = """
+import json
+from multitask.inference import MultitaskClassifier, ModelNotFoundError
+out = {}
+for name, source, revision in (("repo", "org/missing", None), ("revision", "org/name", "no-such-branch"),
+                               ("uncached", "org/name", None)):
+    try:
+        MultitaskClassifier.from_hparams(source=source, revision=revision)
+        out[name] = "loaded"
+    except ModelNotFoundError as err:
+        out[name] = str(err)
+print(json.dumps(out))
+"""
+
 
 def probabilities(folder, paths) -> dict:
     model = MultitaskClassifier.from_hparams(source=folder, run_opts={"device": "cpu"})
@@ -98,11 +113,15 @@ def round_trip(exported_model, toy_wavs, run_python, run_client, tmp_path_factor
         requests_before_offline = len(hub.request_log)
         offline = run_client(LOAD_REVISIONS, first_sha, *toy_wavs,
                              env=hub.client_env(hf_home=root / "user_home", offline=True), cwd=root)
+        offline_requests = len(hub.request_log) - requests_before_offline
+        online_misses = run_client(LOAD_MISSES, env=hub.client_env(hf_home=root / "user_home"), cwd=root)
+        offline_misses = run_client(
+            LOAD_MISSES, env=hub.client_env(hf_home=root / "empty_home", offline=True), cwd=root)
         yield {
+            "online_misses": online_misses, "offline_misses": offline_misses,
             "main_files": repo.files("main"), "v2_files": repo.files("v2"),
             "titles": [c.title for c in repo.history("v2")],
-            "online": online, "offline": offline,
-            "offline_requests": len(hub.request_log) - requests_before_offline,
+            "online": online, "offline": offline, "offline_requests": offline_requests,
             "expected_main": probabilities(exported_model, toy_wavs),
             "expected_v2": probabilities(second, toy_wavs),
         }
@@ -133,6 +152,17 @@ def test_a_pinned_revision_loads_that_revision(round_trip):
     assert max_difference(online["v2"], online["main"]) > 0.05
     assert max_difference(online["first"], online["main"]) == 0
     assert round_trip["v2_files"]["heads.safetensors"] != round_trip["main_files"]["heads.safetensors"]
+
+
+def test_a_source_without_a_model_says_which_and_why(round_trip):
+    online, offline = round_trip["online_misses"], round_trip["offline_misses"]
+    assert online["repo"].startswith("no model at org/missing: no such repo on the Hub")
+    assert online["revision"].startswith("no model at org/name at revision no-such-branch: "
+                                         "the repo has no such branch")
+    assert online["uncached"] == "loaded"
+    # offline, with an empty cache, nothing can load, and the reason is the cache
+    assert all(offline[name].startswith("no model at org/") and "not in the local Hub cache" in offline[name]
+               for name in ("repo", "revision", "uncached")), offline
 
 
 def test_model_card_front_matter_parses_and_reports_the_checkpoint_figures(

@@ -261,3 +261,20 @@ def test_a_savedir_filled_from_another_model_is_refreshed_not_reused(exported_mo
     # Loading a folder into itself writes nothing into it (it may be pushed as it is).
     intent_probs(other, other)
     assert not (other / ".multitask-source").exists()
+
+
+@pytest.mark.parametrize("case, expected", [
+    ("typo", "no model folder at {path}, and it is not a Hub repo id"),
+    ("empty folder", "{path} is a folder without hyperparams.yaml: not a model folder"),
+    ("a file", "{path} is a file: a model is a folder"),
+])
+def test_a_local_source_without_a_model_is_named_before_anything_loads(case, expected, tmp_path, capsys):
+    path = {"typo": tmp_path / "results" / "no-such-run" / "model", "empty folder": tmp_path,
+            "a file": tmp_path / "call.wav"}[case]
+    if case == "a file":
+        path.write_bytes(b"RIFF")
+    with pytest.raises(FileNotFoundError) as caught:  # ModelNotFoundError is one
+        MultitaskClassifier.from_hparams(source=path)
+    assert str(caught.value).startswith(expected.format(path=path))
+    assert main(["predict", "--model", str(path), str(path)]) == 2
+    assert capsys.readouterr().err.startswith(f"error: cannot load a model from {path}: ModelNotFoundError: ")
