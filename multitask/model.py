@@ -96,6 +96,15 @@ class Wav2Vec2Encoder(Wav2Vec2):
         # Inputs are normalised per utterance in multitask.audio, before padding;
         # the wrapper's whole-batch layer norm would let padding change the statistics.
         self.normalize_wav = False
+        # Transformers marks the waveform as needing a gradient while training (for
+        # gradient checkpointing), so the first convolution's backward also computes a
+        # gradient for the audio, which nothing reads. Trainable convolutions get their
+        # gradients through their weights either way: the parameter gradients are
+        # bit-identical without it, and a demo step is faster (docs/demo-experiments.md).
+        # (Transformers 4.x also checkpoints the convolutions only under this flag.)
+        extractor = getattr(self.model, "feature_extractor", None)
+        if extractor is not None and hasattr(extractor, "_requires_grad"):
+            extractor._requires_grad = False
         if use_attention_mask is None:
             use_attention_mask = self.config.feat_extract_norm == "layer"
         self.use_attention_mask = bool(use_attention_mask)

@@ -178,3 +178,33 @@ def test_an_offset_moves_only_the_added_classes_of_an_extended_head():
         head.offset_logits(torch.tensor([False, True, False, False, True]), -1.0)
     with pytest.raises(ValueError, match=r"5 booleans.*shape \(4,\)"):
         head.offset_logits(torch.tensor([False, False, False, True]), -1.0)
+
+
+
+def test_training_asks_no_gradient_of_the_audio_and_gets_the_same_weight_gradients(tmp_path):
+    from multitask.model import tiny_config
+
+    tiny_config().save_pretrained(tmp_path / "cfg")
+    encoder = Wav2Vec2Encoder(str(tmp_path / "cfg"), save_path=str(tmp_path),
+                              freeze_feature_extractor=False).train()
+    extractor = encoder.model.feature_extractor
+    audio_needs_grad = []
+    extractor.conv_layers[0].register_forward_pre_hook(
+        lambda module, args: audio_needs_grad.append(args[0].requires_grad))
+    wavs, lens = normalise(torch.randn(2, 8000)), torch.tensor([1.0, 0.6])
+
+    def gradients():
+        torch.manual_seed(0)
+        encoder.zero_grad()
+        encoder(wavs, lens).pow(2).mean().backward()
+        return {name: p.grad.clone() for name, p in encoder.named_parameters()}
+
+    ours = gradients()
+    extractor._requires_grad = True  # what Transformers builds
+    transformers_default = gradients()
+    assert audio_needs_grad == [False, True]
+    conv_weights = [n for n in ours if "conv_layers" in n and n.endswith("conv.weight")]
+    assert len(conv_weights) == len(extractor.conv_layers)
+    assert all(ours[n].abs().sum() > 0 for n in conv_weights)  # the front end still learns
+    assert ours.keys() == transformers_default.keys()
+    assert all(torch.equal(ours[n], transformers_default[n]) for n in ours)
