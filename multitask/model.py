@@ -97,11 +97,13 @@ class Wav2Vec2Encoder(Wav2Vec2):
         # the wrapper's whole-batch layer norm would let padding change the statistics.
         self.normalize_wav = False
         # Transformers marks the waveform as needing a gradient while training (for
-        # gradient checkpointing), so the first convolution's backward also computes a
-        # gradient for the audio, which nothing reads. Trainable convolutions get their
-        # gradients through their weights either way: the parameter gradients are
-        # bit-identical without it, and a demo step is faster (docs/demo-experiments.md).
-        # (Transformers 4.x also checkpoints the convolutions only under this flag.)
+        # gradient checkpointing), so backpropagation also computes a gradient for the
+        # audio, which nothing reads: through the first convolution, and with a frozen
+        # front end (SpeechBrain freezes its weights, not this flag) through all of it.
+        # Trainable convolutions get their gradients through their weights either way:
+        # the parameter gradients are bit-identical without it, and a step is faster
+        # (docs/demo-experiments.md). Transformers 4.x also checkpoints the convolutions
+        # only under this flag.
         extractor = getattr(self.model, "feature_extractor", None)
         if extractor is not None and hasattr(extractor, "_requires_grad"):
             extractor._requires_grad = False
