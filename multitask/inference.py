@@ -52,7 +52,6 @@ from .trust import fetch_and_check, weights_only_loads
 # Names hyperparams.yaml refers to as ``multitask.inference.<name>``.
 __all__ = [
     "MultitaskClassifier",
-    "ModelNotFoundError",
     "ModelFolderPretrainer",
     "TaskHead",
     "ExtendedHead",
@@ -430,7 +429,7 @@ def _hub_miss(source: str, revision, err: Exception) -> str:
     elif isinstance(err, RepositoryNotFoundError):
         why = "no such repo on the Hub, or it is private (pass token=True once logged in)"
     else:
-        why = "the repo lacks a file a model exported by `multitask export` has"
+        why = "the repo lacks a file that `multitask export` writes: is it a multitask model?"
     return f"no model at {where}: {why}; and no folder {source} here"
 
 

@@ -180,7 +180,6 @@ def test_an_offset_moves_only_the_added_classes_of_an_extended_head():
         head.offset_logits(torch.tensor([False, False, False, True]), -1.0)
 
 
-
 @pytest.mark.parametrize("frozen_front_end", [False, True])
 def test_training_asks_no_gradient_of_the_audio_and_gets_the_same_weight_gradients(
         frozen_front_end, tmp_path):
