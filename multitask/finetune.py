@@ -57,8 +57,9 @@ import warnings
 from collections import Counter
 from pathlib import Path
 
-from .card import display_path, is_hub_id
+from .card import display_path
 from .export import HPARAMS_FILE, WEIGHTS_FILES, export_model
+from .source import FOLDER, HUB, ModelNotFoundError, source_kind
 
 FINETUNE_RECORD = "finetune.json"
 DEFAULT_HPARAMS = Path(__file__).resolve().parent.parent / "hparams" / "finetune.yaml"
@@ -99,7 +100,11 @@ def load_parent(source, revision=None, savedir=None):
     """The parent as a :class:`MultitaskClassifier` on the CPU (folder or Hub repo id)."""
     from .inference import MultitaskClassifier
 
-    if os.path.exists(os.fspath(source)):
+    try:
+        kind = source_kind(source)
+    except ModelNotFoundError as err:
+        raise FinetuneError(str(err)) from None
+    if kind == FOLDER:
         check_parent_folder(source)
     try:
         parent = MultitaskClassifier.from_hparams(
@@ -204,7 +209,7 @@ def parent_identity(source, revision=None, repo_id=None) -> dict:
     for a local folder a digest of its weights.
     """
     source = os.fspath(source)
-    local = os.path.exists(source)
+    local = source_kind(source) == FOLDER
     identity = {"source": display_path(source) if local else source,
                 "local_folder": local, "revision": revision, "commit": None,
                 "repo_id": repo_id or (None if local else source)}
@@ -213,7 +218,7 @@ def parent_identity(source, revision=None, repo_id=None) -> dict:
         for name in WEIGHTS_FILES.values():
             digest.update(Path(source, name).read_bytes())
         identity["weights_sha256"] = digest.hexdigest()[:16]
-    elif is_hub_id(source):
+    elif source_kind(source) == HUB:
         try:
             from huggingface_hub import hf_hub_download
 

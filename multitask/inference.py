@@ -33,12 +33,9 @@ import tempfile
 import torch
 from huggingface_hub.errors import (
     EntryNotFoundError,
-    HFValidationError,
-    LocalEntryNotFoundError,
     RepositoryNotFoundError,
     RevisionNotFoundError,
 )
-from huggingface_hub.utils import validate_repo_id
 from speechbrain.inference.interfaces import Pretrained
 from speechbrain.utils.data_utils import batch_pad_right
 from speechbrain.utils.fetching import FetchConfig, FetchSource
@@ -47,6 +44,7 @@ from speechbrain.utils.parameter_transfer import Pretrainer
 from .audio import LONG_FILE_SECONDS, AudioInputError, iter_windows, load_audio, probe_audio
 from .model import ExtendedHead, MultitaskModel, TaskHead, Wav2Vec2Encoder
 from .optimize import optimize_for_cpu
+from .source import FOLDER, ModelNotFoundError, check_model_source, hub_miss_message
 from .trust import fetch_and_check, weights_only_loads
 
 # Names hyperparams.yaml refers to as ``multitask.inference.<name>``.
@@ -222,8 +220,8 @@ class MultitaskClassifier(Pretrained):
 
         Raises
         ------
-        ModelNotFoundError
-            No model where ``source`` points: no such folder (and not a repo id), a
+        multitask.source.ModelNotFoundError
+            A ``FileNotFoundError``: no model where ``source`` points: no such folder (and not a repo id), a
             folder without ``hyperparams.yaml``, or a repo, revision or file the Hub
             (or, offline, its cache) does not have; the message names which.
         multitask.trust.UntrustedHparamsError
@@ -238,7 +236,7 @@ class MultitaskClassifier(Pretrained):
                 revision=revision, token=token or False, allow_updates=revision is not None
             )
         source = os.fspath(source)
-        check_model_source(source, kwargs.get("hparams_file", "hyperparams.yaml"))
+        kind = check_model_source(source, kwargs.get("hparams_file", "hyperparams.yaml"))
         remember_source = _refetch_if_savedir_holds_another(source, revision, kwargs)
         try:
             if trust_remote_code:
@@ -248,9 +246,9 @@ class MultitaskClassifier(Pretrained):
                 with weights_only_loads():
                     model = super().from_hparams(source=source, **kwargs)
         except (EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError) as err:
-            if os.path.isdir(source):
+            if kind == FOLDER:
                 raise
-            raise ModelNotFoundError(_hub_miss(source, revision, err)) from err
+            raise ModelNotFoundError(hub_miss_message(source, revision, err)) from err
         remember_source()
         if optimize not in (None, "none") and str(model.device).startswith("cpu"):
             optimize_for_cpu(model, optimize)
@@ -385,52 +383,6 @@ class MultitaskClassifier(Pretrained):
             "top_k": [[names[i], values[i]] for i in ranked[: max(1, top_k)]],
             "probs": dict(zip(names, values, strict=True)),
         }
-
-
-class ModelNotFoundError(FileNotFoundError):
-    """``from_hparams`` found no model where its ``source`` points."""
-
-
-def check_model_source(source: str, hparams_file: str = "hyperparams.yaml") -> None:
-    """Refuse, naming it, a ``source`` that can be neither a model folder here nor a
-    Hub repo: a typo in a local path should not surface as the Hub's rules for repo
-    ids, and a folder that is not an export should say so before anything loads.
-
-    >>> check_model_source("results/no-such-run/model")
-    Traceback (most recent call last):
-      ...
-    multitask.inference.ModelNotFoundError: no model folder at results/no-such-run/model, and it is not a Hub repo id ('name' or 'org/name')
-    >>> check_model_source("org/name")  # shaped like a repo id: the Hub is asked
-    """
-    if source.startswith(("http://", "https://")):
-        return  # SpeechBrain fetches each file from the address itself
-    if os.path.isdir(source):
-        if not os.path.isfile(os.path.join(source, hparams_file)):
-            raise ModelNotFoundError(f"{source} is a folder without {hparams_file}: not a model "
-                                     "folder written by `multitask export`")
-        return
-    if os.path.exists(source):
-        raise ModelNotFoundError(f"{source} is a file: a model is a folder written by "
-                                 "`multitask export`, or a Hub repo id")
-    try:
-        validate_repo_id(source)
-    except HFValidationError:
-        raise ModelNotFoundError(f"no model folder at {source}, and it is not a Hub repo id "
-                                 "('name' or 'org/name')") from None
-
-
-def _hub_miss(source: str, revision, err: Exception) -> str:
-    """One line on why the Hub (or its cache) gave no model for ``source``."""
-    where = f"{source}" + (f" at revision {revision}" if revision else "")
-    if isinstance(err, LocalEntryNotFoundError):
-        why = "not in the local Hub cache, and the Hub was not reached (offline, or HF_HUB_OFFLINE=1)"
-    elif isinstance(err, RevisionNotFoundError):
-        why = "the repo has no such branch, tag or commit"
-    elif isinstance(err, RepositoryNotFoundError):
-        why = "no such repo on the Hub, or it is private (pass token=True once logged in)"
-    else:
-        why = "the repo lacks a file that `multitask export` writes: is it a multitask model?"
-    return f"no model at {where}: {why}; and no folder {source} here"
 
 
 SAVEDIR_SOURCE_FILE = ".multitask-source"

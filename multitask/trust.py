@@ -35,7 +35,9 @@ import io
 import os
 import re
 
-from speechbrain.utils.fetching import FetchConfig, FetchFrom, LocalStrategy, fetch, guess_source
+from speechbrain.utils.fetching import FetchConfig, LocalStrategy, fetch
+
+from .source import HUB, source_kind
 
 # Exactly what `multitask export` writes into hyperparams.yaml (multitask.export.HPARAMS_TEMPLATE).
 ALLOWED_TARGETS = frozenset({
@@ -133,8 +135,7 @@ def fetch_and_check(source: str, kwargs: dict) -> dict:
     """
     hparams_file = kwargs.get("hparams_file", "hyperparams.yaml")
     fetch_config = kwargs.get("fetch_config") or FetchConfig()
-    fetch_from, _ = guess_source(source)
-    if fetch_from == FetchFrom.HUGGING_FACE:
+    if source_kind(source) == HUB:
         path = fetch(hparams_file, source, fetch_config=fetch_config)  # no savedir: the cache's copy
         snapshot = path.parents[len(os.path.normpath(hparams_file).split(os.sep)) - 1]
         if snapshot.parent.name == "snapshots" and _COMMIT.fullmatch(snapshot.name):

@@ -396,6 +396,12 @@ def test_a_parent_folder_that_is_not_a_multitask_model_is_refused(trained_run, n
     code = main(["finetune", "--from", str(tmp_path / "empty"), "--train", new_domain["train"],
                  "--out", str(tmp_path / "run2")])
     assert code == 1 and "not a multitask model folder" in capsys.readouterr().err
+    typo = tmp_path / "results" / "no-such-run" / "model"
+    code = main(["finetune", "--from", str(typo), "--train", new_domain["train"],
+                 "--out", str(tmp_path / "run3")])
+    err = capsys.readouterr().err
+    assert code == 1 and f"no model folder at {typo}, and it is not a Hub repo id" in err
+    assert "cannot load" not in err  # refused before loading is tried, as a folder's faults are
 
 
 def test_other_commands_still_refuse_unknown_arguments():

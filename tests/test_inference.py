@@ -16,10 +16,12 @@ import pytest
 import soundfile as sf
 import torch
 from conftest import REPO
+from speechbrain.utils.fetching import FetchFrom, guess_source
 
 from multitask.audio import load_audio
 from multitask.cli import main
 from multitask.inference import MultitaskClassifier
+from multitask.source import source_kind
 
 pytestmark = pytest.mark.slow
 pytest_plugins = ["trained_tiny"]
@@ -261,6 +263,19 @@ def test_a_savedir_filled_from_another_model_is_refreshed_not_reused(exported_mo
     # Loading a folder into itself writes nothing into it (it may be pushed as it is).
     intent_probs(other, other)
     assert not (other / ".multitask-source").exists()
+
+
+def test_a_source_is_classified_as_speechbrains_fetch_will_fetch_it(tmp_path, monkeypatch):
+    # Loading, the trust check and fine-tuning all ask source_kind; it must agree with
+    # the fetch that then runs, or a check would pass on one thing and load another.
+    for source, kind in ((str(tmp_path), "folder"), ("org/name", "hub"), ("name", "hub"),
+                         ("https://example.org/models/x", "url")):
+        assert source_kind(source) == kind
+        assert guess_source(source)[0] == {"folder": FetchFrom.LOCAL, "hub": FetchFrom.HUGGING_FACE,
+                                           "url": FetchFrom.URI}[kind]
+    (tmp_path / "org" / "name").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path)  # a folder here shadows the repo id, for the fetch as for us
+    assert source_kind("org/name") == "folder" and guess_source("org/name")[0] == FetchFrom.LOCAL
 
 
 @pytest.mark.parametrize("case, expected", [
