@@ -221,9 +221,10 @@ class MultitaskClassifier(Pretrained):
         Raises
         ------
         multitask.source.ModelNotFoundError
-            A ``FileNotFoundError``: no model where ``source`` points: no such folder (and not a repo id), a
-            folder without ``hyperparams.yaml``, or a repo, revision or file the Hub
-            (or, offline, its cache) does not have; the message names which.
+            (a ``FileNotFoundError``) No model where ``source`` points: no such folder
+            (and not a repo id), a folder without ``hyperparams.yaml``, or a repo,
+            revision or file the Hub (or, offline, its cache) does not have; the message
+            names which.
         multitask.trust.UntrustedHparamsError
             ``hyperparams.yaml`` names a callable outside the allow-list (and
             ``trust_remote_code`` is False); nothing of it was run.
