@@ -238,7 +238,7 @@ class MultitaskClassifier(Pretrained):
             )
         source = os.fspath(source)
         kind = check_model_source(source, kwargs.get("hparams_file", "hyperparams.yaml"))
-        remember_source = _refetch_if_savedir_holds_another(source, revision, kwargs)
+        remember_source = _refetch_if_savedir_holds_another(source, kind, revision, kwargs)
         try:
             if trust_remote_code:
                 model = super().from_hparams(source=source, **kwargs)
@@ -389,22 +389,23 @@ class MultitaskClassifier(Pretrained):
 SAVEDIR_SOURCE_FILE = ".multitask-source"
 
 
-def _refetch_if_savedir_holds_another(source: str, revision, kwargs: dict):
+def _refetch_if_savedir_holds_another(source: str, kind: str, revision, kwargs: dict):
     """Make ``from_hparams`` refresh a ``savedir`` filled from another source.
 
     SpeechBrain's fetch uses a file already in ``savedir`` as it is, so loading model
     B into the ``savedir`` that model A was loaded into would silently give A. The
     source (and revision) a ``savedir`` was filled from is recorded in it; when it is
     not this one, or unknown, every file is fetched again (``overwrite``: a local
-    source is re-linked, a Hub file comes from the Hub cache). Returns the function
-    that records this source once loading succeeded.
+    source is re-linked, a Hub file comes from the Hub cache). ``kind`` is
+    :func:`multitask.source.check_model_source`'s answer for ``source``. Returns the
+    function that records this source once loading succeeded.
     """
     savedir = kwargs.get("savedir")
-    into_itself = os.path.isdir(source) and os.path.isdir(savedir or "") \
+    into_itself = kind == FOLDER and os.path.isdir(savedir or "") \
         and os.path.samefile(source, savedir)
     if savedir is None or into_itself:
         return lambda: None  # nothing to refresh, and nothing to write into the model's folder
-    identity = f"{os.path.abspath(source) if os.path.isdir(source) else source}@{revision or ''}"
+    identity = f"{os.path.abspath(source) if kind == FOLDER else source}@{revision or ''}"
     record = os.path.join(os.fspath(savedir), SAVEDIR_SOURCE_FILE)
     held = None
     if os.path.isfile(record):
