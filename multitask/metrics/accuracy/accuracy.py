@@ -55,8 +55,6 @@ _CITATION = r"""
 """
 
 
-
-
 class Accuracy(evaluate.Metric):
     """Fraction of predictions equal to the reference.
 

@@ -64,8 +64,6 @@ _CITATION = r"""
 """
 
 
-
-
 class ConfusionMatrix(evaluate.Metric):
     """Counts of (reference, prediction) pairs over the whole label set.
 

@@ -70,8 +70,6 @@ _CITATION = r"""
 """
 
 
-
-
 class MacroF1(evaluate.Metric):
     """Unweighted mean of per-class F1 over the classes present in references or predictions.
 

@@ -73,8 +73,6 @@ _CITATION = r"""
 """
 
 
-
-
 class UnweightedAccuracy(evaluate.Metric):
     """Mean per-class recall over the classes that occur in the references.
 
