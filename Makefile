@@ -8,6 +8,9 @@ STAMP := $(VENV)/.installed
 
 # constraints.txt pins every package (Python 3.11) to the set the demo's figures were measured with.
 $(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; sys.version_info[:2] == (3, 11) or print("note: $(PYTHON) is \
+	Python %d.%d; constraints.txt pins packages for 3.11 (if the install fails: make \
+	PYTHON=python3.11 ...)" % sys.version_info[:2])'
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[dev]" -c constraints.txt

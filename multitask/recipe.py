@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import speechbrain as sb
 from hyperpyyaml import load_hyperpyyaml
+from ruamel.yaml.error import YAMLError
 
 # Brain run options that have an Accelerate equivalent (and what to use instead).
 ACCELERATE_OWNS = {
@@ -60,7 +61,11 @@ def parse_arguments(argv: list[str]) -> tuple[str, str]:
 
 
 def load_hparams(hparams_file: str, overrides: str | dict = "") -> dict:
-    """Load a HyperPyYAML file with overrides, naming the file in any error."""
+    """Load a HyperPyYAML file with overrides, naming the file in any error.
+
+    A command-line override may only set a key the file defines, as in HyperPyYAML; a
+    mistyped one is refused in a line that names it, rather than in a traceback.
+    """
     try:
         with open(hparams_file, encoding="utf-8") as fin:
             hparams = load_hyperpyyaml(fin, overrides)
@@ -68,8 +73,27 @@ def load_hparams(hparams_file: str, overrides: str | dict = "") -> dict:
         raise SystemExit(f"{hparams_file}: hparams file not found") from None
     except ValueError as err:
         raise SystemExit(f"{hparams_file}: {err}") from None
+    except YAMLError as err:
+        raise SystemExit(f"{hparams_file} or its overrides: not valid YAML: {err}") from None
+    except KeyError as err:
+        unknown = _unknown_override(err)
+        if unknown is None:
+            raise
+        raise SystemExit(
+            f"{hparams_file}: no key `{unknown}` to override; a command-line override can "
+            "only set a key the file defines (to add one, copy the file and add it there)"
+        ) from None
     stale = sorted(set(hparams) & set(RENAMED_KEYS))
     if stale:
         raise SystemExit(f"{hparams_file}: " + "; ".join(
             f"`{key}` is no longer read; use {RENAMED_KEYS[key]}" for key in stale))
     return hparams
+
+
+def _unknown_override(err: KeyError) -> str | None:
+    """The key named by HyperPyYAML's refusal of an override, or None for another KeyError."""
+    message = err.args[0] if err.args and isinstance(err.args[0], str) else ""
+    prefix = "Override '"
+    if not message.startswith(prefix) or "' not found" not in message:
+        return None
+    return message[len(prefix):message.index("' not found")]

@@ -192,3 +192,19 @@ def test_a_key_an_earlier_version_read_is_refused_with_its_replacement(tmp_path)
         load_hparams(str(hparams))
     hparams.write_text("seed: 1\n")
     assert load_hparams(str(hparams)) == {"seed": 1}
+
+
+def test_an_override_of_a_key_the_file_lacks_or_bad_yaml_is_refused_in_a_line(tmp_path):
+    from multitask.recipe import load_hparams
+
+    hparams = tmp_path / "run.yaml"
+    hparams.write_text("seed: 1\nnumber_of_epochs: 2\n")
+    assert load_hparams(str(hparams), "number_of_epochs: 3")["number_of_epochs"] == 3
+    with pytest.raises(SystemExit, match=r"run\.yaml: no key `number_of_epoch` to override"):
+        load_hparams(str(hparams), "number_of_epoch: 3")
+    with pytest.raises(SystemExit, match=r"run\.yaml or its overrides: not valid YAML"):
+        load_hparams(str(hparams), "seed: [1")
+    # A KeyError that is not HyperPyYAML's refusal of an override keeps its traceback.
+    hparams.write_text("table: !new:dict\n    a: 1\nvalue: !apply:operator.getitem [!ref <table>, b]\n")
+    with pytest.raises(KeyError):
+        load_hparams(str(hparams))

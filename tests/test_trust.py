@@ -134,6 +134,12 @@ def test_the_allow_list_is_what_an_export_writes(exported_model):
     assert written == ALLOWED_TARGETS - {"multitask.inference.ExtendedHead"}
 
 
+def test_the_security_doc_lists_the_allow_list_exactly():
+    text = (Path(REPO) / "docs" / "security.md").read_text(encoding="utf-8")
+    listed = text.split("names one of these callables", 1)[1].split("```")[1]
+    assert set(listed.split()) == ALLOWED_TARGETS
+
+
 # ---------------------------------------------------------------------------
 # from_hparams
 # ---------------------------------------------------------------------------
