@@ -120,7 +120,7 @@ def score(plan: dict[str, list[Item]], classify) -> dict[str, dict]:
     >>> fake = lambda paths: [{"intent": {"label": "block"}, "emotion": {"label": "sad"}}] * 2
     >>> score(plan, fake)["c"]  # doctest: +NORMALIZE_WHITESPACE
     {'clips': 2, 'errors': [], 'intent_accuracy': 0.5, 'emotion_accuracy': 1.0,
-     'intent_accuracy_by_emotion': {'sad': 0.5}}
+     'emotion_recall': {'sad': 1.0}, 'intent_accuracy_by_emotion': {'sad': 0.5}}
     """
     results = {}
     for condition, items in plan.items():
@@ -131,6 +131,12 @@ def score(plan: dict[str, list[Item]], classify) -> dict[str, dict]:
                      if getattr(it, task) is not None]
             if pairs:
                 row[f"{task}_accuracy"] = _accuracy(task, pairs)
+        if any(it.emotion is not None for it in items):
+            # Which emotions the condition loses: each one's share heard as itself.
+            row["emotion_recall"] = {
+                emotion: _accuracy("emotion", [(it.emotion, p) for it, p in zip(items, preds, strict=True)
+                                               if it.emotion == emotion])
+                for emotion in sorted({it.emotion for it in items if it.emotion is not None})}
         if all(it.intent is not None and it.emotion is not None for it in items):
             # Which emotions cost the intent most.
             row["intent_accuracy_by_emotion"] = {
@@ -222,6 +228,8 @@ def main(argv=None) -> dict:
         figures = ", ".join(f"{k} {v:.3f}" for k, v in row.items() if k.endswith("accuracy"))
         by_emotion = row.get("intent_accuracy_by_emotion", {})
         figures += "".join(f"\n{'':22s}intent, {e}: {v:.3f}" for e, v in by_emotion.items())
+        recall = row.get("emotion_recall", {})
+        figures += "".join(f"\n{'':22s}emotion recall, {e}: {v:.3f}" for e, v in recall.items())
         print(f"{condition:20s} {figures}")
     return report
 

@@ -144,7 +144,9 @@ def test_shift_conditions_differ_only_by_their_factor_and_are_scored(tmp_path):
         return [{"emotion": {"label": wide[0].emotion}} for _ in paths]
 
     result = shift.score(small, first_emotion_always)
-    assert result["emotion_wideband"] == {"clips": 2, "errors": [], "emotion_accuracy": 0.5}
+    first, second = (it.emotion for it in wide[:2])
+    assert result["emotion_wideband"] == {"clips": 2, "errors": [], "emotion_accuracy": 0.5,
+                                          "emotion_recall": {first: 1.0, second: 0.0}}
 
 
 def test_shift_development_voices_map_crema_actors_to_their_timbres(tmp_path):
