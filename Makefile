@@ -20,7 +20,7 @@ venv: $(STAMP)
 
 ## make test: unit tests, doctests, recipe smoke tests (5 to 12 minutes on 2 idle cores, by host)
 test: $(STAMP)
-	$(PY) -m pytest tests --doctest-modules multitask benchmarks/shift.py benchmarks/probe.py
+	$(PY) -m pytest tests --doctest-modules multitask benchmarks/shift.py benchmarks/probe.py benchmarks/class_bias.py
 
 ## make demo: synthetic corpus -> joint training -> evaluation -> export -> reload -> predict
 demo: $(STAMP)

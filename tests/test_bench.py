@@ -6,6 +6,7 @@ import json
 import os
 import sys
 
+import numpy as np
 import pytest
 import torch
 from conftest import REPO
@@ -160,3 +161,51 @@ def test_shift_development_voices_map_crema_actors_to_their_timbres(tmp_path):
     crema.write_text("id,speaker\nc,1010\n")
     with pytest.raises(SystemExit, match=r"actors \['1010'\] are not in"):
         shift.voices_for("valid", [str(crema)], str(speakers))
+
+
+def _skewed_classifier(names, truth_of, skew):
+    """A fake ``classify``: 0.6 on the true class, the rest spread, then ``skew`` added to
+    the log-probabilities (so some classes never win), and an error for 'bad' paths."""
+    def classify(paths):
+        out = []
+        for path in paths:
+            if "bad" in path:
+                out.append({"file": path, "error": "unreadable"})
+                continue
+            lp = np.log(np.where(np.array(names) == truth_of[path], 0.6, 0.4 / (len(names) - 1)))
+            p = np.exp(lp + skew)
+            p /= p.sum()
+            out.append({"emotion": {"top_k": [[n, float(v)] for n, v in zip(names, p, strict=True)]}})
+        return out
+    return classify
+
+
+def test_class_bias_finds_a_constant_skew_across_voices_and_skips_bad_clips():
+    bench = _bench_module("class_bias.py")
+    names = ["angry", "happy", "neutral"]
+    calls = [(f"c_{v}_{k}_{i}.wav", names[k], v) for v in "ABCD" for k in range(3) for i in range(4)]
+    test = [(f"t_{v}_{k}_{i}.wav", names[k], v) for v in "EF" for k in range(3) for i in range(5)]
+    test.append(("t_bad.wav", "angry", "E"))
+    truth_of = {path: label for path, label, _ in calls + test}
+    classify = _skewed_classifier(names, truth_of, skew=np.array([1.5, 0.0, -2.0]))
+
+    report = bench.evaluate(classify, names, "emotion", calls, test)
+    assert report["calls_clips"] == 48 and report["test_clips"] == 30
+    assert report["test_errors"] == ["t_bad.wav: unreadable"]
+    assert len(report["cross_validation"]["folds"]) == 6  # 3 ways of 2+2 voices, both ways
+    assert report["test_without"]["recall"] == [1.0, 0.0, 0.0]
+    assert report["cross_validation"]["with"] == 1.0 and report["test_with"]["accuracy"] == 1.0
+    # the fitted bias undoes the skew (up to the first class's anchor)
+    np.testing.assert_allclose(np.diff(report["bias"]), -np.diff([1.5, 0.0, -2.0]), atol=1e-3)
+
+
+def test_class_bias_refuses_unknown_labels_and_missing_columns(tmp_path):
+    bench = _bench_module("class_bias.py")
+    with pytest.raises(SystemExit, match="labels \\['bored'\\]"):
+        bench.evaluate(lambda paths: [], ["angry"], "emotion", [("a.wav", "bored", "A")], [])
+    manifest = tmp_path / "calls.csv"
+    manifest.write_text("wav,emotion\na.wav,angry\n")
+    with pytest.raises(SystemExit, match="no column\\(s\\) \\['speaker'\\]"):
+        bench.read_manifest(str(manifest), "emotion")
+    with pytest.raises(SystemExit, match="no such manifest"):
+        bench.read_manifest(str(tmp_path / "none.csv"), "emotion")

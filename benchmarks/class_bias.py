@@ -1,0 +1,230 @@
+#!/usr/bin/env python3
+"""Would a per-class bias, fitted on held-out calls, fix a head's class skew?
+
+The demo's emotion head hears neutral and happy callers as other emotions far more
+often than the reverse (``shift.py``'s ``emotion_recall``). This benchmark asks
+whether that skew is a constant offset per class that labelled calls of *other*
+voices can measure, without training:
+
+1. a model's log-probabilities for every class of one task, on labelled calls (by
+   default the demo's held-out calls, spoken by its 4 development timbres) and on a
+   test manifest (by default the joint test, 8 timbres heard nowhere);
+2. cross-validation by voice on the calls: for every split of their voices into two
+   halves, a bias vector (one additive value per class, nothing else) is fitted on one
+   half by class-balanced cross-entropy and scored on the other, both ways;
+3. the bias fitted on all the calls, applied to the test manifest.
+
+It changes no model; it writes a JSON (``--out``) for a person to read.
+
+    python benchmarks/class_bias.py --model results/demo/model \\
+        --out results/bench/class_bias.json
+
+The calls come from ``recipes/finetune_demo.py``, or directly::
+
+    multitask synth --out results/finetune/synth --domain calls \\
+        --speakers results/demo/synth/speakers.json \\
+        --voices-of results/demo/data/skit_s2i/valid.csv results/demo/data/crema_d/valid.csv
+
+Example
+-------
+>>> import numpy as np
+>>> rng = np.random.default_rng(0)
+>>> labels = np.repeat(np.arange(3), 50)
+>>> logprobs = np.log(np.full((150, 3), 0.1)); logprobs[np.arange(150), labels] = np.log(0.8)
+>>> skewed = logprobs + np.array([0.0, 0.0, -3.0])        # class 2 never wins
+>>> scores(skewed, labels, 3)["recall"], scores(skewed, labels, 3)["unweighted_accuracy"]
+([1.0, 1.0, 0.0], 0.6667)
+>>> bias = fit_class_bias(skewed, labels, 3)
+>>> scores(skewed + bias, labels, 3)["unweighted_accuracy"]
+1.0
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import functools
+import itertools
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import torch
+
+CALLS = "results/finetune/synth/calls/calls.csv"
+JOINT = "results/demo/synth/joint_test/joint_test.csv"
+
+
+def fit_class_bias(logprobs: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """The additive per-class bias minimising class-balanced cross-entropy of
+    ``logprobs + bias`` (each class weighs the same whatever its count), first class 0."""
+    lp = torch.as_tensor(logprobs, dtype=torch.float64)
+    y = torch.as_tensor(labels, dtype=torch.long)
+    counts = torch.bincount(y, minlength=num_classes).double()
+    weights = (1.0 / counts.clamp(min=1))[y]
+    bias = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([bias], max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        losses = torch.nn.functional.cross_entropy(lp + bias, y, reduction="none")
+        loss = (losses * weights).sum() / weights.sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return (bias - bias[0]).detach().numpy()
+
+
+def scores(logprobs: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
+    """Accuracy, unweighted accuracy (mean recall over the classes present), macro-F1
+    over the classes present, and each class's recall (``None`` if absent)."""
+    pred = np.asarray(logprobs).argmax(1)
+    recall, f1 = [], []
+    for k in range(num_classes):
+        truth, said = labels == k, pred == k
+        if not truth.any():
+            recall.append(None)
+            continue
+        hits = int(np.sum(truth & said))
+        recall.append(round(hits / int(truth.sum()), 4))
+        precision = hits / max(1, int(said.sum()))
+        rec = hits / int(truth.sum())
+        f1.append(0.0 if hits == 0 else 2 * precision * rec / (precision + rec))
+    present = [r for r in recall if r is not None]
+    return {"accuracy": round(float(np.mean(pred == labels)), 4),
+            "unweighted_accuracy": round(float(np.mean(present)), 4),
+            "macro_f1": round(float(np.mean(f1)), 4), "recall": recall}
+
+
+def voice_cross_validation(logprobs, labels, voices, num_classes: int) -> list[dict]:
+    """Every split of the voices into two halves (each split once), fitted on one half and
+    scored on the other, both ways: unweighted accuracy without and with the bias."""
+    names = sorted(set(voices))
+    if len(names) < 2:
+        raise ValueError(f"cross-validation by voice needs 2 voices or more, got {names}")
+    voices = np.asarray(voices)
+    half = len(names) // 2
+    folds = []
+    for chosen in itertools.combinations(names, half):
+        if names[0] not in chosen:
+            continue  # the complement names the same split
+        first = np.isin(voices, chosen)
+        for fit, held in ((first, ~first), (~first, first)):
+            bias = fit_class_bias(logprobs[fit], labels[fit], num_classes)
+            folds.append({
+                "fitted_on": sorted(set(voices[fit])), "scored_on": sorted(set(voices[held])),
+                "without": scores(logprobs[held], labels[held], num_classes)["unweighted_accuracy"],
+                "with": scores(logprobs[held] + bias, labels[held], num_classes)["unweighted_accuracy"]})
+    return folds
+
+
+def read_manifest(path: str, task: str) -> list[tuple[str, str, str]]:
+    """(audio path, label, speaker) of every row carrying ``task``'s label; relative
+    paths are taken from the manifest's folder."""
+    if not os.path.isfile(path):
+        raise SystemExit(f"{path}: no such manifest (see this script's docstring for how "
+                         "to make the calls; the joint test comes from `make demo`)")
+    root = os.path.dirname(os.path.abspath(path))
+    with open(path, newline="", encoding="utf-8") as fin:
+        reader = csv.DictReader(fin)
+        missing = {"wav", task, "speaker"} - set(reader.fieldnames or ())
+        if missing:
+            raise SystemExit(f"{path}: no column(s) {sorted(missing)}")
+        rows = [(row["wav"] if os.path.isabs(row["wav"]) else os.path.join(root, row["wav"]),
+                 row[task], row["speaker"]) for row in reader if row[task]]
+    if not rows:
+        raise SystemExit(f"{path}: no row has a {task} label")
+    return rows
+
+
+def class_logprobs(classify, paths: list[str], task: str, names: list[str]):
+    """Log-probabilities of every class (rows of unreadable clips dropped) and the kept
+    row indices; ``classify(paths) -> [{task: {"top_k": [[name, p], ...]}} or {"error"}]``."""
+    lp, kept, errors = [], [], []
+    for index, result in enumerate(classify(paths)):
+        if "error" in result:
+            errors.append(f"{paths[index]}: {result['error']}")
+            continue
+        probs = dict(result[task]["top_k"])
+        lp.append([np.log(max(probs.get(name, 0.0), 1e-12)) for name in names])
+        kept.append(index)
+    for line in errors:
+        print(f"skipped {line}", file=sys.stderr)
+    return np.array(lp), kept, errors
+
+
+def evaluate(classify, names: list[str], task: str, calls, test) -> dict:
+    """The cross-validation on ``calls`` and the bias fitted on all of them applied to
+    ``test`` (both lists of (path, label, speaker))."""
+    index = {name: k for k, name in enumerate(names)}
+    unknown = sorted({label for _, label, _ in calls + test} - set(index))
+    if unknown:
+        raise SystemExit(f"labels {unknown} are not among the model's {task} classes {names}")
+    report = {}
+    parts = {}
+    for part, rows in (("calls", calls), ("test", test)):
+        lp, kept, errors = class_logprobs(classify, [r[0] for r in rows], task, names)
+        labels = np.array([index[rows[i][1]] for i in kept])
+        voices = [rows[i][2] for i in kept]
+        parts[part] = (lp, labels, voices)
+        report[f"{part}_clips"], report[f"{part}_errors"] = len(kept), errors
+    lp, labels, voices = parts["calls"]
+    folds = voice_cross_validation(lp, labels, voices, len(names))
+    bias = fit_class_bias(lp, labels, len(names))
+    test_lp, test_labels, _ = parts["test"]
+    report.update({
+        "classes": names,
+        "cross_validation": {"without": round(float(np.mean([f["without"] for f in folds])), 4),
+                             "with": round(float(np.mean([f["with"] for f in folds])), 4),
+                             "folds": folds},
+        "bias": [round(float(b), 3) for b in bias],
+        "test_without": scores(test_lp, test_labels, len(names)),
+        "test_with": scores(test_lp + bias, test_labels, len(names))})
+    return report
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", nargs="+", default=["results/demo/model"],
+                        help="exported model folders")
+    parser.add_argument("--task", default="emotion")
+    parser.add_argument("--calls", default=CALLS, help="labelled calls to fit on (voices unlike the test's)")
+    parser.add_argument("--test", default=JOINT, help="the manifest to apply the bias to")
+    parser.add_argument("--out", default="results/bench/class_bias.json")
+    args = parser.parse_args(argv)
+    calls, test = read_manifest(args.calls, args.task), read_manifest(args.test, args.task)
+    overlap = {s for _, _, s in calls} & {s for _, _, s in test}
+    if overlap:
+        raise SystemExit(f"{args.calls} and {args.test} share speakers {sorted(overlap)}: "
+                         "the bias would be scored on voices it was fitted on")
+
+    from multitask.inference import MultitaskClassifier
+
+    report = {"task": args.task, "calls": os.path.abspath(args.calls),
+              "test": os.path.abspath(args.test), "models": {}}
+    for model in args.model:
+        start = time.time()
+        classifier = MultitaskClassifier.from_hparams(
+            source=model, savedir=os.path.join(os.path.dirname(args.out) or ".", "class_bias_models",
+                                               os.path.basename(os.path.normpath(model))))
+        names = list(classifier.labels[args.task])
+        # batch_size=1: each clip alone, exactly as classify_file scores it.
+        classify = functools.partial(classifier.classify_files, batch_size=1, top_k=len(names))
+        result = evaluate(classify, names, args.task, calls, test)
+        result["seconds"] = round(time.time() - start, 1)
+        report["models"][os.path.abspath(model)] = result
+        cv, before, after = result["cross_validation"], result["test_without"], result["test_with"]
+        print(f"{model}: calls, cross-validated by voice, unweighted accuracy "
+              f"{cv['without']:.3f} -> {cv['with']:.3f}; test accuracy {before['accuracy']:.3f} -> "
+              f"{after['accuracy']:.3f}, macro-F1 {before['macro_f1']:.3f} -> {after['macro_f1']:.3f}")
+    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
+    with open(args.out, "w", encoding="utf-8") as fout:
+        json.dump(report, fout, indent=2)
+    return report
+
+
+if __name__ == "__main__":
+    sys.exit(0 if main() else 1)
