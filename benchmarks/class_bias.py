@@ -45,13 +45,13 @@ import argparse
 import csv
 import functools
 import itertools
-import json
 import os
 import sys
 import time
 
 import numpy as np
 import torch
+from common import write_json
 
 CALLS = "results/finetune/synth/calls/calls.csv"
 JOINT = "results/demo/synth/joint_test/joint_test.csv"
@@ -146,7 +146,8 @@ def class_logprobs(classify, paths: list[str], task: str, names: list[str]):
     lp, kept, errors = [], [], []
     for index, result in enumerate(classify(paths)):
         if "error" in result:
-            errors.append(f"{paths[index]}: {result['error']}")
+            error = result["error"]  # the package's errors name the file already
+            errors.append(error if paths[index] in error else f"{paths[index]}: {error}")
             continue
         probs = dict(result[task]["top_k"])
         lp.append([np.log(max(probs.get(name, 0.0), 1e-12)) for name in names])
@@ -220,9 +221,7 @@ def main(argv=None) -> dict:
         print(f"{model}: calls, cross-validated by voice, unweighted accuracy "
               f"{cv['without']:.3f} -> {cv['with']:.3f}; test accuracy {before['accuracy']:.3f} -> "
               f"{after['accuracy']:.3f}, macro-F1 {before['macro_f1']:.3f} -> {after['macro_f1']:.3f}")
-    os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
-    with open(args.out, "w", encoding="utf-8") as fout:
-        json.dump(report, fout, indent=2)
+    write_json(args.out, report)
     return report
 
 
