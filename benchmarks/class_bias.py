@@ -59,7 +59,8 @@ JOINT = "results/demo/synth/joint_test/joint_test.csv"
 
 def fit_class_bias(logprobs: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
     """The additive per-class bias minimising class-balanced cross-entropy of
-    ``logprobs + bias`` (each class weighs the same whatever its count), first class 0."""
+    ``logprobs + bias`` (each class weighs the same whatever its count), first class 0.
+    A class with no fitting rows has no evidence for it and is pushed down."""
     lp = torch.as_tensor(logprobs, dtype=torch.float64)
     y = torch.as_tensor(labels, dtype=torch.long)
     counts = torch.bincount(y, minlength=num_classes).double()
@@ -109,8 +110,8 @@ def voice_cross_validation(logprobs, labels, voices, num_classes: int) -> list[d
     half = len(names) // 2
     folds = []
     for chosen in itertools.combinations(names, half):
-        if names[0] not in chosen:
-            continue  # the complement names the same split
+        if len(names) % 2 == 0 and names[0] not in chosen:
+            continue  # an even count: the complement names the same split
         first = np.isin(voices, chosen)
         for fit, held in ((first, ~first), (~first, first)):
             bias = fit_class_bias(logprobs[fit], labels[fit], num_classes)
