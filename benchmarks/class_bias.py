@@ -28,14 +28,14 @@ The calls come from ``recipes/finetune_demo.py``, or directly::
 Example
 -------
 >>> import numpy as np
->>> rng = np.random.default_rng(0)
 >>> labels = np.repeat(np.arange(3), 50)
 >>> logprobs = np.log(np.full((150, 3), 0.1)); logprobs[np.arange(150), labels] = np.log(0.8)
 >>> skewed = logprobs + np.array([0.0, 0.0, -3.0])        # class 2 never wins
->>> scores(skewed, labels, 3)["recall"], scores(skewed, labels, 3)["unweighted_accuracy"]
-([1.0, 1.0, 0.0], 0.6667)
+>>> before = scores(skewed, labels, ["a", "b", "c"])
+>>> before["recall"], before["unweighted_accuracy"]
+({'a': 1.0, 'b': 1.0, 'c': 0.0}, 0.6667)
 >>> bias = fit_class_bias(skewed, labels, 3)
->>> scores(skewed + bias, labels, 3)["unweighted_accuracy"]
+>>> scores(skewed + bias, labels, ["a", "b", "c"])["unweighted_accuracy"]
 1.0
 """
 
@@ -52,6 +52,8 @@ import time
 import numpy as np
 import torch
 from common import write_json
+
+from multitask.metrics import classification_report
 
 CALLS = "results/finetune/synth/calls/calls.csv"
 JOINT = "results/demo/synth/joint_test/joint_test.csv"
@@ -79,46 +81,34 @@ def fit_class_bias(logprobs: np.ndarray, labels: np.ndarray, num_classes: int) -
     return (bias - bias[0]).detach().numpy()
 
 
-def scores(logprobs: np.ndarray, labels: np.ndarray, num_classes: int) -> dict:
-    """Accuracy, unweighted accuracy (mean recall over the classes present), macro-F1
-    over the classes present, and each class's recall (``None`` if absent)."""
-    pred = np.asarray(logprobs).argmax(1)
-    recall, f1 = [], []
-    for k in range(num_classes):
-        truth, said = labels == k, pred == k
-        if not truth.any():
-            recall.append(None)
-            continue
-        hits = int(np.sum(truth & said))
-        recall.append(round(hits / int(truth.sum()), 4))
-        precision = hits / max(1, int(said.sum()))
-        rec = hits / int(truth.sum())
-        f1.append(0.0 if hits == 0 else 2 * precision * rec / (precision + rec))
-    present = [r for r in recall if r is not None]
-    return {"accuracy": round(float(np.mean(pred == labels)), 4),
-            "unweighted_accuracy": round(float(np.mean(present)), 4),
-            "macro_f1": round(float(np.mean(f1)), 4), "recall": recall}
+def scores(logprobs: np.ndarray, labels: np.ndarray, names: list[str]) -> dict:
+    """Accuracy, unweighted accuracy, macro-F1 (``multitask.metrics``, as every
+    evaluation of the package) and each class's recall, of ``argmax(logprobs)``."""
+    report = classification_report(np.asarray(logprobs).argmax(1), labels, names, "class_bias")
+    return {"accuracy": round(report["accuracy"], 4),
+            "unweighted_accuracy": round(report["unweighted_accuracy"], 4),
+            "macro_f1": round(report["macro_f1"], 4),
+            "recall": {name: round(c["recall"], 4) for name, c in report["per_class"].items()}}
 
 
-def voice_cross_validation(logprobs, labels, voices, num_classes: int) -> list[dict]:
+def voice_cross_validation(logprobs, labels, voices, names: list[str]) -> list[dict]:
     """Every split of the voices into two halves (each split once), fitted on one half and
     scored on the other, both ways: unweighted accuracy without and with the bias."""
-    names = sorted(set(voices))
-    if len(names) < 2:
-        raise ValueError(f"cross-validation by voice needs 2 voices or more, got {names}")
+    speakers = sorted(set(voices))
+    if len(speakers) < 2:
+        raise ValueError(f"cross-validation by voice needs 2 voices or more, got {speakers}")
     voices = np.asarray(voices)
-    half = len(names) // 2
     folds = []
-    for chosen in itertools.combinations(names, half):
-        if len(names) % 2 == 0 and names[0] not in chosen:
+    for chosen in itertools.combinations(speakers, len(speakers) // 2):
+        if len(speakers) % 2 == 0 and speakers[0] not in chosen:
             continue  # an even count: the complement names the same split
         first = np.isin(voices, chosen)
         for fit, held in ((first, ~first), (~first, first)):
-            bias = fit_class_bias(logprobs[fit], labels[fit], num_classes)
+            bias = fit_class_bias(logprobs[fit], labels[fit], len(names))
             folds.append({
                 "fitted_on": sorted(set(voices[fit])), "scored_on": sorted(set(voices[held])),
-                "without": scores(logprobs[held], labels[held], num_classes)["unweighted_accuracy"],
-                "with": scores(logprobs[held] + bias, labels[held], num_classes)["unweighted_accuracy"]})
+                "without": scores(logprobs[held], labels[held], names)["unweighted_accuracy"],
+                "with": scores(logprobs[held] + bias, labels[held], names)["unweighted_accuracy"]})
     return folds
 
 
@@ -174,7 +164,7 @@ def evaluate(classify, names: list[str], task: str, calls, test) -> dict:
         parts[part] = (lp, labels, voices)
         report[f"{part}_clips"], report[f"{part}_errors"] = len(kept), errors
     lp, labels, voices = parts["calls"]
-    folds = voice_cross_validation(lp, labels, voices, len(names))
+    folds = voice_cross_validation(lp, labels, voices, names)
     bias = fit_class_bias(lp, labels, len(names))
     test_lp, test_labels, _ = parts["test"]
     report.update({
@@ -183,8 +173,8 @@ def evaluate(classify, names: list[str], task: str, calls, test) -> dict:
                              "with": round(float(np.mean([f["with"] for f in folds])), 4),
                              "folds": folds},
         "bias": [round(float(b), 3) for b in bias],
-        "test_without": scores(test_lp, test_labels, len(names)),
-        "test_with": scores(test_lp + bias, test_labels, len(names))})
+        "test_without": scores(test_lp, test_labels, names),
+        "test_with": scores(test_lp + bias, test_labels, names)})
     return report
 
 
