@@ -1,4 +1,12 @@
-"""Extend mode's last step: how readily the new intents may take a clip.
+"""Calibration after training: offsets on a trained head's logits, chosen on held-out clips.
+
+Two are here, each written into the head's last bias so that an export carries it:
+
+* extend mode's new-intent offset (:func:`choose_offset`, below);
+* a per-class bias for callers unlike the training corpus (:func:`fit_class_bias`,
+  section *Per-class bias*).
+
+Extend mode: how readily the new intents may take a clip.
 
 A head trained on a few clips of each new intent beside many of the parent's still
 gives new intents some of the old intents' clips, most of all from voices it never
@@ -32,6 +40,8 @@ Example
 """
 
 from __future__ import annotations
+
+import itertools
 
 import torch
 
@@ -117,3 +127,93 @@ def kept_temperature(rehearsed: tuple, held_out: tuple, ceiling: float = 100.0) 
         middle = (low + high) / 2
         low, high = (middle, high) if mean_nll(*rehearsed, middle) < target else (low, middle)
     return {"temperature": (low + high) / 2, **record}
+
+
+# ------------------------------------------------------------------ per-class bias
+
+
+def fit_class_bias(log_probs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """The additive per-class bias minimising the class-balanced cross-entropy of
+    ``log_probs + bias`` (each class weighs the same whatever its count); the first
+    class's bias is 0 (a common shift changes no probability).
+
+    A head trained on one corpus meets callers whose recordings differ (the demo's
+    emotion head: studio sentences in training, banking queries over a telephone line
+    in use) and some of its classes then win too often, some too rarely. When the
+    error is a constant per class, labelled calls of a few voices measure it; this
+    moves no decision boundary but the classes' priors. Every class needs rows
+    (:func:`multitask.class_bias.check_calls`): with none, its bias would run off to
+    minus infinity.
+
+    >>> targets = torch.tensor([0, 0, 1, 1, 2, 2])
+    >>> log_probs = torch.log(torch.tensor([[.8, .1, .1], [.8, .1, .1], [.1, .8, .1],
+    ...                                     [.1, .8, .1], [.1, .5, .4], [.5, .1, .4]]))
+    >>> (log_probs.argmax(1) == targets).tolist()       # class 2 never wins
+    [True, True, True, True, False, False]
+    >>> bias = fit_class_bias(log_probs, targets)
+    >>> ((log_probs + bias).argmax(1) == targets).tolist()
+    [True, True, True, True, True, True]
+    """
+    log_probs = log_probs.detach().double()
+    num_classes = log_probs.shape[1]
+    counts = torch.bincount(targets, minlength=num_classes).double()
+    weights = (1.0 / counts.clamp(min=1))[targets]
+    bias = torch.zeros(num_classes, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([bias], max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad()
+        losses = torch.nn.functional.cross_entropy(log_probs + bias, targets, reduction="none")
+        loss = (losses * weights).sum() / weights.sum()
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    return (bias - bias[0]).detach().float()
+
+
+def unweighted_accuracy(log_probs: torch.Tensor, targets: torch.Tensor) -> float:
+    """Mean recall over the classes present in ``targets`` (argmax decisions)."""
+    right = (log_probs.argmax(1) == targets).float()
+    classes = targets.unique()
+    return float(torch.stack([right[targets == c].mean() for c in classes]).mean())
+
+
+def class_bias_cross_validation(log_probs: torch.Tensor, targets: torch.Tensor,
+                                voices: list[str]) -> dict:
+    """Does a bias fitted on some voices help others? Every split of the voices into
+    two halves (each split once) is fitted on one half and scored on the other, both
+    ways; a fold whose fitting half lacks a class is left out (its bias would be
+    unbounded). Returns ``{"without", "with"}`` (mean unweighted accuracy over the
+    folds), ``folds`` and ``skipped``.
+
+    >>> targets = torch.tensor([0, 1, 2] * 4)
+    >>> log_probs = torch.log_softmax(torch.nn.functional.one_hot(targets, 3) * 2.0
+    ...                               - torch.tensor([0.0, 0.0, 3.0]), dim=1)
+    >>> cv = class_bias_cross_validation(log_probs, targets, ["a"] * 6 + ["b"] * 6)
+    >>> cv["without"], cv["with"], len(cv["folds"])
+    (0.6667, 1.0, 2)
+    """
+    speakers = sorted(set(voices))
+    if len(speakers) < 2:
+        raise ValueError(f"cross-validation by voice needs 2 voices or more, not {speakers}")
+    voices = list(voices)
+    folds, skipped = [], []
+    for chosen in itertools.combinations(speakers, len(speakers) // 2):
+        if len(speakers) % 2 == 0 and speakers[0] not in chosen:
+            continue  # an even count: the complement names the same split
+        first = torch.tensor([voice in chosen for voice in voices])
+        for fit, held in ((first, ~first), (~first, first)):
+            fitted_on = sorted({v for v, f in zip(voices, fit.tolist(), strict=True) if f})
+            scored_on = sorted(set(speakers) - set(fitted_on))
+            if targets[fit].unique().numel() < log_probs.shape[1]:
+                skipped.append(fitted_on)
+                continue
+            bias = fit_class_bias(log_probs[fit], targets[fit])
+            folds.append({"fitted_on": fitted_on, "scored_on": scored_on,
+                          "without": round(unweighted_accuracy(log_probs[held], targets[held]), 4),
+                          "with": round(unweighted_accuracy(log_probs[held] + bias,
+                                                            targets[held]), 4)})
+    mean = {key: round(sum(f[key] for f in folds) / len(folds), 4) if folds else None
+            for key in ("without", "with")}
+    return {**mean, "folds": folds, "skipped": skipped}

@@ -29,7 +29,8 @@ TASK_TAGS = {"intent": "intent-classification", "emotion": "speech-emotion-recog
 
 def render_card(hparams: dict, encoders: dict, ckpt, test_metrics: dict | None, *,
                 repo_id=None, model_name=None, datasets=None, license="apache-2.0",
-                language="en", template=None, chosen_by_name=False, lineage=None) -> str:
+                language="en", template=None, chosen_by_name=False, lineage=None,
+                class_bias=None) -> str:
     """``README.md`` for an export: front matter with a model-index, usage, results.
 
     The model-index holds the figures measured with ``ckpt``: its validation metrics
@@ -37,6 +38,7 @@ def render_card(hparams: dict, encoders: dict, ckpt, test_metrics: dict | None, 
     checkpoint, every test set's. ``chosen_by_name``: ``ckpt`` is not the run's best.
     ``lineage``: a fine-tuning run's record (``finetune.json``); the card then names the
     parent as ``base_model`` and shows the new labels and the measured retention.
+    ``class_bias``: the checkpoint's record of per-class biases (:mod:`multitask.class_bias`).
     """
     from huggingface_hub import ModelCardData
 
@@ -74,7 +76,7 @@ def render_card(hparams: dict, encoders: dict, ckpt, test_metrics: dict | None, 
         checkpoint=f"{ckpt.path.name}, epoch {ckpt.meta.get('epoch', '?')}",
         labels=_labels_block(encoders),
         results=_results_block(tasks, ckpt.meta, test_metrics, hparams),
-        training=_training_block(hparams, tasks, ckpt, lineage),
+        training=_training_block(hparams, tasks, ckpt, lineage) + _class_bias_block(class_bias),
         data_limitations=_data_limitations(hparams, datasets, lineage),
         lineage=_lineage_block(lineage),
     )
@@ -251,6 +253,35 @@ def _training_block(hparams: dict, tasks, ckpt, lineage: dict | None = None) -> 
         f"`{best_metric}` {_fmt(ckpt.meta.get(best_metric))} (the run keeps the best by it).",
     ]
     return "\n".join(lines)
+
+
+def score_text(value) -> str:
+    """Three decimals, or n/a for a figure that could not be measured (None)."""
+    return "n/a" if value is None else f"{value:.3f}"
+
+
+def _class_bias_block(record: dict | None) -> str:
+    """A line per head whose logits carry per-class biases fitted after training.
+
+    >>> print(_class_bias_block({"calls": "calls/calls.csv", "calls_voices": ["a", "b"],
+    ...     "tasks": {"emotion": {"classes": ["x", "y"], "bias": [0.0, 0.5],
+    ...     "calls_clips": {"x": 9, "y": 9}, "cross_validation": {"without": 0.5, "with": 0.6}}}}))
+    <BLANKLINE>
+    - Calibration: the emotion logits carry per-class biases (x +0.00, y +0.50), fitted after training by class-balanced cross-entropy on 18 held-out calls (`calls/calls.csv`, 2 voices); fitted on half of the voices, they took the other half's unweighted accuracy from 0.500 to 0.600. The validation figures are the checkpoint's, before the biases; the test figures are with them.
+    """
+    lines = []
+    for task, entry in ((record or {}).get("tasks") or {}).items():
+        cv = entry["cross_validation"]
+        lines.append(
+            f"- Calibration: the {task} logits carry per-class biases ("
+            + ", ".join(f"{name} {value:+.2f}" for name, value in zip(entry["classes"], entry["bias"], strict=True))
+            + f"), fitted after training by class-balanced cross-entropy on "
+            f"{sum(entry['calls_clips'].values())} held-out calls (`{record['calls']}`, "
+            f"{len(record['calls_voices'])} voices); fitted on half of the voices, they took "
+            f"the other half's unweighted accuracy from {score_text(cv['without'])} to {score_text(cv['with'])}. "
+            "The validation figures are the checkpoint's, before the biases; the test figures "
+            "are with them.")
+    return "".join("\n" + line for line in lines)
 
 
 def _heads_lines(hparams: dict, tasks) -> list[str]:

@@ -41,6 +41,7 @@ from pathlib import Path
 
 from . import __version__
 from .card import DEFAULT_CARD_TEMPLATE, render_card
+from .class_bias import read_record as read_class_bias
 from .interface_source import INTERFACE_FILE, interface_source
 
 HPARAMS_FILE = "hyperparams.yaml"
@@ -110,6 +111,7 @@ def export_model(train_output_folder, out_dir, *, checkpoint=None, repo_id=None,
     ckpt = select_checkpoint(save_folder, hparams.get("best_metric", "mean_accuracy"), checkpoint)
     test_metrics = read_test_metrics(run, ckpt)
     lineage = read_lineage(run)
+    class_bias = read_class_bias(run, ckpt.path.name)
 
     staging = out.parent / f".{out.name}.partial"
     shutil.rmtree(staging, ignore_errors=True)
@@ -125,7 +127,7 @@ def export_model(train_output_folder, out_dir, *, checkpoint=None, repo_id=None,
         card = render_card(
             hparams, encoders, ckpt, test_metrics, repo_id=repo_id, model_name=model_name,
             datasets=datasets, license=license, language=language, template=template,
-            chosen_by_name=checkpoint is not None, lineage=lineage,
+            chosen_by_name=checkpoint is not None, lineage=lineage, class_bias=class_bias,
         )
         (staging / CARD_FILE).write_text(card, encoding="utf-8")
         if verify:

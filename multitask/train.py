@@ -38,6 +38,8 @@ from tqdm.auto import tqdm
 from . import data as D
 from .audio import normalise_padded
 from .checkpoints import AtomicCheckpointer
+from .class_bias import add_figures_without_bias
+from .class_bias import read_record as read_class_bias
 from .ctc import CTCHead, ctc_loss_sum
 from .data_report import write_data_report
 from .losses import IGNORE_INDEX, joint_loss, task_loss_sums
@@ -527,15 +529,20 @@ def test(hparams, accelerator: Accelerator | None = None) -> dict:
     """Score the best checkpoint on each manifest in ``hparams["test_manifests"]``.
 
     Writes ``test_metrics.json``, per-row ``predictions_<name>.csv`` and confusion-matrix
-    PNGs into ``output_folder`` and returns the metrics.
+    PNGs into ``output_folder`` and returns the metrics. On a checkpoint with class
+    biases (:mod:`multitask.class_bias`) a calibrated task's figures also hold
+    ``without_class_bias``.
     """
     accelerator = accelerator or make_accelerator(hparams)
     model, encoders, best = load_best(hparams, accelerator)
     results = {"checkpoint": os.path.basename(best.path), "checkpoint_meta": best.meta}
     out = hparams["output_folder"]
+    calibrated = read_class_bias(out, results["checkpoint"])
     for name, manifest in (hparams.get("test_manifests") or {}).items():
         stats = evaluate_manifest(accelerator, model, manifest, encoders, hparams,
                                   desc=f"test {name}")
+        if calibrated:
+            add_figures_without_bias(stats, calibrated, lambda task: label_names(encoders[task]))
         predictions = stats.pop("rows")
         results[name] = {"manifest": os.path.basename(str(manifest)), **stats}
         if accelerator.is_main_process:

@@ -5,7 +5,9 @@
 
 1. generate the synthetic banking-IVR corpus (Skit-S2I and CREMA-D layouts + joint test);
 2. prepare it with the real Skit-S2I and CREMA-D preparers;
-3. train jointly, score the best checkpoint on the joint IVR test and each corpus's test;
+3. train jointly; fit the emotion head's per-class biases on held-out calls (spoken by
+   the validation splits' voices); score the best checkpoint on the joint IVR test and
+   each corpus's test;
 4. export the model folder, reload it with ``from_hparams`` in a new offline process,
    and predict a few files;
 5. train and score the feature baseline on the same splits;
@@ -21,13 +23,15 @@ import time
 import speechbrain as sb
 
 from multitask.baseline import run_baseline
-from multitask.demo import demo_metrics, write_json, write_report
+from multitask.class_bias import ClassBiasError, calibrate, check_calls
+from multitask.demo import class_bias_summary, demo_metrics, write_json, write_report
 from multitask.export import export_model
 from multitask.host import machine, matmul_gflops
-from multitask.manifest import read_manifest
+from multitask.manifest import ManifestError, read_manifest
 from multitask.pretrain import check_corpus_seed
 from multitask.recipe import load_hparams, parse_arguments
 from multitask.synth import generate
+from multitask.synth.corpus import manifest_timbres
 from multitask.train import fit, make_accelerator, prepare_data, test
 
 if __name__ == "__main__":
@@ -50,10 +54,27 @@ if __name__ == "__main__":
                                    overrides=overrides)
     prepare_data(hparams, accelerator)
 
-    # 3. Joint training and testing.
+    # Held-out calls for the class biases: banking queries with a caller's emotion through
+    # the telephone line, by the voices of the validation splits (no training, test or
+    # joint-test voice); seconds to make.
+    calls = hparams.get("class_bias_calls")
+    if hparams.get("class_bias_tasks") and calls and not os.path.isfile(calls):
+        if accelerator.is_main_process:
+            timbres = manifest_timbres(hparams["valid_manifests"],
+                                       os.path.join(hparams["synth_folder"], "speakers.json"))
+            generate(os.path.dirname(os.path.dirname(calls)), size=hparams["synth_size"],
+                     domain="calls", variants=timbres, seed=hparams["corpus_seed"])
+        accelerator.wait_for_everyone()
+    try:
+        check_calls(hparams)  # before training, not after it
+    except (ClassBiasError, ManifestError) as err:
+        raise SystemExit(str(err)) from None
+
+    # 3. Joint training, the class biases, testing.
     train_start = time.time()
     fit(hparams, accelerator)
     train_seconds = time.time() - train_start
+    class_bias = calibrate(hparams, accelerator)
     test_metrics = test(hparams, accelerator)
 
     # 4. Export, then reload in a fresh offline process, as a user would.
@@ -76,6 +97,7 @@ if __name__ == "__main__":
 
     # 6. Results.
     metrics = demo_metrics(test_metrics, "joint", train_seconds, time.time() - started, baseline)
+    metrics["class_bias"] = class_bias_summary(class_bias, test_metrics, "joint")
     metrics["host"] = {**host, "matmul_gflops_at_end": round(matmul_gflops(), 1)}
     write_json(os.path.join(demo_folder, "metrics.json"), metrics)
     report = write_report(demo_folder, test_metrics, metrics, hparams["output_folder"],

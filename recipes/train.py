@@ -14,7 +14,9 @@ import sys
 
 import speechbrain as sb
 
+from multitask.class_bias import ClassBiasError, calibrate, check_calls
 from multitask.export import export_model
+from multitask.manifest import ManifestError
 from multitask.recipe import load_hparams, parse_arguments
 from multitask.train import fit, make_accelerator, prepare_data, test
 
@@ -34,8 +36,14 @@ if __name__ == "__main__":
     # Corpus folders -> manifests (main process), and a report of the data.
     prepare_data(hparams, accelerator)
 
-    # Train (or resume), then score the best checkpoint on the test manifests.
+    # Train (or resume); per-class biases from held-out calls if the hparams name them
+    # (class_bias_tasks); then score the best checkpoint on the test manifests.
+    try:
+        check_calls(hparams)  # before training, not after it
+    except (ClassBiasError, ManifestError) as err:
+        raise SystemExit(str(err)) from None
     fit(hparams, accelerator)
+    calibrate(hparams, accelerator)
     test(hparams, accelerator)
 
     # The best checkpoint as one loadable model folder (see multitask export / push).

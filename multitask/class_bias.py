@@ -1,0 +1,236 @@
+"""A training run's last step: per-class biases fitted on labelled calls.
+
+``class_bias_tasks: [emotion]`` and ``class_bias_calls: calls.csv`` in a recipe's
+hparams make :func:`calibrate` (run after :func:`multitask.train.fit`) fit, for each
+task named, one additive bias per class on the best checkpoint's logits, by
+class-balanced cross-entropy on the calls' labelled clips
+(:func:`multitask.calibration.fit_class_bias`), and write it into the head's last
+bias, so the test, the export and every later load carry it. The demo uses it for
+the emotion head, trained on studio sentences and used on telephone calls
+(``hparams/demo.yaml`` says why and what it measured).
+
+The calls must be in-domain and held out: voices of no test manifest (refused
+otherwise), each class with ``class_bias_min_per_class`` clips or more, and a
+``speaker`` column, by which the fit is cross-validated (is the bias a property of the
+calls' channel and wording, or of their few voices?).
+
+The record, ``class_bias.json`` in the run's output folder, names the checkpoint it was
+written into and the weights file's hash before and after, so rerunning the recipe
+never adds the bias twice (nor misses it after a run killed in between). It holds the
+bias, the cross-validation, and each validation manifest's figures without and with
+the bias; :func:`multitask.train.test` adds the test figures without it, and the
+model card says the bias is there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import Counter
+
+import torch
+
+from .calibration import (
+    class_bias_cross_validation,
+    fit_class_bias,
+    log_probs_of,
+)
+from .card import display_path
+from .manifest import manifest_paths, read_manifests
+
+RECORD = "class_bias.json"
+
+
+class ClassBiasError(ValueError):
+    """Calls that cannot calibrate this run; the message names the file."""
+
+
+def settings(hparams) -> dict | None:
+    """``{"tasks", "calls", "min_per_class"}`` from the hparams, None when no task is named."""
+    tasks = list(hparams.get("class_bias_tasks") or [])
+    if not tasks:
+        return None
+    calls = hparams.get("class_bias_calls")
+    if not calls:
+        raise ClassBiasError(f"class_bias_tasks {tasks} needs class_bias_calls: a manifest of "
+                             "labelled, held-out calls to fit the biases on")
+    unknown = sorted(set(tasks) - set(hparams.get("tasks") or tasks))
+    if unknown:
+        raise ClassBiasError(f"class_bias_tasks {unknown}: not among this run's tasks "
+                             f"{hparams.get('tasks')}")
+    return {"tasks": tasks, "calls": str(calls),
+            "min_per_class": int(hparams.get("class_bias_min_per_class", 10))}
+
+
+def read_record(output_folder, checkpoint_name: str) -> dict | None:
+    """The run's record if it was made on ``checkpoint_name`` and is complete, else None."""
+    path = os.path.join(output_folder, RECORD)
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as fin:
+        record = json.load(fin)
+    if record.get("checkpoint") != checkpoint_name or record.get("pending"):
+        return None
+    return record
+
+
+def scores(log_probs: torch.Tensor, targets: torch.Tensor, names, task) -> dict:
+    """Accuracy, unweighted accuracy and macro-F1 of ``log_probs``'s decisions. With a
+    bias subtracted from a calibrated model's, the figures it had before calibration."""
+    from .metrics import classification_report
+
+    report = classification_report(log_probs.argmax(1).tolist(), targets.tolist(), names, task)
+    return {key: report[key] for key in ("accuracy", "unweighted_accuracy", "macro_f1")}
+
+
+def add_figures_without_bias(stats: dict, record: dict, label_names) -> None:
+    """``stats[task]["without_class_bias"]`` for each calibrated task of an evaluation's
+    ``stats`` (:func:`multitask.train.evaluate`, rows still in it) on the calibrated
+    checkpoint: what the test would have scored without the biases."""
+    for task, entry in record["tasks"].items():
+        rows = [row for row in stats["rows"] if row[task][0] >= 0]
+        if task in stats and rows:
+            log_probs, targets = log_probs_of(rows, task)
+            stats[task]["without_class_bias"] = scores(
+                log_probs - torch.tensor(entry["bias"]), targets, label_names(task), task)
+
+
+def calibrate(hparams, accelerator) -> dict | None:
+    """Fit and write the biases into the best checkpoint (see the module's docstring);
+    returns the record, or None when ``class_bias_tasks`` is empty."""
+    options = settings(hparams)
+    if options is None:
+        return None
+    from .checkpoints import rewrite_recoverable
+    from .train import evaluate_manifest, label_names, load_best
+
+    calls = options["calls"]
+    speakers = check_calls(hparams)
+    model, encoders, best = load_best(hparams, accelerator)
+    out = hparams["output_folder"]
+    heads_file = best.paramfiles["heads"]
+    digest = _sha256(heads_file)
+    previous = _read_any(out)
+    if previous and previous.get("checkpoint") == best.path.name:
+        if previous.get("calls") != display_path(calls) and not previous.get("pending"):
+            raise ClassBiasError(
+                f"{best.path}: its class biases were fitted on {previous.get('calls')}, not "
+                f"{display_path(calls)}; calibrate a new training run instead")
+        if digest == previous.get("heads_sha256_after"):
+            accelerator.print(f"class biases already in {best.path.name}")
+            return previous
+        if previous.get("pending") and digest != previous.get("heads_sha256_before"):
+            # Killed after the weights were rewritten, before the record was completed.
+            return _finish(out, previous, digest, accelerator)
+        if not previous.get("pending"):
+            raise ClassBiasError(
+                f"{heads_file}: changed since its class biases were written ({RECORD}); "
+                "calibrate a new training run instead")
+
+    calls_stats = evaluate_manifest(accelerator, model, calls, encoders, hparams,
+                                    desc="calibrate: calls")
+    valid_stats = evaluate_manifest(accelerator, model, hparams["valid_manifests"], encoders,
+                                    hparams, desc="calibrate: validation")
+    record = {"checkpoint": best.path.name, "calls": display_path(calls),
+              "calls_voices": sorted(set(speakers.values())), "pending": True,
+              "min_per_class": options["min_per_class"], "heads_sha256_before": digest,
+              "tasks": {}}
+    for task in options["tasks"]:
+        names = label_names(encoders[task])
+        rows = [row for row in calls_stats["rows"] if row[task][0] >= 0]
+        log_probs, targets = log_probs_of(rows, task)
+        bias = fit_class_bias(log_probs, targets)
+        valid_rows = [row for row in valid_stats["rows"] if row[task][0] >= 0]
+        valid = log_probs_of(valid_rows, task)
+        record["tasks"][task] = {
+            "classes": names,
+            "bias": [round(float(b), 4) for b in bias],
+            "calls_clips": dict(zip(names, torch.bincount(targets, minlength=len(names)).tolist(), strict=True)),
+            "cross_validation": class_bias_cross_validation(
+                log_probs, targets, [speakers[row["id"]] for row in rows]),
+            "validation": {"without": scores(*valid, names, task),
+                           "with": scores(valid[0] + bias, valid[1], names, task)},
+        }
+    for task, entry in record["tasks"].items():
+        head = model.heads[task]
+        for index, value in enumerate(entry["bias"]):
+            head.offset_logits(torch.arange(head.num_classes) == index, value)
+    if accelerator.is_main_process:
+        _write(out, record)
+        rewrite_recoverable(best, "heads", model.heads)
+    accelerator.wait_for_everyone()
+    for task, entry in record["tasks"].items():
+        cv = entry["cross_validation"]
+        accelerator.print(f"{task}: class biases {entry['bias']} written into {best.path.name}; "
+                          f"held-out voices' unweighted accuracy {cv['without']} -> {cv['with']}")
+    return _finish(out, record, _sha256(heads_file), accelerator)
+
+
+def _finish(out, record: dict, digest: str, accelerator) -> dict:
+    record = {**record, "pending": False, "heads_sha256_after": digest}
+    if accelerator.is_main_process:
+        _write(out, record)
+    accelerator.wait_for_everyone()
+    return record
+
+
+def check_calls(hparams) -> dict:
+    """Refuse calls that cannot calibrate this run, before it trains: rows without a
+    speaker, speakers of a test manifest, a task with fewer than
+    ``class_bias_min_per_class`` clips of a class it was trained on. Returns row id ->
+    speaker ({} when no task is to be calibrated)."""
+    options = settings(hparams)
+    if options is None:
+        return {}
+    calls = options["calls"]
+    rows = read_manifests(calls)
+    if not rows:
+        raise ClassBiasError(f"{calls}: no calls to fit class biases on")
+    nameless = [row["id"] for row in rows if not row.get("speaker")]
+    if nameless:
+        raise ClassBiasError(f"{calls}: {len(nameless)} row(s) name no speaker (e.g. "
+                             f"{nameless[0]}); the class biases are cross-validated by voice")
+    trained = read_manifests(hparams["train_manifests"])
+    for task in options["tasks"]:
+        classes = sorted({row[task] for row in trained if row.get(task)})
+        counts = Counter(row[task] for row in rows if row.get(task))
+        short = {name: counts[name] for name in classes if counts[name] < options["min_per_class"]}
+        if short:
+            raise ClassBiasError(f"{calls}: a per-class bias needs at least "
+                                 f"{options['min_per_class']} labelled clips of every {task} "
+                                 f"class (class_bias_min_per_class); too few of {short}")
+    speakers = {row["id"]: row["speaker"] for row in rows}
+    _check_held_out(speakers, hparams.get("test_manifests") or {}, calls)
+    return speakers
+
+
+def _check_held_out(speakers: dict, test_manifests: dict, calls) -> None:
+    voices = set(speakers.values())
+    for name, manifest in test_manifests.items():
+        shared = voices & {row.get("speaker") for row in read_manifests(manifest)}
+        if shared:
+            raise ClassBiasError(
+                f"{calls} and the {name} test ({', '.join(manifest_paths(manifest))}) share "
+                f"speakers {sorted(shared)}: the test would score biases fitted on its voices")
+
+
+def _sha256(path) -> str:
+    with open(path, "rb") as fin:
+        return hashlib.sha256(fin.read()).hexdigest()
+
+
+def _read_any(out) -> dict | None:
+    path = os.path.join(out, RECORD)
+    if not os.path.isfile(path):
+        return None
+    with open(path, encoding="utf-8") as fin:
+        return json.load(fin)
+
+
+def _write(out, record: dict) -> None:
+    path = os.path.join(out, RECORD)
+    staged = path + ".partial"
+    with open(staged, "w", encoding="utf-8") as fout:
+        json.dump(record, fout, indent=2)
+    os.replace(staged, path)
