@@ -84,16 +84,17 @@ def scores(log_probs: torch.Tensor, targets: torch.Tensor, names, task) -> dict:
     return {key: report[key] for key in ("accuracy", "unweighted_accuracy", "macro_f1")}
 
 
-def add_figures_without_bias(stats: dict, record: dict, label_names) -> None:
+def add_figures_without_bias(stats: dict, record: dict, names_of) -> None:
     """``stats[task]["without_class_bias"]`` for each calibrated task of an evaluation's
     ``stats`` (:func:`multitask.train.evaluate`, rows still in it) on the calibrated
-    checkpoint: what the test would have scored without the biases."""
+    checkpoint: what the test would have scored without the biases. ``names_of(task)``:
+    the task's class names in index order."""
     for task, entry in record["tasks"].items():
         rows = [row for row in stats["rows"] if row[task][0] >= 0]
         if task in stats and rows:
             log_probs, targets = log_probs_of(rows, task)
             stats[task]["without_class_bias"] = scores(
-                log_probs - torch.tensor(entry["bias"]), targets, label_names(task), task)
+                log_probs - torch.tensor(entry["bias"]), targets, names_of(task), task)
 
 
 def calibrate(hparams, accelerator) -> dict | None:
@@ -140,13 +141,15 @@ def calibrate(hparams, accelerator) -> dict | None:
         names = label_names(encoders[task])
         rows = [row for row in calls_stats["rows"] if row[task][0] >= 0]
         log_probs, targets = log_probs_of(rows, task)
-        bias = fit_class_bias(log_probs, targets)
+        # Rounded as recorded, so that every figure below is the written bias's.
+        bias = torch.tensor([round(float(b), 4) for b in fit_class_bias(log_probs, targets)])
+        counts = torch.bincount(targets, minlength=len(names)).tolist()
         valid_rows = [row for row in valid_stats["rows"] if row[task][0] >= 0]
         valid = log_probs_of(valid_rows, task)
         record["tasks"][task] = {
             "classes": names,
-            "bias": [round(float(b), 4) for b in bias],
-            "calls_clips": dict(zip(names, torch.bincount(targets, minlength=len(names)).tolist(), strict=True)),
+            "bias": bias.tolist(),
+            "calls_clips": dict(zip(names, counts, strict=True)),
             "cross_validation": class_bias_cross_validation(
                 log_probs, targets, [speakers[row["id"]] for row in rows]),
             "validation": {"without": scores(*valid, names, task),
