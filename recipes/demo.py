@@ -5,9 +5,9 @@
 
 1. generate the synthetic banking-IVR corpus (Skit-S2I and CREMA-D layouts + joint test);
 2. prepare it with the real Skit-S2I and CREMA-D preparers;
-3. train jointly; fit the emotion head's per-class biases on held-out calls (spoken by
-   the validation splits' voices); score the best checkpoint on the joint IVR test and
-   each corpus's test;
+3. train jointly; if asked (``class_bias_tasks``, off by default), fit per-class biases
+   for the emotion head on held-out calls spoken by the validation splits' voices; score
+   the best checkpoint on the joint IVR test and each corpus's test;
 4. export the model folder, reload it with ``from_hparams`` in a new offline process,
    and predict a few files;
 5. train and score the feature baseline on the same splits;
@@ -97,7 +97,8 @@ if __name__ == "__main__":
 
     # 6. Results.
     metrics = demo_metrics(test_metrics, "joint", train_seconds, time.time() - started, baseline)
-    metrics["class_bias"] = class_bias_summary(class_bias, test_metrics, "joint")
+    if class_bias:
+        metrics["class_bias"] = class_bias_summary(class_bias, test_metrics, "joint")
     metrics["host"] = {**host, "matmul_gflops_at_end": round(matmul_gflops(), 1)}
     write_json(os.path.join(demo_folder, "metrics.json"), metrics)
     report = write_report(demo_folder, test_metrics, metrics, hparams["output_folder"],

@@ -17,8 +17,8 @@ def test_the_demo_pipeline_runs_end_to_end_and_honours_the_metrics_contract(tmp_
     proc = subprocess.run(
         [sys.executable, "recipes/demo.py", "hparams/demo.yaml", f"--demo_folder={demo}",
          "--synth_size=tiny", "--number_of_epochs=1", "--num_workers=0",
-         # the tiny corpus's calls hold 1-5 clips of some emotions
-         "--class_bias_min_per_class=1"],
+         # the option of class biases, on; the tiny corpus's calls hold 1-5 clips of some emotions
+         "--class_bias_tasks=[emotion]", "--class_bias_min_per_class=1"],
         cwd=REPO, capture_output=True, text=True, timeout=900,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-5000:]
