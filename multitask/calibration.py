@@ -1,10 +1,12 @@
 """Calibration after training: offsets on a trained head's logits, chosen on held-out clips.
 
-Two are here, each written into the head's last bias so that an export carries it:
+Two kinds, each written into the head's last bias so that an export carries it, and
+the temperature extend mode gives the parent's logits while training
+(:func:`kept_temperature`):
 
 * extend mode's new-intent offset (:func:`choose_offset`, below);
 * a per-class bias for callers unlike the training corpus (:func:`fit_class_bias`,
-  section *Per-class bias*).
+  section *Per-class bias*; the recipe step is :mod:`multitask.class_bias`).
 
 Extend mode: how readily the new intents may take a clip.
 

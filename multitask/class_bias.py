@@ -5,9 +5,9 @@ hparams make :func:`calibrate` (run after :func:`multitask.train.fit`) fit, for 
 task named, one additive bias per class on the best checkpoint's logits, by
 class-balanced cross-entropy on the calls' labelled clips
 (:func:`multitask.calibration.fit_class_bias`), and write it into the head's last
-bias, so the test, the export and every later load carry it. The demo uses it for
-the emotion head, trained on studio sentences and used on telephone calls
-(``hparams/demo.yaml`` says why and what it measured).
+bias, so the test, the export and every later load carry it. The demo offers it for
+the emotion head, trained on studio sentences and used on telephone calls (off by
+default; ``hparams/demo.yaml`` says what it measured and why it is off).
 
 The calls must be in-domain and held out: voices of no test manifest (refused
 otherwise), each class with ``class_bias_min_per_class`` clips or more, and a
