@@ -145,15 +145,16 @@ def calibrate(hparams, accelerator) -> dict | None:
         bias = torch.tensor([round(float(b), 4) for b in fit_class_bias(log_probs, targets)])
         counts = torch.bincount(targets, minlength=len(names)).tolist()
         valid_rows = [row for row in valid_stats["rows"] if row[task][0] >= 0]
-        valid = log_probs_of(valid_rows, task)
+        valid = log_probs_of(valid_rows, task) if valid_rows else None
         record["tasks"][task] = {
             "classes": names,
             "bias": bias.tolist(),
             "calls_clips": dict(zip(names, counts, strict=True)),
             "cross_validation": class_bias_cross_validation(
                 log_probs, targets, [speakers[row["id"]] for row in rows]),
-            "validation": {"without": scores(*valid, names, task),
-                           "with": scores(valid[0] + bias, valid[1], names, task)},
+            # None: no validation row carries the task.
+            "validation": valid and {"without": scores(*valid, names, task),
+                                     "with": scores(valid[0] + bias, valid[1], names, task)},
         }
     for task, entry in record["tasks"].items():
         head = model.heads[task]

@@ -154,11 +154,18 @@ def _class_bias_lines(summary: dict | None) -> list[str]:
                   f"{', '.join(entry['calls_voices'])}): "
                   + ", ".join(f"{name} {value:+.2f}" for name, value in entry["bias"].items())
                   + f". Fitted on half of those voices, they moved the other half's unweighted "
-                  f"accuracy from {score_text(cv['without'])} to {score_text(cv['with'])}; the {task} "
-                  f"validation accuracy from {entry['validation']['without']['accuracy']:.3f} "
-                  f"to {entry['validation']['with']['accuracy']:.3f}. The table's rows "
+                  f"accuracy from {score_text(cv['without'])} to {score_text(cv['with'])}"
+                  + _validation_clause(task, entry["validation"]) + ". The table's rows "
                   "\"without class biases\" are the same model's figures before them.", ""]
     return lines
+
+
+def _validation_clause(task: str, validation: dict | None) -> str:
+    if not validation:
+        return ""
+    return (f"; the {task} validation accuracy from "
+            f"{score_text(validation['without']['accuracy'])} to "
+            f"{score_text(validation['with']['accuracy'])}")
 
 
 def _by_voice(test_metrics: dict) -> list[str]:

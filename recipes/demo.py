@@ -57,13 +57,14 @@ if __name__ == "__main__":
     # Held-out calls for the class biases: banking queries with a caller's emotion through
     # the telephone line, by the voices of the validation splits (no training, test or
     # joint-test voice); seconds to make.
-    calls = hparams.get("class_bias_calls")
-    if hparams.get("class_bias_tasks") and calls and not os.path.isfile(calls):
+    own_calls = os.path.join(hparams["synth_folder"], "calls", "calls.csv")
+    if (hparams.get("class_bias_tasks") and hparams.get("class_bias_calls") == own_calls
+            and not os.path.isfile(own_calls)):
         if accelerator.is_main_process:
             timbres = manifest_timbres(hparams["valid_manifests"],
                                        os.path.join(hparams["synth_folder"], "speakers.json"))
-            generate(os.path.dirname(os.path.dirname(calls)), size=hparams["synth_size"],
-                     domain="calls", variants=timbres, seed=hparams["corpus_seed"])
+            generate(hparams["synth_folder"], size=hparams["synth_size"], domain="calls",
+                     variants=timbres, seed=hparams["corpus_seed"])
         accelerator.wait_for_everyone()
     try:
         check_calls(hparams)  # before training, not after it
