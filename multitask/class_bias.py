@@ -195,9 +195,12 @@ def check_calls(hparams) -> dict:
     if nameless:
         raise ClassBiasError(f"{calls}: {len(nameless)} row(s) name no speaker (e.g. "
                              f"{nameless[0]}); the class biases are cross-validated by voice")
-    trained = read_manifests(hparams["train_manifests"])
+    trained = None
     for task in options["tasks"]:
-        classes = sorted({row[task] for row in trained if row.get(task)})
+        classes = _classes(hparams, task)
+        if classes is None:  # a new run: its label encoders are made from its training rows
+            trained = trained or read_manifests(hparams["train_manifests"])
+            classes = sorted({row[task] for row in trained if row.get(task)})
         counts = Counter(row[task] for row in rows if row.get(task))
         short = {name: counts[name] for name in classes if counts[name] < options["min_per_class"]}
         if short:
@@ -207,6 +210,16 @@ def check_calls(hparams) -> dict:
     speakers = {row["id"]: row["speaker"] for row in rows}
     _check_held_out(speakers, hparams.get("test_manifests") or {}, calls)
     return speakers
+
+
+def _classes(hparams, task) -> list[str] | None:
+    """The task's classes from the run's saved label encoder (a resumed run, or a
+    fine-tuning run, which writes them before training), else None."""
+    from .data import label_encoder_path, load_label_encoders
+
+    if not os.path.isfile(label_encoder_path(hparams["save_folder"], task)):
+        return None
+    return list(load_label_encoders(hparams["save_folder"], [task])[task].lab2ind)
 
 
 def _check_held_out(speakers: dict, test_manifests: dict, calls) -> None:

@@ -714,12 +714,16 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
         Hub revision of ``source``; the Hub id a local parent folder was pushed as
         (for the card's ``base_model``).
     hparams_file, overrides
-        ``hparams/finetune.yaml`` and ``{key: value}`` overrides (e.g. ``freeze_encoder``).
+        ``hparams/finetune.yaml`` and ``{key: value}`` overrides (e.g. ``freeze_encoder``;
+        ``class_bias_tasks`` and ``class_bias_calls`` fit per-class biases on labelled
+        calls after training, :mod:`multitask.class_bias`).
     export : bool
         Export the best checkpoint to ``export_folder`` at the end.
     """
     import speechbrain as sb
 
+    from .class_bias import ClassBiasError, check_calls
+    from .class_bias import calibrate as calibrate_class_bias
     from .recipe import load_hparams
     from .train import fit, make_accelerator
     from .train import test as run_test
@@ -811,6 +815,10 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
     for task in parent.tasks:
         if task != "intent":
             save_label_encoder(save / f"label_encoder_{task}.txt", parent.labels[task])
+    try:
+        check_calls(hparams)  # class biases' calls, before training rather than after it
+    except ClassBiasError as err:
+        raise FinetuneError(str(err)) from None
 
     record_path = out / FINETUNE_RECORD
     record = json.loads(record_path.read_text()) if record_path.is_file() else {}
@@ -856,6 +864,11 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
         record["calibration"] = calibrate_new_intents(
             hparams, accelerator, old_valid_manifest, valid_manifests, parent_labels,
             record.get("calibration"), old_valid)
+        if accelerator.is_main_process:
+            record_path.write_text(json.dumps(record, indent=2), encoding="utf-8")
+    class_bias = calibrate_class_bias(hparams, accelerator)
+    if class_bias:
+        record["class_bias"] = class_bias
         if accelerator.is_main_process:
             record_path.write_text(json.dumps(record, indent=2), encoding="utf-8")
     results = run_test(hparams, accelerator)

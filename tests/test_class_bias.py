@@ -5,7 +5,6 @@ copy of the session's tiny trained run (toy emotions ``dull`` and ``bright``), w
 calls written here by voices the run's test does not have.
 """
 
-import csv
 import json
 import os
 import shutil
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import REPO
-from toy_data import write_toy_corpus
+from toy_data import write_calls
 
 from multitask.calibration import class_bias_cross_validation, fit_class_bias, unweighted_accuracy
 from multitask.class_bias import ClassBiasError, calibrate, check_calls
@@ -65,20 +64,6 @@ def test_cross_validation_by_voice_splits_each_way_once_and_skips_halves_missing
 # ---------------------------------------------------------------- the recipe step
 
 
-def _write_calls(folder, speakers=("callerA", "callerB", "callerC"), per_class=12):
-    """Toy clips of both tasks, spoken (by the speaker column) by ``speakers``."""
-    manifest = Path(write_toy_corpus(folder, per_class=per_class, seed=3, prefix="call_")["train"])
-    with open(manifest, newline="") as fin:
-        rows = list(csv.DictReader(fin))
-    for index, row in enumerate(rows):
-        row["speaker"] = speakers[index % len(speakers)]
-    with open(manifest, "w", newline="") as fout:
-        writer = csv.DictWriter(fout, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return str(manifest)
-
-
 def _hparams(run, toy_corpus, encoder, calls, **extra):
     return load_hparams(os.path.join(REPO, "hparams", "tiny.yaml"), {
         "output_folder": str(run), "encoder_source": str(encoder),
@@ -106,7 +91,7 @@ def run_copy(trained_run, tmp_path):
 
 def test_the_biases_go_into_the_checkpoint_once_and_the_test_keeps_the_figures_without_them(
         run_copy, trained_run, toy_corpus, group_norm_encoder, tmp_path):
-    hparams = _hparams(run_copy, toy_corpus, group_norm_encoder, _write_calls(tmp_path / "calls"))
+    hparams = _hparams(run_copy, toy_corpus, group_norm_encoder, write_calls(tmp_path / "calls"))
     accelerator = make_accelerator(hparams)
     record = calibrate(hparams, accelerator)
     entry = record["tasks"]["emotion"]
@@ -140,7 +125,7 @@ def test_the_biases_go_into_the_checkpoint_once_and_the_test_keeps_the_figures_w
 
 def test_a_run_killed_while_calibrating_is_calibrated_exactly_once_when_rerun(
         run_copy, trained_run, toy_corpus, group_norm_encoder, tmp_path):
-    hparams = _hparams(run_copy, toy_corpus, group_norm_encoder, _write_calls(tmp_path / "calls"))
+    hparams = _hparams(run_copy, toy_corpus, group_norm_encoder, write_calls(tmp_path / "calls"))
     accelerator = make_accelerator(hparams)
     record = calibrate(hparams, accelerator)
     heads, trained = _heads_file(run_copy, record), _heads_file(trained_run, record)
@@ -164,7 +149,7 @@ def test_a_run_killed_while_calibrating_is_calibrated_exactly_once_when_rerun(
 
 def test_calls_that_cannot_calibrate_are_refused_before_training_naming_the_file(
         run_copy, toy_corpus, group_norm_encoder, tmp_path):
-    calls = _write_calls(tmp_path / "calls")
+    calls = write_calls(tmp_path / "calls")
 
     def refused(calls_path, match, **extra):
         with pytest.raises(ClassBiasError, match=match):
@@ -175,7 +160,7 @@ def test_calls_that_cannot_calibrate_are_refused_before_training_naming_the_file
             class_bias_min_per_class=1)
     refused(calls, r"calls/train.csv: a per-class bias needs at least 13 .* every emotion class "
                    r".*\{'bright': 12, 'dull': 12\}", class_bias_min_per_class=13)
-    nameless = _write_calls(tmp_path / "nameless", speakers=("",))
+    nameless = write_calls(tmp_path / "nameless", speakers=("",))
     refused(nameless, r"nameless/train.csv: 48 row\(s\) name no speaker")
     with pytest.raises(ClassBiasError, match="needs class_bias_calls"):
         check_calls(_hparams(run_copy, toy_corpus, group_norm_encoder, None))
@@ -188,7 +173,7 @@ def test_calls_that_cannot_calibrate_are_refused_before_training_naming_the_file
 
 def test_weights_changed_after_calibration_are_not_calibrated_again(
         run_copy, toy_corpus, group_norm_encoder, tmp_path):
-    hparams = _hparams(run_copy, toy_corpus, group_norm_encoder, _write_calls(tmp_path / "calls"))
+    hparams = _hparams(run_copy, toy_corpus, group_norm_encoder, write_calls(tmp_path / "calls"))
     accelerator = make_accelerator(hparams)
     record = calibrate(hparams, accelerator)
     heads = _heads_file(run_copy, record)
@@ -197,6 +182,6 @@ def test_weights_changed_after_calibration_are_not_calibrated_again(
     torch.save(state, heads)
     with pytest.raises(ClassBiasError, match="heads.ckpt: changed since its class biases"):
         calibrate(hparams, accelerator)
-    other = _hparams(run_copy, toy_corpus, group_norm_encoder, _write_calls(tmp_path / "other"))
+    other = _hparams(run_copy, toy_corpus, group_norm_encoder, write_calls(tmp_path / "other"))
     with pytest.raises(ClassBiasError, match="fitted on calls/train.csv, not other/train.csv"):
         calibrate(other, accelerator)

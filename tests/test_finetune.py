@@ -16,7 +16,7 @@ import soundfile as sf
 import torch
 import yaml
 from safetensors.torch import load_file
-from toy_data import SAMPLE_RATE, tone
+from toy_data import SAMPLE_RATE, tone, write_calls
 
 from multitask.cli import main
 from multitask.finetune import (
@@ -218,6 +218,34 @@ def test_replace_with_the_parents_head_design_copies_its_layers(exported_model, 
     parent = MultitaskClassifier.from_hparams(source=str(exported_model), run_opts={"device": "cpu"})
     assert record["intent_head"]["pooling"] == parent.mods.heads["intent"].pooling != "stats"
     assert record["results"]["emotion"]["change"] == 0.0  # frozen encoder and emotion head
+
+
+def test_finetuning_can_calibrate_the_frozen_emotion_head_to_a_banks_calls(
+        exported_model, new_domain, toy_corpus, tmp_path):
+    """class_bias_tasks: after training, only the emotion head's last bias moves, by the
+    biases fitted on the calls; the record, the retention figures and the card say so."""
+    calls = write_calls(tmp_path / "calls")
+    overrides = {**parse_overrides(FAST), "number_of_epochs": 1,
+                 "class_bias_tasks": ["emotion"], "class_bias_calls": calls}
+    record = finetune(str(exported_model), new_domain["train"], tmp_path / "run",
+                      valid=[new_domain["valid"]], emotion=toy_corpus["test"], overrides=overrides)
+    bias = record["class_bias"]["tasks"]["emotion"]["bias"]
+    assert record["class_bias"]["calls_voices"] == ["callerA", "callerB", "callerC"]
+    tuned = load_file(tmp_path / "run" / "export" / "heads.safetensors")
+    parent = parent_heads(exported_model)
+    emotion = sorted((k for k in parent if k.startswith("emotion.classifier.")),
+                     key=lambda k: int(k.split(".")[2]))
+    last = emotion[-1]
+    assert last.endswith(".bias")
+    assert all(torch.equal(tuned[k], parent[k]) for k in emotion if k != last)
+    torch.testing.assert_close(tuned[last], parent[last] + torch.tensor(bias), atol=1e-4, rtol=0)
+    assert "without_class_bias" in json.loads(
+        (tmp_path / "run" / "test_metrics.json").read_text())["emotion"]["emotion"]
+    assert "Calibration: the emotion logits carry per-class biases" in (
+        tmp_path / "run" / "export" / "README.md").read_text()
+    with pytest.raises(FinetuneError, match="at least 13 labelled clips of every emotion class"):
+        finetune(str(exported_model), new_domain["train"], tmp_path / "refused",
+                 valid=[new_domain["valid"]], overrides={**overrides, "class_bias_min_per_class": 13})
 
 
 def test_a_run_folder_refuses_to_resume_with_another_intent_head(replaced, exported_model, new_domain):

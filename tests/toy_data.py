@@ -7,6 +7,7 @@ label only, as rows from two single-task corpora do. Nothing is downloaded.
 
 from __future__ import annotations
 
+import csv
 import os
 
 import numpy as np
@@ -53,6 +54,22 @@ def write_toy_corpus(folder, per_class=12, seed=0, prefix="") -> dict:
         write_manifest(path, rows)
         splits[split] = path
     return splits
+
+
+def write_calls(folder, speakers=("callerA", "callerB", "callerC"), per_class=12) -> str:
+    """Toy clips of both tasks (``per_class`` of each label) spoken, by their speaker
+    column, by ``speakers`` (none of the toy corpus's); returns the manifest's path: what
+    a bank's labelled calls are to :mod:`multitask.class_bias`."""
+    manifest = write_toy_corpus(folder, per_class=per_class, seed=3, prefix="call_")["train"]
+    with open(manifest, newline="") as fin:
+        rows = list(csv.DictReader(fin))
+    for index, row in enumerate(rows):
+        row["speaker"] = speakers[index % len(speakers)]
+    with open(manifest, "w", newline="") as fout:
+        writer = csv.DictWriter(fout, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return manifest
 
 
 def _row(folder, utt_id, split, task, label, wav, speaker):
