@@ -37,7 +37,7 @@ from .calibration import (
     log_probs_of,
 )
 from .card import display_path
-from .manifest import manifest_paths, read_manifests
+from .manifest import manifest_paths, read_manifests, single_task_copy
 
 RECORD = "class_bias.json"
 
@@ -129,8 +129,6 @@ def calibrate(hparams, accelerator) -> dict | None:
                 f"{heads_file}: changed since its class biases were written ({RECORD}); "
                 "calibrate a new training run instead")
 
-    calls_stats = evaluate_manifest(accelerator, model, calls, encoders, hparams,
-                                    desc="calibrate: calls")
     valid_stats = evaluate_manifest(accelerator, model, hparams["valid_manifests"], encoders,
                                     hparams, desc="calibrate: validation")
     record = {"checkpoint": best.path.name, "calls": display_path(calls),
@@ -139,7 +137,14 @@ def calibrate(hparams, accelerator) -> dict | None:
               "tasks": {}}
     for task in options["tasks"]:
         names = label_names(encoders[task])
-        rows = [row for row in calls_stats["rows"] if row[task][0] >= 0]
+        # The task's labels only: calls may carry other labels the model does not have
+        # (a fine-tuned model's new intents, say).
+        task_calls = os.path.join(out, f"class_bias_calls_{task}.csv")
+        if accelerator.is_main_process:
+            single_task_copy(calls, task, task_calls)
+        accelerator.wait_for_everyone()
+        rows = evaluate_manifest(accelerator, model, task_calls, encoders, hparams,
+                                 desc=f"calibrate: {task} calls")["rows"]
         log_probs, targets = log_probs_of(rows, task)
         # Rounded as recorded, so that every figure below is the written bias's.
         bias = torch.tensor([round(float(b), 4) for b in fit_class_bias(log_probs, targets)])
@@ -202,6 +207,10 @@ def check_calls(hparams) -> dict:
             trained = trained or read_manifests(hparams["train_manifests"])
             classes = sorted({row[task] for row in trained if row.get(task)})
         counts = Counter(row[task] for row in rows if row.get(task))
+        unknown = sorted(set(counts) - set(classes))
+        if unknown:
+            raise ClassBiasError(f"{calls}: {task} label(s) {unknown} are not among the "
+                                 f"model's {classes}")
         short = {name: counts[name] for name in classes if counts[name] < options["min_per_class"]}
         if short:
             raise ClassBiasError(f"{calls}: a per-class bias needs at least "

@@ -59,6 +59,7 @@ from pathlib import Path
 
 from .card import display_path
 from .export import HPARAMS_FILE, WEIGHTS_FILES, export_model
+from .manifest import single_task_copy, single_task_rows
 from .source import FOLDER, HUB, ModelNotFoundError, source_kind
 
 FINETUNE_RECORD = "finetune.json"
@@ -359,26 +360,6 @@ def prepare_split(path, out_dir, split: str, seed: int) -> str:
     out = os.path.join(out_dir, f"{split}.csv")
     write_manifest(out, rows)
     return out
-
-
-def single_task_rows(manifest, task: str) -> list[dict]:
-    """The rows of ``manifest`` that carry ``task``'s label, with only that label kept."""
-    from .manifest import read_manifest
-
-    other = next(t for t in TASKS if t != task)
-    rows = [dict(row, **{other: "", "task": task}) for row in read_manifest(manifest)
-            if row.get(task)]
-    if not rows:
-        raise FinetuneError(f"{manifest}: no row carries a {task} label")
-    return rows
-
-
-def single_task_copy(manifest, task: str, out_path) -> str:
-    """``manifest`` with only ``task``'s labels kept (rows without it dropped)."""
-    from .manifest import write_manifest
-
-    write_manifest(out_path, single_task_rows(manifest, task))
-    return os.fspath(out_path)
 
 
 def replay_manifest(manifests, labels, per_class: int | None, seed: int, out_path) -> str:

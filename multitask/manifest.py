@@ -183,3 +183,21 @@ def rows_digest(rows) -> str:
                   *(row.get(task, "") for task in TASKS), row.get("split", ""))
         digest.update("\t".join(fields).encode("utf-8") + b"\n")
     return digest.hexdigest()
+
+
+def single_task_rows(manifest, task: str) -> list[dict]:
+    """The rows of ``manifest`` that carry ``task``'s label, with only that label kept
+    (e.g. calls labelled with both tasks, scored for one whose other labels a model
+    does not have)."""
+    other = next(t for t in TASKS if t != task)
+    rows = [dict(row, **{other: "", "task": task}) for row in read_manifest(manifest)
+            if row.get(task)]
+    if not rows:
+        raise ManifestError(f"{manifest}: no row carries a {task} label")
+    return rows
+
+
+def single_task_copy(manifest, task: str, out_path) -> str:
+    """``manifest`` with only ``task``'s labels kept (rows without it dropped)."""
+    write_manifest(out_path, single_task_rows(manifest, task))
+    return os.fspath(out_path)

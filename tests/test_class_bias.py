@@ -160,6 +160,9 @@ def test_calls_that_cannot_calibrate_are_refused_before_training_naming_the_file
             class_bias_min_per_class=1)
     refused(calls, r"calls/train.csv: a per-class bias needs at least 13 .* every emotion class "
                    r".*\{'bright': 12, 'dull': 12\}", class_bias_min_per_class=13)
+    calm = Path(write_calls(tmp_path / "calm"))
+    calm.write_text(calm.read_text().replace(",emotion,,bright,", ",emotion,,calm,", 1))
+    refused(str(calm), r"calm/train.csv: emotion label\(s\) \['calm'\] are not among the model's")
     nameless = write_calls(tmp_path / "nameless", speakers=("",))
     refused(nameless, r"nameless/train.csv: 48 row\(s\) name no speaker")
     with pytest.raises(ClassBiasError, match="needs class_bias_calls"):
