@@ -22,7 +22,9 @@ It changes no model; it writes a JSON (``--out``) for a person to read.
     python benchmarks/class_bias.py --model results/demo/model \\
         --out results/bench/class_bias.json
 
-The calls come from ``make demo`` (``results/demo/synth/calls``), or directly::
+The calls come from ``make demo`` with its class-bias option on
+(``results/demo/synth/calls``), from ``recipes/finetune_demo.py``
+(``results/finetune/synth/calls``), or directly::
 
     multitask synth --out results/demo/synth --domain calls \\
         --speakers results/demo/synth/speakers.json \\

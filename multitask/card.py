@@ -267,7 +267,7 @@ def _class_bias_block(record: dict | None) -> str:
     ...     "tasks": {"emotion": {"classes": ["x", "y"], "bias": [0.0, 0.5],
     ...     "calls_clips": {"x": 9, "y": 9}, "cross_validation": {"without": 0.5, "with": 0.6}}}}))
     <BLANKLINE>
-    - Calibration: the emotion logits carry per-class biases (x +0.00, y +0.50), fitted after training by class-balanced cross-entropy on 18 held-out calls (`calls/calls.csv`, 2 voices); fitted on half of the voices, they took the other half's unweighted accuracy from 0.500 to 0.600. The validation figures are the checkpoint's, before the biases; the test figures are with them.
+    - Calibration: the emotion logits carry per-class biases (x +0.00, y +0.50), fitted after training by class-balanced cross-entropy on 18 held-out calls (`calls/calls.csv`, 2 voices); fitted on some of the voices, they took the others' unweighted accuracy from 0.500 to 0.600. The validation figures are the checkpoint's, before the biases; the test figures are with them.
     """
     lines = []
     for task, entry in ((record or {}).get("tasks") or {}).items():
@@ -277,8 +277,8 @@ def _class_bias_block(record: dict | None) -> str:
             + ", ".join(f"{name} {value:+.2f}" for name, value in zip(entry["classes"], entry["bias"], strict=True))
             + f"), fitted after training by class-balanced cross-entropy on "
             f"{sum(entry['calls_clips'].values())} held-out calls (`{record['calls']}`, "
-            f"{len(record['calls_voices'])} voices); fitted on half of the voices, they took "
-            f"the other half's unweighted accuracy from {score_text(cv['without'])} to {score_text(cv['with'])}. "
+            f"{len(record['calls_voices'])} voices); fitted on some of the voices, they took "
+            f"the others' unweighted accuracy from {score_text(cv['without'])} to {score_text(cv['with'])}. "
             "The validation figures are the checkpoint's, before the biases; the test figures "
             "are with them.")
     return "".join("\n" + line for line in lines)

@@ -37,9 +37,10 @@ from .calibration import (
     log_probs_of,
 )
 from .card import display_path
-from .manifest import manifest_paths, read_manifests, single_task_copy
+from .manifest import manifest_paths, read_manifests, rows_digest, single_task_copy
 
 RECORD = "class_bias.json"
+HEADS_FILE = "heads.ckpt"  # the heads' parameter file in a checkpoint folder
 
 
 class ClassBiasError(ValueError):
@@ -48,7 +49,11 @@ class ClassBiasError(ValueError):
 
 def settings(hparams) -> dict | None:
     """``{"tasks", "calls", "min_per_class"}`` from the hparams, None when no task is named."""
-    tasks = list(hparams.get("class_bias_tasks") or [])
+    tasks = hparams.get("class_bias_tasks") or []
+    if isinstance(tasks, str) or not isinstance(tasks, list | tuple):
+        raise ClassBiasError(f"class_bias_tasks must be a list of tasks, e.g. [emotion], not "
+                             f"{tasks!r}")
+    tasks = list(tasks)
     if not tasks:
         return None
     calls = hparams.get("class_bias_calls")
@@ -59,18 +64,23 @@ def settings(hparams) -> dict | None:
     if unknown:
         raise ClassBiasError(f"class_bias_tasks {unknown}: not among this run's tasks "
                              f"{hparams.get('tasks')}")
-    return {"tasks": tasks, "calls": str(calls),
-            "min_per_class": int(hparams.get("class_bias_min_per_class", 10))}
+    minimum = hparams.get("class_bias_min_per_class", 10)
+    if not isinstance(minimum, int) or minimum < 1:
+        raise ClassBiasError(f"class_bias_min_per_class must be a whole number of clips, 1 or "
+                             f"more, not {minimum!r}")
+    return {"tasks": tasks, "calls": str(calls), "min_per_class": minimum}
 
 
-def read_record(output_folder, checkpoint_name: str) -> dict | None:
-    """The run's record if it was made on ``checkpoint_name`` and is complete, else None."""
-    path = os.path.join(output_folder, RECORD)
-    if not os.path.isfile(path):
+def read_record(output_folder, checkpoint) -> dict | None:
+    """The run's record if it is complete and its biases are in ``checkpoint``'s weights
+    (its name and its heads file's hash match: a checkpoint of a later training, though
+    named alike, does not), else None."""
+    record = _read_any(output_folder)
+    if (not record or record.get("pending")
+            or record.get("checkpoint") != os.path.basename(checkpoint.path)):
         return None
-    with open(path, encoding="utf-8") as fin:
-        record = json.load(fin)
-    if record.get("checkpoint") != checkpoint_name or record.get("pending"):
+    heads = os.path.join(checkpoint.path, HEADS_FILE)
+    if not os.path.isfile(heads) or _sha256(heads) != record.get("heads_sha256_after"):
         return None
     return record
 
@@ -100,24 +110,35 @@ def add_figures_without_bias(stats: dict, record: dict, names_of) -> None:
 def calibrate(hparams, accelerator) -> dict | None:
     """Fit and write the biases into the best checkpoint (see the module's docstring);
     returns the record, or None when ``class_bias_tasks`` is empty."""
-    options = settings(hparams)
-    if options is None:
-        return None
     from .checkpoints import rewrite_recoverable
     from .train import evaluate_manifest, label_names, load_best
 
+    options = settings(hparams)
+    out = hparams["output_folder"]
+    if options is None:
+        if not _read_any(out):
+            return None
+        _, _, best = load_best(hparams, accelerator)
+        carried = read_record(out, best)
+        if carried:  # fitted by an earlier run of this folder with the option on
+            accelerator.print(f"WARNING: {best.path.name} carries class biases for "
+                              f"{sorted(carried['tasks'])} ({RECORD}), though class_bias_tasks "
+                              "is now empty; the test and the export keep them")
+        return carried
     calls = options["calls"]
     speakers = check_calls(hparams)
     model, encoders, best = load_best(hparams, accelerator)
-    out = hparams["output_folder"]
     heads_file = best.paramfiles["heads"]
     digest = _sha256(heads_file)
     previous = _read_any(out)
+    calls_digest = rows_digest(read_manifests(calls))
     if previous and previous.get("checkpoint") == best.path.name:
-        if previous.get("calls") != display_path(calls) and not previous.get("pending"):
+        fitted = (previous.get("calls_digest"), sorted(previous.get("tasks") or {}))
+        if fitted != (calls_digest, sorted(options["tasks"])) and not previous.get("pending"):
             raise ClassBiasError(
-                f"{best.path}: its class biases were fitted on {previous.get('calls')}, not "
-                f"{display_path(calls)}; calibrate a new training run instead")
+                f"{best.path}: its class biases were fitted for {fitted[1]} on "
+                f"{previous.get('calls')} as it was then, not for {sorted(options['tasks'])} "
+                f"on {calls} as it is now; calibrate a new training run instead")
         if digest == previous.get("heads_sha256_after"):
             accelerator.print(f"class biases already in {best.path.name}")
             return previous
@@ -132,6 +153,7 @@ def calibrate(hparams, accelerator) -> dict | None:
     valid_stats = evaluate_manifest(accelerator, model, hparams["valid_manifests"], encoders,
                                     hparams, desc="calibrate: validation")
     record = {"checkpoint": best.path.name, "calls": display_path(calls),
+              "calls_digest": calls_digest,
               "calls_voices": sorted(set(speakers.values())), "pending": True,
               "min_per_class": options["min_per_class"], "heads_sha256_before": digest,
               "tasks": {}}
@@ -211,6 +233,10 @@ def check_calls(hparams) -> dict:
         if unknown:
             raise ClassBiasError(f"{calls}: {task} label(s) {unknown} are not among the "
                                  f"model's {classes}")
+        voices = {row["speaker"] for row in rows if row.get(task)}
+        if len(voices) < 2:
+            raise ClassBiasError(f"{calls}: the {task} calls need 2 speakers or more, to "
+                                 f"cross-validate the biases by voice; they have {sorted(voices)}")
         short = {name: counts[name] for name in classes if counts[name] < options["min_per_class"]}
         if short:
             raise ClassBiasError(f"{calls}: a per-class bias needs at least "

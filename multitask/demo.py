@@ -153,7 +153,7 @@ def _class_bias_lines(summary: dict | None) -> list[str]:
                   f"{entry['calls_clips']} held-out calls (`{entry['calls']}`, voices "
                   f"{', '.join(entry['calls_voices'])}): "
                   + ", ".join(f"{name} {value:+.2f}" for name, value in entry["bias"].items())
-                  + f". Fitted on half of those voices, they moved the other half's unweighted "
+                  + f". Fitted on some of those voices, they moved the others' unweighted "
                   f"accuracy from {score_text(cv['without'])} to {score_text(cv['with'])}"
                   + _validation_clause(task, entry["validation"]) + ". The table's rows "
                   "\"without class biases\" are the same model's figures before them.", ""]

@@ -111,7 +111,7 @@ def export_model(train_output_folder, out_dir, *, checkpoint=None, repo_id=None,
     ckpt = select_checkpoint(save_folder, hparams.get("best_metric", "mean_accuracy"), checkpoint)
     test_metrics = read_test_metrics(run, ckpt)
     lineage = read_lineage(run)
-    class_bias = read_class_bias(run, ckpt.path.name)
+    class_bias = read_class_bias(run, ckpt)
 
     staging = out.parent / f".{out.name}.partial"
     shutil.rmtree(staging, ignore_errors=True)

@@ -796,6 +796,9 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
     for task in parent.tasks:
         if task != "intent":
             save_label_encoder(save / f"label_encoder_{task}.txt", parent.labels[task])
+    if mode == "extend" and "intent" in (hparams.get("class_bias_tasks") or []):
+        raise FinetuneError("class_bias_tasks: extend keeps the parent's intent logits whole, "
+                            "so its intent head takes no class biases; calibrate emotion only")
     try:
         check_calls(hparams)  # class biases' calls, before training rather than after it
     except ClassBiasError as err:
@@ -847,7 +850,10 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
             record.get("calibration"), old_valid)
         if accelerator.is_main_process:
             record_path.write_text(json.dumps(record, indent=2), encoding="utf-8")
-    class_bias = calibrate_class_bias(hparams, accelerator)
+    try:
+        class_bias = calibrate_class_bias(hparams, accelerator)
+    except ClassBiasError as err:
+        raise FinetuneError(str(err)) from None
     if class_bias:
         record["class_bias"] = class_bias
         if accelerator.is_main_process:
@@ -870,8 +876,12 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
         if emotion_result["warning"]:
             message = (f"emotion accuracy dropped from {emotion_result['before']:.4f} to "
                        f"{emotion_result['accuracy']:.4f} on {emotion_result['manifest']} "
-                       f"(more than {threshold:.2%}); freeze more of the encoder "
-                       "(--freeze_encoder=all) or lower encoder_lr")
+                       f"(more than {threshold:.2%}); "
+                       + ("it includes the emotion class biases fitted on "
+                          f"{class_bias['calls']} (without them: 'without_class_bias' in "
+                          "test_metrics.json)" if "emotion" in (class_bias or {}).get("tasks", {})
+                          else "freeze more of the encoder (--freeze_encoder=all) or lower "
+                          "encoder_lr"))
             warnings.warn(message, stacklevel=2)
             accelerator.print(f"WARNING: {message}")
     if accelerator.is_main_process:

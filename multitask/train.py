@@ -537,7 +537,7 @@ def test(hparams, accelerator: Accelerator | None = None) -> dict:
     model, encoders, best = load_best(hparams, accelerator)
     results = {"checkpoint": os.path.basename(best.path), "checkpoint_meta": best.meta}
     out = hparams["output_folder"]
-    calibrated = read_class_bias(out, results["checkpoint"])
+    calibrated = read_class_bias(out, best)
     for name, manifest in (hparams.get("test_manifests") or {}).items():
         stats = evaluate_manifest(accelerator, model, manifest, encoders, hparams,
                                   desc=f"test {name}")

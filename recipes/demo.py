@@ -75,7 +75,10 @@ if __name__ == "__main__":
     train_start = time.time()
     fit(hparams, accelerator)
     train_seconds = time.time() - train_start
-    class_bias = calibrate(hparams, accelerator)
+    try:
+        class_bias = calibrate(hparams, accelerator)
+    except ClassBiasError as err:
+        raise SystemExit(str(err)) from None
     test_metrics = test(hparams, accelerator)
 
     # 4. Export, then reload in a fresh offline process, as a user would.

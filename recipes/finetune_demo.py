@@ -47,14 +47,16 @@ if __name__ == "__main__":
         generate(os.path.join(OUT, "synth"), size="small", domain="new", shots=SHOTS)
     data = {split: os.path.join(new_domain, f"{split}.csv") for split in ("train", "valid", "test")}
     # Held-out calls of the demo's intents by its validation timbres (in no training or
-    # test split): where extend chooses the new intents' offset. The demo makes them
-    # (its emotion biases are fitted on them); a demo folder from before that lacks them.
+    # test split): where extend chooses the new intents' offset. The demo's own when it
+    # made them (with its class-bias option on), else made here.
     calls = os.path.join(DEMO, "synth", "calls", "calls.csv")
+    if not os.path.isfile(calls):
+        calls = os.path.join(OUT, "synth", "calls", "calls.csv")
     if not os.path.isfile(calls):
         timbres = manifest_timbres([f"{DEMO}/data/skit_s2i/valid.csv",
                                     f"{DEMO}/data/crema_d/valid.csv"],
                                    f"{DEMO}/synth/speakers.json")
-        generate(os.path.join(DEMO, "synth"), size="small", domain="calls", variants=timbres)
+        generate(os.path.join(OUT, "synth"), size="small", domain="calls", variants=timbres)
     common = dict(valid=[data["valid"]], test=data["test"],
                   emotion=f"{DEMO}/data/crema_d/test.csv", overrides=overrides)
 

@@ -43,7 +43,10 @@ if __name__ == "__main__":
     except (ClassBiasError, ManifestError) as err:
         raise SystemExit(str(err)) from None
     fit(hparams, accelerator)
-    calibrate(hparams, accelerator)
+    try:
+        calibrate(hparams, accelerator)
+    except ClassBiasError as err:
+        raise SystemExit(str(err)) from None
     test(hparams, accelerator)
 
     # The best checkpoint as one loadable model folder (see multitask export / push).

@@ -16,7 +16,14 @@ from conftest import REPO
 from toy_data import write_calls
 
 from multitask.calibration import class_bias_cross_validation, fit_class_bias, unweighted_accuracy
-from multitask.class_bias import ClassBiasError, calibrate, check_calls
+from multitask.class_bias import (
+    ClassBiasError,
+    add_figures_without_bias,
+    calibrate,
+    check_calls,
+    read_record,
+    scores,
+)
 from multitask.export import export_model
 from multitask.recipe import load_hparams
 from multitask.train import make_accelerator
@@ -25,8 +32,9 @@ from multitask.train import test as run_test
 pytest_plugins = ["trained_tiny"]
 
 
-def _calibrated(log_probs_seed=0):
-    """Log-probs of a fairly good 3-class model on imbalanced rows, and their targets."""
+def _fair_model(log_probs_seed=0):
+    """Log-probs of a fairly good, unskewed 3-class model on imbalanced rows, and their
+    targets."""
     generator = torch.Generator().manual_seed(log_probs_seed)
     targets = torch.arange(3).repeat_interleave(torch.tensor([200, 30, 30]))
     logits = 2.5 * torch.nn.functional.one_hot(targets, 3) + torch.randn(260, 3, generator=generator)
@@ -34,7 +42,7 @@ def _calibrated(log_probs_seed=0):
 
 
 def test_a_fitted_bias_undoes_a_constant_skew_whatever_the_class_counts():
-    log_probs, targets = _calibrated()
+    log_probs, targets = _fair_model()
     skewed = log_probs + torch.tensor([0.0, -3.0, 1.5])  # class 1 seldom wins, class 2 often
     bias = fit_class_bias(skewed, targets)
     assert bias[0] == 0 and bias.shape == (3,)
@@ -45,7 +53,7 @@ def test_a_fitted_bias_undoes_a_constant_skew_whatever_the_class_counts():
 
 
 def test_cross_validation_by_voice_splits_each_way_once_and_skips_halves_missing_a_class():
-    log_probs, targets = _calibrated()
+    log_probs, targets = _fair_model()
     for count, splits in ((2, 1), (3, 3), (4, 3), (5, 10)):
         voices = [f"v{i % count}" for i in range(len(targets))]
         cv = class_bias_cross_validation(log_probs, targets, voices)
@@ -59,6 +67,23 @@ def test_cross_validation_by_voice_splits_each_way_once_and_skips_halves_missing
     assert cv["skipped"] == [["b"]] and len(cv["folds"]) == 1
     with pytest.raises(ValueError, match="2 voices or more"):
         class_bias_cross_validation(log_probs, targets, ["a"] * len(targets))
+    # Many voices: a bounded number of random halvings, not every one.
+    voices = [f"v{i % 40}" for i in range(len(targets))]
+    assert len(class_bias_cross_validation(log_probs, targets, voices)["folds"]) == 20
+
+
+def test_the_figures_without_the_biases_are_the_uncalibrated_decisions():
+    log_probs, targets = _fair_model()
+    skew = torch.tensor([0.0, -3.0, 1.5])
+    rows = [{"id": str(i), "emotion": (int(t), p.tolist())}
+            for i, (t, p) in enumerate(zip(targets, torch.softmax(log_probs + skew, 1), strict=True))]
+    stats = {"rows": rows, "emotion": {}}
+    add_figures_without_bias(stats, {"tasks": {"emotion": {"bias": skew.tolist()}}},
+                             lambda task: ["a", "b", "c"])
+    without = stats["emotion"]["without_class_bias"]
+    assert without == scores(log_probs, targets, ["a", "b", "c"], "emotion")
+    assert without["unweighted_accuracy"] > scores(log_probs + skew, targets, ["a", "b", "c"],
+                                                   "emotion")["unweighted_accuracy"] + 0.2
 
 
 # ---------------------------------------------------------------- the recipe step
@@ -163,6 +188,11 @@ def test_calls_that_cannot_calibrate_are_refused_before_training_naming_the_file
     calm = Path(write_calls(tmp_path / "calm"))
     calm.write_text(calm.read_text().replace(",emotion,,bright,", ",emotion,,calm,", 1))
     refused(str(calm), r"calm/train.csv: emotion label\(s\) \['calm'\] are not among the model's")
+    lonely = write_calls(tmp_path / "lonely", speakers=("callerA",))
+    refused(lonely, r"lonely/train.csv: the emotion calls need 2 speakers or more")
+    refused(calls, r"class_bias_tasks must be a list of tasks, e.g. \[emotion\], not 'emotion'",
+            class_bias_tasks="emotion")
+    refused(calls, r"class_bias_min_per_class must be .* 1 or more, not 0", class_bias_min_per_class=0)
     nameless = write_calls(tmp_path / "nameless", speakers=("",))
     refused(nameless, r"nameless/train.csv: 48 row\(s\) name no speaker")
     with pytest.raises(ClassBiasError, match="needs class_bias_calls"):
@@ -180,11 +210,20 @@ def test_weights_changed_after_calibration_are_not_calibrated_again(
     accelerator = make_accelerator(hparams)
     record = calibrate(hparams, accelerator)
     heads = _heads_file(run_copy, record)
+    checkpoint = heads.parent
+    # The option turned off afterwards: the weights still carry the biases, and say so.
+    off = _hparams(run_copy, toy_corpus, group_norm_encoder, None, class_bias_tasks=[])
+    assert calibrate(off, accelerator) == record
     state = torch.load(heads, weights_only=True)
     state[next(iter(state))] += 1.0
     torch.save(state, heads)
+    # Weights that no longer carry what the record says (e.g. retrained into the same
+    # checkpoint name): the record no longer applies to them.
+    assert read_record(run_copy, type("Checkpoint", (), {"path": str(checkpoint)})) is None
     with pytest.raises(ClassBiasError, match="heads.ckpt: changed since its class biases"):
         calibrate(hparams, accelerator)
-    other = _hparams(run_copy, toy_corpus, group_norm_encoder, write_calls(tmp_path / "other"))
-    with pytest.raises(ClassBiasError, match="fitted on calls/train.csv, not other/train.csv"):
+    other = _hparams(run_copy, toy_corpus, group_norm_encoder, write_calls(tmp_path / "other",
+                                                                           per_class=11))
+    with pytest.raises(ClassBiasError, match=r"fitted for \['emotion'\] on calls/train.csv as "
+                                             r"it was then, not for \['emotion'\] on .*other"):
         calibrate(other, accelerator)

@@ -245,6 +245,12 @@ def test_finetuning_can_calibrate_the_frozen_emotion_head_to_a_banks_calls(
     with pytest.raises(FinetuneError, match="at least 13 labelled clips of every emotion class"):
         finetune(str(exported_model), new_domain["train"], tmp_path / "refused",
                  valid=[new_domain["valid"]], overrides={**overrides, "class_bias_min_per_class": 13})
+    assert not list((tmp_path / "refused").glob("save/CKPT+*"))  # refused before training
+    with pytest.raises(FinetuneError, match="extend keeps the parent's intent logits whole"), \
+            pytest.warns(UserWarning, match="extend without --replay"):
+        finetune(str(exported_model), new_domain["train"], tmp_path / "extend", mode="extend",
+                 valid=[new_domain["valid"]],
+                 overrides={**overrides, "class_bias_tasks": ["intent", "emotion"]})
 
 
 def test_a_run_folder_refuses_to_resume_with_another_intent_head(replaced, exported_model, new_domain):
