@@ -9,10 +9,11 @@ bias, so the test, the export and every later load carry it. The demo offers it 
 the emotion head, trained on studio sentences and used on telephone calls (off by
 default; ``hparams/demo.yaml`` says what it measured and why it is off).
 
-The calls must be in-domain and held out: voices of no test manifest (refused
-otherwise), each class with ``class_bias_min_per_class`` clips or more, and a
-``speaker`` column, by which the fit is cross-validated (is the bias a property of the
-calls' channel and wording, or of their few voices?).
+The calls must be in-domain and held out: voices of no test manifest, each class with
+``class_bias_min_per_class`` clips or more, and a ``speaker`` column naming 2 voices or
+more, by which the fit is cross-validated (is the bias a property of the calls' channel
+and wording, or of their few voices?). :func:`check_calls` refuses others before
+training.
 
 The record, ``class_bias.json`` in the run's output folder, names the checkpoint it was
 written into and the weights file's hash before and after, so rerunning the recipe
@@ -20,6 +21,9 @@ never adds the bias twice (nor misses it after a run killed in between). It hold
 bias, the cross-validation, and each validation manifest's figures without and with
 the bias; :func:`multitask.train.test` adds the test figures without it, and the
 model card says the bias is there.
+
+A run folder trained for more epochs after its calibration resumes from its latest
+checkpoint, which carries the biases if it was the best: calibrate a new run instead.
 """
 
 from __future__ import annotations

@@ -58,7 +58,8 @@ if __name__ == "__main__":
     # the telephone line, by the voices of the validation splits (no training, test or
     # joint-test voice); seconds to make.
     own_calls = os.path.join(hparams["synth_folder"], "calls", "calls.csv")
-    if (hparams.get("class_bias_tasks") and hparams.get("class_bias_calls") == own_calls
+    given_calls = os.path.normpath(str(hparams.get("class_bias_calls")))
+    if (hparams.get("class_bias_tasks") and given_calls == os.path.normpath(own_calls)
             and not os.path.isfile(own_calls)):
         if accelerator.is_main_process:
             timbres = manifest_timbres(hparams["valid_manifests"],
