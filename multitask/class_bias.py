@@ -173,13 +173,14 @@ def calibrate(hparams, accelerator) -> dict | None:
                                  desc=f"calibrate: {task} calls")["rows"]
         log_probs, targets = log_probs_of(rows, task)
         # Rounded as recorded, so that every figure below is the written bias's.
-        bias = torch.tensor([round(float(b), 4) for b in fit_class_bias(log_probs, targets)])
+        rounded = [round(float(b), 4) for b in fit_class_bias(log_probs, targets)]
+        bias = torch.tensor(rounded)
         counts = torch.bincount(targets, minlength=len(names)).tolist()
         valid_rows = [row for row in valid_stats["rows"] if row[task][0] >= 0]
         valid = log_probs_of(valid_rows, task) if valid_rows else None
         record["tasks"][task] = {
             "classes": names,
-            "bias": bias.tolist(),
+            "bias": rounded,
             "calls_clips": dict(zip(names, counts, strict=True)),
             "cross_validation": class_bias_cross_validation(
                 log_probs, targets, [speakers[row["id"]] for row in rows]),
