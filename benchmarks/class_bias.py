@@ -47,7 +47,6 @@ Example
 from __future__ import annotations
 
 import argparse
-import csv
 import functools
 import os
 import sys
@@ -58,6 +57,7 @@ import torch
 from common import write_json
 
 from multitask.calibration import class_bias_cross_validation, fit_class_bias
+from multitask.manifest import ManifestError, read_manifest
 from multitask.metrics import classification_report
 
 CALLS = "results/demo/synth/calls/calls.csv"
@@ -74,23 +74,23 @@ def scores(logprobs: np.ndarray, labels: np.ndarray, names: list[str]) -> dict:
             "recall": {name: round(c["recall"], 4) for name, c in report["per_class"].items()}}
 
 
-def read_manifest(path: str, task: str) -> list[tuple[str, str, str]]:
-    """(audio path, label, speaker) of every row carrying ``task``'s label; relative
-    paths are taken from the manifest's folder."""
+def labelled_rows(path: str, task: str) -> list[tuple[str, str, str]]:
+    """(audio path, label, speaker) of every row of a package manifest that carries
+    ``task``'s label (read by :func:`multitask.manifest.read_manifest`)."""
     if not os.path.isfile(path):
         raise SystemExit(f"{path}: no such manifest (see this script's docstring for how "
                          "to make the calls; the joint test comes from `make demo`)")
-    root = os.path.dirname(os.path.abspath(path))
-    with open(path, newline="", encoding="utf-8") as fin:
-        reader = csv.DictReader(fin)
-        missing = {"wav", task, "speaker"} - set(reader.fieldnames or ())
-        if missing:
-            raise SystemExit(f"{path}: no column(s) {sorted(missing)}")
-        rows = [(row["wav"] if os.path.isabs(row["wav"]) else os.path.join(root, row["wav"]),
-                 row[task], row["speaker"]) for row in reader if row[task]]
+    try:
+        rows = [row for row in read_manifest(path) if row[task]]
+    except ManifestError as err:
+        raise SystemExit(str(err)) from None
     if not rows:
         raise SystemExit(f"{path}: no row has a {task} label")
-    return rows
+    nameless = [row["id"] for row in rows if not row["speaker"]]
+    if nameless:
+        raise SystemExit(f"{path}: {len(nameless)} row(s) name no speaker (e.g. {nameless[0]}); "
+                         "the bias is cross-validated by voice")
+    return [(row["wav"], row[task], row["speaker"]) for row in rows]
 
 
 def class_logprobs(classify, paths: list[str], task: str, names: list[str]):
@@ -147,7 +147,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--test", default=JOINT, help="the manifest to apply the bias to")
     parser.add_argument("--out", default="results/bench/class_bias.json")
     args = parser.parse_args(argv)
-    calls, test = read_manifest(args.calls, args.task), read_manifest(args.test, args.task)
+    calls, test = labelled_rows(args.calls, args.task), labelled_rows(args.test, args.task)
     overlap = {s for _, _, s in calls} & {s for _, _, s in test}
     if overlap:
         raise SystemExit(f"{args.calls} and {args.test} share speakers {sorted(overlap)}: "

@@ -205,7 +205,12 @@ def test_class_bias_refuses_unknown_labels_and_missing_columns(tmp_path):
         bench.evaluate(lambda paths: [], ["angry"], "emotion", [("a.wav", "bored", "A")], [])
     manifest = tmp_path / "calls.csv"
     manifest.write_text("wav,emotion\na.wav,angry\n")
-    with pytest.raises(SystemExit, match="no column\\(s\\) \\['speaker'\\]"):
-        bench.read_manifest(str(manifest), "emotion")
+    with pytest.raises(SystemExit, match="calls.csv: missing column\\(s\\) id, duration"):
+        bench.labelled_rows(str(manifest), "emotion")
+    manifest.write_text("id,wav,duration,emotion\nc1,a.wav,1.0,angry\n")
+    with pytest.raises(SystemExit, match="calls.csv: 1 row\\(s\\) name no speaker \\(e.g. c1\\)"):
+        bench.labelled_rows(str(manifest), "emotion")
+    manifest.write_text("id,wav,duration,emotion,speaker\nc1,a.wav,1.0,angry,A\n")
+    assert bench.labelled_rows(str(manifest), "emotion") == [(str(tmp_path / "a.wav"), "angry", "A")]
     with pytest.raises(SystemExit, match="no such manifest"):
-        bench.read_manifest(str(tmp_path / "none.csv"), "emotion")
+        bench.labelled_rows(str(tmp_path / "none.csv"), "emotion")
