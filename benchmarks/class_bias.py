@@ -56,58 +56,31 @@ import numpy as np
 import torch
 from common import write_json
 
+from multitask.calibrate_export import bias_scores as scores
+from multitask.calibrate_export import class_log_probs
+from multitask.calibrate_export import labelled_rows as task_rows
 from multitask.calibration import class_bias_cross_validation, fit_class_bias
-from multitask.manifest import ManifestError, read_manifest
-from multitask.metrics import classification_report
+from multitask.manifest import ManifestError
 
 CALLS = "results/demo/synth/calls/calls.csv"
 JOINT = "results/demo/synth/joint_test/joint_test.csv"
 
 
-def scores(logprobs: np.ndarray, labels: np.ndarray, names: list[str]) -> dict:
-    """Accuracy, unweighted accuracy, macro-F1 (``multitask.metrics``, as every
-    evaluation of the package) and each class's recall, of ``argmax(logprobs)``."""
-    report = classification_report(np.asarray(logprobs).argmax(1), labels, names, "class_bias")
-    return {"accuracy": round(report["accuracy"], 4),
-            "unweighted_accuracy": round(report["unweighted_accuracy"], 4),
-            "macro_f1": round(report["macro_f1"], 4),
-            "recall": {name: round(c["recall"], 4) for name, c in report["per_class"].items()}}
-
-
 def labelled_rows(path: str, task: str) -> list[tuple[str, str, str]]:
     """(audio path, label, speaker) of every row of a package manifest that carries
-    ``task``'s label (read by :func:`multitask.manifest.read_manifest`)."""
+    ``task``'s label (:func:`multitask.calibrate_export.labelled_rows`)."""
     if not os.path.isfile(path):
         raise SystemExit(f"{path}: no such manifest (see this script's docstring for how "
                          "to make the calls; the joint test comes from `make demo`)")
     try:
-        rows = [row for row in read_manifest(path) if row[task]]
+        rows = task_rows(path, task)
     except ManifestError as err:
         raise SystemExit(str(err)) from None
-    if not rows:
-        raise SystemExit(f"{path}: no row has a {task} label")
     nameless = [row["id"] for row in rows if not row["speaker"]]
     if nameless:
         raise SystemExit(f"{path}: {len(nameless)} row(s) name no speaker (e.g. {nameless[0]}); "
                          "the bias is cross-validated by voice")
     return [(row["wav"], row[task], row["speaker"]) for row in rows]
-
-
-def class_logprobs(classify, paths: list[str], task: str, names: list[str]):
-    """Log-probabilities of every class (rows of unreadable clips dropped) and the kept
-    row indices; ``classify(paths) -> [{task: {"top_k": [[name, p], ...]}} or {"error"}]``."""
-    lp, kept, errors = [], [], []
-    for index, result in enumerate(classify(paths)):
-        if "error" in result:
-            error = result["error"]  # the package's errors name the file already
-            errors.append(error if paths[index] in error else f"{paths[index]}: {error}")
-            continue
-        probs = dict(result[task]["top_k"])
-        lp.append([np.log(max(probs.get(name, 0.0), 1e-12)) for name in names])
-        kept.append(index)
-    for line in errors:
-        print(f"skipped {line}", file=sys.stderr)
-    return np.array(lp), kept, errors
 
 
 def evaluate(classify, names: list[str], task: str, calls, test) -> dict:
@@ -120,7 +93,9 @@ def evaluate(classify, names: list[str], task: str, calls, test) -> dict:
     report = {}
     parts = {}
     for part, rows in (("calls", calls), ("test", test)):
-        lp, kept, errors = class_logprobs(classify, [r[0] for r in rows], task, names)
+        lp, kept, errors = class_log_probs(classify, [r[0] for r in rows], task, names)
+        for line in errors:
+            print(f"skipped {line}", file=sys.stderr)
         labels = np.array([index[rows[i][1]] for i in kept])
         voices = [rows[i][2] for i in kept]
         parts[part] = (lp, labels, voices)
@@ -164,7 +139,7 @@ def main(argv=None) -> dict:
                                                os.path.basename(os.path.normpath(model))))
         names = list(classifier.labels[args.task])
         # batch_size=1: each clip alone, exactly as classify_file scores it.
-        classify = functools.partial(classifier.classify_files, batch_size=1, top_k=len(names))
+        classify = functools.partial(classifier.classify_files, batch_size=1)
         result = evaluate(classify, names, args.task, calls, test)
         result["seconds"] = round(time.time() - start, 1)
         report["models"][os.path.abspath(model)] = result

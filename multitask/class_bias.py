@@ -221,34 +221,47 @@ def check_calls(hparams) -> dict:
         return {}
     calls = options["calls"]
     rows = read_manifests(calls)
+    trained = None
+    classes = {}
+    for task in options["tasks"]:
+        classes[task] = _classes(hparams, task)
+        if classes[task] is None:  # a new run: its label encoders come from its training rows
+            trained = trained or read_manifests(hparams["train_manifests"])
+            classes[task] = sorted({row[task] for row in trained if row.get(task)})
+    return check_call_rows(rows, calls, classes, options["min_per_class"],
+                           hparams.get("test_manifests") or {})
+
+
+def check_call_rows(rows: list[dict], calls, classes: dict, min_per_class: int,
+                    test_manifests: dict) -> dict:
+    """Refuse calls (``rows`` of the manifest ``calls``) that cannot fit biases for the
+    tasks of ``classes`` (task -> the model's class names): no rows, rows without a
+    speaker, labels the model lacks, fewer than 2 voices or fewer than ``min_per_class``
+    clips of a class, voices of a test manifest (``{name: manifest(s)}``). Returns row
+    id -> speaker."""
     if not rows:
         raise ClassBiasError(f"{calls}: no calls to fit class biases on")
     nameless = [row["id"] for row in rows if not row.get("speaker")]
     if nameless:
         raise ClassBiasError(f"{calls}: {len(nameless)} row(s) name no speaker (e.g. "
                              f"{nameless[0]}); the class biases are cross-validated by voice")
-    trained = None
-    for task in options["tasks"]:
-        classes = _classes(hparams, task)
-        if classes is None:  # a new run: its label encoders are made from its training rows
-            trained = trained or read_manifests(hparams["train_manifests"])
-            classes = sorted({row[task] for row in trained if row.get(task)})
+    for task, names in classes.items():
         counts = Counter(row[task] for row in rows if row.get(task))
-        unknown = sorted(set(counts) - set(classes))
+        unknown = sorted(set(counts) - set(names))
         if unknown:
             raise ClassBiasError(f"{calls}: {task} label(s) {unknown} are not among the "
-                                 f"model's {classes}")
+                                 f"model's {list(names)}")
         voices = {row["speaker"] for row in rows if row.get(task)}
         if len(voices) < 2:
             raise ClassBiasError(f"{calls}: the {task} calls need 2 speakers or more, to "
                                  f"cross-validate the biases by voice; they have {sorted(voices)}")
-        short = {name: counts[name] for name in classes if counts[name] < options["min_per_class"]}
+        short = {name: counts[name] for name in names if counts[name] < min_per_class}
         if short:
-            raise ClassBiasError(f"{calls}: a per-class bias needs at least "
-                                 f"{options['min_per_class']} labelled clips of every {task} "
-                                 f"class (class_bias_min_per_class); too few of {short}")
+            raise ClassBiasError(f"{calls}: a per-class bias needs at least {min_per_class} "
+                                 f"labelled clips of every {task} class "
+                                 f"(class_bias_min_per_class); too few of {short}")
     speakers = {row["id"]: row["speaker"] for row in rows}
-    _check_held_out(speakers, hparams.get("test_manifests") or {}, calls)
+    _check_held_out(speakers, test_manifests, calls)
     return speakers
 
 

@@ -7,6 +7,7 @@
     multitask data-report MANIFEST... --out DIR
     multitask export / push / predict ...        # see `multitask COMMAND --help`
     multitask finetune --from MODEL --train NEW.csv --out DIR [--mode extend]
+    multitask calibrate --from MODEL --calls CALLS.csv --out DIR   # one head, to your callers
 
 Training itself is a recipe (``python recipes/train.py hparams/train.yaml`` or
 ``accelerate launch ...``), as in SpeechBrain.
@@ -30,6 +31,7 @@ COMMANDS = {
     "push": "multitask.hub",
     "predict": "multitask.hub",
     "finetune": "multitask.finetune",
+    "calibrate": "multitask.calibrate_export",
 }
 
 

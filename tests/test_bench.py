@@ -175,7 +175,7 @@ def _skewed_classifier(names, truth_of, skew):
             lp = np.log(np.where(np.array(names) == truth_of[path], 0.6, 0.4 / (len(names) - 1)))
             p = np.exp(lp + skew)
             p /= p.sum()
-            out.append({"emotion": {"top_k": [[n, float(v)] for n, v in zip(names, p, strict=True)]}})
+            out.append({"emotion": {"probs": {n: float(v) for n, v in zip(names, p, strict=True)}}})
         return out
     return classify
 
