@@ -30,6 +30,7 @@ not exist.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -50,6 +51,7 @@ RECORD = "calibration.json"
 HEADS_FILE = "heads.safetensors"
 PROBABILITY_FLOOR = 1e-12  # log(0) would make a bias unbounded
 PLACEHOLDER_NEW = "your-org/your-calibrated-model"
+SCORED_AT_ONCE = 32  # clips per classify_files call: the progress bar's step
 CHECKED_CLIPS = 8  # calls re-scored through the written folder before it is renamed into place
 
 
@@ -108,14 +110,20 @@ def bias_scores(log_probs, labels, names: list[str]) -> dict:
 
 def calibrate_export(source, calls, out, *, task="emotion", tests=(), revision=None,
                      min_per_class=10, repo_id=None, parent_repo_id=None, batch_size=1,
-                     log=print) -> dict:
+                     log=None, progress=True) -> dict:
     """Fit ``task``'s per-class biases on ``calls`` and write the calibrated copy of
     ``source`` to ``out`` (see the module's docstring); returns the record.
 
     ``batch_size`` 1 scores each clip alone, as :meth:`classify_file` does (group-norm
-    encoders see padding in their statistics).
+    encoders see padding in their statistics). ``log``: where messages go (default
+    standard error, leaving standard output to the command's JSON); ``progress``: a
+    progress bar while clips are scored.
     """
+    from tqdm.auto import tqdm
+
     from .finetune import load_parent, parent_identity
+
+    log = log or functools.partial(print, file=sys.stderr)
 
     out = Path(out)
     if out.exists():
@@ -138,11 +146,18 @@ def calibrate_export(source, calls, out, *, task="emotion", tests=(), revision=N
             raise ClassBiasError(f"{path}: {task} label(s) {unknown} are not among the model's "
                                  f"{names}")
 
-    def classify(paths):
-        return parent.classify_files(paths, batch_size=batch_size, top_k=1)
+    def classify(paths, desc):
+        results = []
+        with tqdm(total=len(paths), desc=desc, unit="clip", disable=not progress) as bar:
+            for start in range(0, len(paths), SCORED_AT_ONCE):
+                chunk = paths[start:start + SCORED_AT_ONCE]
+                results += parent.classify_files(chunk, batch_size=batch_size, top_k=1)
+                bar.update(len(chunk))
+        return results
 
-    log(f"scoring {len(call_rows)} calls with {source}")
-    log_probs, kept, errors = class_log_probs(classify, [r["wav"] for r in call_rows], task, names)
+    log_probs, kept, errors = class_log_probs(
+        functools.partial(classify, desc=f"scoring calls with {source}"),
+        [r["wav"] for r in call_rows], task, names)
     _report_skipped(errors, calls, log)
     kept_rows = [call_rows[i] for i in kept]
     # Checked again without the unreadable clips: a class may now be short.
@@ -167,9 +182,9 @@ def calibrate_export(source, calls, out, *, task="emotion", tests=(), revision=N
         "tests": {},
     }
     for path, rows in test_rows.items():
-        log(f"scoring {len(rows)} clips of {path}")
-        test_lp, test_kept, test_errors = class_log_probs(classify, [r["wav"] for r in rows],
-                                                          task, names)
+        test_lp, test_kept, test_errors = class_log_probs(
+            functools.partial(classify, desc=f"scoring {display_path(path)}"),
+            [r["wav"] for r in rows], task, names)
         _report_skipped(test_errors, path, log)
         labels = [index[rows[i][task]] for i in test_kept]
         record["tests"][display_path(path)] = {

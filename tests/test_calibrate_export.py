@@ -129,7 +129,7 @@ def test_unreadable_calls_are_reported_and_left_out(exported_model, calls, tmp_p
     assert len(record["calls_skipped"]) == 2
     assert str(broken) in record["calls_skipped"][0] + record["calls_skipped"][1]
     assert str(empty) in "".join(record["calls_skipped"])
-    assert "could not be read" in capsys.readouterr().out
+    assert "could not be read" in capsys.readouterr().err
 
 
 def test_a_class_left_short_by_unreadable_clips_is_refused_naming_the_file(
@@ -223,12 +223,15 @@ def test_a_hub_parent_is_calibrated_from_its_snapshot(exported_model, calls, run
                     "--repo-id", "org/hubbed"],
                    env=hub.client_env(hf_home=tmp_path / "pusher", token="hf_test"))
         env = hub.client_env(hf_home=tmp_path / "user")
-        run_python(["-m", "multitask.cli", "calibrate", "--from", "org/hubbed", "--calls", calls,
-                    "--out", str(tmp_path / "out"), "--min-per-class", "5"], env=env)
+        done = run_python(["-m", "multitask.cli", "calibrate", "--from", "org/hubbed", "--calls",
+                           calls, "--out", str(tmp_path / "out"), "--min-per-class", "5"], env=env)
         missing = run_python(["-m", "multitask.cli", "calibrate", "--from", "org/absent",
                               "--calls", calls, "--out", str(tmp_path / "out2")],
                              env=env, check=False)
     record = json.loads((tmp_path / "out" / "calibration.json").read_text())
+    # standard output is the command's JSON alone (messages and progress go to stderr)
+    assert json.loads(done.stdout)["bias"] == dict(zip(record["classes"], record["bias"], strict=True))
+    assert "scoring calls" in done.stderr
     assert record["parent"]["repo_id"] == "org/hubbed" and not record["parent"]["local_folder"]
     assert ModelCard.load(tmp_path / "out" / "README.md").data.base_model == "org/hubbed"
     assert not any(p.is_symlink() for p in (tmp_path / "out").iterdir())
