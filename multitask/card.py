@@ -131,6 +131,20 @@ def _measurements(tasks, meta: dict, test_metrics: dict | None, hparams: dict):
                 yield "test", name, f"{name} test set ({result['manifest']})", task, result[task]
 
 
+def describe_test_batching(batching: dict) -> str:
+    """How the test clips were batched, for a card or a report.
+
+    >>> describe_test_batching({"batch_size": 1})
+    'Test clips were scored one at a time, as `classify_file` does.'
+    """
+    if batching.get("batch_size") == 1:
+        return "Test clips were scored one at a time, as `classify_file` does."
+    return ("Test clips were scored in length-sorted batches (" + ", ".join(
+        f"{key} {value}" for key, value in batching.items() if value is not None)
+        + "); an encoder without an attention mask sees its batch-mates' padding, so one clip "
+        "alone may score slightly differently.")
+
+
 def _labels_block(encoders: dict) -> str:
     lines = []
     for task, encoder in encoders.items():
@@ -149,6 +163,8 @@ def _results_block(tasks, meta, test_metrics, hparams) -> str:
         rows.append(f"| {dataset_name} | {task} | {examples} | " + " | ".join(cells) + " |")
     rows.append("\nEach task is scored on the rows that carry its label (examples: how many; "
                 "not recorded for validation).")
+    if test_metrics and test_metrics.get("batching"):
+        rows.append(describe_test_batching(test_metrics["batching"]))
     if test_metrics is None:
         rows.append("No test-set figures were measured on this checkpoint.")
     return "\n".join(rows)

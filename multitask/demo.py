@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 
-from .card import score_text
+from .card import score_text, describe_test_batching
 
 CONTRACT_TASK_KEYS = {
     "intent": ("accuracy", "macro_f1"),
@@ -87,7 +87,9 @@ def write_report(out_dir, test_metrics: dict, metrics: dict, train_folder, datas
               "`intent` and `emotion` are the held-out splits of each corpus. The feature "
               "baseline is the project's original approach: per-utterance means of MFCC, "
               "zero-crossing rate, RMS, chroma and mel features fed to a small classifier, "
-              "trained on the same splits.", ""]
+              "trained on the same splits."
+              + (" " + describe_test_batching(test_metrics["batching"])
+                 if test_metrics.get("batching") else ""), ""]
     lines += _class_bias_lines(metrics.get("class_bias"))
     lines += _by_voice(test_metrics)
     figures = []

@@ -499,13 +499,14 @@ def _group_lr(optimizer, name) -> float:
     return lrs[0] if lrs else 0.0
 
 
-def evaluate_manifest(accelerator, model, manifest, encoders, hparams, desc="eval") -> dict:
-    """:func:`evaluate` over one manifest (or a list), batched by ``eval_batching`` and
-    sharded between processes; each task's report also holds its accuracy per speaker
-    (``by_speaker``) when the manifest names speakers."""
+def evaluate_manifest(accelerator, model, manifest, encoders, hparams, desc="eval",
+                      batching=None) -> dict:
+    """:func:`evaluate` over one manifest (or a list), batched by ``batching`` (default
+    ``eval_batching``) and sharded between processes; each task's report also holds its
+    accuracy per speaker (``by_speaker``) when the manifest names speakers."""
     dataset, rows = D.load_split(manifest, encoders)
-    loader = D.make_loader(dataset, rows, hparams["eval_batching"], False, hparams["seed"],
-                           shard=_shard(accelerator))
+    loader = D.make_loader(dataset, rows, batching or hparams["eval_batching"], False,
+                           hparams["seed"], shard=_shard(accelerator))
     stats = evaluate(accelerator, model, loader, encoders, desc=desc)
     _add_accuracy_by_speaker(stats, {row["id"]: row.get("speaker") or "" for row in rows})
     return stats
@@ -532,15 +533,22 @@ def test(hparams, accelerator: Accelerator | None = None) -> dict:
     PNGs into ``output_folder`` and returns the metrics. On a checkpoint with class
     biases (:mod:`multitask.class_bias`) a calibrated task's figures also hold
     ``without_class_bias``.
+
+    Batches follow ``test_batching`` when set, else ``eval_batching``. ``{batch_size: 1}``
+    scores each clip alone, as :meth:`MultitaskClassifier.classify_file` does: an
+    encoder without an attention mask (group norm, as wav2vec2-base) sees a batch's
+    padding, so batched figures are not quite the ones a user of the model gets.
     """
     accelerator = accelerator or make_accelerator(hparams)
     model, encoders, best = load_best(hparams, accelerator)
-    results = {"checkpoint": os.path.basename(best.path), "checkpoint_meta": best.meta}
+    batching = hparams.get("test_batching") or hparams["eval_batching"]
+    results = {"checkpoint": os.path.basename(best.path), "checkpoint_meta": best.meta,
+               "batching": dict(batching)}
     out = hparams["output_folder"]
     calibrated = read_class_bias(out, best)
     for name, manifest in (hparams.get("test_manifests") or {}).items():
         stats = evaluate_manifest(accelerator, model, manifest, encoders, hparams,
-                                  desc=f"test {name}")
+                                  desc=f"test {name}", batching=batching)
         if calibrated:
             add_figures_without_bias(stats, calibrated, lambda task: label_names(encoders[task]))
         predictions = stats.pop("rows")

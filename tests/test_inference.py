@@ -293,3 +293,22 @@ def test_a_local_source_without_a_model_is_named_before_anything_loads(case, exp
     assert str(caught.value).startswith(expected.format(path=path))
     assert main(["predict", "--model", str(path), str(path)]) == 2
     assert capsys.readouterr().err.startswith(f"error: cannot load a model from {path}: ModelNotFoundError: ")
+
+
+def test_the_recipes_test_figures_are_what_classify_file_gives_each_clip(
+        trained_run, exported_model, toy_corpus):
+    """tiny.yaml's test_batching scores each clip alone: the run's predictions are the
+    exported model's classify_file results, clip for clip (group-norm encoder: batches
+    would shift them)."""
+    model = MultitaskClassifier.from_hparams(source=str(exported_model), run_opts={"device": "cpu"})
+    wav_of = {row["id"]: os.path.join(os.path.dirname(toy_corpus["test"]), row["wav"])
+              for row in csv.DictReader(open(toy_corpus["test"]))}
+    predicted = list(csv.DictReader(open(trained_run / "predictions_toy.csv")))
+    assert json.loads((trained_run / "test_metrics.json").read_text())["batching"] == {"batch_size": 1}
+    assert len(predicted) == len(wav_of)
+    for row in predicted:
+        result = model.classify_file(wav_of[row["id"]])
+        for task in ("intent", "emotion"):
+            if row[f"{task}_ref"]:
+                assert result[task]["label"] == row[f"{task}_pred"], row["id"]
+                assert result[task]["prob"] == pytest.approx(float(row[f"{task}_prob"]), abs=1e-3)
