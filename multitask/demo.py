@@ -13,7 +13,7 @@ import json
 import os
 import shutil
 
-from .card import score_text, describe_test_batching
+from .card import describe_test_batching, score_text
 
 CONTRACT_TASK_KEYS = {
     "intent": ("accuracy", "macro_f1"),

@@ -1028,8 +1028,10 @@ def _split_csv(path, data_dir: Path, seed: int):
 
 
 def _score(parent, manifest, task, hparams, accelerator, shown) -> dict:
-    """The parent's figures for ``task`` on ``manifest`` (the same loop as after)."""
-    stats = _parent_stats(parent, manifest, hparams, accelerator, f"parent {task}")
+    """The parent's figures for ``task`` on ``manifest`` (the same loop, and the same
+    batches, as the test after: ``test_batching``)."""
+    stats = _parent_stats(parent, manifest, hparams, accelerator, f"parent {task}",
+                          batching=hparams.get("test_batching"))
     return _figures(stats[task], shown)
 
 
@@ -1041,15 +1043,17 @@ def _parent_log_probs(parent, manifest, hparams, accelerator, desc):
                                       f"parent: {desc}")["rows"])
 
 
-def _parent_stats(parent, manifest, hparams, accelerator, desc) -> dict:
-    """:func:`multitask.train.evaluate_manifest` of the parent model on ``manifest``."""
+def _parent_stats(parent, manifest, hparams, accelerator, desc, batching=None) -> dict:
+    """:func:`multitask.train.evaluate_manifest` of the parent model on ``manifest``
+    (batched by ``batching``, default ``eval_batching``)."""
     from .model import MultitaskModel
     from .train import evaluate_manifest
 
     encoders = {t: parent.hparams.label_encoders[t] for t in parent.tasks}
     model = MultitaskModel(parent.mods.encoder, {t: parent.mods.heads[t] for t in parent.tasks})
     model.to(accelerator.device)
-    return evaluate_manifest(accelerator, model, manifest, encoders, hparams, desc=desc)
+    return evaluate_manifest(accelerator, model, manifest, encoders, hparams, desc=desc,
+                             batching=batching)
 
 
 def _figures(report: dict, manifest) -> dict:
