@@ -58,9 +58,8 @@ from common import write_json
 
 from multitask.calibrate_export import bias_scores as scores
 from multitask.calibrate_export import class_log_probs
-from multitask.calibrate_export import labelled_rows as task_rows
 from multitask.calibration import class_bias_cross_validation, fit_class_bias
-from multitask.manifest import ManifestError
+from multitask.manifest import ManifestError, single_task_rows
 
 CALLS = "results/demo/synth/calls/calls.csv"
 JOINT = "results/demo/synth/joint_test/joint_test.csv"
@@ -68,12 +67,12 @@ JOINT = "results/demo/synth/joint_test/joint_test.csv"
 
 def labelled_rows(path: str, task: str) -> list[tuple[str, str, str]]:
     """(audio path, label, speaker) of every row of a package manifest that carries
-    ``task``'s label (:func:`multitask.calibrate_export.labelled_rows`)."""
+    ``task``'s label (:func:`multitask.manifest.single_task_rows`)."""
     if not os.path.isfile(path):
         raise SystemExit(f"{path}: no such manifest (see this script's docstring for how "
                          "to make the calls; the joint test comes from `make demo`)")
     try:
-        rows = task_rows(path, task)
+        rows = single_task_rows(path, task)
     except ManifestError as err:
         raise SystemExit(str(err)) from None
     nameless = [row["id"] for row in rows if not row["speaker"]]

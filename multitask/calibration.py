@@ -91,11 +91,14 @@ def trade_off(old: tuple, new_set: tuple, new: torch.Tensor, offsets=(-4, -3, -2
             for offset in offsets]
 
 
+PROBABILITY_FLOOR = 1e-30  # a probability of 0 would make a log-probability, and a bias, unbounded
+
+
 def log_probs_of(rows: list[dict], task: str = "intent") -> tuple[torch.Tensor, torch.Tensor]:
     """``(log_probs [N, classes], targets [N])`` from :func:`multitask.train.evaluate`'s rows."""
     probs = torch.tensor([row[task][1] for row in rows])
     targets = torch.tensor([row[task][0] for row in rows])
-    return torch.log(probs.clamp(min=1e-30)), targets
+    return torch.log(probs.clamp(min=PROBABILITY_FLOOR)), targets
 
 
 def mean_nll(log_probs: torch.Tensor, targets: torch.Tensor, temperature: float = 1.0) -> float:

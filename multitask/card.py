@@ -170,10 +170,14 @@ def _results_block(tasks, meta, test_metrics, hparams) -> str:
     return "\n".join(rows)
 
 
+def parent_name(identity: dict) -> str:
+    """A parent's Hub id when known, else its folder as given (last two components);
+    ``identity`` as :func:`multitask.finetune.parent_identity` records it."""
+    return identity.get("repo_id") or identity["source"]
+
+
 def _parent_name(lineage: dict) -> str:
-    """The parent's Hub id when known, else its folder as given (last two components)."""
-    parent = lineage["parent"]
-    return parent.get("repo_id") or parent["source"]
+    return parent_name(lineage["parent"])
 
 
 def _lineage_block(lineage: dict | None) -> str:

@@ -48,7 +48,8 @@ HEADS_FILE = "heads.ckpt"  # the heads' parameter file in a checkpoint folder
 
 
 class ClassBiasError(ValueError):
-    """Calls that cannot calibrate this run; the message names the file."""
+    """Calls, a model or an output folder that per-class biases cannot be fitted on or
+    written to; the message names the file or folder."""
 
 
 def settings(hparams) -> dict | None:
@@ -89,13 +90,18 @@ def read_record(output_folder, checkpoint) -> dict | None:
     return record
 
 
-def scores(log_probs: torch.Tensor, targets: torch.Tensor, names, task) -> dict:
-    """Accuracy, unweighted accuracy and macro-F1 of ``log_probs``'s decisions. With a
+def scores(log_probs: torch.Tensor, targets: torch.Tensor, names, task, recall=False) -> dict:
+    """Accuracy, unweighted accuracy and macro-F1 of ``log_probs``'s decisions (with
+    ``recall``, also each class's recall: None for a class ``targets`` lacks). With a
     bias subtracted from a calibrated model's, the figures it had before calibration."""
     from .metrics import classification_report
 
     report = classification_report(log_probs.argmax(1).tolist(), targets.tolist(), names, task)
-    return {key: report[key] for key in ("accuracy", "unweighted_accuracy", "macro_f1")}
+    figures = {key: report[key] for key in ("accuracy", "unweighted_accuracy", "macro_f1")}
+    if recall:
+        figures["recall"] = {name: c["recall"] if c["support"] else None
+                             for name, c in report["per_class"].items()}
+    return figures
 
 
 def add_figures_without_bias(stats: dict, record: dict, names_of) -> None:
@@ -233,12 +239,12 @@ def check_calls(hparams) -> dict:
 
 
 def check_call_rows(rows: list[dict], calls, classes: dict, min_per_class: int,
-                    test_manifests: dict) -> dict:
+                    test_manifests: dict, min_name="class_bias_min_per_class") -> dict:
     """Refuse calls (``rows`` of the manifest ``calls``) that cannot fit biases for the
     tasks of ``classes`` (task -> the model's class names): no rows, rows without a
     speaker, labels the model lacks, fewer than 2 voices or fewer than ``min_per_class``
-    clips of a class, voices of a test manifest (``{name: manifest(s)}``). Returns row
-    id -> speaker."""
+    clips of a class (the setting ``min_name``), voices of a test manifest (``{name:
+    manifest(s)}``). Returns row id -> speaker."""
     if not rows:
         raise ClassBiasError(f"{calls}: no calls to fit class biases on")
     nameless = [row["id"] for row in rows if not row.get("speaker")]
@@ -258,8 +264,8 @@ def check_call_rows(rows: list[dict], calls, classes: dict, min_per_class: int,
         short = {name: counts[name] for name in names if counts[name] < min_per_class}
         if short:
             raise ClassBiasError(f"{calls}: a per-class bias needs at least {min_per_class} "
-                                 f"labelled clips of every {task} class "
-                                 f"(class_bias_min_per_class); too few of {short}")
+                                 f"labelled clips of every {task} class ({min_name}); "
+                                 f"too few of {short}")
     speakers = {row["id"]: row["speaker"] for row in rows}
     _check_held_out(speakers, test_manifests, calls)
     return speakers

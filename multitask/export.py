@@ -32,11 +32,13 @@ functions that use them, so ``multitask --help`` stays fast.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
 import string
+import tempfile
 from pathlib import Path
 
 from . import __version__
@@ -113,10 +115,7 @@ def export_model(train_output_folder, out_dir, *, checkpoint=None, repo_id=None,
     lineage = read_lineage(run)
     class_bias = read_class_bias(run, ckpt)
 
-    staging = out.parent / f".{out.name}.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    try:
+    with staged_folder(out, replace=overwrite) as staging:
         write_weights(ckpt, staging)
         for task in tasks:
             shutil.copyfile(label_encoder_path(save_folder, task),
@@ -133,13 +132,39 @@ def export_model(train_output_folder, out_dir, *, checkpoint=None, repo_id=None,
         if verify:
             verify_export(staging, hparams, encoders, ckpt,
                           machine_paths=[run, out, Path.cwd(), Path.home()])
+    return out
+
+
+@contextlib.contextmanager
+def staged_folder(out, replace: bool = False):
+    """A fresh folder beside ``out`` to build it in: renamed to ``out`` when the block
+    ends, removed when it fails or is interrupted, so ``out`` is whole or absent. Each
+    call gets its own (two runs writing one ``out`` do not share a half-built folder).
+    An ``out`` that exists by then is replaced when ``replace``, else an
+    :class:`ExportError`.
+
+    >>> import tempfile
+    >>> out = Path(tempfile.mkdtemp()) / "model"
+    >>> with staged_folder(out) as folder:
+    ...     _ = (folder / "weights").write_text("w")
+    >>> sorted(p.name for p in out.iterdir()), [p.name for p in out.parent.iterdir()]
+    (['weights'], ['model'])
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial"))
+    staging.chmod(0o755)  # mkdtemp's 0700 would follow the folder into place
+    try:
+        yield staging
         if out.exists():
+            if not replace:
+                raise ExportError(f"{out}: appeared while it was being written; nothing "
+                                  "was replaced (give a new output folder)")
             shutil.rmtree(out)
         os.replace(staging, out)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    return out
 
 
 def load_training_hparams(run: Path) -> dict:

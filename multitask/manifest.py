@@ -193,7 +193,7 @@ def single_task_rows(manifest, task: str) -> list[dict]:
     rows = [dict(row, **{other: "", "task": task}) for row in read_manifest(manifest)
             if row.get(task)]
     if not rows:
-        raise ManifestError(f"{manifest}: no row carries a {task} label")
+        raise ManifestError(f"{manifest}: no row has an {task} label")
     return rows
 
 

@@ -22,6 +22,7 @@ from multitask.class_bias import ClassBiasError
 from multitask.cli import main
 from multitask.finetune import FinetuneError
 from multitask.inference import MultitaskClassifier
+from multitask.manifest import ManifestError
 
 pytestmark = pytest.mark.slow
 pytest_plugins = ["trained_tiny"]
@@ -69,7 +70,7 @@ def test_only_the_calibrated_heads_last_bias_moves_and_by_the_recorded_biases(
     assert len(changed) == 1 and changed[0].startswith("emotion.") and changed[0].endswith(".bias")
     assert torch.allclose(after[changed[0]] - before[changed[0]], torch.tensor(record["bias"]),
                           atol=1e-6)
-    assert record["bias"][0] == 0.0 and sorted(record["classes"]) == ["bright", "dull"]
+    assert sorted(record["classes"]) == ["bright", "dull"]
     for name in ("encoder.safetensors", "hyperparams.yaml", "custom_interface.py",
                  "label_encoder_intent.txt", "label_encoder_emotion.txt"):
         assert (calibrated / name).read_bytes() == (exported_model / name).read_bytes(), name
@@ -94,7 +95,7 @@ def test_the_record_holds_the_fit_its_cross_validation_and_the_test_without_and_
         calibrated, calls, toy_corpus):
     record = json.loads((calibrated / "calibration.json").read_text())
     assert record["task"] == "emotion" and record["calls_voices"] == ["callerA", "callerB", "callerC"]
-    assert sum(record["calls_clips"].values()) == sum(1 for r in _rows(calls) if r["emotion"])
+    assert sum(record["calls_per_class"].values()) == sum(1 for r in _rows(calls) if r["emotion"])
     assert record["cross_validation"]["folds"] and record["calls_skipped"] == []
     assert record["parent"]["repo_id"] == "org/name" and record["parent"]["weights_sha256"]
     (test,) = record["tests"].values()
@@ -103,13 +104,23 @@ def test_the_record_holds_the_fit_its_cross_validation_and_the_test_without_and_
         assert set(test[side]) == {"accuracy", "unweighted_accuracy", "macro_f1", "recall"}
 
 
-def test_the_card_names_the_parent_and_replaces_only_the_calibrated_tasks_figures(calibrated):
+def test_the_card_names_the_parent_and_replaces_only_the_calibrated_tasks_figures(
+        exported_model, calibrated):
     card = ModelCard.load(calibrated / "README.md")
+    parent = ModelCard.load(exported_model / "README.md")
+    record = json.loads((calibrated / "calibration.json").read_text())
     assert card.data.base_model == "org/name" and card.data.model_name == "calibrated"
-    configs = {(r.dataset_config, r.dataset_split, r.dataset_name) for r in card.data.eval_results}
-    emotion = {c for c in configs if c[0] == "emotion"}
-    assert emotion and all(split == "test" and "(calibrated)" in name for _, split, name in emotion)
-    assert any(c[0] == "intent" and c[1] == "validation" for c in configs)  # the parent's, still true
+    (test,) = record["tests"].values()
+    emotion = {r.metric_type: r for r in card.data.eval_results if r.dataset_config == "emotion"}
+    assert {(r.dataset_split, r.dataset_name) for r in emotion.values()} == {
+        ("test", f"{next(iter(record['tests']))} (calibrated)")}
+    assert emotion["accuracy"].metric_value == test["with"]["accuracy"]
+    assert emotion["f1"].metric_value == test["with"]["macro_f1"]
+    # the intent figures are the parent's, unchanged (its head did not move)
+    intent = [(r.dataset_name, r.metric_type, r.metric_value)
+              for r in card.data.eval_results if r.dataset_config == "intent"]
+    assert intent and intent == [(r.dataset_name, r.metric_type, r.metric_value)
+                                 for r in parent.data.eval_results if r.dataset_config == "intent"]
     assert "# calibrated\n" in card.text and "multitask calibrate" in card.text
     assert 'source="bank/calibrated"' in card.text and 'source="org/name"' not in card.text
 
@@ -129,7 +140,7 @@ def test_unreadable_calls_are_reported_and_left_out(exported_model, calls, tmp_p
     assert len(record["calls_skipped"]) == 2
     assert str(broken) in record["calls_skipped"][0] + record["calls_skipped"][1]
     assert str(empty) in "".join(record["calls_skipped"])
-    assert "could not be read" in capsys.readouterr().err
+    assert "2 clip(s) left out" in capsys.readouterr().err
 
 
 def test_a_class_left_short_by_unreadable_clips_is_refused_naming_the_file(
@@ -150,16 +161,18 @@ def test_a_class_left_short_by_unreadable_clips_is_refused_naming_the_file(
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("case, match", [
-    ("shared_voice", "share speakers"),
-    ("unknown_label", "not among the model's"),
-    ("one_voice", "2 speakers or more"),
-    ("no_speaker", "name no speaker"),
-    ("too_few", "too few"),
-    ("no_labels", "no row carries an emotion label"),
+@pytest.mark.parametrize("case, error, match", [
+    ("shared_voice", ClassBiasError, "share speakers"),
+    ("unknown_label", ClassBiasError, "not among the model's"),
+    ("one_voice", ClassBiasError, "2 speakers or more"),
+    ("no_speaker", ClassBiasError, "name no speaker"),
+    ("too_few", ClassBiasError, "too few .*--min-per-class|--min-per-class.*too few"),
+    ("no_labels", ManifestError, "no row has an emotion label"),
+    ("test_without_speakers", ClassBiasError, "test must show its voices"),
+    ("test_given_twice", ClassBiasError, "given twice"),
 ])
 def test_calls_that_cannot_calibrate_are_refused_before_any_scoring(
-        case, match, exported_model, calls, toy_corpus, tmp_path, monkeypatch):
+        case, error, match, exported_model, calls, toy_corpus, tmp_path, monkeypatch):
     monkeypatch.setattr(calibrate_export, "class_log_probs",
                         lambda *a: pytest.fail("scored before the calls were checked"))
     rows = _rows(calls)
@@ -179,10 +192,18 @@ def test_calls_that_cannot_calibrate_are_refused_before_any_scoring(
         for row in rows:
             row["emotion"] = ""
     manifest = _write_rows(tmp_path / "calls.csv", rows)
-    with pytest.raises((ClassBiasError, ValueError), match=match) as err:
-        calibrate(exported_model, manifest, tmp_path / "out", tests=[toy_corpus["test"]],
+    tests = [toy_corpus["test"]]
+    if case == "test_without_speakers":
+        test_rows = _rows(toy_corpus["test"])
+        for row in test_rows:
+            row["wav"], row["speaker"] = _wav(toy_corpus["test"], row), ""
+        tests = [_write_rows(tmp_path / "test.csv", test_rows)]
+    elif case == "test_given_twice":
+        tests = tests * 2
+    with pytest.raises(error, match=match) as err:
+        calibrate(exported_model, manifest, tmp_path / "out", tests=tests,
                   min_per_class=100 if case == "too_few" else 5)
-    assert "calls.csv" in str(err.value)
+    assert "calls.csv" in str(err.value) or "test.csv" in str(err.value)
     assert not (tmp_path / "out").exists()
 
 
@@ -190,8 +211,9 @@ def test_wrong_sources_and_an_existing_out_are_clear_errors(exported_model, call
     (tmp_path / "exists").mkdir()
     with pytest.raises(ClassBiasError, match="already exists"):
         calibrate(exported_model, calls, tmp_path / "exists")
+    (tmp_path / "empty").mkdir()
     with pytest.raises(FinetuneError, match="not a multitask model folder"):
-        calibrate(tmp_path, calls, tmp_path / "out")
+        calibrate(tmp_path / "empty", calls, tmp_path / "out")
     with pytest.raises(ClassBiasError, match="no emotion2 head"):
         calibrate(exported_model, calls, tmp_path / "out", task="emotion2", min_per_class=5)
     assert main(["calibrate", "--from", str(tmp_path / "nowhere"), "--calls", calls,
@@ -210,11 +232,22 @@ def test_a_run_killed_before_the_rename_leaves_no_model_and_a_rerun_finishes(
     monkeypatch.setattr(calibrate_export, "_check_calibrated", killed)
     with pytest.raises(KeyboardInterrupt):
         calibrate(exported_model, calls, out, min_per_class=5)
-    assert not out.exists() and (tmp_path / ".model.partial").is_dir()
+    assert list(tmp_path.iterdir()) == []  # neither the model nor its staging folder
     monkeypatch.undo()
     record = calibrate(exported_model, calls, out, min_per_class=5)
-    assert (out / "calibration.json").is_file() and not (tmp_path / ".model.partial").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["model"]
     assert json.loads((out / "calibration.json").read_text())["bias"] == record["bias"]
+
+
+def test_a_folder_that_does_not_score_as_the_parent_plus_the_biases_is_not_written(
+        exported_model, calls, tmp_path, monkeypatch):
+    write_heads = calibrate_export._write_heads
+    monkeypatch.setattr(calibrate_export, "_write_heads",
+                        lambda parent, task, bias, path: write_heads(parent, task,
+                                                                     [2 * b for b in bias], path))
+    with pytest.raises(ClassBiasError, match="not the parent's plus the biases"):
+        calibrate(exported_model, calls, tmp_path / "model", min_per_class=5)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_a_hub_parent_is_calibrated_from_its_snapshot(exported_model, calls, run_python, tmp_path):
@@ -238,3 +271,96 @@ def test_a_hub_parent_is_calibrated_from_its_snapshot(exported_model, calls, run
     assert missing.returncode == 1 and "org/absent" in missing.stderr
     assert "Traceback" not in missing.stderr
     shutil.rmtree(tmp_path / "out")
+
+
+def _copy_of(exported_model, folder):
+    shutil.copytree(exported_model, folder)
+    return folder
+
+
+def test_long_calls_are_left_out_with_a_reason(exported_model, calls, tmp_path):
+    rows = _rows(calls)
+    for row in rows:
+        row["wav"] = _wav(calls, row)
+    long_wav = tmp_path / "long.wav"
+    rng = np.random.default_rng(0)
+    sf.write(long_wav, 0.1 * rng.standard_normal(16000 * 50).astype(np.float32), 16000)
+    first = next(row for row in rows if row["emotion"])
+    first["wav"], first["duration"] = str(long_wav), "50.0"
+    record = calibrate(exported_model, _write_rows(tmp_path / "calls.csv", rows),
+                       tmp_path / "out", min_per_class=5)
+    assert record["calls_skipped"] == [f"{long_wav}: longer than 45 s (the model averages its "
+                                       "windows); cut long calls into utterances"]
+    assert sum(record["calls_per_class"].values()) == sum(1 for r in rows if r["emotion"]) - 1
+
+
+def test_two_tests_of_one_name_are_both_checked_and_both_reported(
+        exported_model, calls, toy_corpus, tmp_path):
+    tests = []
+    for name in ("a", "b"):
+        (tmp_path / name / "data").mkdir(parents=True)
+        test_rows = _rows(toy_corpus["test"])
+        for row in test_rows:
+            row["wav"] = _wav(toy_corpus["test"], row)
+        tests.append(_write_rows(tmp_path / name / "data" / "test.csv", test_rows))
+    record = calibrate(exported_model, calls, tmp_path / "out", tests=tests, min_per_class=5)
+    assert sorted(record["tests"]) == sorted(tests)
+    shared = _rows(calls)[0]["speaker"]
+    test_rows = _rows(tests[0])
+    test_rows[0]["speaker"] = shared
+    _write_rows(tests[0], test_rows)
+    with pytest.raises(ClassBiasError, match=f"share speakers \\['{shared}'\\]"):
+        calibrate(exported_model, calls, tmp_path / "out2", tests=tests, min_per_class=5)
+
+
+def test_a_test_of_unreadable_clips_only_is_a_clear_error(exported_model, calls, toy_corpus,
+                                                          tmp_path, capsys):
+    test_rows = [row for row in _rows(toy_corpus["test"]) if row["emotion"]]
+    for row in test_rows:
+        row["wav"] = str(tmp_path / "missing" / os.path.basename(row["wav"]))
+    test = _write_rows(tmp_path / "test.csv", test_rows)
+    assert main(["calibrate", "--from", str(exported_model), "--calls", calls, "--test", test,
+                 "--out", str(tmp_path / "out"), "--min-per-class", "5"]) == 1
+    err = capsys.readouterr().err
+    assert f"{test}: none of its {len(test_rows)} clips could be scored" in err
+    assert "Traceback" not in err and not (tmp_path / "out").exists()
+
+
+def test_a_parent_without_a_card_or_with_the_out_inside_it_is_refused_before_scoring(
+        exported_model, calls, tmp_path, monkeypatch):
+    monkeypatch.setattr(calibrate_export, "class_log_probs",
+                        lambda *a: pytest.fail("scored before the folders were checked"))
+    parent = _copy_of(exported_model, tmp_path / "parent")
+    with pytest.raises(ClassBiasError, match="inside the model folder"):
+        calibrate(parent, calls, parent / "calibrated")
+    (parent / "README.md").unlink()
+    with pytest.raises(ClassBiasError, match="no README.md"):
+        calibrate(parent, calls, tmp_path / "out")
+    (parent / "README.md").write_text("---\nmodel-index: 3\n---\n# x\n")
+    with pytest.raises(ClassBiasError, match="model card cannot be read"):
+        calibrate(parent, calls, tmp_path / "out")
+    with pytest.raises(ClassBiasError, match="no revisions"):
+        calibrate(exported_model, calls, tmp_path / "out", revision="v1")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_local_parent_without_its_hub_id_gets_no_base_model(exported_model, calls, tmp_path,
+                                                               monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    record = calibrate(exported_model, calls, "relative/out/", min_per_class=5)
+    card = ModelCard.load(tmp_path / "relative" / "out" / "README.md")
+    assert card.data.base_model is None and record["parent"]["repo_id"] is None
+    assert "`exported" in card.text or "exported" in card.text.split("calibrated to its callers")[0]
+
+
+def test_a_calibrated_model_calibrated_again_keeps_its_parents_record(
+        exported_model, calibrated, calls, tmp_path):
+    record = calibrate(calibrated, calls, tmp_path / "again", task="intent", min_per_class=5)
+    first = json.loads((calibrated / "calibration.json").read_text())
+    assert record["parent_calibration"] == first and record["task"] == "intent"
+    after = load_file(tmp_path / "again" / "heads.safetensors")
+    before = load_file(calibrated / "heads.safetensors")
+    changed = [key for key in before if not torch.equal(before[key], after[key])]
+    assert all(key.startswith("intent.") for key in changed)
+    card = (tmp_path / "again" / "README.md").read_text()
+    assert "The parent was itself calibrated" in card

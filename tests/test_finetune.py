@@ -561,3 +561,20 @@ def test_an_automatic_temperature_is_measured_on_the_parent_and_recorded(
         old_only = write_new_domain(tmp_path / "old", 4, 5, labels={"low": 300, "high": 1200})
         finetune(str(exported_model), old_only, tmp_path / "none_new", mode="extend",
                  valid=[old_only])
+
+
+def test_calibrate_refuses_an_extended_intent_head_before_scoring(extended, tmp_path, monkeypatch):
+    """multitask calibrate: an extend export's kept intents are its parent's, whole."""
+    from toy_data import write_calls
+
+    from multitask import calibrate_export
+    from multitask.class_bias import ClassBiasError
+
+    out, _ = extended
+    monkeypatch.setattr(calibrate_export, "class_log_probs",
+                        lambda *a: pytest.fail("scored before the head was checked"))
+    with pytest.raises(ClassBiasError, match="extended head"):
+        calibrate_export.calibrate_export(out / "export", write_calls(tmp_path / "calls"),
+                                          tmp_path / "cal", task="intent", min_per_class=1)
+    assert not (tmp_path / "cal").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
