@@ -122,6 +122,7 @@ def calibrate_export(source, calls, out, *, task="emotion", tests=(), revision=N
     folder = parent_files(source, revision)
     _check_out(out, folder)
     check_parent_folder(folder)
+    files = _export_files(folder)
     card = _load_card(folder)
     parent = load_parent(folder)
     if task not in parent.tasks:
@@ -201,7 +202,7 @@ def calibrate_export(source, calls, out, *, task="emotion", tests=(), revision=N
     if not identity.get("repo_id"):
         log(f"note: the card names no base_model (pass --parent-repo-id with {source}'s Hub id)")
     with staged_folder(out) as staging:
-        for name in _export_files(folder):
+        for name in files:
             shutil.copyfile(folder / name, staging / name)  # follows a Hub snapshot's links
         _write_heads(parent, task, bias, staging / HEADS_FILE)
         _write_card(card, staging / CARD_FILE, record, repo_id)
