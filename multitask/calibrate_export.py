@@ -122,8 +122,8 @@ def calibrate_export(source, calls, out, *, task="emotion", tests=(), revision=N
     folder = parent_files(source, revision)
     _check_out(out, folder)
     check_parent_folder(folder)
-    files = _export_files(folder)
     card = _load_card(folder)
+    files = _export_files(folder)
     parent = load_parent(folder)
     if task not in parent.tasks:
         raise ClassBiasError(f"{source}: the model has no {task} head (tasks {list(parent.tasks)})")
@@ -316,13 +316,15 @@ def _warnings(record: dict) -> list[str]:
 
 
 def _export_files(folder: Path) -> list[str]:
-    """The export's own files in ``folder`` (what ``multitask push`` would upload)."""
+    """The export's own files in ``folder`` (what ``multitask push`` would upload) but
+    the card, which is written anew."""
+    files = [name for name in EXPORT_FILES if name != CARD_FILE]
     labels = sorted(p.name for p in folder.iterdir() if LABEL_FILE_RE.fullmatch(p.name))
-    missing = [name for name in EXPORT_FILES if not (folder / name).is_file()]
+    missing = [name for name in files if not (folder / name).is_file()]
     if missing or not labels:
         raise ClassBiasError(f"{folder}: not a complete export (missing "
                              f"{', '.join(missing) or 'label_encoder_<task>.txt'})")
-    return [*EXPORT_FILES, *labels]
+    return [*files, *labels]
 
 
 def _write_heads(parent, task: str, bias: list[float], path: Path) -> None:
