@@ -52,7 +52,7 @@ from .audio import LONG_FILE_SECONDS
 from .calibration import PROBABILITY_FLOOR, class_bias_cross_validation, fit_class_bias
 from .card import METRICS, TASK_TITLES, display_path, parent_name, score_text
 from .class_bias import ClassBiasError, check_call_rows, scores
-from .export import CARD_FILE, EXPORT_FILES, LABEL_FILE_RE, ExportError, staged_folder
+from .export import CARD_FILE, EXPORT_FILES, ExportError, export_file_names, staged_folder
 from .manifest import ManifestError, rows_digest, single_task_rows
 
 RECORD = "calibration.json"
@@ -316,15 +316,12 @@ def _warnings(record: dict) -> list[str]:
 
 
 def _export_files(folder: Path) -> list[str]:
-    """The export's own files in ``folder`` (what ``multitask push`` would upload) but
-    the card, which is written anew."""
-    files = [name for name in EXPORT_FILES if name != CARD_FILE]
-    labels = sorted(p.name for p in folder.iterdir() if LABEL_FILE_RE.fullmatch(p.name))
-    missing = [name for name in files if not (folder / name).is_file()]
-    if missing or not labels:
-        raise ClassBiasError(f"{folder}: not a complete export (missing "
-                             f"{', '.join(missing) or 'label_encoder_<task>.txt'})")
-    return [*files, *labels]
+    """The export's own files in ``folder`` (:func:`multitask.export.export_file_names`)
+    but the card, which is written anew."""
+    try:
+        return [name for name in export_file_names(folder) if name != CARD_FILE]
+    except ExportError as err:
+        raise ClassBiasError(str(err)) from None
 
 
 def _write_heads(parent, task: str, bias: list[float], path: Path) -> None:

@@ -135,6 +135,26 @@ def export_model(train_output_folder, out_dir, *, checkpoint=None, repo_id=None,
     return out
 
 
+def export_file_names(folder) -> list[str]:
+    """The names of an export folder's own files (``EXPORT_FILES`` and its label
+    encoders): what ``multitask push`` uploads and ``multitask calibrate`` copies.
+
+    Raises :class:`ExportError`, naming what is missing, for a folder that is not a
+    complete export.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ExportError(f"{folder}: not a folder")
+    missing = [name for name in EXPORT_FILES if not (folder / name).is_file()]
+    labels = sorted(p.name for p in folder.iterdir()
+                    if p.is_file() and LABEL_FILE_RE.fullmatch(p.name))
+    if missing or not labels:
+        what = ", ".join(missing + ([] if labels else ["label_encoder_<task>.txt"]))
+        raise ExportError(f"{folder}: not a complete export (missing {what}); run "
+                          "`multitask export`")
+    return [*EXPORT_FILES, *labels]
+
+
 @contextlib.contextmanager
 def staged_folder(out, replace: bool = False):
     """A fresh folder beside ``out`` to build it in: renamed to ``out`` when the block

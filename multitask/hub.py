@@ -17,7 +17,7 @@ import json
 import sys
 from pathlib import Path
 
-from .export import EXPORT_FILES, LABEL_FILE_RE, ExportError, export_model
+from .export import ExportError, export_file_names, export_model
 
 
 class HubError(RuntimeError):
@@ -30,15 +30,10 @@ def upload_allow_list(model_dir) -> list[str]:
     Raises :class:`HubError` if the folder is not a complete export.
     """
     folder = Path(model_dir)
-    if not folder.is_dir():
-        raise HubError(f"{folder}: not a folder")
-    missing = [name for name in EXPORT_FILES if not (folder / name).is_file()]
-    labels = sorted(p.name for p in folder.iterdir()
-                    if p.is_file() and LABEL_FILE_RE.fullmatch(p.name))
-    if missing or not labels:
-        what = ", ".join(missing + ([] if labels else ["label_encoder_<task>.txt"]))
-        raise HubError(f"{folder}: not a complete export (missing {what}); run `multitask export`")
-    allowed = [*EXPORT_FILES, *labels]
+    try:
+        allowed = export_file_names(folder)
+    except ExportError as err:
+        raise HubError(str(err)) from None
     # An allowed name that links elsewhere (label_encoder_intent.txt -> ~/.netrc) would
     # upload the file it points to; exports never contain links.
     links = [name for name in allowed if (folder / name).is_symlink()]
