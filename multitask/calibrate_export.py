@@ -52,13 +52,13 @@ from .audio import LONG_FILE_SECONDS
 from .calibration import PROBABILITY_FLOOR, class_bias_cross_validation, fit_class_bias
 from .card import METRICS, TASK_TITLES, display_path, parent_name, score_text
 from .class_bias import ClassBiasError, check_call_rows, scores
+from .evaluate_export import classify_with_progress
 from .export import CARD_FILE, EXPORT_FILES, ExportError, export_file_names, staged_folder
 from .manifest import ManifestError, rows_digest, single_task_rows
 
 RECORD = "calibration.json"
 HEADS_FILE = "heads.safetensors"
 PLACEHOLDER_NEW = "your-org/your-calibrated-model"
-SCORED_AT_ONCE = 32  # clips per classify_files call: the progress bar's step
 CHECKED_CLIPS = 8  # calls re-scored through the written folder before it is renamed into place
 MIN_PER_CLASS_OPTION = "--min-per-class"
 
@@ -140,15 +140,8 @@ def calibrate_export(source, calls, out, *, task="emotion", tests=(), revision=N
     identity = parent_identity(source, revision, parent_repo_id)
 
     def classify(paths, desc):
-        from tqdm.auto import tqdm
-
-        results = []
-        with tqdm(total=len(paths), desc=desc, unit="clip", disable=not progress) as bar:
-            for start in range(0, len(paths), SCORED_AT_ONCE):
-                chunk = paths[start:start + SCORED_AT_ONCE]
-                results += parent.classify_files(chunk, batch_size=batch_size, top_k=1)
-                bar.update(len(chunk))
-        return results
+        return classify_with_progress(parent, paths, batch_size=batch_size, desc=desc,
+                                      progress=progress)
 
     log_probs, kept, skipped = class_log_probs(
         functools.partial(classify, desc=f"scoring calls with {source}"),

@@ -8,6 +8,7 @@
     multitask export / push / predict ...        # see `multitask COMMAND --help`
     multitask finetune --from MODEL --train NEW.csv --out DIR [--mode extend]
     multitask calibrate --from MODEL --calls CALLS.csv --out DIR   # one head, to your callers
+    multitask evaluate --model MODEL --test LABELLED.csv --out DIR  # figures on your own calls
 
 Training itself is a recipe (``python recipes/train.py hparams/train.yaml`` or
 ``accelerate launch ...``), as in SpeechBrain.
@@ -32,6 +33,7 @@ COMMANDS = {
     "predict": "multitask.hub",
     "finetune": "multitask.finetune",
     "calibrate": "multitask.calibrate_export",
+    "evaluate": "multitask.evaluate_export",
 }
 
 
@@ -58,7 +60,34 @@ def main(argv: list[str] | None = None) -> int:
         if not getattr(args, "takes_overrides", False):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides = extra
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except Exception as err:
+        # The package's own errors (ManifestError, CorpusError, AudioInputError, ...) name
+        # the file and the problem: one line, no traceback. Anything else is a bug: raise.
+        if not type(err).__module__.startswith("multitask."):
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+def positive_int(text: str) -> int:
+    """An argparse ``type`` for counts such as ``--batch-size``: 1 or more.
+
+    >>> positive_int("8")
+    8
+    >>> positive_int("0")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: must be 1 or more, not 0
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ from speechbrain.dataio.encoder import CategoricalEncoder
 from speechbrain.utils.data_pipeline import provides, takes
 from torch.utils.data import DataLoader
 
-from .audio import AudioInputError, load_audio, probe_audio
+from .audio import AudioInputError, check_file, load_audio, probe_audio
 from .ctc import row_targets
 from .losses import IGNORE_INDEX
 from .manifest import (
@@ -46,6 +46,7 @@ MAX_PROBLEMS_SHOWN = 20
 SIGNATURE_NAME = "data_signature.json"
 # Splits a run trains and selects on; resuming on other rows for these is refused.
 SIGNED_SPLITS = ("train", "valid")
+DECODED_SPLITS = ("valid", "test")  # decoded whole by check_manifests; see its docstring
 
 
 def label_encoder_path(folder, task: str) -> str:
@@ -104,9 +105,12 @@ def check_rows(rows: list[dict], encoders: dict, source: str, probe=True, data_r
         raise ManifestError(f"{source}: {len(problems)} unusable row(s):\n  {_shown(problems)}")
 
 
-def row_problems(rows: list[dict], encoders: dict, probe=True, data_root=None) -> list[str]:
+def row_problems(rows: list[dict], encoders: dict, probe=True, data_root=None,
+                 decode=False) -> list[str]:
     """One line per problem: duplicate id, unknown label, audio outside ``data_root``
-    (see :func:`allowed_roots`), missing or unreadable audio (``probe``)."""
+    (see :func:`allowed_roots`), missing or unreadable audio (``probe``: each header;
+    with ``decode`` each whole file, as :func:`multitask.audio.check_file` reads it, so
+    silent, too short or non-finite audio is found too)."""
     problems, seen = [], set()
     roots = allowed_roots(data_root)
     for row in rows:
@@ -127,7 +131,7 @@ def row_problems(rows: list[dict], encoders: dict, probe=True, data_root=None) -
                 continue  # never open a file outside the allowed folders
         if probe:
             try:
-                probe_audio(row["wav"])
+                check_file(row["wav"]) if decode else probe_audio(row["wav"])
             except AudioInputError as err:
                 problems.append(f"{where}: {err.reason}")
     return problems
@@ -174,7 +178,10 @@ def check_manifests(manifests: dict, encoders: dict, save_folder=None, data_root
     data_root : str or list of str, optional
         Folders the audio must resolve into (see :func:`allowed_roots`).
     probe : bool
-        Open every audio file's header.
+        Open every audio file's header; the validation and test manifests' files are
+        decoded whole (a few ms a clip), so a silent or corrupt clip is named here, not
+        met mid-evaluation after training. Training rows are only probed (preparers
+        decode every file they keep, and a large corpus would take minutes).
 
     Raises
     ------
@@ -190,8 +197,8 @@ def check_manifests(manifests: dict, encoders: dict, save_folder=None, data_root
             if key not in read:
                 read[key] = (role, os.fspath(path), read_manifest(path))
     problems = []
-    for _role, path, rows in read.values():
-        found = row_problems(rows, encoders, probe, data_root)
+    for role, path, rows in read.values():
+        found = row_problems(rows, encoders, probe, data_root, decode=role in DECODED_SPLITS)
         if not rows:
             found.append("no rows")
         problems += [f"{path}: {line}" for line in found]

@@ -63,7 +63,9 @@ from .manifest import single_task_copy, single_task_rows
 from .source import FOLDER, HUB, ModelNotFoundError, source_kind
 
 FINETUNE_RECORD = "finetune.json"
-DEFAULT_HPARAMS = Path(__file__).resolve().parent.parent / "hparams" / "finetune.yaml"
+# The repository's hparams/finetune.yaml (and the model.yaml it includes), shipped inside
+# the package as links that a wheel turns into copies: `multitask finetune` works installed.
+DEFAULT_HPARAMS = Path(__file__).resolve().parent / "hparams" / "finetune.yaml"
 MODES = ("replace", "extend")
 TASKS = ("intent", "emotion")
 

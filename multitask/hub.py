@@ -132,6 +132,8 @@ def _is_network_error(err: Exception) -> bool:
 
 def add_parsers(subparsers) -> None:
     """Register ``export``, ``push`` and ``predict`` on an argparse subparsers object."""
+    from .cli import positive_int
+
     export = subparsers.add_parser(
         "export", help="Best checkpoint of a training run -> model folder (Hub-ready)",
         description="Write a model folder that MultitaskClassifier.from_hparams and "
@@ -174,8 +176,8 @@ def add_parsers(subparsers) -> None:
     output.add_argument("--json", dest="format", action="store_const", const="json",
                         help="JSON lines (default)")
     output.add_argument("--csv", dest="format", action="store_const", const="csv")
-    predict.add_argument("--batch-size", type=int, default=8)
-    predict.add_argument("--top-k", type=int, default=3)
+    predict.add_argument("--batch-size", type=positive_int, default=8)
+    predict.add_argument("--top-k", type=positive_int, default=3)
     predict.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: SpeechBrain's choice)")
     predict.set_defaults(func=_run_predict, format="json")
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import tempfile
 
 import torch
@@ -41,11 +42,25 @@ from speechbrain.utils.data_utils import batch_pad_right
 from speechbrain.utils.fetching import FetchConfig, FetchSource
 from speechbrain.utils.parameter_transfer import Pretrainer
 
-from .audio import LONG_FILE_SECONDS, AudioInputError, iter_windows, load_audio, probe_audio
+from .audio import (
+    LONG_FILE_SECONDS,
+    MIN_SECONDS,
+    TARGET_SAMPLE_RATE,
+    AudioInputError,
+    iter_windows,
+    load_audio,
+    probe_audio,
+)
 from .model import ExtendedHead, MultitaskModel, TaskHead, Wav2Vec2Encoder
 from .optimize import optimize_for_cpu
-from .source import FOLDER, ModelNotFoundError, check_model_source, hub_miss_message
-from .trust import fetch_and_check, weights_only_loads
+from .source import (
+    FOLDER,
+    BrokenModelError,
+    ModelNotFoundError,
+    check_model_source,
+    hub_miss_message,
+)
+from .trust import UntrustedHparamsError, fetch_and_check, weights_only_loads
 
 # Names hyperparams.yaml refers to as ``multitask.inference.<name>``.
 __all__ = [
@@ -182,7 +197,7 @@ class MultitaskClassifier(Pretrained):
             if classes != len(self.labels[task]):
                 raise ValueError(
                     f"{task}: the head has {classes} outputs but its label encoder "
-                    f"{len(self.labels[task])} labels"
+                    f"(label_encoder_{task}.txt) {len(self.labels[task])} labels"
                 )
 
     @classmethod
@@ -224,7 +239,10 @@ class MultitaskClassifier(Pretrained):
             (a ``FileNotFoundError``) No model where ``source`` points: no such folder
             (and not a repo id), a folder without ``hyperparams.yaml``, or a repo,
             revision or file the Hub (or, offline, its cache) does not have; the message
-            names which.
+            names which; for a folder, also one without a file the export writes.
+        multitask.source.BrokenModelError
+            (a ``ValueError``) A folder whose file is truncated, corrupt or not an
+            export's; the message names the file.
         multitask.trust.UntrustedHparamsError
             ``hyperparams.yaml`` names a callable outside the allow-list (and
             ``trust_remote_code`` is False); nothing of it was run.
@@ -250,6 +268,12 @@ class MultitaskClassifier(Pretrained):
             if kind == FOLDER:
                 raise
             raise ModelNotFoundError(hub_miss_message(source, revision, err)) from err
+        except (ModelNotFoundError, UntrustedHparamsError):
+            raise
+        except Exception as err:
+            if kind != FOLDER:
+                raise
+            raise _folder_failure(source, err) from err
         remember_source()
         if optimize not in (None, "none") and str(model.device).startswith("cpu"):
             optimize_for_cpu(model, optimize)
@@ -271,6 +295,7 @@ class MultitaskClassifier(Pretrained):
             wavs = wavs.unsqueeze(0)
         if wav_lens is None:
             wav_lens = torch.ones(wavs.shape[0])
+        check_waveforms(wavs, wav_lens)
         wavs = wavs.to(self.device, torch.float32)
         wav_lens = wav_lens.to(self.device, torch.float32)
         with self.inference_ctx:
@@ -344,10 +369,18 @@ class MultitaskClassifier(Pretrained):
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
-        paths = [os.fspath(p) for p in paths]
+        if isinstance(paths, (str, bytes, os.PathLike)):
+            raise TypeError(f"classify_files takes a list of paths, not one path ({paths!r}); "
+                            "classify_file classifies one file")
+        paths = list(paths)
         results: list[dict | None] = [None] * len(paths)
         durations = {}
         for index, path in enumerate(paths):
+            try:
+                paths[index] = path = os.fspath(path)
+            except TypeError:
+                results[index] = {"file": repr(path), "error": f"{path!r}: not a file path"}
+                continue
             try:
                 durations[index] = probe_audio(path).duration
             except AudioInputError as err:
@@ -384,6 +417,92 @@ class MultitaskClassifier(Pretrained):
             "top_k": [[names[i], values[i]] for i in ranked[: max(1, top_k)]],
             "probs": dict(zip(names, values, strict=True)),
         }
+
+
+def _folder_failure(folder: str, err: Exception) -> Exception:
+    """What a model folder that failed to load lacks, or which of its files is broken.
+
+    Loading fails deep in a library (``KeyError: 'starting_index'``, a safetensors header
+    error) and names no file; this opens each file the way loading does and names the
+    first one that fails.
+    """
+    named = getattr(err, "filename", None) or re.search(r"[^/\\\s]+\.(?:ckpt|safetensors|txt)\b",
+                                                             str(err))
+    if isinstance(err, FileNotFoundError) and named:
+        # SpeechBrain names its own copy (savedir/encoder.ckpt); the folder's file is
+        # encoder.safetensors, heads.safetensors or label_encoder_<task>.txt.
+        named = named if isinstance(named, str) else named.group(0)
+        stem = os.path.splitext(os.path.basename(named))[0]
+        expected = f"{stem}.txt" if stem.startswith("label_encoder_") else f"{stem}.safetensors"
+        return ModelNotFoundError(f"{folder}: {expected} is missing; an exported model folder "
+                                  "needs every file `multitask export` writes")
+    for name in sorted(os.listdir(folder)):
+        problem = _file_problem(os.path.join(folder, name))
+        if problem:
+            return BrokenModelError(f"{os.path.join(folder, name)}: {problem}; the model "
+                                    "cannot be loaded")
+    return BrokenModelError(f"{folder}: the model cannot be loaded: {type(err).__name__}: {err}")
+
+
+def _file_problem(path: str) -> str | None:
+    """Why an export folder's file cannot be read as loading reads it, or None."""
+    name = os.path.basename(path)
+    try:
+        if name.endswith(".safetensors"):
+            from safetensors import safe_open
+
+            with safe_open(path, framework="pt") as tensors:
+                tensors.keys()
+        elif name.startswith("label_encoder_") and name.endswith(".txt"):
+            from speechbrain.dataio.encoder import CategoricalEncoder
+
+            CategoricalEncoder().load(path)
+        elif name == "hyperparams.yaml":
+            from ruamel.yaml import YAML
+
+            with open(path, encoding="utf-8") as fin:
+                data = YAML(typ="rt").load(fin)
+            missing = [key for key in ("pretrainer", "tasks", "label_encoders")
+                       if not isinstance(data, dict) or key not in data]
+            if missing:
+                return f"not an exported model's hyperparams (no {', '.join(missing)})"
+    except Exception as err:  # noqa: BLE001 - any failure to parse is the diagnosis
+        return f"cannot be read, truncated or corrupt ({type(err).__name__}: {err})"
+    return None
+
+
+def check_waveforms(wavs: torch.Tensor, wav_lens: torch.Tensor) -> None:
+    """Refuse model input that would give a label without meaning: not ``[batch,
+    samples]``, a row holding NaN or infinity, or a row shorter than ``MIN_SECONDS``.
+
+    >>> check_waveforms(torch.zeros(2, 16000), torch.tensor([1.0, 0.5]))
+    >>> check_waveforms(torch.full((1, 16000), float("nan")), torch.ones(1))
+    Traceback (most recent call last):
+    ...
+    ValueError: row 0 of the batch holds NaN or infinite samples
+    >>> check_waveforms(torch.zeros(2, 16000), torch.tensor([1.0, 0.001]))
+    Traceback (most recent call last):
+    ...
+    ValueError: row 1 of the batch is 16 samples long, under the 0.1 s (1600 samples at 16 kHz) the model needs
+    """
+    if wavs.ndim != 2:
+        raise ValueError(f"wavs must be [batch, samples] (or [samples]) at 16 kHz, not of shape "
+                         f"{tuple(wavs.shape)}")
+    if wav_lens.shape != (wavs.shape[0],):
+        raise ValueError(f"wav_lens must hold one relative length per row ({wavs.shape[0]}), "
+                         f"not shape {tuple(wav_lens.shape)}")
+    finite = torch.isfinite(wavs).all(dim=1)
+    if not finite.all():
+        raise ValueError(f"row {int((~finite).nonzero()[0])} of the batch holds NaN or "
+                         "infinite samples")
+    needed = round(MIN_SECONDS * TARGET_SAMPLE_RATE)
+    samples = torch.round(wav_lens.float().cpu() * wavs.shape[1]).long()
+    short = (samples < needed).nonzero()
+    if len(short):
+        row = int(short[0])
+        raise ValueError(f"row {row} of the batch is {int(samples[row])} samples long, under the "
+                         f"{MIN_SECONDS:g} s ({needed} samples at {TARGET_SAMPLE_RATE // 1000} kHz) "
+                         "the model needs")
 
 
 SAVEDIR_SOURCE_FILE = ".multitask-source"

@@ -102,7 +102,8 @@ def read_manifest(path) -> list[dict]:
                 data = json.load(fin)
             rows = [{"id": key, **value} for key, value in data.items()]
         else:
-            with open(path, newline="", encoding="utf-8") as fin:
+            # utf-8-sig: a spreadsheet's "CSV UTF-8" starts with a byte-order mark
+            with open(path, newline="", encoding="utf-8-sig") as fin:
                 rows = list(csv.DictReader(fin))
     except (json.JSONDecodeError, csv.Error, UnicodeDecodeError, AttributeError) as err:
         raise ManifestError(f"{path}: not a readable manifest ({err})") from None
@@ -123,6 +124,9 @@ def read_manifest(path) -> list[dict]:
                 f"{row['duration']!r}"
             ) from None
         if not row["task"]:
+            if not (row["intent"] or row["emotion"]):
+                raise ManifestError(f"{path}: row {number} (id {row['id']!r}) has neither an "
+                                    "intent nor an emotion label")
             row["task"] = task_of(row["intent"], row["emotion"])
     return rows
 

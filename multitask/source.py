@@ -31,6 +31,11 @@ class ModelNotFoundError(FileNotFoundError):
     """No model where a ``source`` points; the message says why, and names the source."""
 
 
+class BrokenModelError(ValueError):
+    """A model folder whose files are there but cannot be read (truncated, corrupt, or
+    not what an export writes); the message names the file."""
+
+
 def source_kind(source: str) -> str:
     """``"folder"``, ``"hub"`` or ``"url"``: where SpeechBrain's fetch will look for ``source``.
 

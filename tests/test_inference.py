@@ -10,6 +10,7 @@ import inspect
 import io
 import json
 import os
+import re
 
 import numpy as np
 import pytest
@@ -184,6 +185,55 @@ def test_classify_files_keeps_input_order_and_reports_bad_files_in_place(
             single = classifier.classify_file(path)
             for task in classifier.tasks:
                 assert result[task]["probs"] == pytest.approx(single[task]["probs"], abs=1e-6)
+
+
+def test_classify_files_refuses_one_path_for_a_list_and_skips_an_item_that_is_no_path(
+        classifier, toy_wavs):
+    with pytest.raises(TypeError, match="takes a list of paths"):
+        classifier.classify_files(toy_wavs[0])  # would otherwise be one "file" per character
+    results = classifier.classify_files([None, toy_wavs[0]])
+    assert results[0] == {"file": "None", "error": "None: not a file path"}
+    assert results[1]["intent"]["label"] == classifier.classify_file(toy_wavs[0])["intent"]["label"]
+
+
+@pytest.mark.parametrize("wavs, wav_lens, message", [
+    (torch.full((1, 16000), float("nan")), None, "row 0 of the batch holds NaN"),
+    (torch.zeros(1, 2, 16000), None, "must be [batch, samples]"),
+    (torch.zeros(2, 16000), torch.tensor([1.0, 0.05]), "row 1 of the batch is 800 samples long"),
+])
+def test_forward_refuses_input_that_would_give_a_meaningless_label(classifier, wavs, wav_lens,
+                                                                   message):
+    with pytest.raises(ValueError, match=re.escape(message)):
+        classifier.classify_batch(wavs, wav_lens)
+
+
+@pytest.mark.parametrize("damage, error, named", [
+    ("truncate encoder.safetensors", "BrokenModelError", "encoder.safetensors: cannot be read"),
+    ("remove heads.safetensors", "ModelNotFoundError", "heads.safetensors is missing"),
+    ("truncate label_encoder_emotion.txt", "BrokenModelError",
+     "label_encoder_emotion.txt: cannot be read"),
+    ("empty hyperparams.yaml", "BrokenModelError", "hyperparams.yaml: not an exported model's"),
+])
+def test_a_broken_model_folder_is_named_by_its_file(exported_model, tmp_path, damage, error,
+                                                    named, capsys):
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(exported_model, folder)
+    action, name = damage.split(" ", 1)
+    path = folder / name
+    if action == "remove":
+        path.unlink()
+    elif action == "empty":
+        path.write_text("")
+    else:
+        path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 3])
+    with pytest.raises((ValueError, FileNotFoundError)) as caught:
+        MultitaskClassifier.from_hparams(source=folder, savedir=tmp_path / "savedir")
+    assert type(caught.value).__name__ == error
+    assert named in str(caught.value) and str(folder) in str(caught.value)
+    assert main(["predict", "--model", str(folder), str(path)]) == 2
+    assert named in capsys.readouterr().err
 
 
 def test_sorted_batches_stay_within_the_padding_bound_of_single_files(classifier, toy_corpus):

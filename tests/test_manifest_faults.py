@@ -226,3 +226,32 @@ def test_generic_csv_splits_prepared_from_separate_files_are_not_versions_of_one
         (folder / "prepare_options.json").write_text(json.dumps(record))
         corpus[split] = str(folder / f"{split}.csv")
     check(corpus, tmp_path)
+
+
+def test_a_silent_test_clip_is_named_before_training_but_training_rows_are_only_probed(
+        corpus, tmp_path):
+    import numpy as np
+    import soundfile as sf
+
+    silent_test = read_manifest(corpus["test"])[0]
+    sf.write(silent_test["wav"], np.zeros(16000, dtype=np.float32), 16000)
+    with pytest.raises(ManifestError) as err:
+        check(corpus, tmp_path)
+    assert f"{corpus['test']}: id {silent_test['id']!r}" in str(err.value)
+    assert "silent" in str(err.value)
+    # The same silence in a training row passes the check: a preparer decoded it already.
+    sf.write(silent_test["wav"], np.random.default_rng(0).uniform(-.3, .3, 16000), 16000)
+    sf.write(read_manifest(corpus["train"])[0]["wav"], np.zeros(16000, dtype=np.float32), 16000)
+    check(corpus, tmp_path)
+
+
+def test_a_row_without_any_label_and_a_spreadsheets_byte_order_mark(corpus, tmp_path):
+    rewrite(corpus["valid"], lambda rows: [dict(rows[0], intent="", emotion="", task=""),
+                                           *rows[1:]])
+    with pytest.raises(ManifestError, match=r"valid\.csv: row 2 \(id '.*'\) has neither an intent "
+                                            "nor an emotion label"):
+        read_manifest(corpus["valid"])
+    text = open(corpus["train"], encoding="utf-8").read()
+    with open(corpus["train"], "w", encoding="utf-8-sig") as fout:  # Excel's "CSV UTF-8"
+        fout.write(text)
+    assert [row["id"] for row in read_manifest(corpus["train"])][:1] == [text.split("\n")[1].split(",")[0]]

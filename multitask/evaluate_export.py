@@ -1,0 +1,314 @@
+"""Scoring an exported model on labelled audio: what a bank measures before it deploys.
+
+    multitask evaluate --model org/model --test calls.csv [--test more.csv ...] --out eval/ \
+        [--revision REV] [--batch-size 1] [--device cpu]
+
+A team with a published model (a folder or a Hub repo id) and labelled recordings of
+its own callers (a manifest: ``id, wav, duration`` and an ``intent`` and/or ``emotion``
+column, ``speaker`` when known; ``multitask prepare-csv`` makes one) gets, per manifest
+and per task the model has and the manifest labels:
+
+* accuracy, macro-F1 and unweighted accuracy (mean recall over the classes the
+  manifest holds), each class's precision, recall and F1, and the confusion matrix,
+  all from the package's shipped ``evaluate`` metrics (:mod:`multitask.metrics`);
+* accuracy per speaker when the manifest names them: with a handful of voices, how
+  far they spread says more about the next caller than the mean does;
+* ``metrics.json`` (with the model's identity and a digest of the rows scored),
+  ``predictions_<test>.csv`` (each clip's reference, prediction and probability),
+  ``confusion_<test>_<task>.png`` and ``report.md``, in ``--out``.
+
+Clips are scored as :meth:`MultitaskClassifier.classify_file` scores them: one at a
+time by default (``--batch-size 1``; group-norm encoders see a batch's padding, so
+batched figures are not quite the ones a caller gets), files over 45 s in windows.
+Every manifest is read and checked against the model's labels before any clip is
+scored; a clip that cannot be read is reported, named, and left out of the figures,
+which say how many clips they are on.
+
+Example
+-------
+>>> manifest_names(["data/joint/test.csv", "data/crema_d/test.csv"])
+['joint_test', 'crema_d_test']
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import os
+import re
+import sys
+from pathlib import Path
+
+from .card import display_path
+from .manifest import TASKS, ManifestError, corpus_version, read_manifest, rows_digest
+
+SCORED_AT_ONCE = 32  # clips per classify_files call: the progress bar's step
+REPORT = "report.md"
+METRICS = "metrics.json"
+
+
+class EvaluationError(ValueError):
+    """The model or a manifest cannot be evaluated; the message names which and why."""
+
+
+def classify_with_progress(classifier, paths: list[str], *, batch_size: int = 1,
+                           desc: str = "scoring", progress: bool = True) -> list[dict]:
+    """:meth:`MultitaskClassifier.classify_files` over ``paths`` with a progress bar
+    (a step per ``SCORED_AT_ONCE`` clips); results in input order, an ``error`` entry
+    for each file that cannot be read."""
+    from tqdm.auto import tqdm
+
+    results = []
+    with tqdm(total=len(paths), desc=desc, unit="clip", disable=not progress) as bar:
+        for start in range(0, len(paths), SCORED_AT_ONCE):
+            chunk = paths[start:start + SCORED_AT_ONCE]
+            results += classifier.classify_files(chunk, batch_size=batch_size, top_k=1)
+            bar.update(len(chunk))
+    return results
+
+
+def manifest_names(paths) -> list[str]:
+    """A file-name-safe name per manifest: its folder and stem (``joint_test``), made
+    unique with a number where two would read alike."""
+    names = []
+    for path in map(Path, map(os.fspath, paths)):
+        base = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{path.parent.name}_{path.stem}".strip("_"))
+        name, number = base, 2
+        while name in names:
+            name, number = f"{base}_{number}", number + 1
+        names.append(name)
+    return names
+
+
+def labelled_tasks(rows: list[dict], model_labels: dict, manifest) -> list[str]:
+    """The tasks both the model has and ``manifest``'s rows label; every label of them
+    must be one the model knows.
+
+    >>> rows = [{"intent": "balance", "emotion": ""}, {"intent": "", "emotion": "sad"}]
+    >>> labelled_tasks(rows, {"intent": ["balance", "card"], "emotion": ["sad"]}, "t.csv")
+    ['intent', 'emotion']
+    >>> labelled_tasks(rows, {"intent": ["card"]}, "t.csv")
+    Traceback (most recent call last):
+    ...
+    multitask.evaluate_export.EvaluationError: t.csv: intent label(s) ['balance'] are not among the model's ['card']
+    """
+    tasks = [task for task in model_labels if any(row.get(task) for row in rows)]
+    if not tasks:
+        held = [task for task in TASKS if any(row.get(task) for row in rows)]
+        raise EvaluationError(
+            f"{manifest}: no row has a label of the model's tasks {list(model_labels)}"
+            + (f" (its rows label {held})" if held else " (its rows have no labels)"))
+    for task in tasks:
+        unknown = sorted({row[task] for row in rows if row.get(task)} - set(model_labels[task]))
+        if unknown:
+            shown = unknown[:10] + (["..."] if len(unknown) > 10 else [])
+            raise EvaluationError(f"{manifest}: {task} label(s) {shown} are not among the "
+                                  f"model's {list(model_labels[task])}")
+    return tasks
+
+
+def evaluate_export(source, tests, out, *, revision=None, batch_size: int = 1, device=None,
+                    log=None, progress: bool = True) -> dict:
+    """Score ``source`` (a folder or a Hub repo id) on each manifest of ``tests`` and
+    write the figures to ``out`` (see the module's docstring); returns what
+    ``metrics.json`` holds."""
+    from .finetune import parent_identity
+    from .metrics import accuracy_by_group, classification_report, plot_confusion_matrix
+
+    log = log or functools.partial(print, file=sys.stderr)
+    if batch_size < 1:
+        raise EvaluationError(f"--batch-size must be 1 or more, not {batch_size}")
+    tests = [os.fspath(path) for path in tests]
+    if not tests:
+        raise EvaluationError("give at least one --test manifest")
+    given_twice = sorted({path for path in tests
+                          if sum(os.path.abspath(p) == os.path.abspath(path) for p in tests) > 1})
+    if given_twice:
+        raise EvaluationError(f"{given_twice[0]}: given twice as --test")
+    manifests = {path: read_manifest(path) for path in tests}
+    for path, rows in manifests.items():
+        if not rows:
+            raise EvaluationError(f"{path}: the manifest has no rows")
+        ids = [row["id"] for row in rows]
+        repeated = sorted({i for i in ids if ids.count(i) > 1}) if len(set(ids)) < len(ids) else []
+        if repeated:
+            raise EvaluationError(f"{path}: {len(repeated)} id(s) on more than one row (e.g. "
+                                  f"{repeated[0]!r}); each clip is scored once, by its id")
+    classifier = _load(source, revision, device)
+    model_labels = {task: list(classifier.labels[task]) for task in classifier.tasks}
+    tasks_of = {path: labelled_tasks(rows, model_labels, path) for path, rows in manifests.items()}
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    record = {
+        "model": parent_identity(source, revision),
+        "batching": {"batch_size": batch_size},
+        "tests": {},
+    }
+    for (path, rows), name in zip(manifests.items(), manifest_names(tests), strict=True):
+        results = classify_with_progress(classifier, [row["wav"] for row in rows],
+                                         batch_size=batch_size, desc=f"scoring {name}",
+                                         progress=progress)
+        skipped = [result["error"] for result in results if "error" in result]
+        for line in skipped:
+            log(f"skipped {line}")
+        scored = [(row, result) for row, result in zip(rows, results, strict=True)
+                  if "error" not in result]
+        if not scored:
+            raise EvaluationError(f"{path}: none of its {len(rows)} clips could be read")
+        entry = {
+            "manifest": display_path(path),
+            "rows_digest": rows_digest([row for row, _ in scored]),
+            "corpus_version": corpus_version(path),
+            "clips": len(rows),
+            "scored": len(scored),
+            "skipped": skipped,
+            "scored_in_windows": sum("windows" in result for _, result in scored),
+        }
+        for task in tasks_of[path]:
+            names = model_labels[task]
+            labelled = [(row, result) for row, result in scored if row.get(task)]
+            if not labelled:
+                entry[task] = {"num_examples": 0, "note": "every labelled clip was skipped"}
+                continue
+            predictions = [names.index(result[task]["label"]) for _, result in labelled]
+            references = [names.index(row[task]) for row, _ in labelled]
+            report = classification_report(predictions, references, names, task)
+            speakers = [row.get("speaker") or "" for row, _ in labelled]
+            if any(speakers):
+                report["by_speaker"] = accuracy_by_group(
+                    predictions, references, [s or "(none)" for s in speakers])
+            entry[task] = report
+            plot_confusion_matrix(report["confusion_matrix"], names,
+                                  out / f"confusion_{name}_{task}.png",
+                                  title=f"{task} — {name} ({report['num_examples']} clips)")
+        _write_predictions(out / f"predictions_{name}.csv", scored, tasks_of[path])
+        record["tests"][name] = entry
+        log(f"{name}: " + "; ".join(_summary(task, entry[task]) for task in tasks_of[path])
+            + (f" ({len(skipped)} clip(s) skipped)" if skipped else ""))
+    (out / METRICS).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    (out / REPORT).write_text(report_markdown(record), encoding="utf-8")
+    return record
+
+
+def report_markdown(record: dict) -> str:
+    """``report.md``: a table per test, the spread over speakers and the confusion plots.
+
+    >>> entry = {"manifest": "x/test.csv", "clips": 3, "scored": 2, "skipped": ["a.wav: empty"],
+    ...          "scored_in_windows": 0, "intent": {"num_examples": 2, "accuracy": 0.5,
+    ...          "macro_f1": 0.333, "unweighted_accuracy": 0.5}}
+    >>> text = report_markdown({"model": {"source": "m"}, "batching": {"batch_size": 1},
+    ...                         "tests": {"x_test": entry}})
+    >>> "| intent | 2 | 0.500 | 0.333 | 0.500 |" in text, "1 clip(s) could not be read" in text
+    (True, True)
+    """
+    model = record["model"]
+    shown = model.get("source", "?") + (f" (revision {model['revision']})"
+                                        if model.get("revision") else "")
+    clips = ("one at a time, as `classify_file` scores them"
+             if record["batching"]["batch_size"] == 1
+             else f"in batches of {record['batching']['batch_size']}")
+    lines = [f"# Evaluation of {shown}", "", f"Clips were scored {clips}.", ""]
+    for name, entry in record["tests"].items():
+        lines += [f"## {name} (`{entry['manifest']}`)", ""]
+        note = f"{entry['scored']} of {entry['clips']} clips scored."
+        if entry["skipped"]:
+            note += (f" {len(entry['skipped'])} clip(s) could not be read and are not in the "
+                     "figures (listed in metrics.json).")
+        if entry.get("scored_in_windows"):
+            note += f" {entry['scored_in_windows']} clip(s) over 45 s were scored in windows."
+        lines += [note, "", "| task | clips | accuracy | macro-F1 | unweighted accuracy |",
+                  "| --- | --- | --- | --- | --- |"]
+        tasks = [task for task in TASKS if task in entry]
+        for task in tasks:
+            figures = entry[task]
+            if not figures["num_examples"]:
+                lines.append(f"| {task} | 0 | – | – | – |")
+                continue
+            lines.append(f"| {task} | {figures['num_examples']} | {figures['accuracy']:.3f} | "
+                         f"{figures['macro_f1']:.3f} | {figures['unweighted_accuracy']:.3f} |")
+        lines.append("")
+        for task in tasks:
+            by_speaker = entry[task].get("by_speaker")
+            if by_speaker:
+                low = min(by_speaker.items(), key=lambda item: item[1]["accuracy"])
+                high = max(by_speaker.items(), key=lambda item: item[1]["accuracy"])
+                lines.append(f"- {task} by speaker ({len(by_speaker)} speakers): from "
+                             f"{low[1]['accuracy']:.3f} ({low[0]}) to {high[1]['accuracy']:.3f} "
+                             f"({high[0]})")
+        for task in tasks:
+            if entry[task]["num_examples"]:
+                lines.append(f"\n![{task} confusion matrix](confusion_{name}_{task}.png)")
+        lines.append("")
+    return "\n".join(lines) + "\n"
+
+
+def _summary(task: str, figures: dict) -> str:
+    if not figures["num_examples"]:
+        return f"{task}: no clip scored"
+    return (f"{task} accuracy {figures['accuracy']:.3f}, macro-F1 {figures['macro_f1']:.3f}, "
+            f"unweighted {figures['unweighted_accuracy']:.3f} ({figures['num_examples']} clips)")
+
+
+def _write_predictions(path: Path, scored: list, tasks: list[str]) -> None:
+    with open(path, "w", newline="", encoding="utf-8") as fout:
+        writer = csv.writer(fout)
+        writer.writerow(["id", "speaker", *[f"{t}_{k}" for t in tasks for k in ("ref", "pred", "prob")]])
+        for row, result in scored:
+            cells = [row["id"], row.get("speaker", "")]
+            for task in tasks:
+                cells += [row.get(task, ""), result[task]["label"], f"{result[task]['prob']:.4f}"]
+            writer.writerow(cells)
+
+
+def _load(source, revision, device):
+    from .inference import MultitaskClassifier
+    from .source import ModelNotFoundError, source_kind
+
+    try:
+        source_kind(os.fspath(source))
+    except ModelNotFoundError as err:
+        raise EvaluationError(str(err)) from None
+    try:
+        return MultitaskClassifier.from_hparams(
+            source=os.fspath(source), revision=revision,
+            run_opts={"device": device} if device else None)
+    except Exception as err:  # any loading failure is one line naming the source
+        raise EvaluationError(f"cannot load a multitask model from {source}: "
+                              f"{type(err).__name__}: {err}") from err
+
+
+def add_parser(subparsers) -> None:
+    """Register ``evaluate`` on an argparse subparsers object."""
+    from .cli import positive_int
+
+    parser = subparsers.add_parser(
+        "evaluate", help="Score an exported model on your labelled manifests",
+        description="Accuracy, macro-F1, unweighted accuracy, per-speaker accuracy and "
+                    "confusion matrices of an exported model (folder or Hub repo id) on "
+                    "labelled manifests, each clip scored as classify_file scores it.")
+    parser.add_argument("--model", required=True, metavar="SOURCE", help="folder or repo id")
+    parser.add_argument("--revision", help="Hub branch, tag or commit")
+    parser.add_argument("--test", action="append", required=True, metavar="MANIFEST",
+                        help="labelled manifest to score (repeatable)")
+    parser.add_argument("--out", required=True, help="folder for metrics.json, report.md, "
+                                                      "predictions and confusion plots")
+    parser.add_argument("--batch-size", type=positive_int, default=1,
+                        help="clips per forward pass (default 1: each clip alone)")
+    parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: SpeechBrain's choice)")
+    parser.set_defaults(func=_run)
+
+
+def _run(args) -> int:
+    try:
+        record = evaluate_export(args.model, args.test, args.out, revision=args.revision,
+                                 batch_size=args.batch_size, device=args.device)
+    except (EvaluationError, ManifestError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(json.dumps({name: {task: {key: entry[task].get(key) for key in
+                                    ("num_examples", "accuracy", "macro_f1", "unweighted_accuracy")}
+                             for task in TASKS if task in entry}
+                      for name, entry in record["tests"].items()}, indent=2))
+    return 0
