@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP)
 
-## make test: unit tests, doctests, recipe smoke tests (5 to 12 minutes on 2 idle cores, by host)
+## make test: unit tests, doctests, recipe smoke tests (about 7 to 15 minutes on 2 idle cores,
+## by host, installing .venv included)
 test: $(STAMP)
 	$(PY) -m pytest tests --doctest-modules multitask benchmarks/shift.py benchmarks/probe.py benchmarks/class_bias.py
 

@@ -458,7 +458,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--calls", required=True, metavar="MANIFEST",
                         help="labelled calls to fit on (package manifest with a speaker column)")
     parser.add_argument("--out", required=True, help="new model folder (must not exist)")
-    parser.add_argument("--task", default="emotion", help="the head to calibrate")
+    parser.add_argument("--task", default="emotion", help="the head to calibrate (default: emotion)")
     parser.add_argument("--test", action="append", default=[], metavar="MANIFEST",
                         help="held-out manifest scored without and with (repeatable)")
     parser.add_argument(MIN_PER_CLASS_OPTION, type=int, default=10,

@@ -109,3 +109,20 @@ def test_data_report_subcommand_writes_the_report(prepared, tmp_path, capsys):
     args.func(args)
     assert capsys.readouterr().out.strip() == str(tmp_path / "report.md")
     assert (tmp_path / "durations.png").is_file()
+
+
+def test_a_command_meeting_the_packages_own_error_prints_one_line_not_a_traceback(
+        tmp_path, capsys):
+    from multitask.cli import main
+
+    missing = tmp_path / "nope.csv"
+    assert main(["data-report", str(missing), "--out", str(tmp_path / "report")]) == 1
+    assert capsys.readouterr().err == f"error: {missing}: manifest not found\n"
+    # A preparer's rejected.csv (one rejected file) is not a manifest: named, in one line.
+    rejected = tmp_path / "rejected.csv"
+    rejected.write_text("id,path,reason\nx,x.wav,empty\n")
+    code = main(["data-report", str(rejected), "--out", str(tmp_path / "r")])
+    assert code == 1 and "missing column(s) wav, duration" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["predict", "--model", "m", "--batch-size", "0", "x.wav"])
+    assert "--batch-size: must be 1 or more, not 0" in capsys.readouterr().err

@@ -578,3 +578,18 @@ def test_calibrate_refuses_an_extended_intent_head_before_scoring(extended, tmp_
                                           tmp_path / "cal", task="intent", min_per_class=1)
     assert not (tmp_path / "cal").exists()
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial")]
+
+
+def test_the_default_hparams_ship_inside_the_package_with_the_file_they_include():
+    """An installed package has no repository beside it: finetune.yaml and the model.yaml it
+    includes are package data (links to hparams/ in a clone, copies in a wheel)."""
+    import multitask
+    from multitask.finetune import DEFAULT_HPARAMS
+
+    package = os.path.dirname(os.path.abspath(multitask.__file__))
+    assert os.path.dirname(str(DEFAULT_HPARAMS)) == os.path.join(package, "hparams")
+    text = open(DEFAULT_HPARAMS, encoding="utf-8").read()
+    assert "!include:model.yaml" in text
+    assert os.path.isfile(os.path.join(package, "hparams", "model.yaml"))
+    with open(os.path.join(os.path.dirname(package), "pyproject.toml"), encoding="utf-8") as fin:
+        assert '"hparams/*.yaml"' in fin.read()
