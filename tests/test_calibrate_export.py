@@ -2,7 +2,6 @@
 (multitask.calibrate_export), on the session's tiny export (toy emotions ``dull`` and
 ``bright``) with calls by voices its test manifest does not have."""
 
-import csv
 import json
 import os
 import shutil
@@ -14,7 +13,7 @@ import torch
 from hub_server import running_hub
 from huggingface_hub import ModelCard
 from safetensors.torch import load_file
-from toy_data import write_calls
+from toy_data import read_rows, write_calls, write_rows
 
 from multitask import calibrate_export
 from multitask.calibrate_export import calibrate_export as calibrate
@@ -43,19 +42,6 @@ def calibrated(exported_model, calls, toy_corpus, tmp_path_factory):
     return out
 
 
-def _rows(manifest):
-    with open(manifest, newline="") as fin:
-        return list(csv.DictReader(fin))
-
-
-def _write_rows(path, rows):
-    with open(path, "w", newline="") as fout:
-        writer = csv.DictWriter(fout, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return str(path)
-
-
 def _wav(manifest, row):
     return os.path.join(os.path.dirname(manifest), row["wav"])
 
@@ -81,7 +67,7 @@ def test_the_calibrated_folder_scores_the_parents_log_probs_plus_the_biases(
     record = json.loads((calibrated / "calibration.json").read_text())
     parent = MultitaskClassifier.from_hparams(source=str(exported_model), run_opts={"device": "cpu"})
     model = MultitaskClassifier.from_hparams(source=str(calibrated), run_opts={"device": "cpu"})
-    for row in _rows(calls)[:6]:
+    for row in read_rows(calls)[:6]:
         path = _wav(calls, row)
         want, got = parent.classify_file(path), model.classify_file(path)
         log_probs = torch.log(torch.tensor([want["emotion"]["probs"][n] for n in record["classes"]]))
@@ -95,11 +81,11 @@ def test_the_record_holds_the_fit_its_cross_validation_and_the_test_without_and_
         calibrated, calls, toy_corpus):
     record = json.loads((calibrated / "calibration.json").read_text())
     assert record["task"] == "emotion" and record["calls_voices"] == ["callerA", "callerB", "callerC"]
-    assert sum(record["calls_per_class"].values()) == sum(1 for r in _rows(calls) if r["emotion"])
+    assert sum(record["calls_per_class"].values()) == sum(1 for r in read_rows(calls) if r["emotion"])
     assert record["cross_validation"]["folds"] and record["calls_skipped"] == []
     assert record["parent"]["repo_id"] == "org/name" and record["parent"]["weights_sha256"]
     (test,) = record["tests"].values()
-    assert test["clips"] == sum(1 for r in _rows(toy_corpus["test"]) if r["emotion"])
+    assert test["clips"] == sum(1 for r in read_rows(toy_corpus["test"]) if r["emotion"])
     for side in ("without", "with"):
         assert set(test[side]) == {"accuracy", "unweighted_accuracy", "macro_f1", "recall"}
 
@@ -126,7 +112,7 @@ def test_the_card_names_the_parent_and_replaces_only_the_calibrated_tasks_figure
 
 
 def test_unreadable_calls_are_reported_and_left_out(exported_model, calls, tmp_path, capsys):
-    rows = _rows(calls)
+    rows = read_rows(calls)
     for row in rows:
         row["wav"] = _wav(calls, row)
     broken = tmp_path / "broken.wav"
@@ -135,7 +121,7 @@ def test_unreadable_calls_are_reported_and_left_out(exported_model, calls, tmp_p
     sf.write(empty, np.zeros(0, dtype=np.float32), 16000)
     first, second = [row for row in rows if row["emotion"]][:2]
     first["wav"], second["wav"] = str(broken), str(empty)
-    manifest = _write_rows(tmp_path / "calls.csv", rows)
+    manifest = write_rows(tmp_path / "calls.csv", rows)
     record = calibrate(exported_model, manifest, tmp_path / "out", min_per_class=5)
     assert len(record["calls_skipped"]) == 2
     assert str(broken) in record["calls_skipped"][0] + record["calls_skipped"][1]
@@ -145,7 +131,7 @@ def test_unreadable_calls_are_reported_and_left_out(exported_model, calls, tmp_p
 
 def test_a_class_left_short_by_unreadable_clips_is_refused_naming_the_file(
         exported_model, calls, tmp_path):
-    rows = [row for row in _rows(calls) if row["emotion"]]
+    rows = [row for row in read_rows(calls) if row["emotion"]]
     for row in rows:
         row["wav"] = _wav(calls, row)
     bad = tmp_path / "bad.wav"
@@ -153,7 +139,7 @@ def test_a_class_left_short_by_unreadable_clips_is_refused_naming_the_file(
     short_class = rows[0]["emotion"]
     for row in [r for r in rows if r["emotion"] == short_class][:4]:
         row["wav"] = str(bad)
-    manifest = _write_rows(tmp_path / "calls.csv", rows)
+    manifest = write_rows(tmp_path / "calls.csv", rows)
     count = sum(1 for r in rows if r["emotion"] == short_class)
     with pytest.raises(ClassBiasError, match="too few") as err:
         calibrate(exported_model, manifest, tmp_path / "out", min_per_class=count - 1)
@@ -175,11 +161,11 @@ def test_calls_that_cannot_calibrate_are_refused_before_any_scoring(
         case, error, match, exported_model, calls, toy_corpus, tmp_path, monkeypatch):
     monkeypatch.setattr(calibrate_export, "class_log_probs",
                         lambda *a: pytest.fail("scored before the calls were checked"))
-    rows = _rows(calls)
+    rows = read_rows(calls)
     for row in rows:
         row["wav"] = _wav(calls, row)
     if case == "shared_voice":
-        rows[0]["speaker"] = _rows(toy_corpus["test"])[0]["speaker"]
+        rows[0]["speaker"] = read_rows(toy_corpus["test"])[0]["speaker"]
         rows[0]["emotion"] = rows[0]["emotion"] or "dull"
     elif case == "unknown_label":
         next(r for r in rows if r["emotion"])["emotion"] = "furious"
@@ -191,13 +177,13 @@ def test_calls_that_cannot_calibrate_are_refused_before_any_scoring(
     elif case == "no_labels":
         for row in rows:
             row["emotion"] = ""
-    manifest = _write_rows(tmp_path / "calls.csv", rows)
+    manifest = write_rows(tmp_path / "calls.csv", rows)
     tests = [toy_corpus["test"]]
     if case == "test_without_speakers":
-        test_rows = _rows(toy_corpus["test"])
+        test_rows = read_rows(toy_corpus["test"])
         for row in test_rows:
             row["wav"], row["speaker"] = _wav(toy_corpus["test"], row), ""
-        tests = [_write_rows(tmp_path / "test.csv", test_rows)]
+        tests = [write_rows(tmp_path / "test.csv", test_rows)]
     elif case == "test_given_twice":
         tests = tests * 2
     with pytest.raises(error, match=match) as err:
@@ -279,7 +265,7 @@ def _copy_of(exported_model, folder):
 
 
 def test_long_calls_are_left_out_with_a_reason(exported_model, calls, tmp_path):
-    rows = _rows(calls)
+    rows = read_rows(calls)
     for row in rows:
         row["wav"] = _wav(calls, row)
     long_wav = tmp_path / "long.wav"
@@ -287,7 +273,7 @@ def test_long_calls_are_left_out_with_a_reason(exported_model, calls, tmp_path):
     sf.write(long_wav, 0.1 * rng.standard_normal(16000 * 50).astype(np.float32), 16000)
     first = next(row for row in rows if row["emotion"])
     first["wav"], first["duration"] = str(long_wav), "50.0"
-    record = calibrate(exported_model, _write_rows(tmp_path / "calls.csv", rows),
+    record = calibrate(exported_model, write_rows(tmp_path / "calls.csv", rows),
                        tmp_path / "out", min_per_class=5)
     assert record["calls_skipped"] == [f"{long_wav}: longer than 45 s (the model averages its "
                                        "windows); cut long calls into utterances"]
@@ -299,26 +285,26 @@ def test_two_tests_of_one_name_are_both_checked_and_both_reported(
     tests = []
     for name in ("a", "b"):
         (tmp_path / name / "data").mkdir(parents=True)
-        test_rows = _rows(toy_corpus["test"])
+        test_rows = read_rows(toy_corpus["test"])
         for row in test_rows:
             row["wav"] = _wav(toy_corpus["test"], row)
-        tests.append(_write_rows(tmp_path / name / "data" / "test.csv", test_rows))
+        tests.append(write_rows(tmp_path / name / "data" / "test.csv", test_rows))
     record = calibrate(exported_model, calls, tmp_path / "out", tests=tests, min_per_class=5)
     assert sorted(record["tests"]) == sorted(tests)
-    shared = _rows(calls)[0]["speaker"]
-    test_rows = _rows(tests[0])
+    shared = read_rows(calls)[0]["speaker"]
+    test_rows = read_rows(tests[0])
     test_rows[0]["speaker"] = shared
-    _write_rows(tests[0], test_rows)
+    write_rows(tests[0], test_rows)
     with pytest.raises(ClassBiasError, match=f"share speakers \\['{shared}'\\]"):
         calibrate(exported_model, calls, tmp_path / "out2", tests=tests, min_per_class=5)
 
 
 def test_a_test_of_unreadable_clips_only_is_a_clear_error(exported_model, calls, toy_corpus,
                                                           tmp_path, capsys):
-    test_rows = [row for row in _rows(toy_corpus["test"]) if row["emotion"]]
+    test_rows = [row for row in read_rows(toy_corpus["test"]) if row["emotion"]]
     for row in test_rows:
         row["wav"] = str(tmp_path / "missing" / os.path.basename(row["wav"]))
-    test = _write_rows(tmp_path / "test.csv", test_rows)
+    test = write_rows(tmp_path / "test.csv", test_rows)
     assert main(["calibrate", "--from", str(exported_model), "--calls", calls, "--test", test,
                  "--out", str(tmp_path / "out"), "--min-per-class", "5"]) == 1
     err = capsys.readouterr().err

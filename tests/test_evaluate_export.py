@@ -1,12 +1,12 @@
 """``multitask evaluate``: an exported model scored on labelled manifests
 (multitask.evaluate_export), on the session's tiny export and toy test manifest."""
 
-import csv
 import json
 import os
 import re
 
 import pytest
+from toy_data import read_rows, write_rows
 
 from multitask.cli import main
 from multitask.evaluate_export import EvaluationError, evaluate_export
@@ -17,23 +17,10 @@ pytestmark = pytest.mark.slow
 pytest_plugins = ["trained_tiny"]
 
 
-def _rows(manifest):
-    with open(manifest, newline="") as fin:
-        return list(csv.DictReader(fin))
-
-
-def _write_rows(path, rows):
-    with open(path, "w", newline="") as fout:
-        writer = csv.DictWriter(fout, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return str(path)
-
-
 def _absolute(manifest):
     """The manifest's rows with absolute wav paths (to be written elsewhere)."""
     folder = os.path.dirname(manifest)
-    return [dict(row, wav=os.path.join(folder, row["wav"])) for row in _rows(manifest)]
+    return [dict(row, wav=os.path.join(folder, row["wav"])) for row in read_rows(manifest)]
 
 
 @pytest.fixture(scope="module")
@@ -65,8 +52,8 @@ def test_figures_are_those_of_classify_file_on_each_clip(exported_model, toy_cor
 def test_every_clip_gets_a_prediction_line_and_each_task_a_confusion_plot(toy_corpus, evaluated):
     (name,) = json.loads((evaluated / "metrics.json").read_text())["tests"]
     assert name == os.path.basename(os.path.dirname(toy_corpus["test"])) + "_test"
-    lines = _rows(evaluated / f"predictions_{name}.csv")
-    assert sorted(line["id"] for line in lines) == sorted(row["id"] for row in _rows(toy_corpus["test"]))
+    lines = read_rows(evaluated / f"predictions_{name}.csv")
+    assert sorted(line["id"] for line in lines) == sorted(row["id"] for row in read_rows(toy_corpus["test"]))
     for line in lines:
         assert line["intent_pred"] in {"low", "high"} and line["emotion_pred"] in {"dull", "bright"}
         assert (line["intent_ref"] == "") != (line["emotion_ref"] == "")  # one label per toy row
@@ -83,7 +70,7 @@ def test_unreadable_clips_are_named_skipped_and_left_out_of_the_figures(
     empty.write_bytes(b"")
     rows[0]["wav"] = str(tmp_path / "missing.wav")
     rows[1]["wav"] = str(empty)
-    manifest = _write_rows(tmp_path / "test.csv", rows)
+    manifest = write_rows(tmp_path / "test.csv", rows)
     logged = []
     record = evaluate_export(exported_model, [manifest], tmp_path / "out", log=logged.append,
                              progress=False)
@@ -105,7 +92,7 @@ def test_a_manifest_the_model_cannot_score_is_refused_before_any_clip_is(
         exported_model, toy_corpus, tmp_path, change, message):
     rows = _absolute(toy_corpus["test"])
     change(rows)
-    manifest = _write_rows(tmp_path / "test.csv", rows)
+    manifest = write_rows(tmp_path / "test.csv", rows)
     with pytest.raises(EvaluationError, match=re.escape(message)) as caught:
         evaluate_export(exported_model, [toy_corpus["test"], manifest], tmp_path / "out",
                         progress=False)

@@ -72,6 +72,21 @@ def write_calls(folder, speakers=("callerA", "callerB", "callerC"), per_class=12
     return manifest
 
 
+def read_rows(manifest) -> list[dict]:
+    """A manifest's rows as written (``wav`` relative to its folder)."""
+    with open(manifest, newline="") as fin:
+        return list(csv.DictReader(fin))
+
+
+def write_rows(path, rows) -> str:
+    """Write ``rows`` as a manifest at ``path``; returns the path."""
+    with open(path, "w", newline="") as fout:
+        writer = csv.DictWriter(fout, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return str(path)
+
+
 def _row(folder, utt_id, split, task, label, wav, speaker):
     rel = os.path.join("wav", f"{utt_id}.wav")
     sf.write(os.path.join(folder, rel), wav, SAMPLE_RATE, subtype="PCM_16")
