@@ -431,9 +431,11 @@ def _folder_failure(folder: str, err: Exception) -> Exception:
     if isinstance(err, FileNotFoundError) and named:
         # SpeechBrain names its own copy (savedir/encoder.ckpt); the folder's file is
         # encoder.safetensors, heads.safetensors or label_encoder_<task>.txt.
-        named = named if isinstance(named, str) else named.group(0)
-        stem = os.path.splitext(os.path.basename(named))[0]
-        expected = f"{stem}.txt" if stem.startswith("label_encoder_") else f"{stem}.safetensors"
+        named = os.path.basename(named if isinstance(named, str) else named.group(0))
+        stem, extension = os.path.splitext(named)
+        expected = named
+        if extension in (".ckpt", ".safetensors", ".txt"):
+            expected = f"{stem}.txt" if stem.startswith("label_encoder_") else f"{stem}.safetensors"
         return ModelNotFoundError(f"{folder}: {expected} is missing; an exported model folder "
                                   "needs every file `multitask export` writes")
     for name in sorted(os.listdir(folder)):
