@@ -58,7 +58,7 @@ from collections import Counter
 from pathlib import Path
 
 from .card import display_path
-from .export import HPARAMS_FILE, WEIGHTS_FILES, export_model
+from .export import CARD_FILE, HPARAMS_FILE, WEIGHTS_FILES, export_model
 from .manifest import single_task_copy, single_task_rows
 from .source import FOLDER, HUB, ModelNotFoundError, source_kind
 
@@ -231,6 +231,24 @@ def parent_identity(source, revision=None, repo_id=None) -> dict:
         except Exception:  # the commit is a record, not a requirement
             pass
     return identity
+
+
+def parent_license(source, revision=None) -> str | None:
+    """The ``license`` of the parent's model card (``README.md`` front matter), or None
+    when the card cannot be read (offline without it cached, no card, no license).
+
+    A model fine-tuned from one trained on non-commercial data keeps that term unless
+    ``model_license`` says otherwise.
+    """
+    try:
+        from huggingface_hub import ModelCard, hf_hub_download
+
+        source = os.fspath(source)
+        path = (Path(source, CARD_FILE) if source_kind(source) == FOLDER
+                else hf_hub_download(source, CARD_FILE, revision=revision))
+        return ModelCard.load(path).data.license
+    except Exception:  # the license is a record, not a requirement
+        return None
 
 
 # --------------------------------------------------------------------------
@@ -889,7 +907,10 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
     if accelerator.is_main_process:
         record_path.write_text(json.dumps(record, indent=2), encoding="utf-8")
         if export and hparams.get("export_folder"):
-            export_model(out, hparams["export_folder"], overwrite=True, repo_id=repo_id)
+            card_license = (hparams.get("model_license") or parent_license(source, revision)
+                            or "apache-2.0")
+            export_model(out, hparams["export_folder"], overwrite=True, repo_id=repo_id,
+                         license=card_license)
     return record
 
 

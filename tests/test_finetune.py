@@ -593,3 +593,14 @@ def test_the_default_hparams_ship_inside_the_package_with_the_file_they_include(
     assert os.path.isfile(os.path.join(package, "hparams", "model.yaml"))
     with open(os.path.join(os.path.dirname(package), "pyproject.toml"), encoding="utf-8") as fin:
         assert '"hparams/*.yaml"' in fin.read()
+
+
+def test_a_fine_tuned_export_keeps_the_license_on_its_parents_card(tmp_path):
+    from multitask.finetune import parent_license
+
+    parent = tmp_path / "parent"
+    parent.mkdir()
+    assert parent_license(parent) is None  # no card: the export falls back to apache-2.0
+    (parent / "README.md").write_text("---\nlicense: cc-by-nc-4.0\nlibrary_name: speechbrain\n"
+                                      "---\n# a parent\n")
+    assert parent_license(parent) == "cc-by-nc-4.0"
