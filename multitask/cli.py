@@ -62,9 +62,11 @@ def main(argv: list[str] | None = None) -> int:
         args.overrides = extra
     try:
         return int(args.func(args) or 0)
-    except Exception as err:
-        # The package's own errors (ManifestError, CorpusError, AudioInputError, ...) name
-        # the file and the problem: one line, no traceback. Anything else is a bug: raise.
+    except (ValueError, OSError) as err:
+        # The package's own input errors (ManifestError, CorpusError, AudioInputError,
+        # ModelNotFoundError, ...: ValueError or OSError kinds) name the file and the
+        # problem: one line, no traceback. Others, and its RuntimeErrors (a bug, a diverged
+        # run), keep their traceback.
         if not type(err).__module__.startswith("multitask."):
             raise
         print(f"error: {err}", file=sys.stderr)

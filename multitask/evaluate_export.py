@@ -38,9 +38,11 @@ import json
 import os
 import re
 import sys
+from collections import Counter
 from pathlib import Path
 
 from .card import display_path
+from .export import ExportError, staged_folder
 from .manifest import TASKS, ManifestError, corpus_version, read_manifest, rows_digest
 
 SCORED_AT_ONCE = 32  # clips per classify_files call: the progress bar's step
@@ -55,14 +57,27 @@ class EvaluationError(ValueError):
 def classify_with_progress(classifier, paths: list[str], *, batch_size: int = 1,
                            desc: str = "scoring", progress: bool = True) -> list[dict]:
     """:meth:`MultitaskClassifier.classify_files` over ``paths`` with a progress bar
-    (a step per ``SCORED_AT_ONCE`` clips); results in input order, an ``error`` entry
-    for each file that cannot be read."""
+    (a step per ``SCORED_AT_ONCE`` clips, or per batch when batches are larger); results in
+    input order, an ``error`` entry for each file that cannot be read.
+
+    >>> class Counting:
+    ...     calls = []
+    ...     def classify_files(self, paths, batch_size, top_k):
+    ...         self.calls.append(len(paths))
+    ...         return [{"file": p} for p in paths]
+    >>> model = Counting()
+    >>> len(classify_with_progress(model, ["a.wav"] * 70, batch_size=64, progress=False))
+    70
+    >>> model.calls
+    [64, 6]
+    """
     from tqdm.auto import tqdm
 
     results = []
+    step = max(SCORED_AT_ONCE, batch_size)  # a call never cuts a batch short
     with tqdm(total=len(paths), desc=desc, unit="clip", disable=not progress) as bar:
-        for start in range(0, len(paths), SCORED_AT_ONCE):
-            chunk = paths[start:start + SCORED_AT_ONCE]
+        for start in range(0, len(paths), step):
+            chunk = paths[start:start + step]
             results += classifier.classify_files(chunk, batch_size=batch_size, top_k=1)
             bar.update(len(chunk))
     return results
@@ -70,12 +85,16 @@ def classify_with_progress(classifier, paths: list[str], *, batch_size: int = 1,
 
 def manifest_names(paths) -> list[str]:
     """A file-name-safe name per manifest: its folder and stem (``joint_test``), made
-    unique with a number where two would read alike."""
+    unique with a number where two would read alike (case aside).
+
+    >>> manifest_names(["a/Test.csv", "b/a/test.csv", "données/appels.csv"])
+    ['a_Test', 'a_test_2', 'données_appels']
+    """
     names = []
     for path in map(Path, map(os.fspath, paths)):
-        base = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{path.parent.name}_{path.stem}".strip("_"))
+        base = re.sub(r"[^\w.-]+", "_", f"{path.parent.name}_{path.stem}").strip("_") or "test"
         name, number = base, 2
-        while name in names:
+        while name.casefold() in (n.casefold() for n in names):  # one file on any file system
             name, number = f"{base}_{number}", number + 1
         names.append(name)
     return names
@@ -114,7 +133,6 @@ def evaluate_export(source, tests, out, *, revision=None, batch_size: int = 1, d
     write the figures to ``out`` (see the module's docstring); returns what
     ``metrics.json`` holds."""
     from .finetune import parent_identity
-    from .metrics import accuracy_by_group, classification_report, plot_confusion_matrix
 
     log = log or functools.partial(print, file=sys.stderr)
     if batch_size < 1:
@@ -130,66 +148,87 @@ def evaluate_export(source, tests, out, *, revision=None, batch_size: int = 1, d
     for path, rows in manifests.items():
         if not rows:
             raise EvaluationError(f"{path}: the manifest has no rows")
-        ids = [row["id"] for row in rows]
-        repeated = sorted({i for i in ids if ids.count(i) > 1}) if len(set(ids)) < len(ids) else []
+        repeated = sorted(i for i, n in Counter(row["id"] for row in rows).items() if n > 1)
         if repeated:
             raise EvaluationError(f"{path}: {len(repeated)} id(s) on more than one row (e.g. "
                                   f"{repeated[0]!r}); each clip is scored once, by its id")
+    out = Path(out)
+    if out.exists() and not (out / METRICS).is_file():
+        raise EvaluationError(f"{out}: exists and holds no earlier evaluation; give a new --out "
+                              "(an evaluation folder is replaced whole)")
     classifier = _load(source, revision, device)
     model_labels = {task: list(classifier.labels[task]) for task in classifier.tasks}
     tasks_of = {path: labelled_tasks(rows, model_labels, path) for path, rows in manifests.items()}
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     record = {
         "model": parent_identity(source, revision),
         "batching": {"batch_size": batch_size},
         "tests": {},
     }
-    for (path, rows), name in zip(manifests.items(), manifest_names(tests), strict=True):
-        results = classify_with_progress(classifier, [row["wav"] for row in rows],
-                                         batch_size=batch_size, desc=f"scoring {name}",
-                                         progress=progress)
-        skipped = [result["error"] for result in results if "error" in result]
-        for line in skipped:
-            log(f"skipped {line}")
-        scored = [(row, result) for row, result in zip(rows, results, strict=True)
-                  if "error" not in result]
-        if not scored:
-            raise EvaluationError(f"{path}: none of its {len(rows)} clips could be read")
-        entry = {
+    unreadable = []
+    with staged_folder(out, replace=True) as staging:
+        for (path, rows), name in zip(manifests.items(), manifest_names(tests), strict=True):
+            entry = _score_manifest(classifier, path, rows, tasks_of[path], model_labels, name,
+                                    staging, batch_size, log, progress)
+            record["tests"][name] = entry
+            if not entry["scored"]:
+                unreadable.append(f"{path}: none of its {entry['clips']} clips could be read")
+        (staging / METRICS).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+        (staging / REPORT).write_text(report_markdown(record), encoding="utf-8")
+    if unreadable:  # the other manifests' figures are written; this one has none
+        raise EvaluationError("; ".join(unreadable) + f" (the others' figures are in {out})")
+    return record
+
+
+def _score_manifest(classifier, path, rows, tasks, model_labels, name, out, batch_size, log,
+                    progress) -> dict:
+    """One manifest's ``metrics.json`` entry; its predictions CSV and confusion PNGs go to
+    ``out``. Only rows labelled for one of ``tasks`` are scored."""
+    from .metrics import accuracy_by_group, classification_report, plot_confusion_matrix
+
+    ignored = sorted({task for row in rows for task in TASKS if row.get(task)} - set(tasks))
+    if ignored:
+        log(f"{path}: {ignored} labels are not scored (the model has no such head)")
+    rows = [row for row in rows if any(row.get(task) for task in tasks)]
+    results = classify_with_progress(classifier, [row["wav"] for row in rows],
+                                     batch_size=batch_size, desc=f"scoring {name}",
+                                     progress=progress)
+    skipped = [result["error"] for result in results if "error" in result]
+    for line in skipped:
+        log(f"skipped {line}")
+    scored = [(row, result) for row, result in zip(rows, results, strict=True)
+              if "error" not in result]
+    entry = {
             "manifest": display_path(path),
             "rows_digest": rows_digest([row for row, _ in scored]),
             "corpus_version": corpus_version(path),
             "clips": len(rows),
             "scored": len(scored),
             "skipped": skipped,
-            "scored_in_windows": sum("windows" in result for _, result in scored),
-        }
-        for task in tasks_of[path]:
-            names = model_labels[task]
-            labelled = [(row, result) for row, result in scored if row.get(task)]
-            if not labelled:
-                entry[task] = {"num_examples": 0, "note": "every labelled clip was skipped"}
-                continue
-            predictions = [names.index(result[task]["label"]) for _, result in labelled]
-            references = [names.index(row[task]) for row, _ in labelled]
-            report = classification_report(predictions, references, names, task)
-            speakers = [row.get("speaker") or "" for row, _ in labelled]
-            if any(speakers):
-                report["by_speaker"] = accuracy_by_group(
-                    predictions, references, [s or "(none)" for s in speakers])
-            entry[task] = report
-            plot_confusion_matrix(report["confusion_matrix"], names,
-                                  out / f"confusion_{name}_{task}.png",
-                                  title=f"{task} — {name} ({report['num_examples']} clips)")
-        _write_predictions(out / f"predictions_{name}.csv", scored, tasks_of[path])
-        record["tests"][name] = entry
-        log(f"{name}: " + "; ".join(_summary(task, entry[task]) for task in tasks_of[path])
-            + (f" ({len(skipped)} clip(s) skipped)" if skipped else ""))
-    (out / METRICS).write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
-    (out / REPORT).write_text(report_markdown(record), encoding="utf-8")
-    return record
+        "scored_in_windows": sum("windows" in result for _, result in scored),
+        "labels_not_scored": ignored,
+    }
+    for task in tasks:
+        names = model_labels[task]
+        labelled = [(row, result) for row, result in scored if row.get(task)]
+        if not labelled:
+            entry[task] = {"num_examples": 0, "note": "every labelled clip was skipped"}
+            continue
+        predictions = [names.index(result[task]["label"]) for _, result in labelled]
+        references = [names.index(row[task]) for row, _ in labelled]
+        report = classification_report(predictions, references, names, task)
+        speakers = [row.get("speaker") or "" for row, _ in labelled]
+        if any(speakers):
+            report["by_speaker"] = accuracy_by_group(
+                predictions, references, [s or "(none)" for s in speakers])
+        entry[task] = report
+        plot_confusion_matrix(report["confusion_matrix"], names,
+                              out / f"confusion_{name}_{task}.png",
+                              title=f"{task} — {name} ({report['num_examples']} clips)")
+    _write_predictions(out / f"predictions_{name}.csv", scored, tasks)
+    log(f"{name}: " + "; ".join(_summary(task, entry[task]) for task in tasks)
+        + (f" ({len(skipped)} clip(s) skipped)" if skipped else ""))
+    return entry
 
 
 def report_markdown(record: dict) -> str:
@@ -304,7 +343,7 @@ def _run(args) -> int:
     try:
         record = evaluate_export(args.model, args.test, args.out, revision=args.revision,
                                  batch_size=args.batch_size, device=args.device)
-    except (EvaluationError, ManifestError, OSError) as err:
+    except (EvaluationError, ManifestError, ExportError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(json.dumps({name: {task: {key: entry[task].get(key) for key in

@@ -48,6 +48,7 @@ from .interface_source import INTERFACE_FILE, interface_source
 
 HPARAMS_FILE = "hyperparams.yaml"
 CARD_FILE = "README.md"
+DEFAULT_LICENSE = "apache-2.0"  # the package's; a card states its model's own (card_license)
 WEIGHTS_FILES = {"encoder": "encoder.safetensors", "heads": "heads.safetensors"}
 EXPORT_FILES = (HPARAMS_FILE, *WEIGHTS_FILES.values(), INTERFACE_FILE, CARD_FILE)
 LABEL_FILE_RE = re.compile(r"label_encoder_[A-Za-z0-9_]+\.txt")
@@ -62,7 +63,7 @@ class ExportError(RuntimeError):
 
 
 def export_model(train_output_folder, out_dir, *, checkpoint=None, repo_id=None,
-                 model_name=None, datasets=None, license="apache-2.0", language="en",
+                 model_name=None, datasets=None, license=None, language="en",
                  card_template=None, overwrite=False, verify=True) -> Path:
     """Export a training run's best checkpoint as a loadable, pushable model folder.
 
@@ -80,7 +81,8 @@ def export_model(train_output_folder, out_dir, *, checkpoint=None, repo_id=None,
     repo_id : str, optional
         Used in the card's usage snippets (default: a placeholder).
     model_name, datasets, license, language : optional
-        Model card fields; ``datasets`` defaults to the corpora the run prepared.
+        Model card fields; ``datasets`` defaults to the corpora the run prepared, and
+        ``license`` to :func:`card_license`'s choice.
     card_template : str or Path, optional
         Card template (default: the repository's ``hub_card.md``).
     overwrite : bool
@@ -114,6 +116,7 @@ def export_model(train_output_folder, out_dir, *, checkpoint=None, repo_id=None,
     test_metrics = read_test_metrics(run, ckpt)
     lineage = read_lineage(run)
     class_bias = read_class_bias(run, ckpt)
+    license = license or card_license(hparams, lineage)
 
     with staged_folder(out, replace=overwrite) as staging:
         write_weights(ckpt, staging)
@@ -244,6 +247,24 @@ def read_test_metrics(run: Path, ckpt) -> dict | None:
         return None
     metrics = json.loads(path.read_text(encoding="utf-8"))
     return metrics if metrics.get("checkpoint") == ckpt.path.name else None
+
+
+def card_license(hparams: dict, lineage: dict | None) -> str:
+    """The license an export's card states when none is given: the run's
+    ``model_license``; for a fine-tuning run without one, its parent card's (recorded
+    in ``finetune.json``; ``unknown`` when that card could not be read: never a more
+    permissive guess); else ``apache-2.0``, the package's own.
+
+    >>> card_license({"model_license": "cc-by-nc-4.0"}, None)
+    'cc-by-nc-4.0'
+    >>> card_license({}, {"parent_license": None}), card_license({}, None)
+    ('unknown', 'apache-2.0')
+    """
+    if hparams.get("model_license"):
+        return str(hparams["model_license"])
+    if lineage is not None:
+        return lineage.get("parent_license") or "unknown"
+    return DEFAULT_LICENSE
 
 
 def read_lineage(run: Path) -> dict | None:

@@ -238,7 +238,7 @@ def parent_license(source, revision=None) -> str | None:
     when the card cannot be read (offline without it cached, no card, no license).
 
     A model fine-tuned from one trained on non-commercial data keeps that term unless
-    ``model_license`` says otherwise.
+    ``model_license`` says otherwise (:func:`multitask.export.card_license`).
     """
     try:
         from huggingface_hub import ModelCard, hf_hub_download
@@ -834,6 +834,14 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
         hparams, heads["task_heads"]["intent"], parent, accelerator,
         train_manifests[1] if replay else None, old_valid_manifest,
         recorded=record.get("kept_temperature"))
+    if "parent_license" not in record:  # read once, at the revision the weights came from
+        record["parent_license"] = parent_license(source, revision)
+        if record["parent_license"] is None and not hparams.get("model_license"):
+            message = (f"{source}: the parent's model card cannot be read, so its license is "
+                       "unknown; the export's card will say `license: unknown` (give "
+                       "--model_license=... to state it)")
+            warnings.warn(message, stacklevel=2)
+            accelerator.print(f"WARNING: {message}")
     record.update({
         "parent": identity,
         "mode": mode,
@@ -907,10 +915,7 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
     if accelerator.is_main_process:
         record_path.write_text(json.dumps(record, indent=2), encoding="utf-8")
         if export and hparams.get("export_folder"):
-            card_license = (hparams.get("model_license") or parent_license(source, revision)
-                            or "apache-2.0")
-            export_model(out, hparams["export_folder"], overwrite=True, repo_id=repo_id,
-                         license=card_license)
+            export_model(out, hparams["export_folder"], overwrite=True, repo_id=repo_id)
     return record
 
 

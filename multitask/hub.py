@@ -147,7 +147,8 @@ def add_parsers(subparsers) -> None:
     export.add_argument("--model-name", help="model name in the card (default: from --repo-id)")
     export.add_argument("--dataset", dest="datasets", action="append", metavar="ID",
                         help="Hub dataset id for the card (repeatable; default: prepared corpora)")
-    export.add_argument("--license", default="apache-2.0")
+    export.add_argument("--license", help="the card's license (default: the run's "
+                        "model_license, a fine-tuning's parent's, else apache-2.0)")
     export.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     export.add_argument("--no-verify", dest="verify", action="store_false",
                         help="skip loading the export back and comparing with the checkpoint")

@@ -42,15 +42,7 @@ from speechbrain.utils.data_utils import batch_pad_right
 from speechbrain.utils.fetching import FetchConfig, FetchSource
 from speechbrain.utils.parameter_transfer import Pretrainer
 
-from .audio import (
-    LONG_FILE_SECONDS,
-    MIN_SECONDS,
-    TARGET_SAMPLE_RATE,
-    AudioInputError,
-    iter_windows,
-    load_audio,
-    probe_audio,
-)
+from .audio import LONG_FILE_SECONDS, AudioInputError, iter_windows, load_audio, probe_audio
 from .model import ExtendedHead, MultitaskModel, TaskHead, Wav2Vec2Encoder
 from .optimize import optimize_for_cpu
 from .source import (
@@ -192,12 +184,13 @@ class MultitaskClassifier(Pretrained):
         self.model = MultitaskModel(self.mods.encoder, {t: self.mods.heads[t] for t in self.tasks})
         self.model.eval()
         self.labels = {task: _label_names(self.hparams.label_encoders[task]) for task in self.tasks}
+        self.min_samples = receptive_field(self.mods.encoder.config)
         for task in self.tasks:
             classes = self.model.heads[task].num_classes
             if classes != len(self.labels[task]):
                 raise ValueError(
-                    f"{task}: the head has {classes} outputs but its label encoder "
-                    f"(label_encoder_{task}.txt) {len(self.labels[task])} labels"
+                    f"{task}: the head has {classes} outputs but label_encoder_{task}.txt "
+                    f"has {len(self.labels[task])} labels"
                 )
 
     @classmethod
@@ -271,9 +264,10 @@ class MultitaskClassifier(Pretrained):
         except (ModelNotFoundError, UntrustedHparamsError):
             raise
         except Exception as err:
-            if kind != FOLDER:
+            failure = _folder_failure(source, err) if kind == FOLDER else None
+            if failure is None:  # not a file of the folder (a device error, a bug): as raised
                 raise
-            raise _folder_failure(source, err) from err
+            raise failure from err
         remember_source()
         if optimize not in (None, "none") and str(model.device).startswith("cpu"):
             optimize_for_cpu(model, optimize)
@@ -295,7 +289,7 @@ class MultitaskClassifier(Pretrained):
             wavs = wavs.unsqueeze(0)
         if wav_lens is None:
             wav_lens = torch.ones(wavs.shape[0])
-        check_waveforms(wavs, wav_lens)
+        check_waveforms(wavs, wav_lens, self.min_samples)
         wavs = wavs.to(self.device, torch.float32)
         wav_lens = wav_lens.to(self.device, torch.float32)
         with self.inference_ctx:
@@ -419,8 +413,9 @@ class MultitaskClassifier(Pretrained):
         }
 
 
-def _folder_failure(folder: str, err: Exception) -> Exception:
-    """What a model folder that failed to load lacks, or which of its files is broken.
+def _folder_failure(folder: str, err: Exception) -> Exception | None:
+    """What a model folder that failed to load lacks, or which of its files is broken;
+    None when every file reads (the failure is not the folder's).
 
     Loading fails deep in a library (``KeyError: 'starting_index'``, a safetensors header
     error) and names no file; this opens each file the way loading does and names the
@@ -443,7 +438,7 @@ def _folder_failure(folder: str, err: Exception) -> Exception:
         if problem:
             return BrokenModelError(f"{os.path.join(folder, name)}: {problem}; the model "
                                     "cannot be loaded")
-    return BrokenModelError(f"{folder}: the model cannot be loaded: {type(err).__name__}: {err}")
+    return None
 
 
 def _file_problem(path: str) -> str | None:
@@ -473,9 +468,27 @@ def _file_problem(path: str) -> str | None:
     return None
 
 
-def check_waveforms(wavs: torch.Tensor, wav_lens: torch.Tensor) -> None:
-    """Refuse model input that would give a label without meaning: not ``[batch,
-    samples]``, a row holding NaN or infinity, or a row shorter than ``MIN_SECONDS``.
+def receptive_field(config) -> int:
+    """Samples the encoder's convolutional front end reads for one output frame (400,
+    25 ms at 16 kHz, for wav2vec2-base's kernels and strides).
+
+    >>> from types import SimpleNamespace
+    >>> receptive_field(SimpleNamespace(conv_kernel=[10, 3, 3, 3, 3, 2, 2],
+    ...                                 conv_stride=[5, 2, 2, 2, 2, 2, 2]))
+    400
+    """
+    samples, hop = 1, 1
+    for kernel, stride in zip(config.conv_kernel, config.conv_stride, strict=True):
+        samples += (kernel - 1) * hop
+        hop *= stride
+    return samples
+
+
+def check_waveforms(wavs: torch.Tensor, wav_lens: torch.Tensor, min_samples: int = 400) -> None:
+    """Refuse model input that would give a label without meaning, or fail deep in
+    torch: not ``[batch, samples]``, a row holding NaN or infinity, or a row shorter than
+    ``min_samples`` (the encoder's :func:`receptive_field`: one frame). Files are held to
+    ``MIN_SECONDS`` by :func:`multitask.audio.load_audio`, a longer floor.
 
     >>> check_waveforms(torch.zeros(2, 16000), torch.tensor([1.0, 0.5]))
     >>> check_waveforms(torch.full((1, 16000), float("nan")), torch.ones(1))
@@ -485,7 +498,7 @@ def check_waveforms(wavs: torch.Tensor, wav_lens: torch.Tensor) -> None:
     >>> check_waveforms(torch.zeros(2, 16000), torch.tensor([1.0, 0.001]))
     Traceback (most recent call last):
     ...
-    ValueError: row 1 of the batch is 16 samples long, under the 0.1 s (1600 samples at 16 kHz) the model needs
+    ValueError: row 1 of the batch is 16 samples long; the encoder reads 400 for one frame
     """
     if wavs.ndim != 2:
         raise ValueError(f"wavs must be [batch, samples] (or [samples]) at 16 kHz, not of shape "
@@ -497,14 +510,12 @@ def check_waveforms(wavs: torch.Tensor, wav_lens: torch.Tensor) -> None:
     if not finite.all():
         raise ValueError(f"row {int((~finite).nonzero()[0])} of the batch holds NaN or "
                          "infinite samples")
-    needed = round(MIN_SECONDS * TARGET_SAMPLE_RATE)
     samples = torch.round(wav_lens.float().cpu() * wavs.shape[1]).long()
-    short = (samples < needed).nonzero()
+    short = (samples < min_samples).nonzero()
     if len(short):
         row = int(short[0])
-        raise ValueError(f"row {row} of the batch is {int(samples[row])} samples long, under the "
-                         f"{MIN_SECONDS:g} s ({needed} samples at {TARGET_SAMPLE_RATE // 1000} kHz) "
-                         "the model needs")
+        raise ValueError(f"row {row} of the batch is {int(samples[row])} samples long; the "
+                         f"encoder reads {min_samples} for one frame")
 
 
 SAVEDIR_SOURCE_FILE = ".multitask-source"

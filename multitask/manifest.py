@@ -111,8 +111,14 @@ def read_manifest(path) -> list[dict]:
         missing = [c for c in ("id", "wav", "duration") if c not in rows[0]]
         if missing:
             raise ManifestError(f"{path}: missing column(s) {', '.join(missing)}")
+        if not any(task in rows[0] for task in TASKS):
+            raise ManifestError(f"{path}: no intent or emotion column (columns: "
+                                f"{', '.join(map(str, rows[0]))})")
     root = os.path.dirname(os.path.abspath(path))
     for number, row in enumerate(rows, start=2):
+        if None in row or None in row.values():  # csv.DictReader's marks of a ragged row
+            raise ManifestError(f"{path}: row {number} has "
+                                f"{'more' if None in row else 'fewer'} fields than the header")
         for column in COLUMNS:
             row[column] = "" if row.get(column) is None else str(row.get(column, ""))
         row["wav"] = os.path.join(root, row["wav"])

@@ -51,5 +51,4 @@ if __name__ == "__main__":
 
     # The best checkpoint as one loadable model folder (see multitask export / push).
     if accelerator.is_main_process and hparams.get("export_folder"):
-        export_model(hparams["output_folder"], hparams["export_folder"], overwrite=True,
-                     license=hparams.get("model_license", "apache-2.0"))
+        export_model(hparams["output_folder"], hparams["export_folder"], overwrite=True)

@@ -37,9 +37,16 @@ def test_figures_are_those_of_classify_file_on_each_clip(exported_model, toy_cor
     (entry,) = record["tests"].values()
     model = MultitaskClassifier.from_hparams(source=str(exported_model))
     rows = _absolute(toy_corpus["test"])
+    (name,) = record["tests"]
+    written = {line["id"]: line for line in read_rows(evaluated / f"predictions_{name}.csv")}
     for task in ("intent", "emotion"):
         labelled = [row for row in rows if row[task]]
-        hits = [model.classify_file(row["wav"])[task]["label"] == row[task] for row in labelled]
+        alone = {row["id"]: model.classify_file(row["wav"])[task] for row in labelled}
+        hits = [alone[row["id"]]["label"] == row[task] for row in labelled]
+        for row in labelled:  # each clip scored alone: its probability, to the CSV's 4 places
+            assert written[row["id"]][f"{task}_pred"] == alone[row["id"]]["label"]
+            assert float(written[row["id"]][f"{task}_prob"]) == pytest.approx(
+                alone[row["id"]]["prob"], abs=6e-5)
         assert entry[task]["num_examples"] == len(labelled)
         assert entry[task]["accuracy"] == pytest.approx(sum(hits) / len(hits))
         assert sum(map(sum, entry[task]["confusion_matrix"])) == len(labelled)
@@ -98,6 +105,33 @@ def test_a_manifest_the_model_cannot_score_is_refused_before_any_clip_is(
                         progress=False)
     assert manifest in str(caught.value)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_manifest_without_a_readable_clip_fails_after_the_others_are_written(
+        exported_model, toy_corpus, tmp_path):
+    rows = [dict(row, wav=str(tmp_path / "gone.wav")) for row in _absolute(toy_corpus["test"])]
+    gone = write_rows(tmp_path / "gone.csv", rows)
+    with pytest.raises(EvaluationError, match=r"gone\.csv: none of its 16 clips could be read"):
+        evaluate_export(exported_model, [toy_corpus["test"], gone], tmp_path / "out",
+                        progress=False, log=lambda line: None)
+    record = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    first, second = record["tests"].values()
+    assert first["scored"] == 16 and second["scored"] == 0 and len(second["skipped"]) == 16
+
+
+def test_an_evaluation_folder_is_replaced_whole_and_another_folder_refused(
+        exported_model, toy_corpus, tmp_path):
+    out = tmp_path / "out"
+    evaluate_export(exported_model, [toy_corpus["test"]], out, progress=False)
+    (out / "stale.png").write_bytes(b"")
+    evaluate_export(exported_model, [toy_corpus["test"]], out, progress=False)
+    assert not (out / "stale.png").exists() and (out / "metrics.json").is_file()
+    other = tmp_path / "mine"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep")
+    with pytest.raises(EvaluationError, match="holds no earlier evaluation"):
+        evaluate_export(exported_model, [toy_corpus["test"]], other, progress=False)
+    assert (other / "notes.txt").read_text() == "keep"
 
 
 def test_a_manifest_given_twice_or_missing_and_a_bad_batch_size_are_refused(

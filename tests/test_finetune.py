@@ -133,6 +133,10 @@ def test_the_fine_tuned_export_loads_and_its_card_names_the_parent(replaced, exp
     assert front["base_model"] == f"{exported_model.parent.name}/model"
     assert front["base_model_relation"] == "finetune"
     assert "## Fine-tuned from" in card and "`chirp`" in card and "emotion accuracy" in card
+    # The parent card's license, read when the run started, is the child's.
+    parent_front = yaml.safe_load((exported_model / "README.md").read_text().split("---")[1])
+    assert json.loads((replaced / "finetune.json").read_text())["parent_license"] == \
+        parent_front["license"] == front["license"]
 
 
 def test_replace_pools_its_new_intent_head_as_finetune_yaml_says(replaced, exported_model):
@@ -600,7 +604,7 @@ def test_a_fine_tuned_export_keeps_the_license_on_its_parents_card(tmp_path):
 
     parent = tmp_path / "parent"
     parent.mkdir()
-    assert parent_license(parent) is None  # no card: the export falls back to apache-2.0
+    assert parent_license(parent) is None  # no card: the export says `unknown`, and warns
     (parent / "README.md").write_text("---\nlicense: cc-by-nc-4.0\nlibrary_name: speechbrain\n"
                                       "---\n# a parent\n")
     assert parent_license(parent) == "cc-by-nc-4.0"

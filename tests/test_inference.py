@@ -199,7 +199,7 @@ def test_classify_files_refuses_one_path_for_a_list_and_skips_an_item_that_is_no
 @pytest.mark.parametrize("wavs, wav_lens, message", [
     (torch.full((1, 16000), float("nan")), None, "row 0 of the batch holds NaN"),
     (torch.zeros(1, 2, 16000), None, "must be [batch, samples]"),
-    (torch.zeros(2, 16000), torch.tensor([1.0, 0.05]), "row 1 of the batch is 800 samples long"),
+    (torch.zeros(2, 16000), torch.tensor([1.0, 0.0005]), "row 1 of the batch is 8 samples long"),
 ])
 def test_forward_refuses_input_that_would_give_a_meaningless_label(classifier, wavs, wav_lens,
                                                                    message):
@@ -234,6 +234,30 @@ def test_a_broken_model_folder_is_named_by_its_file(exported_model, tmp_path, da
     assert named in str(caught.value) and str(folder) in str(caught.value)
     assert main(["predict", "--model", str(folder), str(path)]) == 2
     assert named in capsys.readouterr().err
+
+
+def test_a_failure_that_is_not_the_folders_is_raised_as_it_was(exported_model, tmp_path,
+                                                                 monkeypatch):
+    from speechbrain.inference.interfaces import Pretrained
+
+    def no_device(cls, *args, **kwargs):
+        raise RuntimeError("CUDA error: no such device")
+
+    monkeypatch.setattr(Pretrained, "from_hparams", classmethod(no_device))
+    with pytest.raises(RuntimeError, match="no such device"):  # not blamed on a good file
+        MultitaskClassifier.from_hparams(source=exported_model, savedir=tmp_path / "savedir")
+
+
+def test_a_package_error_that_is_a_bug_keeps_its_traceback(monkeypatch):
+    from multitask import data_report
+    from multitask.interface_source import InlineError
+
+    def broken(args):
+        raise InlineError("a bug of the package")
+
+    monkeypatch.setattr(data_report, "_run", broken)
+    with pytest.raises(InlineError):
+        main(["data-report", "x.csv", "--out", "r"])
 
 
 def test_sorted_batches_stay_within_the_padding_bound_of_single_files(classifier, toy_corpus):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -228,8 +229,7 @@ def test_generic_csv_splits_prepared_from_separate_files_are_not_versions_of_one
     check(corpus, tmp_path)
 
 
-def test_a_silent_test_clip_is_named_before_training_but_training_rows_are_only_probed(
-        corpus, tmp_path):
+def test_a_silent_clip_in_any_split_is_named_before_training(corpus, tmp_path):
     import numpy as np
     import soundfile as sf
 
@@ -239,10 +239,12 @@ def test_a_silent_test_clip_is_named_before_training_but_training_rows_are_only_
         check(corpus, tmp_path)
     assert f"{corpus['test']}: id {silent_test['id']!r}" in str(err.value)
     assert "silent" in str(err.value)
-    # The same silence in a training row passes the check: a preparer decoded it already.
     sf.write(silent_test["wav"], np.random.default_rng(0).uniform(-.3, .3, 16000), 16000)
-    sf.write(read_manifest(corpus["train"])[0]["wav"], np.zeros(16000, dtype=np.float32), 16000)
     check(corpus, tmp_path)
+    silent_train = read_manifest(corpus["train"])[0]
+    sf.write(silent_train["wav"], np.zeros(16000, dtype=np.float32), 16000)
+    with pytest.raises(ManifestError, match=re.escape(f"{corpus['train']}: id {silent_train['id']!r}")):
+        check(corpus, tmp_path)
 
 
 def test_a_row_without_any_label_and_a_spreadsheets_byte_order_mark(corpus, tmp_path):
@@ -255,3 +257,15 @@ def test_a_row_without_any_label_and_a_spreadsheets_byte_order_mark(corpus, tmp_
     with open(corpus["train"], "w", encoding="utf-8-sig") as fout:  # Excel's "CSV UTF-8"
         fout.write(text)
     assert [row["id"] for row in read_manifest(corpus["train"])][:1] == [text.split("\n")[1].split(",")[0]]
+
+
+def test_a_ragged_row_and_a_manifest_without_label_columns_are_named(tmp_path):
+    ragged = tmp_path / "ragged.csv"
+    ragged.write_text("id,wav,duration,intent\nu1,a.wav,1.0,lost\nu2,b.wav\n")
+    with pytest.raises(ManifestError, match=r"ragged\.csv: row 3 has fewer fields than the header"):
+        read_manifest(ragged)
+    unlabelled = tmp_path / "unlabelled.csv"
+    unlabelled.write_text("id,wav,duration,speaker\nu1,a.wav,1.0,ann\n")
+    with pytest.raises(ManifestError, match=r"unlabelled\.csv: no intent or emotion column "
+                                            r"\(columns: id, wav, duration, speaker\)"):
+        read_manifest(unlabelled)
