@@ -84,15 +84,17 @@ def classify_with_progress(classifier, paths: list[str], *, batch_size: int = 1,
 
 
 def manifest_names(paths) -> list[str]:
-    """A file-name-safe name per manifest: its folder and stem (``joint_test``), made
-    unique with a number where two would read alike (case aside).
+    """A file-name-safe name per manifest: its folder and stem (``joint_test``; the stem
+    alone when the folder has its name), made unique with a number where two would read
+    alike (case aside).
 
-    >>> manifest_names(["a/Test.csv", "b/a/test.csv", "données/appels.csv"])
-    ['a_Test', 'a_test_2', 'données_appels']
+    >>> manifest_names(["a/Test.csv", "b/a/test.csv", "données/appels.csv", "joint/joint.csv"])
+    ['a_Test', 'a_test_2', 'données_appels', 'joint']
     """
     names = []
     for path in map(Path, map(os.fspath, paths)):
-        base = re.sub(r"[^\w.-]+", "_", f"{path.parent.name}_{path.stem}").strip("_") or "test"
+        named = path.stem if path.parent.name == path.stem else f"{path.parent.name}_{path.stem}"
+        base = re.sub(r"[^\w.-]+", "_", named).strip("_") or "test"
         name, number = base, 2
         while name.casefold() in (n.casefold() for n in names):  # one file on any file system
             name, number = f"{base}_{number}", number + 1
