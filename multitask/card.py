@@ -25,10 +25,11 @@ DEFAULT_CARD_TEMPLATE = PACKAGE_DIR / "hub_card.md"
 PLACEHOLDER_REPO_ID = "your-org/your-model"
 TASK_TITLES = {"intent": "Intent classification", "emotion": "Emotion recognition"}
 TASK_TAGS = {"intent": "intent-classification", "emotion": "speech-emotion-recognition"}
+DEFAULT_LICENSE = "apache-2.0"  # the package's; a card states its model's own
 
 
 def render_card(hparams: dict, encoders: dict, ckpt, test_metrics: dict | None, *,
-                repo_id=None, model_name=None, datasets=None, license="apache-2.0",
+                repo_id=None, model_name=None, datasets=None, license=DEFAULT_LICENSE,
                 language="en", template=None, chosen_by_name=False, lineage=None,
                 class_bias=None) -> str:
     """``README.md`` for an export: front matter with a model-index, usage, results.

@@ -42,13 +42,12 @@ import tempfile
 from pathlib import Path
 
 from . import __version__
-from .card import DEFAULT_CARD_TEMPLATE, render_card
+from .card import DEFAULT_CARD_TEMPLATE, DEFAULT_LICENSE, render_card
 from .class_bias import read_record as read_class_bias
 from .interface_source import INTERFACE_FILE, interface_source
 
 HPARAMS_FILE = "hyperparams.yaml"
 CARD_FILE = "README.md"
-DEFAULT_LICENSE = "apache-2.0"  # the package's; a card states its model's own (card_license)
 WEIGHTS_FILES = {"encoder": "encoder.safetensors", "heads": "heads.safetensors"}
 EXPORT_FILES = (HPARAMS_FILE, *WEIGHTS_FILES.values(), INTERFACE_FILE, CARD_FILE)
 LABEL_FILE_RE = re.compile(r"label_encoder_[A-Za-z0-9_]+\.txt")
