@@ -319,10 +319,14 @@ def _export_files(folder: Path) -> list[str]:
 
 def _write_heads(parent, task: str, bias: list[float], path: Path) -> None:
     """``path`` (a copy of the parent's heads file) with ``bias`` added to ``task``'s
-    logits; the parent's loaded heads stay as they are."""
+    logits, and the parent's metadata (its labels); the parent's loaded heads stay as
+    they are."""
+    from safetensors import safe_open
     from safetensors.torch import load_file, save
 
     before = load_file(path)
+    with safe_open(path, framework="pt") as tensors:
+        metadata = tensors.metadata() or {"format": "pt"}
     heads = copy.deepcopy(parent.mods.heads)
     state = heads.state_dict()
     if set(state) != set(before) or any(not torch.equal(state[k], before[k]) for k in before):
@@ -331,7 +335,7 @@ def _write_heads(parent, task: str, bias: list[float], path: Path) -> None:
     for position, value in enumerate(bias):
         head.offset_logits(torch.arange(head.num_classes) == position, value)
     state = {key: value.detach().contiguous() for key, value in heads.state_dict().items()}
-    path.write_bytes(save(state, metadata={"format": "pt"}))
+    path.write_bytes(save(state, metadata=metadata))
 
 
 def _check_calibrated(folder: Path, out: Path, parent, task: str, expected: dict) -> None:

@@ -44,6 +44,7 @@ from pathlib import Path
 from . import __version__
 from .card import DEFAULT_CARD_TEMPLATE, DEFAULT_LICENSE, render_card
 from .class_bias import read_record as read_class_bias
+from .head_labels import encoder_labels, heads_metadata
 from .interface_source import INTERFACE_FILE, interface_source
 
 HPARAMS_FILE = "hyperparams.yaml"
@@ -118,7 +119,7 @@ def export_model(train_output_folder, out_dir, *, checkpoint=None, repo_id=None,
     license = license or card_license(hparams, lineage)
 
     with staged_folder(out, replace=overwrite) as staging:
-        write_weights(ckpt, staging)
+        write_weights(ckpt, staging, {task: encoder_labels(encoders[task]) for task in tasks})
         for task in tasks:
             shutil.copyfile(label_encoder_path(save_folder, task),
                             staging / os.path.basename(label_encoder_path("", task)))
@@ -272,16 +273,19 @@ def read_lineage(run: Path) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
 
 
-def write_weights(ckpt, folder: Path) -> None:
-    """Checkpoint ``.ckpt`` state dicts → ``.safetensors`` (read with ``weights_only``)."""
+def write_weights(ckpt, folder: Path, labels: dict[str, list[str]]) -> None:
+    """Checkpoint ``.ckpt`` state dicts → ``.safetensors`` (read with ``weights_only``);
+    the heads file also records each task's ``labels`` in class-index order
+    (:mod:`multitask.head_labels`)."""
     import torch
     from safetensors.torch import save
 
     for name, filename in WEIGHTS_FILES.items():
         state = torch.load(ckpt.paramfiles[name], map_location="cpu", weights_only=True)
+        metadata = heads_metadata(labels) if name == "heads" else {"format": "pt"}
         # Written as bytes so the file gets the usual permissions (save_file's are 0600).
         (folder / filename).write_bytes(
-            save({k: v.contiguous() for k, v in state.items()}, metadata={"format": "pt"}))
+            save({k: v.contiguous() for k, v in state.items()}, metadata=metadata))
 
 
 def inference_hparams(hparams: dict, encoders: dict, checkpoint_name: str) -> str:
@@ -424,7 +428,7 @@ def verify_export(folder: Path, hparams: dict, encoders: dict, ckpt, machine_pat
         raise ExportError(f"{folder}: the exported model differs from the training-time model "
                           f"(max probability difference {worst:.3g})")
     for task, encoder in encoders.items():
-        if exported.labels[task] != [encoder.ind2lab[i] for i in range(len(encoder.ind2lab))]:
+        if exported.labels[task] != encoder_labels(encoder):
             raise ExportError(f"{folder}: {task} labels differ from the training run's")
     return worst
 

@@ -59,6 +59,7 @@ from pathlib import Path
 
 from .card import display_path
 from .export import CARD_FILE, HPARAMS_FILE, WEIGHTS_FILES, export_model
+from .head_labels import encoder_labels
 from .manifest import single_task_copy, single_task_rows
 from .source import FOLDER, HUB, ModelNotFoundError, source_kind
 
@@ -318,7 +319,7 @@ def save_label_encoder(path, labels: list[str]) -> None:
     encoder = CategoricalEncoder()
     if os.path.isfile(path):
         encoder.load(path)
-        found = [encoder.ind2lab[i] for i in range(len(encoder.ind2lab))]
+        found = encoder_labels(encoder)
         if found != list(labels):
             raise FinetuneError(f"{path}: this run folder was started with other labels "
                                 f"({found}); use a new --out")

@@ -43,6 +43,7 @@ from speechbrain.utils.fetching import FetchConfig, FetchSource
 from speechbrain.utils.parameter_transfer import Pretrainer
 
 from .audio import LONG_FILE_SECONDS, AudioInputError, iter_windows, load_audio, probe_audio
+from .head_labels import encoder_labels, label_mismatch
 from .model import ExtendedHead, MultitaskModel, TaskHead, Wav2Vec2Encoder
 from .optimize import optimize_for_cpu
 from .source import (
@@ -183,15 +184,35 @@ class MultitaskClassifier(Pretrained):
         # A view over the loaded modules: the training forward, shared, not copied.
         self.model = MultitaskModel(self.mods.encoder, {t: self.mods.heads[t] for t in self.tasks})
         self.model.eval()
-        self.labels = {task: _label_names(self.hparams.label_encoders[task]) for task in self.tasks}
+        self.labels = {task: encoder_labels(self.hparams.label_encoders[task]) for task in self.tasks}
         self.min_samples = receptive_field(self.mods.encoder.config)
         for task in self.tasks:
             classes = self.model.heads[task].num_classes
             if classes != len(self.labels[task]):
-                raise ValueError(
-                    f"{task}: the head has {classes} outputs but label_encoder_{task}.txt "
-                    f"has {len(self.labels[task])} labels"
+                raise BrokenModelError(
+                    f"label_encoder_{task}.txt: {len(self.labels[task])} labels, but the "
+                    f"{task} head has {classes} outputs"
                 )
+        self._check_label_order()
+
+    def _check_label_order(self) -> None:
+        """Refuse label files whose order differs from the one the heads were trained
+        with (recorded in ``heads.safetensors``; exports before it record none)."""
+        pretrainer = getattr(self.hparams, "pretrainer", None)
+        heads_file = (getattr(pretrainer, "paths", None) or {}).get("heads")
+        if not heads_file or not os.path.isfile(heads_file):
+            return  # built without fetching (e.g. in tests): nothing to compare with
+        from safetensors import safe_open
+
+        with safe_open(heads_file, framework="pt") as tensors:
+            mismatch = label_mismatch(tensors.metadata(), self.labels)
+        if mismatch:
+            task, trained = mismatch
+            raise BrokenModelError(
+                f"label_encoder_{task}.txt: its labels {self.labels[task]} are not those the "
+                f"{task} head was trained with, in class-index order {trained}; every "
+                "prediction would carry another class's name. Restore the file the export wrote."
+            )
 
     @classmethod
     def from_hparams(cls, source, revision=None, token=None, trust_remote_code=False,
@@ -235,7 +256,9 @@ class MultitaskClassifier(Pretrained):
             names which; for a folder, also one without a file the export writes.
         multitask.source.BrokenModelError
             (a ``ValueError``) A folder whose file is truncated, corrupt or not an
-            export's; the message names the file.
+            export's, or a label file that does not match its head (another count, or
+            another order than the one ``heads.safetensors`` records); the message
+            names the file.
         multitask.trust.UntrustedHparamsError
             ``hyperparams.yaml`` names a callable outside the allow-list (and
             ``trust_remote_code`` is False); nothing of it was run.
@@ -263,6 +286,9 @@ class MultitaskClassifier(Pretrained):
             raise ModelNotFoundError(hub_miss_message(source, revision, err)) from err
         except (ModelNotFoundError, UntrustedHparamsError):
             raise
+        except BrokenModelError as err:  # from __init__, which names the file, not the source
+            where = os.path.join(source, "") if kind == FOLDER else f"{source}: "
+            raise BrokenModelError(f"{where}{err}") from err
         except Exception as err:
             failure = _folder_failure(source, err) if kind == FOLDER else None
             if failure is None:  # not a file of the folder (a device error, a bug): as raised
@@ -552,9 +578,3 @@ def _refetch_if_savedir_holds_another(source: str, kind: str, revision, kwargs: 
             fout.write(identity)
 
     return remember
-
-
-def _label_names(encoder) -> list[str]:
-    """Labels in class-index order from a loaded SpeechBrain ``CategoricalEncoder``."""
-    encoder.expect_len(len(encoder.lab2ind))
-    return [encoder.ind2lab[i] for i in range(len(encoder.ind2lab))]

@@ -42,6 +42,13 @@ def calibrated(exported_model, calls, toy_corpus, tmp_path_factory):
     return out
 
 
+def _metadata(path):
+    from safetensors import safe_open
+
+    with safe_open(path, framework="pt") as tensors:
+        return tensors.metadata()
+
+
 def _wav(manifest, row):
     return os.path.join(os.path.dirname(manifest), row["wav"])
 
@@ -52,6 +59,7 @@ def test_only_the_calibrated_heads_last_bias_moves_and_by_the_recorded_biases(
     before = load_file(exported_model / "heads.safetensors")
     after = load_file(calibrated / "heads.safetensors")
     assert before.keys() == after.keys()
+    assert _metadata(calibrated / "heads.safetensors") == _metadata(exported_model / "heads.safetensors")
     changed = [key for key in before if not torch.equal(before[key], after[key])]
     assert len(changed) == 1 and changed[0].startswith("emotion.") and changed[0].endswith(".bias")
     assert torch.allclose(after[changed[0]] - before[changed[0]], torch.tensor(record["bias"]),

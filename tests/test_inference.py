@@ -236,6 +236,65 @@ def test_a_broken_model_folder_is_named_by_its_file(exported_model, tmp_path, da
     assert named in capsys.readouterr().err
 
 
+def _rewrite_labels(path, change):
+    """Rewrite a SpeechBrain label file (``'label' => index`` lines, then a separator):
+    ``reorder`` gives the labels new indices, ``extra`` adds one label."""
+    lines = path.read_text().splitlines()
+    end = next(i for i, line in enumerate(lines) if line.startswith("="))
+    labels, indices = zip(*(line.rsplit(" => ", 1) for line in lines[:end]), strict=True)
+    if change == "reorder":
+        entries = [f"{label} => {index}" for label, index in zip(labels[::-1], indices, strict=True)]
+    else:
+        entries = [*lines[:end], f"'extra' => {len(labels)}"]
+    path.write_text("\n".join(entries + lines[end:]) + "\n")
+
+
+@pytest.mark.parametrize("change, named", [
+    ("reorder", "label_encoder_intent.txt: its labels"),
+    ("extra", "label_encoder_intent.txt: 3 labels, but the intent head has 2 outputs"),
+])
+def test_a_label_file_that_does_not_match_its_head_is_refused(exported_model, tmp_path, change,
+                                                              named, capsys):
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(exported_model, folder)
+    _rewrite_labels(folder / "label_encoder_intent.txt", change)
+    with pytest.raises(ValueError) as caught:
+        MultitaskClassifier.from_hparams(source=folder, savedir=tmp_path / "savedir")
+    assert type(caught.value).__name__ == "BrokenModelError"
+    assert str(caught.value).startswith(os.path.join(str(folder), named))
+    assert main(["predict", "--model", str(folder), str(folder / "README.md")]) == 2
+    assert named in capsys.readouterr().err
+
+
+def test_an_export_that_records_no_label_order_still_loads(exported_model, tmp_path):
+    """Exports made before the heads file recorded its labels: the count is all there is
+    to check."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "model"
+    shutil.copytree(exported_model, folder)
+    heads = load_file(folder / "heads.safetensors")
+    save_file(heads, str(folder / "heads.safetensors"), metadata={"format": "pt"})
+    _rewrite_labels(folder / "label_encoder_intent.txt", "reorder")
+    model = MultitaskClassifier.from_hparams(source=folder, savedir=tmp_path / "savedir")
+    assert model.labels["intent"] == _label_order(exported_model)[::-1]
+
+
+def _label_order(folder):
+    from safetensors import safe_open
+
+    with safe_open(folder / "heads.safetensors", framework="pt") as tensors:
+        return json.loads(tensors.metadata()["labels.intent"])
+
+
+def test_the_heads_file_records_the_label_files_order(exported_model, classifier):
+    assert _label_order(exported_model) == classifier.labels["intent"]
+
+
 def test_a_failure_that_is_not_the_folders_is_raised_as_it_was(exported_model, tmp_path,
                                                                  monkeypatch):
     from speechbrain.inference.interfaces import Pretrained
