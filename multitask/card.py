@@ -17,6 +17,7 @@ import re
 import string
 from pathlib import Path
 
+from .head_labels import encoder_labels
 from .manifest import manifest_paths
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -149,7 +150,7 @@ def describe_test_batching(batching: dict) -> str:
 def _labels_block(encoders: dict) -> str:
     lines = []
     for task, encoder in encoders.items():
-        names = [encoder.ind2lab[i] for i in range(len(encoder.ind2lab))]
+        names = encoder_labels(encoder)
         lines.append(f"- **{task}** ({len(names)}, in class-index order): "
                      + ", ".join(f"`{n}`" for n in names))
     return "\n".join(lines)
@@ -232,6 +233,49 @@ def _lineage_block(lineage: dict | None) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _augmentation_lines(hparams: dict) -> list[str]:
+    """The run's data augmentation (``augmentation`` on every row, ``task_augmentation``
+    on one task's rows), for the card: it shapes what the model is robust to."""
+    named = [("every row", hparams.get("augmentation"))]
+    named += [(f"the {task} rows", augmentation)
+              for task, augmentation in (hparams.get("task_augmentation") or {}).items()]
+    return [f"- Augmentation (training only), on {rows}: {_describe_augmentation(augmentation)}."
+            for rows, augmentation in named if augmentation is not None]
+
+
+def _describe_augmentation(augmentation) -> str:
+    """One line for SpeechBrain's ``Augmenter`` or a single augmentation module.
+
+    >>> from speechbrain.augment.augmenter import Augmenter
+    >>> from speechbrain.augment.time_domain import SpeedPerturb
+    >>> from multitask.augment import PauseInsertion
+    >>> speed = SpeedPerturb(orig_freq=16000, speeds=[90, 110])
+    >>> _describe_augmentation(Augmenter(augmentations=[speed, PauseInsertion()],
+    ...     augment_prob=0.5, max_augmentations=1, shuffle_augmentations=True))
+    'in 50% of the batches, 1 of: SpeedPerturb (speeds 0.90-1.10), PauseInsertion'
+    >>> _describe_augmentation(Augmenter(augmentations=[PauseInsertion()], augment_prob=0.3))
+    'in 30% of the batches, PauseInsertion'
+    >>> _describe_augmentation(PauseInsertion())
+    'in every batch, PauseInsertion'
+    """
+    from speechbrain.augment.augmenter import Augmenter
+
+    def name(module) -> str:
+        speeds = getattr(module, "speeds", None)
+        return type(module).__name__ + (
+            f" (speeds {min(speeds) / 100:.2f}-{max(speeds) / 100:.2f})" if speeds else "")
+
+    if not isinstance(augmentation, Augmenter):
+        return f"in every batch, {name(augmentation)}"
+    prob = augmentation.augment_prob
+    share = "every batch" if prob >= 1 else f"{prob:.0%} of the batches"
+    names = [name(module) for module in augmentation.augmentations.values()]
+    low, high = augmentation.min_augmentations, augmentation.max_augmentations
+    if len(names) == 1:
+        return f"in {share}, {names[0]}"
+    return f"in {share}, {low if low == high else f'{low}-{high}'} of: " + ", ".join(names)
+
+
 def _mix(batching: dict) -> str:
     """How an epoch was composed, for the card.
 
@@ -260,6 +304,7 @@ def _training_block(hparams: dict, tasks, ckpt, lineage: dict | None = None) -> 
         "and the loss of each head counts only the rows labelled for it.",
         f"- Task loss weights: {hparams.get('task_weights', {})}; task mix per batch: "
         f"{_mix(hparams.get('train_batching') or {})}.",
+        *_augmentation_lines(hparams),
         *([f"- Auxiliary loss (training only, not part of this model): CTC spelling the "
            f"`{hparams.get('ctc_transcripts')}` transcripts from the encoder's last layer, "
            f"weight {hparams['ctc_weight']}."] if float(hparams.get("ctc_weight") or 0) > 0

@@ -448,13 +448,16 @@ def test_other_commands_still_refuse_unknown_arguments():
 
 def test_the_shipped_augmentation_runs_in_the_training_loop(exported_model, new_domain, tmp_path):
     """finetune.yaml's task_augmentation (speed, pauses: rows change length) through the
-    real loop; the other tests switch it off because their classes are tone pitches."""
+    real loop, and on the card; the other tests switch it off because their classes are
+    tone pitches."""
     out = tmp_path / "run"
     finetune(str(exported_model), new_domain["train"], out, valid=[new_domain["valid"]],
-             overrides={"number_of_epochs": 2, "batch_size": 4, "warmup_steps": 0}, export=False)
+             overrides={"number_of_epochs": 2, "batch_size": 4, "warmup_steps": 0})
     used = (out / "hyperparams.yaml").read_text()
     assert "task_augmentation:" in used and "PauseInsertion" in used and "SpeedPerturb" in used
     assert "epoch: 2" in (out / "train_log.txt").read_text()
+    assert ("- Augmentation (training only), on the intent rows: in 80% of the batches, 1 of: "
+            "SpeedPerturb (speeds 0.80-1.25), PauseInsertion.") in (out / "export" / "README.md").read_text()
 
 
 def test_emotion_replay_rehearses_emotion_through_a_trainable_encoder(exported_model, new_domain,
