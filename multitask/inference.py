@@ -205,13 +205,26 @@ class MultitaskClassifier(Pretrained):
         from safetensors import safe_open
 
         with safe_open(heads_file, framework="pt") as tensors:
-            mismatch = label_mismatch(tensors.metadata(), self.labels)
+            metadata = tensors.metadata()
+        try:
+            mismatch = label_mismatch(metadata, self.labels)
+        except ValueError as err:  # a hand-edited record that is not JSON
+            raise BrokenModelError(f"heads.safetensors: its record of the labels cannot be "
+                                   f"read ({err})") from err
         if mismatch:
             task, trained = mismatch
+            listed = self.labels[task]
+            index = next(i for i in range(max(len(listed), len(trained)))
+                         if listed[i:i + 1] != trained[i:i + 1])
+
+            def name(labels: list[str]) -> str:
+                return repr(labels[index]) if index < len(labels) else "absent"
+
             raise BrokenModelError(
-                f"label_encoder_{task}.txt: its labels {self.labels[task]} are not those the "
-                f"{task} head was trained with, in class-index order {trained}; every "
-                "prediction would carry another class's name. Restore the file the export wrote."
+                f"label_encoder_{task}.txt does not match heads.safetensors: class {index} is "
+                f"{name(listed)} in the label file but {name(trained)} for the {task} head as "
+                f"trained ({len(trained)} classes); every prediction would carry another "
+                "class's name. Restore both files from the same export."
             )
 
     @classmethod

@@ -250,7 +250,8 @@ def _rewrite_labels(path, change):
 
 
 @pytest.mark.parametrize("change, named", [
-    ("reorder", "label_encoder_intent.txt: its labels"),
+    ("reorder", "label_encoder_intent.txt does not match heads.safetensors: class 0 is 'low' "
+                "in the label file but 'high' for the intent head as trained (2 classes)"),
     ("extra", "label_encoder_intent.txt: 3 labels, but the intent head has 2 outputs"),
 ])
 def test_a_label_file_that_does_not_match_its_head_is_refused(exported_model, tmp_path, change,
@@ -282,6 +283,42 @@ def test_an_export_that_records_no_label_order_still_loads(exported_model, tmp_p
     _rewrite_labels(folder / "label_encoder_intent.txt", "reorder")
     model = MultitaskClassifier.from_hparams(source=folder, savedir=tmp_path / "savedir")
     assert model.labels["intent"] == _label_order(exported_model)[::-1]
+
+
+def test_foreign_class_refuses_a_reordered_label_file_too(exported_model, tmp_path, run_python):
+    """The check is inlined into custom_interface.py: loading without the package refuses
+    the same mismatch."""
+    import shutil
+
+    from trained_tiny import FOREIGN_CLASS_SCRIPT
+
+    folder = tmp_path / "model"
+    shutil.copytree(exported_model, folder)
+    _rewrite_labels(folder / "label_encoder_intent.txt", "reorder")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home")}
+    env.pop("PYTHONPATH", None)
+    proc = run_python(["-c", FOREIGN_CLASS_SCRIPT, str(folder)], env=env, cwd=tmp_path,
+                      check=False, flags=["-I"])
+    assert proc.returncode != 0
+    assert "BrokenModelError" in proc.stderr
+    assert "label_encoder_intent.txt does not match heads.safetensors" in proc.stderr
+
+
+def test_an_unreadable_label_record_is_named(exported_model, tmp_path):
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    folder = tmp_path / "model"
+    shutil.copytree(exported_model, folder)
+    heads = load_file(folder / "heads.safetensors")
+    save_file(heads, str(folder / "heads.safetensors"),
+              metadata={"format": "pt", "labels.intent": "[high, low"})
+    with pytest.raises(ValueError) as caught:
+        MultitaskClassifier.from_hparams(source=folder, savedir=tmp_path / "savedir")
+    assert type(caught.value).__name__ == "BrokenModelError"
+    assert str(caught.value).startswith(
+        os.path.join(str(folder), "heads.safetensors: its record of the labels cannot be read"))
 
 
 def _label_order(folder):
