@@ -14,7 +14,9 @@ import pytest
 import torch
 import yaml
 from hub_server import running_hub
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+from toy_data import rewrite_label_file
 
 from multitask.cli import main
 from multitask.export import export_model
@@ -35,14 +37,26 @@ STRAY_FILES = {"token": "hf_secret_token", "train_log.txt": "epoch: 1",
                ".cache/huggingface/token": "hf_secret_token", "data/train.csv": "id,wav",
                "__pycache__/custom_interface.cpython-311.pyc": "bytecode"}
 
-PUSH_BOTH = """
+PUSH_ALL = """
 import sys
 from multitask.cli import main
-first, second = sys.argv[1], sys.argv[2]
+first, second, reordered = sys.argv[1], sys.argv[2], sys.argv[3]
 code = main(["push", "--model", first, "--repo-id", "org/name", "--commit-message", "first"])
 code = code or main(["push", "--model", second, "--repo-id", "org/name", "--revision", "v2",
                      "--commit-message", "second"])
+code = code or main(["push", "--model", reordered, "--repo-id", "org/name", "--revision",
+                     "reordered", "--commit-message", "label file reordered by hand"])
 sys.exit(code)
+"""
+
+LOAD_REORDERED = """
+import json
+from multitask.inference import MultitaskClassifier
+try:
+    MultitaskClassifier.from_hparams(source="org/name", revision="reordered")
+    print(json.dumps({"loaded": True}))
+except ValueError as err:
+    print(json.dumps({"loaded": False, "error": type(err).__name__, "message": str(err)}))
 """
 
 LOAD_REVISIONS = """
@@ -88,7 +102,16 @@ def with_shifted_intent_bias(folder, out):
     shutil.copytree(folder, out)
     heads = load_file(out / "heads.safetensors")
     heads["intent.classifier.4.bias"] = heads["intent.classifier.4.bias"] + torch.tensor([2.0, -2.0])
-    save_file(heads, str(out / "heads.safetensors"), metadata={"format": "pt"})
+    with safe_open(out / "heads.safetensors", framework="pt") as tensors:
+        metadata = tensors.metadata()  # the label order the export recorded
+    save_file(heads, str(out / "heads.safetensors"), metadata=metadata)
+    return out
+
+
+def with_intent_labels_reversed(folder, out):
+    """A copy of an export whose intent label file lists its classes in another order."""
+    shutil.copytree(folder, out)
+    rewrite_label_file(out / "label_encoder_intent.txt", "reorder")
     return out
 
 
@@ -103,8 +126,9 @@ def round_trip(exported_model, toy_wavs, run_python, run_client, tmp_path_factor
         (cluttered / name).parent.mkdir(parents=True, exist_ok=True)
         (cluttered / name).write_text(content)
     second = with_shifted_intent_bias(exported_model, root / "second")
+    reordered = with_intent_labels_reversed(exported_model, root / "reordered")
     with running_hub(token=TOKEN) as hub:
-        run_python(["-c", PUSH_BOTH, str(cluttered), str(second)],
+        run_python(["-c", PUSH_ALL, str(cluttered), str(second), str(reordered)],
                    env=hub.client_env(hf_home=root / "pusher_home", token=TOKEN))
         repo = hub.repos[REPO_ID]
         first_sha = repo.branches["main"]
@@ -117,7 +141,10 @@ def round_trip(exported_model, toy_wavs, run_python, run_client, tmp_path_factor
         online_misses = run_client(LOAD_MISSES, env=hub.client_env(hf_home=root / "user_home"), cwd=root)
         offline_misses = run_client(
             LOAD_MISSES, env=hub.client_env(hf_home=root / "empty_home", offline=True), cwd=root)
+        reordered_load = run_client(LOAD_REORDERED, env=hub.client_env(hf_home=root / "user_home"),
+                                    cwd=root)
         yield {
+            "reordered_load": reordered_load,
             "online_misses": online_misses, "offline_misses": offline_misses,
             "main_files": repo.files("main"), "v2_files": repo.files("v2"),
             "titles": [c.title for c in repo.history("v2")],
@@ -125,6 +152,13 @@ def round_trip(exported_model, toy_wavs, run_python, run_client, tmp_path_factor
             "expected_main": probabilities(exported_model, toy_wavs),
             "expected_v2": probabilities(second, toy_wavs),
         }
+
+
+def test_a_hub_repo_whose_label_file_was_reordered_is_refused_by_name(round_trip):
+    load = round_trip["reordered_load"]
+    assert load["loaded"] is False and load["error"] == "BrokenModelError"
+    assert load["message"].startswith(
+        "org/name: label_encoder_intent.txt does not match heads.safetensors: class 0")
 
 
 def test_push_uploads_the_export_files_only(round_trip, exported_model):

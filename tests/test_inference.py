@@ -18,6 +18,7 @@ import soundfile as sf
 import torch
 from conftest import REPO
 from speechbrain.utils.fetching import FetchFrom, guess_source
+from toy_data import rewrite_label_file
 
 from multitask.audio import load_audio
 from multitask.cli import main
@@ -236,19 +237,6 @@ def test_a_broken_model_folder_is_named_by_its_file(exported_model, tmp_path, da
     assert named in capsys.readouterr().err
 
 
-def _rewrite_labels(path, change):
-    """Rewrite a SpeechBrain label file (``'label' => index`` lines, then a separator):
-    ``reorder`` gives the labels new indices, ``extra`` adds one label."""
-    lines = path.read_text().splitlines()
-    end = next(i for i, line in enumerate(lines) if line.startswith("="))
-    labels, indices = zip(*(line.rsplit(" => ", 1) for line in lines[:end]), strict=True)
-    if change == "reorder":
-        entries = [f"{label} => {index}" for label, index in zip(labels[::-1], indices, strict=True)]
-    else:
-        entries = [*lines[:end], f"'extra' => {len(labels)}"]
-    path.write_text("\n".join(entries + lines[end:]) + "\n")
-
-
 @pytest.mark.parametrize("change, named", [
     ("reorder", "label_encoder_intent.txt does not match heads.safetensors: class 0 is 'low' "
                 "in the label file but 'high' for the intent head as trained (2 classes)"),
@@ -260,7 +248,7 @@ def test_a_label_file_that_does_not_match_its_head_is_refused(exported_model, tm
 
     folder = tmp_path / "model"
     shutil.copytree(exported_model, folder)
-    _rewrite_labels(folder / "label_encoder_intent.txt", change)
+    rewrite_label_file(folder / "label_encoder_intent.txt", change)
     with pytest.raises(ValueError) as caught:
         MultitaskClassifier.from_hparams(source=folder, savedir=tmp_path / "savedir")
     assert type(caught.value).__name__ == "BrokenModelError"
@@ -280,7 +268,7 @@ def test_an_export_that_records_no_label_order_still_loads(exported_model, tmp_p
     shutil.copytree(exported_model, folder)
     heads = load_file(folder / "heads.safetensors")
     save_file(heads, str(folder / "heads.safetensors"), metadata={"format": "pt"})
-    _rewrite_labels(folder / "label_encoder_intent.txt", "reorder")
+    rewrite_label_file(folder / "label_encoder_intent.txt", "reorder")
     model = MultitaskClassifier.from_hparams(source=folder, savedir=tmp_path / "savedir")
     assert model.labels["intent"] == _label_order(exported_model)[::-1]
 
@@ -294,7 +282,7 @@ def test_foreign_class_refuses_a_reordered_label_file_too(exported_model, tmp_pa
 
     folder = tmp_path / "model"
     shutil.copytree(exported_model, folder)
-    _rewrite_labels(folder / "label_encoder_intent.txt", "reorder")
+    rewrite_label_file(folder / "label_encoder_intent.txt", "reorder")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf_home")}
     env.pop("PYTHONPATH", None)
     proc = run_python(["-c", FOREIGN_CLASS_SCRIPT, str(folder)], env=env, cwd=tmp_path,

@@ -107,3 +107,16 @@ def save_tiny_encoder(folder, **config_overrides) -> str:
         do_normalize=True, return_attention_mask=config.feat_extract_norm == "layer"
     ).save_pretrained(folder)
     return str(folder)
+
+
+def rewrite_label_file(path, change: str) -> None:
+    """Rewrite a SpeechBrain label file (``'label' => index`` lines, then a separator):
+    ``reorder`` gives the labels new indices, ``extra`` adds one label."""
+    lines = path.read_text().splitlines()
+    end = next(i for i, line in enumerate(lines) if line.startswith("="))
+    labels, indices = zip(*(line.rsplit(" => ", 1) for line in lines[:end]), strict=True)
+    if change == "reorder":
+        entries = [f"{label} => {index}" for label, index in zip(labels[::-1], indices, strict=True)]
+    else:
+        entries = [*lines[:end], f"'extra' => {len(labels)}"]
+    path.write_text("\n".join(entries + lines[end:]) + "\n")
