@@ -121,7 +121,8 @@ def calibrate(hparams, accelerator) -> dict | None:
     """Fit and write the biases into the best checkpoint (see the module's docstring);
     returns the record, or None when ``class_bias_tasks`` is empty."""
     from .checkpoints import rewrite_recoverable
-    from .train import evaluate_manifest, label_names, load_best
+    from .head_labels import encoder_labels
+    from .train import evaluate_manifest, load_best
 
     options = settings(hparams)
     out = hparams["output_folder"]
@@ -168,7 +169,7 @@ def calibrate(hparams, accelerator) -> dict | None:
               "min_per_class": options["min_per_class"], "heads_sha256_before": digest,
               "tasks": {}}
     for task in options["tasks"]:
-        names = label_names(encoders[task])
+        names = encoder_labels(encoders[task])
         # The task's labels only: calls may carry other labels the model does not have
         # (a fine-tuned model's new intents, say).
         task_calls = os.path.join(out, f"class_bias_calls_{task}.csv")

@@ -524,7 +524,6 @@ def init_from_parent(model, encoders, source, revision=None, savedir=None, mode=
     import torch
 
     from .model import ExtendedHead, head_architecture
-    from .train import label_names
 
     parent = load_parent(source, revision, savedir)
     model.encoder.load_state_dict(parent.mods.encoder.state_dict())
@@ -547,7 +546,7 @@ def init_from_parent(model, encoders, source, revision=None, savedir=None, mode=
         source_state = parent.mods.heads[task].state_dict()
         target = head.state_dict()
         old = parent.labels[task]
-        new = label_names(encoders[task])
+        new = encoder_labels(encoders[task])
         last = f"classifier.{len(head.classifier) - 1}."
         for key, value in source_state.items():
             if not key.startswith(last):
@@ -572,7 +571,7 @@ def init_from_parent(model, encoders, source, revision=None, savedir=None, mode=
     if mode == "extend" and preserve_old_intents and not isinstance(model.heads["intent"],
                                                                      ExtendedHead):
         intent = encoders["intent"]
-        kept = [i for i in range(len(intent.ind2lab)) if intent.ind2lab[i] in parent.labels["intent"]]
+        kept = [i for i, label in enumerate(encoder_labels(intent)) if label in parent.labels["intent"]]
         preserve_parent_rows(model.heads["intent"], kept)
 
 
@@ -974,7 +973,7 @@ def calibrate_new_intents(hparams, accelerator, old_valid, valid_manifests, pare
         trade_off,
     )
     from .checkpoints import rewrite_recoverable
-    from .train import evaluate_manifest, label_names, load_best
+    from .train import evaluate_manifest, load_best
 
     model, encoders, best = load_best(hparams, accelerator)
     name = os.path.basename(best.path)
@@ -993,7 +992,7 @@ def calibrate_new_intents(hparams, accelerator, old_valid, valid_manifests, pare
                 f"{before}, not {settings}; use a new --out to choose it again")
         accelerator.print(f"new intents' offset {done['offset']:+.2f} already in {name}")
         return done
-    new = torch.tensor([label not in parent_labels for label in label_names(encoders["intent"])])
+    new = torch.tensor([label not in parent_labels for label in encoder_labels(encoders["intent"])])
 
     def scored(manifests, desc):
         stats = evaluate_manifest(accelerator, model, manifests, encoders, hparams, desc=desc)

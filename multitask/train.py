@@ -42,6 +42,7 @@ from .class_bias import add_figures_without_bias
 from .class_bias import read_record as read_class_bias
 from .ctc import CTCHead, ctc_loss_sum
 from .data_report import write_data_report
+from .head_labels import encoder_labels
 from .losses import IGNORE_INDEX, joint_loss, task_loss_sums
 from .manifest import TASKS, manifest_paths, read_manifests
 from .metrics import accuracy_by_group, classification_report, plot_confusion_matrix
@@ -475,7 +476,7 @@ def evaluate(accelerator, model, loader, encoders, weights=None, desc="eval") ->
         if labelled:
             stats[task] = classification_report(
                 [max(range(len(p)), key=p.__getitem__) for _, p in labelled],
-                [ref for ref, _ in labelled], label_names(encoders[task]), task,
+                [ref for ref, _ in labelled], encoder_labels(encoders[task]), task,
             )
     return stats
 
@@ -550,7 +551,7 @@ def test(hparams, accelerator: Accelerator | None = None) -> dict:
         stats = evaluate_manifest(accelerator, model, manifest, encoders, hparams,
                                   desc=f"test {name}", batching=batching)
         if calibrated:
-            add_figures_without_bias(stats, calibrated, lambda task: label_names(encoders[task]))
+            add_figures_without_bias(stats, calibrated, lambda task: encoder_labels(encoders[task]))
         predictions = stats.pop("rows")
         results[name] = {"manifest": os.path.basename(str(manifest)), **stats}
         if accelerator.is_main_process:
@@ -558,7 +559,7 @@ def test(hparams, accelerator: Accelerator | None = None) -> dict:
             for task in encoders:
                 if task in stats:
                     plot_confusion_matrix(
-                        stats[task]["confusion_matrix"], label_names(encoders[task]),
+                        stats[task]["confusion_matrix"], encoder_labels(encoders[task]),
                         os.path.join(out, f"confusion_{name}_{task}.png"),
                         title=f"{task} — {name} ({stats[task]['num_examples']} utterances)",
                     )
@@ -584,11 +585,6 @@ def _add_accuracy_by_speaker(stats: dict, speakers: dict) -> None:
                 [speakers[utt] or "(none)" for utt, _, _ in labelled])
 
 
-def label_names(encoder) -> list[str]:
-    """A label encoder's labels in index order."""
-    return encoder.decode_ndim(list(range(len(encoder))))
-
-
 def _write_predictions(path, rows, encoders) -> None:
     """One CSV line per utterance: reference, prediction and its probability per task."""
     tasks = list(encoders)
@@ -599,7 +595,7 @@ def _write_predictions(path, rows, encoders) -> None:
             cells = [row["id"]]
             for task in tasks:
                 ref, probs = row[task]
-                names = label_names(encoders[task])
+                names = encoder_labels(encoders[task])
                 pred = max(range(len(probs)), key=probs.__getitem__)
                 cells += [names[ref] if ref != IGNORE_INDEX else "", names[pred], f"{probs[pred]:.4f}"]
             writer.writerow(cells)
