@@ -1,3 +1,3 @@
 """multitask: one wav2vec2 encoder, two heads (spoken intent, speech emotion)."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
