@@ -321,12 +321,12 @@ def _write_heads(parent, task: str, bias: list[float], path: Path) -> None:
     """``path`` (a copy of the parent's heads file) with ``bias`` added to ``task``'s
     logits, and the parent's metadata (its labels); the parent's loaded heads stay as
     they are."""
-    from safetensors import safe_open
     from safetensors.torch import load_file, save
 
+    from .head_labels import read_metadata
+
     before = load_file(path)
-    with safe_open(path, framework="pt") as tensors:
-        metadata = tensors.metadata() or {"format": "pt"}
+    metadata = read_metadata(path)
     heads = copy.deepcopy(parent.mods.heads)
     state = heads.state_dict()
     if set(state) != set(before) or any(not torch.equal(state[k], before[k]) for k in before):

@@ -30,6 +30,14 @@ def encoder_labels(encoder) -> list[str]:
     return [encoder.ind2lab[i] for i in range(len(encoder.ind2lab))]
 
 
+def read_metadata(path) -> dict[str, str]:
+    """A safetensors file's metadata (``{"format": "pt"}`` if it has none)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as tensors:
+        return tensors.metadata() or {"format": "pt"}
+
+
 def heads_metadata(labels: dict[str, list[str]]) -> dict[str, str]:
     """Safetensors metadata for a heads file: the format tag and each task's labels."""
     return {"format": "pt",

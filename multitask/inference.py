@@ -43,7 +43,7 @@ from speechbrain.utils.fetching import FetchConfig, FetchSource
 from speechbrain.utils.parameter_transfer import Pretrainer
 
 from .audio import LONG_FILE_SECONDS, AudioInputError, iter_windows, load_audio, probe_audio
-from .head_labels import encoder_labels, label_mismatch
+from .head_labels import encoder_labels, label_mismatch, read_metadata
 from .model import ExtendedHead, MultitaskModel, TaskHead, Wav2Vec2Encoder
 from .optimize import optimize_for_cpu
 from .source import (
@@ -202,12 +202,8 @@ class MultitaskClassifier(Pretrained):
         heads_file = (getattr(pretrainer, "paths", None) or {}).get("heads")
         if not heads_file or not os.path.isfile(heads_file):
             return  # built without fetching (e.g. in tests): nothing to compare with
-        from safetensors import safe_open
-
-        with safe_open(heads_file, framework="pt") as tensors:
-            metadata = tensors.metadata()
         try:
-            mismatch = label_mismatch(metadata, self.labels)
+            mismatch = label_mismatch(read_metadata(heads_file), self.labels)
         except ValueError as err:  # a hand-edited record that is not JSON
             raise BrokenModelError(f"heads.safetensors: its record of the labels cannot be "
                                    f"read ({err})") from err

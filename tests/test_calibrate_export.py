@@ -20,6 +20,7 @@ from multitask.calibrate_export import calibrate_export as calibrate
 from multitask.class_bias import ClassBiasError
 from multitask.cli import main
 from multitask.finetune import FinetuneError
+from multitask.head_labels import read_metadata
 from multitask.inference import MultitaskClassifier
 from multitask.manifest import ManifestError
 
@@ -42,11 +43,6 @@ def calibrated(exported_model, calls, toy_corpus, tmp_path_factory):
     return out
 
 
-def _metadata(path):
-    from safetensors import safe_open
-
-    with safe_open(path, framework="pt") as tensors:
-        return tensors.metadata()
 
 
 def _wav(manifest, row):
@@ -59,7 +55,7 @@ def test_only_the_calibrated_heads_last_bias_moves_and_by_the_recorded_biases(
     before = load_file(exported_model / "heads.safetensors")
     after = load_file(calibrated / "heads.safetensors")
     assert before.keys() == after.keys()
-    assert _metadata(calibrated / "heads.safetensors") == _metadata(exported_model / "heads.safetensors")
+    assert read_metadata(calibrated / "heads.safetensors") == read_metadata(exported_model / "heads.safetensors")
     changed = [key for key in before if not torch.equal(before[key], after[key])]
     assert len(changed) == 1 and changed[0].startswith("emotion.") and changed[0].endswith(".bias")
     assert torch.allclose(after[changed[0]] - before[changed[0]], torch.tensor(record["bias"]),

@@ -22,6 +22,7 @@ from toy_data import rewrite_label_file
 
 from multitask.audio import load_audio
 from multitask.cli import main
+from multitask.head_labels import read_metadata
 from multitask.inference import MultitaskClassifier
 from multitask.source import source_kind
 
@@ -310,10 +311,7 @@ def test_an_unreadable_label_record_is_named(exported_model, tmp_path):
 
 
 def _label_order(folder):
-    from safetensors import safe_open
-
-    with safe_open(folder / "heads.safetensors", framework="pt") as tensors:
-        return json.loads(tensors.metadata()["labels.intent"])
+    return json.loads(read_metadata(folder / "heads.safetensors")["labels.intent"])
 
 
 def test_the_heads_file_records_the_label_files_order(exported_model, classifier):
