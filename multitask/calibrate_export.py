@@ -114,7 +114,7 @@ def calibrate_export(source, calls, out, *, task="emotion", tests=(), revision=N
     standard error, leaving standard output to the command's JSON); ``progress``: a
     progress bar while clips are scored.
     """
-    from .finetune import check_parent_folder, load_parent, parent_identity
+    from .finetune.parent import check_parent_folder, load_parent, parent_identity
     from .model import ExtendedHead
 
     log = log or functools.partial(print, file=sys.stderr)
@@ -475,7 +475,7 @@ def add_parser(subparsers) -> None:
 def _run(args) -> int:
     from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-    from .finetune import FinetuneError
+    from .finetune.parent import FinetuneError
 
     try:
         if args.min_per_class < 1:

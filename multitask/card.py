@@ -174,7 +174,7 @@ def _results_block(tasks, meta, test_metrics, hparams) -> str:
 
 def parent_name(identity: dict) -> str:
     """A parent's Hub id when known, else its folder as given (last two components);
-    ``identity`` as :func:`multitask.finetune.parent_identity` records it."""
+    ``identity`` as :func:`multitask.finetune.parent.parent_identity` records it."""
     return identity.get("repo_id") or identity["source"]
 
 

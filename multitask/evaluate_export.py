@@ -134,7 +134,7 @@ def evaluate_export(source, tests, out, *, revision=None, batch_size: int = 1, d
     """Score ``source`` (a folder or a Hub repo id) on each manifest of ``tests`` and
     write the figures to ``out`` (see the module's docstring); returns what
     ``metrics.json`` holds."""
-    from .finetune import parent_identity
+    from .finetune.parent import parent_identity
 
     log = log or functools.partial(print, file=sys.stderr)
     if batch_size < 1:

@@ -55,6 +55,10 @@ class Wav2Vec2Encoder(Wav2Vec2):
         seventh of a training step.
     apply_spec_augment : bool
         Let Transformers mask time steps during training (``mask_time_prob``).
+    mask_time_prob : float or None
+        Overrides the config's ``mask_time_prob`` (the share of frames that start a
+        masked span of ``mask_time_length``); ``None`` keeps the config's. Masks only
+        with ``apply_spec_augment``.
     use_attention_mask : bool or None
         ``None`` follows the config (mask for ``feat_extract_norm == "layer"``).
 
@@ -79,11 +83,13 @@ class Wav2Vec2Encoder(Wav2Vec2):
         layerdrop=0.0,
         dropout=None,
         apply_spec_augment=False,
+        mask_time_prob=None,
         use_attention_mask=None,
         **kwargs,
     ):
         self._layerdrop = layerdrop
         self._dropout = dropout
+        self._mask_time_prob = mask_time_prob
         super().__init__(
             source=os.fspath(source),
             save_path=os.fspath(save_path),
@@ -117,6 +123,8 @@ class Wav2Vec2Encoder(Wav2Vec2):
         if self._dropout is not None:
             for key in DROPOUT_KEYS:
                 setattr(config, key, float(self._dropout))
+        if self._mask_time_prob is not None:
+            config.mask_time_prob = float(self._mask_time_prob)
         return config
 
     def _from_pretrained(self, source, save_path, cache_dir, device=None, **kwargs):

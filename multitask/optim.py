@@ -21,7 +21,7 @@ def param_groups(model, encoder_lr: float, head_lr: float, weight_decay: float =
 
     Biases and normalisation weights get no weight decay, nor any parameter marked
     ``no_weight_decay`` (rows that must not move, see
-    :func:`multitask.finetune.preserve_parent_rows`).
+    :func:`multitask.finetune.weights.preserve_parent_rows`).
     """
     groups = []
     heads = model.heads

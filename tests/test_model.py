@@ -214,3 +214,31 @@ def test_training_asks_no_gradient_of_the_audio_and_gets_the_same_weight_gradien
         assert all(ours[n].abs().sum() > 0 for n in conv_weights)  # the front end still learns
     assert ours.keys() == transformers_default.keys() and len(ours) > 10
     assert all(torch.equal(ours[n], transformers_default[n]) for n in ours)
+
+
+def test_time_masking_override_masks_frames_only_while_training(tmp_path):
+    from multitask.finetune import load_parent_encoder
+    from multitask.model import tiny_config
+
+    tiny_config().save_pretrained(tmp_path / "cfg")         # mask_time_prob 0 in the config
+    wav = normalise(torch.randn(1, 16000, generator=torch.Generator().manual_seed(0)))
+    plain = Wav2Vec2Encoder(str(tmp_path / "cfg"), save_path=str(tmp_path), apply_spec_augment=True)
+    assert plain.model.config.mask_time_prob == 0.0
+
+    def outputs(**kwargs):
+        """Layers of a copy of ``plain`` built with ``kwargs``, training and evaluating."""
+        encoder = Wav2Vec2Encoder(str(tmp_path / "cfg"), save_path=str(tmp_path), **kwargs)
+        load_parent_encoder(encoder, plain.state_dict(), "plain")   # all but the mask vector
+        torch.manual_seed(0)
+        trained = encoder.train()(wav, torch.ones(1)).detach()
+        with torch.no_grad():
+            return encoder, trained, encoder.eval()(wav, torch.ones(1))
+
+    _, plain_train, plain_eval = outputs(apply_spec_augment=True)
+    masked, masked_train, masked_eval = outputs(apply_spec_augment=True, mask_time_prob=0.3)
+    assert masked.model.config.mask_time_prob == 0.3
+    assert torch.allclose(plain_train, plain_eval, atol=1e-6)   # nothing to mask at 0
+    assert torch.allclose(masked_eval, plain_eval, atol=1e-6)   # never while evaluating
+    assert not torch.allclose(masked_train[-1], plain_train[-1], atol=1e-3)
+    assert torch.allclose(outputs(apply_spec_augment=False, mask_time_prob=0.3)[1], plain_train,
+                          atol=1e-6)                        # the switch turns it off

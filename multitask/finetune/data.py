@@ -1,0 +1,167 @@
+"""The run's data: new-domain CSVs or manifests as intent-only manifests, the
+rehearsed rows of the parent's intents and emotions, and the checks on classes."""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+from collections import Counter
+from pathlib import Path
+
+from ..manifest import single_task_rows
+from .parent import FinetuneError
+
+
+def is_manifest(path) -> bool:
+    """A package manifest (``id,wav,duration,...``) rather than a generic ``path,intent`` CSV."""
+    if str(path).endswith(".json"):
+        return True
+    with open(path, newline="", encoding="utf-8-sig") as fin:
+        header = [c.strip() for c in next(csv.reader(fin), [])]
+    return {"id", "wav", "duration"} <= set(header)
+
+
+def _csv_labels(path) -> Counter:
+    with open(path, newline="", encoding="utf-8-sig") as fin:
+        return Counter((row.get("intent") or "").strip() for row in csv.DictReader(fin))
+
+
+def prepare_split(path, out_dir, split: str, seed: int) -> str:
+    """An intent-only manifest of ``split`` from a generic CSV or a manifest.
+
+    Emotion labels are dropped (only intents are learnt); a row without an intent
+    label, or an intent whose every row was rejected, is an error.
+    """
+    from ..manifest import read_manifest, write_manifest
+    from ..prepare.generic_csv import prepare_generic_csv
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise FinetuneError(f"{path}: not found")
+    if is_manifest(path):
+        rows = read_manifest(path)
+    else:
+        prepared = prepare_generic_csv(path, os.path.join(out_dir, f"prepared_{split}"),
+                                       seed=seed, split_as=split, id_prefix=f"{split}-")
+        rows = read_manifest(prepared[split])
+        lost = set(_csv_labels(path)) - {row["intent"] for row in rows} - {""}
+        if lost:
+            raise FinetuneError(
+                f"{path}: intent(s) {', '.join(sorted(lost))} have no usable recording left "
+                f"(see {os.path.join(out_dir, f'prepared_{split}', 'rejected.csv')})")
+    unlabelled = [row["id"] for row in rows if not row["intent"]]
+    if unlabelled:
+        raise FinetuneError(f"{path}: {len(unlabelled)} row(s) without an intent label "
+                            f"(e.g. {', '.join(unlabelled[:3])}); every row needs one")
+    if not rows:
+        raise FinetuneError(f"{path}: no rows")
+    for row in rows:
+        row.update(emotion="", task="intent", split=split)
+    out = os.path.join(out_dir, f"{split}.csv")
+    write_manifest(out, rows)
+    return out
+
+
+def replay_manifest(manifests, labels, per_class: int | None, seed: int, out_path) -> str:
+    """The rows of ``manifests`` with one of the parent's intents (at most ``per_class``
+    of each, drawn with ``seed``; ``None``: all): rehearsal, so that ``extend`` keeps
+    the old intents while it learns the new."""
+    from ..manifest import read_manifests, write_manifest
+
+    by_label: dict[str, list] = {}
+    for row in read_manifests(manifests):
+        if row.get("intent") in labels:
+            by_label.setdefault(row["intent"], []).append(row)
+    rng = random.Random(seed)
+    rows = []
+    for label in sorted(by_label):
+        pool = by_label[label]
+        chosen = pool if per_class is None else rng.sample(pool, min(per_class, len(pool)))
+        rows += [dict(row, id=f"replay-{row['id']}", emotion="", task="intent") for row in chosen]
+    if not rows:
+        raise FinetuneError(f"{manifests}: no row carries one of the parent's intents")
+    write_manifest(out_path, rows)
+    return os.fspath(out_path)
+
+
+def emotion_replay_manifest(manifests, labels, out_path, measured_on=None) -> str:
+    """The emotion-labelled rows of ``manifests`` as emotion-only rows, rehearsed so that a
+    trainable encoder keeps what the (frozen) emotion head reads. Every emotion must be
+    one of the parent's ``labels``, and no clip may be one of ``measured_on``'s (the
+    retention manifest: rehearsed clips would flatter it)."""
+    from ..manifest import read_manifest, write_manifest
+
+    measured = {os.path.realpath(row["wav"]) for row in read_manifest(measured_on)} \
+        if measured_on else set()
+    rows = []
+    for manifest in manifests:
+        kept = single_task_rows(manifest, "emotion")
+        unknown = sorted({row["emotion"] for row in kept} - set(labels))
+        if unknown:
+            raise FinetuneError(f"{manifest}: emotion label(s) {unknown} are not the parent's "
+                                f"({', '.join(labels)})")
+        shared = sorted(r["id"] for r in kept if os.path.realpath(r["wav"]) in measured)
+        if shared:
+            raise FinetuneError(f"{manifest}: {len(shared)} clip(s) (e.g. {shared[0]!r}) are also "
+                                f"in --emotion {measured_on}, on which retention is measured")
+        rows += [dict(row, id=f"emotion-replay-{row['id']}") for row in kept]
+    write_manifest(out_path, rows)
+    return os.fspath(out_path)
+
+
+def check_emotion_replay(hparams) -> None:
+    """Refuse an emotion rehearsal that cannot act: no emotion weight, or nothing
+    trainable that the emotion loss reaches."""
+    weight = float((hparams.get("task_weights") or {}).get("emotion", 0.0))
+    if weight <= 0:
+        raise FinetuneError(f"--emotion-replay rehearses emotion, but task_weights gives it "
+                            f"weight {weight}; give it a positive weight or drop --emotion-replay")
+    frozen_heads = set(hparams.get("frozen_heads") or [])
+    spec = hparams.get("freeze_encoder")
+    layers = hparams["encoder"].config.num_hidden_layers
+    encoder_frozen = str(spec) == "all" or (isinstance(spec, int) and spec >= layers)
+    if encoder_frozen and "emotion" in frozen_heads:
+        raise FinetuneError("--emotion-replay rehearses emotion through the encoder, but the "
+                            "encoder and the emotion head are both frozen: unfreeze encoder "
+                            "layers (--freeze_encoder=none or N lower layers) or drop "
+                            "--emotion-replay")
+
+
+def check_classes(train_manifests, other_manifests: dict) -> Counter:
+    """Rows per intent in training; raise if a class of ``other_manifests`` has none."""
+    from ..manifest import read_manifests
+
+    counts = Counter(row["intent"] for row in read_manifests(train_manifests))
+    for name, manifest in other_manifests.items():
+        empty = sorted({row["intent"] for row in read_manifests(manifest)
+                        if row["intent"]} - set(counts))
+        if empty:
+            raise FinetuneError(f"{name} ({manifest}): intent(s) {', '.join(empty)} have no "
+                                "training example (empty class)")
+    return counts
+
+
+def check_parent_intents(manifest, parent_labels, shown) -> None:
+    from ..manifest import read_manifest
+
+    foreign = sorted({row["intent"] for row in read_manifest(manifest)} - set(parent_labels))
+    if foreign:
+        raise FinetuneError(f"--old-valid {shown}: intent(s) {', '.join(foreign)} are not the "
+                            "parent's")
+
+
+def row_count(manifest) -> int:
+    from ..manifest import read_manifest
+
+    return len(read_manifest(manifest))
+
+
+def split_csv(path, data_dir: Path, seed: int):
+    """A generic CSV without --valid: 20 % of it held out (by speaker when given)."""
+    from ..prepare.generic_csv import prepare_generic_csv
+
+    prepared = prepare_generic_csv(path, data_dir / "prepared_split", seed=seed,
+                                   valid_fraction=0.2, test_fraction=0.0, id_prefix="new-")
+    return (prepare_split(prepared["train"], data_dir, "train", seed),
+            [prepare_split(prepared["valid"], data_dir, "valid", seed)])
