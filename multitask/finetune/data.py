@@ -143,6 +143,8 @@ def check_classes(train_manifests, other_manifests: dict) -> Counter:
 
 
 def check_parent_intents(manifest, parent_labels, shown) -> None:
+    """Refuse ``--old-valid`` clips (``shown``: the path as given) of intents the parent
+    does not have: they cannot say what the parent's intents lose."""
     from ..manifest import read_manifest
 
     foreign = sorted({row["intent"] for row in read_manifest(manifest)} - set(parent_labels))
@@ -152,6 +154,7 @@ def check_parent_intents(manifest, parent_labels, shown) -> None:
 
 
 def row_count(manifest) -> int:
+    """Rows in ``manifest`` (for the record: how many clips were rehearsed)."""
     from ..manifest import read_manifest
 
     return len(read_manifest(manifest))

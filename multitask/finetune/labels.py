@@ -1,5 +1,6 @@
 """The run's intent label set: the new labels alone, or the parent's with the new ones
-appended; labels that differ from each other only in spelling are refused."""
+appended; labels that differ from each other only in spelling are refused. The label
+files the run's checkpoints are read with are written here too."""
 
 from __future__ import annotations
 

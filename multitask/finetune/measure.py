@@ -1,5 +1,6 @@
 """The parent and the run's best checkpoint scored on manifests: the retention
-figures before and after, ``extend``'s kept temperature and its new intents' offset."""
+figures before and after, ``extend``'s kept temperature and its new intents' offset
+(which :func:`calibrate_new_intents` writes into the best checkpoint)."""
 
 from __future__ import annotations
 

@@ -4,6 +4,8 @@ A fine-tuning run starts from an exported model folder or a Hub repo id; this mo
 loads it as a :class:`~multitask.inference.MultitaskClassifier`, turns its encoder
 config and head designs into the run's model settings, and records which exact model
 it was (for the card's ``base_model`` and for refusing to resume over another parent).
+:class:`FinetuneError`, the package's one error, is defined here, where the others import
+it from.
 """
 
 from __future__ import annotations
@@ -122,24 +124,10 @@ def new_intent_head(task_heads: dict, mode: str, options, parent_classes: int = 
             "intent": {"kept": {**parent, "num_classes": parent_classes}, "added": design}}
 
 
-def hparams_default(hparams_file, key: str):
-    """``key``'s value as written in ``hparams_file`` (plain YAML data), read without
-    building anything.
-
-    The new intent head's design shapes the heads, which must be in the overrides the
-    run saves with its ``hyperparams.yaml`` (the export rebuilds the model from them),
-    so it is read before the file is loaded.
-    """
-    from ruamel.yaml import YAML
-
-    with open(hparams_file, encoding="utf-8") as fin:
-        value = YAML(typ="rt").load(fin).get(key)
-    return json.loads(json.dumps(value))  # ruamel's containers -> dict / list
-
-
 def write_encoder_config(parent, folder) -> str:
     """The parent's wav2vec2 config as ``folder/config.json`` (a config-only folder:
-    random weights, replaced by the parent's in :func:`init_from_parent`)."""
+    random weights, replaced by the parent's in
+    :func:`~multitask.finetune.weights.init_from_parent`)."""
     os.makedirs(folder, exist_ok=True)
     config = parent.mods.encoder.config.to_dict()
     config.pop("_name_or_path", None)

@@ -31,7 +31,6 @@ from .measure import (
 )
 from .parent import (
     FinetuneError,
-    hparams_default,
     load_parent,
     new_intent_head,
     parent_identity,
@@ -44,6 +43,21 @@ FINETUNE_RECORD = "finetune.json"
 # The repository's hparams/finetune.yaml (and the model.yaml it includes), shipped inside
 # the package as links that a wheel turns into copies: `multitask finetune` works installed.
 DEFAULT_HPARAMS = Path(__file__).resolve().parent.parent / "hparams" / "finetune.yaml"
+
+
+def hparams_default(hparams_file, key: str):
+    """``key``'s value as written in ``hparams_file`` (plain YAML data), read without
+    building anything.
+
+    The new intent head's design shapes the heads, which must be in the overrides the
+    run saves with its ``hyperparams.yaml`` (the export rebuilds the model from them),
+    so it is read before the file is loaded.
+    """
+    from ruamel.yaml import YAML
+
+    with open(hparams_file, encoding="utf-8") as fin:
+        value = YAML(typ="rt").load(fin).get(key)
+    return json.loads(json.dumps(value))  # ruamel's containers -> dict / list
 
 
 def check_same_run(record: dict, identity: dict, mode: str, out, intent_head=None,
@@ -293,7 +307,7 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
     for name, task in (("emotion", "emotion"), ("old_intent", "intent")):
         if name in tests and (before.get(name) or {}).get("manifest") != display_path(given[name]):
             before[name] = score_parent(parent, tests[name], task, hparams, accelerator,
-                                  given[name])
+                                        given[name])
 
     # Written before training, so a killed run's folder still names its parent.
     if accelerator.is_main_process:

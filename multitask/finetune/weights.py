@@ -52,7 +52,8 @@ MASKING_KEYS = ("model.masked_spec_embed",)
 
 
 def load_parent_encoder(encoder, state: dict, source) -> None:
-    """Copy the parent's encoder weights; only :data:`MASKING_KEYS` may be missing.
+    """Copy the parent's encoder weights; only :data:`MASKING_KEYS` may differ (missing,
+    or left out when the run does not mask).
 
     Example
     -------
@@ -64,6 +65,7 @@ def load_parent_encoder(encoder, state: dict, source) -> None:
     >>> child = Wav2Vec2Encoder(folder, save_path=tempfile.mkdtemp(),
     ...                         apply_spec_augment=True, mask_time_prob=0.05)
     >>> load_parent_encoder(child, parent.state_dict(), "parent")
+    >>> load_parent_encoder(parent, child.state_dict(), "child")   # the mask vector left out
     >>> state = parent.state_dict()
     >>> del state["model.feature_projection.projection.weight"]
     >>> load_parent_encoder(child, state, "parent")
@@ -71,6 +73,10 @@ def load_parent_encoder(encoder, state: dict, source) -> None:
     ...
     multitask.finetune.parent.FinetuneError: parent: the parent's encoder does not match ...
     """
+    state = dict(state)
+    unused = [key for key in MASKING_KEYS if key in state and key not in encoder.state_dict()]
+    for key in unused:  # a parent that masked, fine-tuned without masking
+        del state[key]
     result = encoder.load_state_dict(state, strict=False)
     missing = [key for key in result.missing_keys if key not in MASKING_KEYS]
     if missing or result.unexpected_keys:
