@@ -6,10 +6,13 @@ from __future__ import annotations
 import csv
 import os
 import random
+import warnings
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
-from ..manifest import single_task_rows
+from ..manifest import single_task_copy, single_task_rows
+from .labels import intent_label_set
 from .parent import FinetuneError
 
 
@@ -168,3 +171,69 @@ def split_csv(path, data_dir: Path, seed: int):
                                    valid_fraction=0.2, test_fraction=0.0, id_prefix="new-")
     return (prepare_split(prepared["train"], data_dir, "train", seed),
             [prepare_split(prepared["valid"], data_dir, "valid", seed)])
+
+
+@dataclass
+class RunData:
+    """A run's manifests (intent-only, or emotion-only for emotion rehearsal and retention)
+    and what was read from them."""
+
+    train: list[str]               # the new-domain rows, then each rehearsed manifest
+    valid: list[str]
+    tests: dict[str, str]          # new / emotion / old_intent: the run's copies
+    given: dict[str, str | None]   # the same, as the caller named them (for the record)
+    counts: Counter                # training rows per new-domain intent
+    labels: list[str]              # the run's intent classes, in index order
+    old_valid: str | None = None   # extend: held-out clips of the parent's intents
+    replayed: str | None = None    # extend: the parent's intents, rehearsed
+    emotion_replayed: str | None = None
+
+
+def prepare_run_data(parent_labels, emotion_labels, train, data_dir: Path, seed: int, *,
+                     mode, valid=(), test=None, emotion=None, old_intent=None, old_valid=None,
+                     replay=(), replay_per_class=None, emotion_replay=()) -> RunData:
+    """Every manifest a run reads, written under ``data_dir``, with the checks on them:
+    new-domain data as intent-only manifests (``valid`` or, for a generic CSV, 20 % of
+    ``train``), the run's intent label set, the rehearsed rows and the retention tests.
+    Arguments as :func:`~multitask.finetune.run.finetune` takes them."""
+    train_manifest = valid_manifests = None
+    if valid:
+        train_manifest = prepare_split(train, data_dir, "train", seed)
+        valid_manifests = [prepare_split(v, data_dir / f"valid{i}", "valid", seed)
+                           for i, v in enumerate(valid)]
+    elif is_manifest(train):
+        raise FinetuneError(f"{train}: a manifest needs --valid (a generic CSV is split)")
+    else:
+        train_manifest, valid_manifests = split_csv(train, data_dir, seed)
+    tests = {}
+    given = {"new": test, "emotion": emotion, "old_intent": old_intent}  # named in the record
+    if test:
+        tests["new"] = prepare_split(test, data_dir, "test", seed)
+    counts = check_classes([train_manifest], {
+        **{f"validation set {i}": v for i, v in enumerate(valid_manifests)}, **tests})
+    labels = intent_label_set(parent_labels, counts, mode)
+    if mode == "extend" and labels == list(parent_labels):
+        raise FinetuneError(f"{train}: every intent in it is already one of the parent's "
+                            f"({', '.join(parent_labels)}); extend adds new intents")
+    replayed = emotion_replayed = None
+    if replay:
+        replayed = replay_manifest(replay, set(parent_labels), replay_per_class, seed,
+                                   data_dir / "replay.csv")
+    elif mode == "extend":
+        warnings.warn("extend without --replay: the parent's intents are not rehearsed and "
+                      "their accuracy may drop; pass --replay with manifests of them", stacklevel=3)
+    if emotion_replay:
+        emotion_replayed = emotion_replay_manifest(
+            emotion_replay, emotion_labels, data_dir / "emotion_replay.csv", emotion)
+    if emotion:
+        tests["emotion"] = single_task_copy(emotion, "emotion", data_dir / "emotion.csv")
+    if old_intent:
+        tests["old_intent"] = single_task_copy(old_intent, "intent", data_dir / "old_intent.csv")
+    old_valid_manifest = None
+    if old_valid:
+        old_valid_manifest = single_task_copy(old_valid, "intent", data_dir / "old_valid.csv")
+        check_parent_intents(old_valid_manifest, parent_labels, old_valid)
+    return RunData(
+        train=[m for m in (train_manifest, replayed, emotion_replayed) if m],
+        valid=valid_manifests, tests=tests, given=given, counts=counts, labels=labels,
+        old_valid=old_valid_manifest, replayed=replayed, emotion_replayed=emotion_replayed)

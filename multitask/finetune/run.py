@@ -10,19 +10,8 @@ from pathlib import Path
 
 from ..card import display_path
 from ..export import export_model
-from ..manifest import single_task_copy
-from .data import (
-    check_classes,
-    check_emotion_replay,
-    check_parent_intents,
-    emotion_replay_manifest,
-    is_manifest,
-    prepare_split,
-    replay_manifest,
-    row_count,
-    split_csv,
-)
-from .labels import MODES, intent_label_set, save_label_encoder
+from .data import check_emotion_replay, prepare_run_data, row_count
+from .labels import MODES, save_label_encoder
 from .measure import (
     calibrate_new_intents,
     figures_of,
@@ -184,44 +173,13 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
     parent = load_parent(source, revision, out / "parent")
     parent_labels = parent.labels["intent"]
 
-    # New-domain data -> intent-only manifests; the label set and its checks.
-    train_manifest = valid_manifests = None
-    if valid:
-        train_manifest = prepare_split(train, data_dir, "train", seed)
-        valid_manifests = [prepare_split(v, data_dir / f"valid{i}", "valid", seed)
-                           for i, v in enumerate(valid)]
-    elif is_manifest(train):
-        raise FinetuneError(f"{train}: a manifest needs --valid (a generic CSV is split)")
-    else:
-        train_manifest, valid_manifests = split_csv(train, data_dir, seed)
-    tests = {}
-    given = {"new": test, "emotion": emotion, "old_intent": old_intent}  # named in the record
-    if test:
-        tests["new"] = prepare_split(test, data_dir, "test", seed)
-    counts = check_classes([train_manifest], {
-        **{f"validation set {i}": v for i, v in enumerate(valid_manifests)}, **tests})
-    labels = intent_label_set(parent_labels, counts, mode)
-    if mode == "extend" and labels == list(parent_labels):
-        raise FinetuneError(f"{train}: every intent in it is already one of the parent's "
-                            f"({', '.join(parent_labels)}); extend adds new intents")
-    train_manifests = [train_manifest]
-    if replay:
-        train_manifests.append(replay_manifest(replay, set(parent_labels), replay_per_class,
-                                               seed, data_dir / "replay.csv"))
-    elif mode == "extend":
-        warnings.warn("extend without --replay: the parent's intents are not rehearsed and "
-                      "their accuracy may drop; pass --replay with manifests of them", stacklevel=2)
-    if emotion_replay:
-        train_manifests.append(emotion_replay_manifest(
-            emotion_replay, parent.labels["emotion"], data_dir / "emotion_replay.csv", emotion))
-    if emotion:
-        tests["emotion"] = single_task_copy(emotion, "emotion", data_dir / "emotion.csv")
-    if old_intent:
-        tests["old_intent"] = single_task_copy(old_intent, "intent", data_dir / "old_intent.csv")
-    old_valid_manifest = None
-    if old_valid:
-        old_valid_manifest = single_task_copy(old_valid, "intent", data_dir / "old_valid.csv")
-        check_parent_intents(old_valid_manifest, parent_labels, old_valid)
+    data = prepare_run_data(
+        parent_labels, parent.labels.get("emotion", []), train, data_dir, seed, mode=mode,
+        valid=valid, test=test, emotion=emotion, old_intent=old_intent, old_valid=old_valid,
+        replay=replay, replay_per_class=replay_per_class, emotion_replay=emotion_replay)
+    train_manifests, valid_manifests, tests = data.train, data.valid, data.tests
+    labels, given = data.labels, data.given
+
     heads = parent_settings(parent)
     # A mapping given on the command line updates the file's, as HyperPyYAML merges it.
     design = hparams_default(hparams_file, "new_intent_head")
@@ -269,11 +227,11 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
     record = json.loads(record_path.read_text()) if record_path.is_file() else {}
     identity = parent_identity(source, revision, parent_repo_id)
     check_same_run(record, identity, mode, out, heads["task_heads"]["intent"],
-                   row_count(train_manifests[-1]) if emotion_replay else 0,
+                   row_count(data.emotion_replayed) if emotion_replay else 0,
                    hparams.get("kept_temperature", 1.0))
     temperature = resolve_kept_temperature(
         hparams, heads["task_heads"]["intent"], parent, accelerator,
-        train_manifests[1] if replay else None, old_valid_manifest,
+        data.replayed, data.old_valid,
         recorded=record.get("kept_temperature"))
     if "parent_license" not in record:  # read once, at the revision the weights came from
         record["parent_license"] = parent_license(source, revision)
@@ -292,10 +250,10 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
         "intent_labels": labels,
         "new_intents": sorted(set(labels) - set(parent_labels)),
         "kept_intents": [label for label in labels if label in parent_labels],
-        "shots": dict(sorted(counts.items())),
+        "shots": dict(sorted(data.counts.items())),
         "replay_per_class": replay_per_class if replay else None,
-        "replayed": row_count(train_manifests[1]) if replay else 0,
-        "emotion_replayed": row_count(train_manifests[-1]) if emotion_replay else 0,
+        "replayed": row_count(data.replayed) if replay else 0,
+        "emotion_replayed": row_count(data.emotion_replayed) if emotion_replay else 0,
         "rows_per_class": (hparams.get("train_batching") or {}).get("rows_per_class"),
         "kept_temperature": temperature,
     })
@@ -313,9 +271,9 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
     if accelerator.is_main_process:
         record_path.write_text(json.dumps(record, indent=2), encoding="utf-8")
     fit(hparams, accelerator)
-    if mode == "extend" and (old_valid_manifest or hparams.get("new_intent_offset") is not None):
+    if mode == "extend" and (data.old_valid or hparams.get("new_intent_offset") is not None):
         record["calibration"] = calibrate_new_intents(
-            hparams, accelerator, old_valid_manifest, valid_manifests, parent_labels,
+            hparams, accelerator, data.old_valid, valid_manifests, parent_labels,
             record.get("calibration"), old_valid)
         if accelerator.is_main_process:
             record_path.write_text(json.dumps(record, indent=2), encoding="utf-8")
