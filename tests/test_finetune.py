@@ -509,6 +509,10 @@ def test_emotion_replay_is_refused_when_it_cannot_act_or_has_unknown_labels(
         finetune(str(exported_model), new_domain["train"], tmp_path / "c",
                  valid=[new_domain["valid"]], emotion_replay=[str(odd)],
                  overrides={"freeze_encoder": "none"})
+    from multitask.finetune.data import emotion_replay_manifest  # a parent without emotion
+
+    with pytest.raises(FinetuneError, match="the parent has no emotion head to rehearse"):
+        emotion_replay_manifest([toy_corpus["train"]], [], tmp_path / "none.csv")
 
 
 def test_a_frozen_stats_head_keeps_its_batch_statistics_while_the_model_trains(

@@ -95,6 +95,9 @@ def emotion_replay_manifest(manifests, labels, out_path, measured_on=None) -> st
     retention manifest: rehearsed clips would flatter it)."""
     from ..manifest import read_manifest, write_manifest
 
+    if not labels:
+        raise FinetuneError(f"--emotion-replay {', '.join(map(str, manifests))}: the parent has "
+                            "no emotion head to rehearse; drop --emotion-replay")
     measured = {os.path.realpath(row["wav"]) for row in read_manifest(measured_on)} \
         if measured_on else set()
     rows = []
