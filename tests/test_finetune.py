@@ -460,6 +460,34 @@ def test_the_shipped_augmentation_runs_in_the_training_loop(exported_model, new_
             "SpeedPerturb (speeds 0.80-1.25), PauseInsertion.") in (out / "export" / "README.md").read_text()
 
 
+def test_time_masking_fine_tunes_a_parent_trained_without_it_and_the_export_loads(
+        exported_model, new_domain, tmp_path):
+    """--apply_spec_augment with --mask_time_prob: the parent has no masked-frame vector;
+    the run starts it fresh, trains it, and the export (whose config masks) reloads."""
+    from safetensors import safe_open
+
+    def mask_vector(folder):
+        with safe_open(str(folder / "encoder.safetensors"), "pt") as weights:
+            return weights.get_tensor("model.masked_spec_embed") if (
+                "model.masked_spec_embed" in weights.keys()) else None
+
+    assert mask_vector(exported_model) is None
+    out = tmp_path / "run"
+    finetune(str(exported_model), new_domain["train"], out, valid=[new_domain["valid"]],
+             overrides={"apply_spec_augment": True, "mask_time_prob": 0.3,
+                        "freeze_encoder": "none", "number_of_epochs": 2, "batch_size": 4,
+                        "warmup_steps": 0, "task_augmentation": None})
+    assert "mask_time_prob: 0.3" in (out / "hyperparams.yaml").read_text()
+    assert mask_vector(out / "export") is not None
+    model = MultitaskClassifier.from_hparams(source=str(out / "export"), savedir=tmp_path / "m",
+                                             run_opts={"device": "cpu"})
+    assert model.mods.encoder.config.mask_time_prob == 0.3 and not model.mods.encoder.training
+    with open(new_domain["test"], newline="") as fin:
+        clip = os.path.join(os.path.dirname(new_domain["test"]), next(csv.DictReader(fin))["path"])
+    first, again = model.classify_file(clip), model.classify_file(clip)
+    assert first["intent"]["label"] in NEW_INTENTS and first == again   # no masking at inference
+
+
 def test_emotion_replay_rehearses_emotion_through_a_trainable_encoder(exported_model, new_domain,
                                                                      toy_corpus, tmp_path):
     from multitask.manifest import read_manifest
