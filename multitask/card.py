@@ -243,6 +243,26 @@ def _augmentation_lines(hparams: dict) -> list[str]:
             for rows, augmentation in named if augmentation is not None]
 
 
+def _masking_lines(encoder) -> list[str]:
+    """Transformers' time masking of the encoder's frames, when the run trained with it.
+
+    >>> from types import SimpleNamespace as NS
+    >>> config = NS(apply_spec_augment=True, mask_time_prob=0.05, mask_time_length=10,
+    ...             mask_time_min_masks=2)
+    >>> print(*_masking_lines(NS(model=NS(config=config))))
+    - Time masking (training only): about 5% of the encoder's frames, in spans of 10 frames (at least 2 spans per clip).
+    >>> _masking_lines(NS(model=NS(config=NS(apply_spec_augment=True, mask_time_prob=0.0))))
+    []
+    """
+    config = getattr(getattr(encoder, "model", None), "config", None)
+    prob = float(getattr(config, "mask_time_prob", 0) or 0)
+    if not (getattr(config, "apply_spec_augment", False) and prob > 0):
+        return []
+    return [f"- Time masking (training only): about {prob:.0%} of the encoder's frames, in "
+            f"spans of {config.mask_time_length} frames (at least "
+            f"{config.mask_time_min_masks} spans per clip)."]
+
+
 def _describe_augmentation(augmentation) -> str:
     """One line for SpeechBrain's ``Augmenter`` or a single augmentation module.
 
@@ -305,6 +325,7 @@ def _training_block(hparams: dict, tasks, ckpt, lineage: dict | None = None) -> 
         f"- Task loss weights: {hparams.get('task_weights', {})}; task mix per batch: "
         f"{_mix(hparams.get('train_batching') or {})}.",
         *_augmentation_lines(hparams),
+        *_masking_lines(encoder),
         *([f"- Auxiliary loss (training only, not part of this model): CTC spelling the "
            f"`{hparams.get('ctc_transcripts')}` transcripts from the encoder's last layer, "
            f"weight {hparams['ctc_weight']}."] if float(hparams.get("ctc_weight") or 0) > 0

@@ -478,6 +478,8 @@ def test_time_masking_fine_tunes_a_parent_trained_without_it_and_the_export_load
                         "freeze_encoder": "none", "number_of_epochs": 2, "batch_size": 4,
                         "warmup_steps": 0, "task_augmentation": None})
     assert "mask_time_prob: 0.3" in (out / "hyperparams.yaml").read_text()
+    assert ("- Time masking (training only): about 30% of the encoder's frames, in spans of "
+            "10 frames") in (out / "export" / "README.md").read_text()
     assert mask_vector(out / "export") is not None
     model = MultitaskClassifier.from_hparams(source=str(out / "export"), savedir=tmp_path / "m",
                                              run_opts={"device": "cpu"})
