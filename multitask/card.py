@@ -250,7 +250,7 @@ def _masking_lines(encoder) -> list[str]:
     >>> config = NS(apply_spec_augment=True, mask_time_prob=0.05, mask_time_length=10,
     ...             mask_time_min_masks=2)
     >>> print(*_masking_lines(NS(model=NS(config=config))))
-    - Time masking (training only): about 5% of the encoder's frames, in spans of 10 frames (at least 2 spans per clip).
+    - Time masking (training only): Transformers' mask_time_prob 0.05, spans of 10 frames, at least 2 spans per clip.
     >>> _masking_lines(NS(model=NS(config=NS(apply_spec_augment=True, mask_time_prob=0.0))))
     []
     """
@@ -258,9 +258,11 @@ def _masking_lines(encoder) -> list[str]:
     prob = float(getattr(config, "mask_time_prob", 0) or 0)
     if not (getattr(config, "apply_spec_augment", False) and prob > 0):
         return []
-    return [f"- Time masking (training only): about {prob:.0%} of the encoder's frames, in "
-            f"spans of {config.mask_time_length} frames (at least "
-            f"{config.mask_time_min_masks} spans per clip)."]
+    # The setting, not a share of frames: with the minimum number of spans, short clips
+    # lose several times mask_time_prob of their frames.
+    return [f"- Time masking (training only): Transformers' mask_time_prob {prob:g}, spans of "
+            f"{config.mask_time_length} frames, at least {config.mask_time_min_masks} spans "
+            "per clip."]
 
 
 def _describe_augmentation(augmentation) -> str:

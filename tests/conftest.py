@@ -14,20 +14,30 @@ from toy_data import save_tiny_encoder, write_toy_corpus  # noqa: E402
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+ROOT_LOG_LEVEL = logging.getLogger().level
+
+
+def _speechbrain_handler(handler) -> bool:
+    """A handler of SpeechBrain's logging set-up (its console handler, or the plain
+    FileHandler of a run folder's log.txt; pytest's own handlers are other classes)."""
+    from speechbrain.utils.logger import TqdmCompatibleStreamHandler
+
+    return isinstance(handler, TqdmCompatibleStreamHandler) or type(handler) is logging.FileHandler
+
+
 @pytest.fixture(autouse=True)
-def restore_root_logging():
-    """Undo a test's logging set-up (SpeechBrain's experiment directory attaches handlers to
-    the root logger): a stream handler left on one test's captured output writes
-    "--- Logging error ---" tracebacks into a later test's stderr, and file handlers would
-    keep every run folder's log.txt open."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
+def remove_speechbrain_logging():
+    """Undo SpeechBrain's logging set-up after each test (its experiment directory attaches
+    handlers to the root logger, in a test or in a module fixture before it). Left in place,
+    a console handler on one test's captured output writes "--- Logging error ---"
+    tracebacks into a later test's stderr, and a run folder's log.txt stays open and
+    collects later tests' lines."""
     yield
-    for handler in root.handlers:
-        if handler not in handlers:
-            handler.close()
-    root.handlers[:] = handlers
-    root.setLevel(level)
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if _speechbrain_handler(h)]:
+        root.removeHandler(handler)
+        handler.close()
+    root.setLevel(ROOT_LOG_LEVEL)
 
 
 @pytest.fixture(scope="session")

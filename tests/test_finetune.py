@@ -463,7 +463,8 @@ def test_the_shipped_augmentation_runs_in_the_training_loop(exported_model, new_
 def test_time_masking_fine_tunes_a_parent_trained_without_it_and_the_export_loads(
         exported_model, new_domain, tmp_path):
     """--apply_spec_augment with --mask_time_prob: the parent has no masked-frame vector;
-    the run starts it fresh, trains it, and the export (whose config masks) reloads."""
+    the run starts it fresh, and the export (whose config masks) carries it and reloads.
+    That masking acts while training, and only then: tests/test_model.py."""
     from safetensors import safe_open
 
     def mask_vector(folder):
@@ -478,16 +479,15 @@ def test_time_masking_fine_tunes_a_parent_trained_without_it_and_the_export_load
                         "freeze_encoder": "none", "number_of_epochs": 2, "batch_size": 4,
                         "warmup_steps": 0, "task_augmentation": None})
     assert "mask_time_prob: 0.3" in (out / "hyperparams.yaml").read_text()
-    assert ("- Time masking (training only): about 30% of the encoder's frames, in spans of "
-            "10 frames") in (out / "export" / "README.md").read_text()
+    assert ("- Time masking (training only): Transformers' mask_time_prob 0.3, spans of 10 "
+            "frames") in (out / "export" / "README.md").read_text()
     assert mask_vector(out / "export") is not None
     model = MultitaskClassifier.from_hparams(source=str(out / "export"), savedir=tmp_path / "m",
                                              run_opts={"device": "cpu"})
     assert model.mods.encoder.config.mask_time_prob == 0.3 and not model.mods.encoder.training
     with open(new_domain["test"], newline="") as fin:
         clip = os.path.join(os.path.dirname(new_domain["test"]), next(csv.DictReader(fin))["path"])
-    first, again = model.classify_file(clip), model.classify_file(clip)
-    assert first["intent"]["label"] in NEW_INTENTS and first == again   # no masking at inference
+    assert model.classify_file(clip)["intent"]["label"] in NEW_INTENTS
 
 
 def test_emotion_replay_rehearses_emotion_through_a_trainable_encoder(exported_model, new_domain,

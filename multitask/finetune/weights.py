@@ -20,6 +20,13 @@ def freeze_encoder(encoder, spec) -> None:
     >>> freeze_encoder(enc, 1)
     >>> [any(p.requires_grad for p in layer.parameters()) for layer in enc.model.encoder.layers]
     [False, True]
+    >>> masking = Wav2Vec2Encoder(folder, save_path=folder, apply_spec_augment=True,
+    ...                           mask_time_prob=0.1)
+    >>> for spec in (1, "all"):
+    ...     freeze_encoder(masking, spec)
+    ...     print(spec, masking.model.masked_spec_embed.requires_grad)
+    1 True
+    all False
     """
     model = encoder.model
     layers = model.encoder.layers
@@ -43,6 +50,11 @@ def freeze_encoder(encoder, spec) -> None:
     for module in trainable:
         for param in module.parameters():
             param.requires_grad = True
+    # The vector that replaces masked frames (time masking on) feeds the transformer: it
+    # learns whenever a transformer layer does (through the frozen ones below them).
+    masked_frames = getattr(model, "masked_spec_embed", None)
+    if masked_frames is not None and trainable:
+        masked_frames.requires_grad = True
 
 
 # Encoder parameters the parent may lack: Transformers creates the masked frames' vector
