@@ -515,7 +515,7 @@ def test_emotion_replay_rehearses_emotion_through_a_trainable_encoder(exported_m
 
 
 def test_emotion_replay_is_refused_when_it_cannot_act_or_has_unknown_labels(
-        exported_model, new_domain, toy_corpus, tmp_path):
+        exported_model, new_domain, toy_corpus, tmp_path, monkeypatch):
     with pytest.raises(FinetuneError, match="encoder and the emotion head are both frozen"):
         finetune(str(exported_model), new_domain["train"], tmp_path / "a",
                  valid=[new_domain["valid"]], emotion_replay=[toy_corpus["train"]])
@@ -539,10 +539,15 @@ def test_emotion_replay_is_refused_when_it_cannot_act_or_has_unknown_labels(
         finetune(str(exported_model), new_domain["train"], tmp_path / "c",
                  valid=[new_domain["valid"]], emotion_replay=[str(odd)],
                  overrides={"freeze_encoder": "none"})
-    from multitask.finetune.data import emotion_replay_manifest  # a parent without emotion
+    import multitask.finetune.run as run_module  # a parent without an emotion head
 
+    parent = run_module.load_parent(str(exported_model), None, tmp_path / "p2")
+    del parent.labels["emotion"]
+    monkeypatch.setattr(run_module, "load_parent", lambda *args, **kwargs: parent)
     with pytest.raises(FinetuneError, match="the parent has no emotion head to rehearse"):
-        emotion_replay_manifest([toy_corpus["train"]], [], tmp_path / "none.csv")
+        finetune(str(exported_model), new_domain["train"], tmp_path / "f",
+                 valid=[new_domain["valid"]], emotion_replay=[toy_corpus["train"]],
+                 overrides={"freeze_encoder": "none"})
 
 
 def test_a_frozen_stats_head_keeps_its_batch_statistics_while_the_model_trains(
