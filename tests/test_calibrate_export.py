@@ -43,8 +43,6 @@ def calibrated(exported_model, calls, toy_corpus, tmp_path_factory):
     return out
 
 
-
-
 def _wav(manifest, row):
     return os.path.join(os.path.dirname(manifest), row["wav"])
 

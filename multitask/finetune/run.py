@@ -177,8 +177,6 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
         parent_labels, parent.labels.get("emotion", []), train, data_dir, seed, mode=mode,
         valid=valid, test=test, emotion=emotion, old_intent=old_intent, old_valid=old_valid,
         replay=replay, replay_per_class=replay_per_class, emotion_replay=emotion_replay)
-    train_manifests, valid_manifests, tests = data.train, data.valid, data.tests
-    labels, given = data.labels, data.given
 
     heads = parent_settings(parent)
     # A mapping given on the command line updates the file's, as HyperPyYAML merges it.
@@ -192,9 +190,9 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
         "parent_revision": revision, "mode": mode,
         "encoder_source": write_encoder_config(parent, out / "parent_encoder"),
         **heads,
-        "train_manifests": [str(p) for p in train_manifests],
-        "valid_manifests": [str(p) for p in valid_manifests],
-        "test_manifests": {k: str(v) for k, v in tests.items()},
+        "train_manifests": [str(p) for p in data.train],
+        "valid_manifests": [str(p) for p in data.valid],
+        "test_manifests": {k: str(v) for k, v in data.tests.items()},
     }
     if emotion_replay:  # emotion weight 1 unless given; merged into the file's mapping
         settings["task_weights"] = {"emotion": 1.0, **(user.pop("task_weights", None) or {})}
@@ -211,7 +209,7 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
                                    hyperparams_to_save=str(hparams_file), overrides=overrides)
     save = Path(hparams["save_folder"])
     save.mkdir(parents=True, exist_ok=True)
-    save_label_encoder(save / "label_encoder_intent.txt", labels)
+    save_label_encoder(save / "label_encoder_intent.txt", data.labels)
     for task in parent.tasks:
         if task != "intent":
             save_label_encoder(save / f"label_encoder_{task}.txt", parent.labels[task])
@@ -247,9 +245,9 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
         "freeze_encoder": hparams.get("freeze_encoder"),
         "frozen_heads": list(hparams.get("frozen_heads") or []),
         "intent_head": heads["task_heads"]["intent"],
-        "intent_labels": labels,
-        "new_intents": sorted(set(labels) - set(parent_labels)),
-        "kept_intents": [label for label in labels if label in parent_labels],
+        "intent_labels": data.labels,
+        "new_intents": sorted(set(data.labels) - set(parent_labels)),
+        "kept_intents": [label for label in data.labels if label in parent_labels],
         "shots": dict(sorted(data.counts.items())),
         "replay_per_class": replay_per_class if replay else None,
         "replayed": row_count(data.replayed) if replay else 0,
@@ -263,9 +261,10 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
     # Retention, before: the parent itself, on the same manifests as after.
     before = record.setdefault("before", {})
     for name, task in (("emotion", "emotion"), ("old_intent", "intent")):
-        if name in tests and (before.get(name) or {}).get("manifest") != display_path(given[name]):
-            before[name] = score_parent(parent, tests[name], task, hparams, accelerator,
-                                        given[name])
+        shown = display_path(data.given[name]) if name in data.tests else None
+        if shown and (before.get(name) or {}).get("manifest") != shown:
+            before[name] = score_parent(parent, data.tests[name], task, hparams, accelerator,
+                                        data.given[name])
 
     # Written before training, so a killed run's folder still names its parent.
     if accelerator.is_main_process:
@@ -273,7 +272,7 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
     fit(hparams, accelerator)
     if mode == "extend" and (data.old_valid or hparams.get("new_intent_offset") is not None):
         record["calibration"] = calibrate_new_intents(
-            hparams, accelerator, data.old_valid, valid_manifests, parent_labels,
+            hparams, accelerator, data.old_valid, data.valid, parent_labels,
             record.get("calibration"), old_valid)
         if accelerator.is_main_process:
             record_path.write_text(json.dumps(record, indent=2), encoding="utf-8")
@@ -288,11 +287,11 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
     results = run_test(hparams, accelerator)
 
     record["results"] = {}
-    if "new" in tests:
-        record["results"]["new_intent"] = figures_of(results["new"]["intent"], given["new"])
+    if "new" in data.tests:
+        record["results"]["new_intent"] = figures_of(results["new"]["intent"], data.given["new"])
     for name, task in (("emotion", "emotion"), ("old_intent", "intent")):
-        if name in tests:
-            now = figures_of(results[name][task], given[name])
+        if name in data.tests:
+            now = figures_of(results[name][task], data.given[name])
             now["before"] = before[name]["accuracy"]
             now["change"] = now["accuracy"] - now["before"]
             record["results"][name] = now
