@@ -163,3 +163,66 @@ def figures_of(report: dict, manifest) -> dict:
     if "by_speaker" in report:
         figures["by_speaker"] = report["by_speaker"]
     return figures
+
+
+RETENTION_TESTS = (("emotion", "emotion"), ("old_intent", "intent"))  # (test name, task)
+
+
+def score_before(before: dict, parent, data, hparams, accelerator) -> dict:
+    """Retention, before: the parent's figures on the run's retention tests (``emotion``,
+    ``old_intent``), the manifests the fine-tuned model is scored on after. ``before``
+    is the record's; a test it already holds for the same manifest (a resumed run) is
+    not scored again."""
+    for name, task in RETENTION_TESTS:
+        shown = display_path(data.given[name]) if name in data.tests else None
+        if shown and (before.get(name) or {}).get("manifest") != shown:
+            before[name] = score_parent(parent, data.tests[name], task, hparams, accelerator,
+                                        data.given[name])
+    return before
+
+
+def results_of(results: dict, data, before: dict) -> dict:
+    """The record's ``results``: the new intents' figures and each retention test's, with
+    its figure before and the change.
+
+    >>> from types import SimpleNamespace
+    >>> from multitask.metrics import classification_report
+    >>> data = SimpleNamespace(tests={"emotion": "e.csv"}, given={"emotion": "e.csv"})
+    >>> report = classification_report([0, 1, 0, 1], [0, 1, 0, 0], ["sad", "angry"], "emotion")
+    >>> figures = results_of({"emotion": {"emotion": report}}, data,
+    ...                      {"emotion": {"accuracy": 0.70}})["emotion"]
+    >>> figures["accuracy"], figures["before"], round(figures["change"], 2)
+    (0.75, 0.7, 0.05)
+    """
+    figures = {}
+    if "new" in data.tests:
+        figures["new_intent"] = figures_of(results["new"]["intent"], data.given["new"])
+    for name, task in RETENTION_TESTS:
+        if name in data.tests:
+            now = figures_of(results[name][task], data.given[name])
+            now["before"] = before[name]["accuracy"]
+            now["change"] = now["accuracy"] - now["before"]
+            figures[name] = now
+    return figures
+
+
+def warn_on_emotion_drop(emotion: dict | None, hparams, accelerator, class_bias=None) -> None:
+    """Mark ``emotion`` (the record's emotion result) with ``warning``, and warn, when its
+    accuracy fell by more than ``emotion_drop_warning``; the message says what to change
+    (or, with emotion class biases fitted, where the figures without them are)."""
+    if not emotion:
+        return
+    threshold = float(hparams.get("emotion_drop_warning", 0.01))
+    emotion["warning"] = -emotion["change"] > threshold
+    if not emotion["warning"]:
+        return
+    if "emotion" in (class_bias or {}).get("tasks", {}):
+        advice = (f"it includes the emotion class biases fitted on {class_bias['calls']} "
+                  "(without them: 'without_class_bias' in test_metrics.json)")
+    else:
+        advice = "freeze more of the encoder (--freeze_encoder=all) or lower encoder_lr"
+    message = (f"emotion accuracy dropped from {emotion['before']:.4f} to "
+               f"{emotion['accuracy']:.4f} on {emotion['manifest']} "
+               f"(more than {threshold:.2%}); {advice}")
+    warnings.warn(message, stacklevel=3)
+    accelerator.print(f"WARNING: {message}")

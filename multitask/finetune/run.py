@@ -8,15 +8,15 @@ import os
 import warnings
 from pathlib import Path
 
-from ..card import display_path
 from ..export import export_model
 from .data import check_emotion_replay, prepare_run_data, row_count
 from .labels import MODES, save_label_encoder
 from .measure import (
     calibrate_new_intents,
-    figures_of,
     resolve_kept_temperature,
-    score_parent,
+    results_of,
+    score_before,
+    warn_on_emotion_drop,
 )
 from .parent import (
     FinetuneError,
@@ -153,8 +153,6 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
     """
     import speechbrain as sb
 
-    from ..class_bias import ClassBiasError, check_calls
-    from ..class_bias import calibrate as calibrate_class_bias
     from ..recipe import load_hparams
     from ..train import fit, make_accelerator
     from ..train import test as run_test
@@ -172,38 +170,16 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
 
     parent = load_parent(source, revision, out / "parent")
     parent_labels = parent.labels["intent"]
-
     data = prepare_run_data(
         parent_labels, parent.labels.get("emotion", []), train, data_dir, seed, mode=mode,
         valid=valid, test=test, emotion=emotion, old_intent=old_intent, old_valid=old_valid,
         replay=replay, replay_per_class=replay_per_class, emotion_replay=emotion_replay)
 
-    heads = parent_settings(parent)
-    # A mapping given on the command line updates the file's, as HyperPyYAML merges it.
-    design = hparams_default(hparams_file, "new_intent_head")
-    if "new_intent_head" in user:
-        override = user["new_intent_head"]
-        design = None if override is None else {**(design or {}), **override}
-    heads["task_heads"] = new_intent_head(heads["task_heads"], mode, design, len(parent_labels))
-    settings = {
-        "output_folder": str(out), "parent_source": os.fspath(source),
-        "parent_revision": revision, "mode": mode,
-        "encoder_source": write_encoder_config(parent, out / "parent_encoder"),
-        **heads,
-        "train_manifests": [str(p) for p in data.train],
-        "valid_manifests": [str(p) for p in data.valid],
-        "test_manifests": {k: str(v) for k, v in data.tests.items()},
-    }
-    if emotion_replay:  # emotion weight 1 unless given; merged into the file's mapping
-        settings["task_weights"] = {"emotion": 1.0, **(user.pop("task_weights", None) or {})}
-    overrides = {**settings, **user}
+    overrides, intent_head = run_overrides(parent, hparams_file, user, source=source,
+                                           revision=revision, mode=mode, out=out, data=data)
     hparams = load_hparams(str(hparams_file), overrides)
-    if emotion_replay:
-        check_emotion_replay(hparams)
-    if mode == "extend" and not old_valid and hparams.get("new_intent_offset") is None:
-        warnings.warn("extend without --old-valid: the new intents' logits are not offset and "
-                      "may take many old-intent clips; pass --old-valid with held-out clips of "
-                      "the parent's intents", stacklevel=2)
+    check_run_settings(hparams, mode, emotion_replay=bool(emotion_replay),
+                       offset_chosen=bool(old_valid))
     accelerator = make_accelerator(hparams)
     sb.create_experiment_directory(experiment_directory=str(out),
                                    hyperparams_to_save=str(hparams_file), overrides=overrides)
@@ -213,105 +189,148 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
     for task in parent.tasks:
         if task != "intent":
             save_label_encoder(save / f"label_encoder_{task}.txt", parent.labels[task])
-    if mode == "extend" and "intent" in (hparams.get("class_bias_tasks") or []):
-        raise FinetuneError("class_bias_tasks: extend keeps the parent's intent logits whole, "
-                            "so its intent head takes no class biases; calibrate emotion only")
-    try:
-        check_calls(hparams)  # class biases' calls, before training rather than after it
-    except ClassBiasError as err:
-        raise FinetuneError(str(err)) from None
+    check_class_bias_calls(hparams)
 
     record_path = out / FINETUNE_RECORD
     record = json.loads(record_path.read_text()) if record_path.is_file() else {}
     identity = parent_identity(source, revision, parent_repo_id)
-    check_same_run(record, identity, mode, out, heads["task_heads"]["intent"],
+    check_same_run(record, identity, mode, out, intent_head,
                    row_count(data.emotion_replayed) if emotion_replay else 0,
                    hparams.get("kept_temperature", 1.0))
     temperature = resolve_kept_temperature(
-        hparams, heads["task_heads"]["intent"], parent, accelerator,
-        data.replayed, data.old_valid,
+        hparams, intent_head, parent, accelerator, data.replayed, data.old_valid,
         recorded=record.get("kept_temperature"))
     if "parent_license" not in record:  # read once, at the revision the weights came from
-        record["parent_license"] = parent_license(source, revision)
-        if record["parent_license"] is None and not hparams.get("model_license"):
-            message = (f"{source}: the parent's model card cannot be read, so its license is "
-                       "unknown; the export's card will say `license: unknown` (give "
-                       "--model_license=... to state it)")
-            warnings.warn(message, stacklevel=2)
-            accelerator.print(f"WARNING: {message}")
-    record.update({
-        "parent": identity,
-        "mode": mode,
-        "freeze_encoder": hparams.get("freeze_encoder"),
-        "frozen_heads": list(hparams.get("frozen_heads") or []),
-        "intent_head": heads["task_heads"]["intent"],
-        "intent_labels": data.labels,
-        "new_intents": sorted(set(data.labels) - set(parent_labels)),
-        "kept_intents": [label for label in data.labels if label in parent_labels],
-        "shots": dict(sorted(data.counts.items())),
-        "replay_per_class": replay_per_class if replay else None,
-        "replayed": row_count(data.replayed) if replay else 0,
-        "emotion_replayed": row_count(data.emotion_replayed) if emotion_replay else 0,
-        "rows_per_class": (hparams.get("train_batching") or {}).get("rows_per_class"),
-        "kept_temperature": temperature,
-    })
+        record["parent_license"] = read_parent_license(source, revision, hparams, accelerator)
+    record.update(describe_run(identity, mode, hparams, intent_head, data, parent_labels,
+                               replay_per_class if replay else None, temperature))
     hparams["init_model"] = functools.partial(hparams["init_model"],
                                               kept_temperature=temperature["temperature"])
-
-    # Retention, before: the parent itself, on the same manifests as after.
-    before = record.setdefault("before", {})
-    for name, task in (("emotion", "emotion"), ("old_intent", "intent")):
-        shown = display_path(data.given[name]) if name in data.tests else None
-        if shown and (before.get(name) or {}).get("manifest") != shown:
-            before[name] = score_parent(parent, data.tests[name], task, hparams, accelerator,
-                                        data.given[name])
-
+    before = score_before(record.setdefault("before", {}), parent, data, hparams, accelerator)
     # Written before training, so a killed run's folder still names its parent.
-    if accelerator.is_main_process:
-        record_path.write_text(json.dumps(record, indent=2), encoding="utf-8")
+    save_record(record_path, record, accelerator)
+
     fit(hparams, accelerator)
     if mode == "extend" and (data.old_valid or hparams.get("new_intent_offset") is not None):
         record["calibration"] = calibrate_new_intents(
             hparams, accelerator, data.old_valid, data.valid, parent_labels,
             record.get("calibration"), old_valid)
-        if accelerator.is_main_process:
-            record_path.write_text(json.dumps(record, indent=2), encoding="utf-8")
-    try:
-        class_bias = calibrate_class_bias(hparams, accelerator)
-    except ClassBiasError as err:
-        raise FinetuneError(str(err)) from None
+        save_record(record_path, record, accelerator)
+    class_bias = fit_class_bias(hparams, accelerator)
     if class_bias:
         record["class_bias"] = class_bias
-        if accelerator.is_main_process:
-            record_path.write_text(json.dumps(record, indent=2), encoding="utf-8")
-    results = run_test(hparams, accelerator)
-
-    record["results"] = {}
-    if "new" in data.tests:
-        record["results"]["new_intent"] = figures_of(results["new"]["intent"], data.given["new"])
-    for name, task in (("emotion", "emotion"), ("old_intent", "intent")):
-        if name in data.tests:
-            now = figures_of(results[name][task], data.given[name])
-            now["before"] = before[name]["accuracy"]
-            now["change"] = now["accuracy"] - now["before"]
-            record["results"][name] = now
-    threshold = float(hparams.get("emotion_drop_warning", 0.01))
-    emotion_result = record["results"].get("emotion")
-    if emotion_result:
-        emotion_result["warning"] = -emotion_result["change"] > threshold
-        if emotion_result["warning"]:
-            message = (f"emotion accuracy dropped from {emotion_result['before']:.4f} to "
-                       f"{emotion_result['accuracy']:.4f} on {emotion_result['manifest']} "
-                       f"(more than {threshold:.2%}); "
-                       + ("it includes the emotion class biases fitted on "
-                          f"{class_bias['calls']} (without them: 'without_class_bias' in "
-                          "test_metrics.json)" if "emotion" in (class_bias or {}).get("tasks", {})
-                          else "freeze more of the encoder (--freeze_encoder=all) or lower "
-                          "encoder_lr"))
-            warnings.warn(message, stacklevel=2)
-            accelerator.print(f"WARNING: {message}")
-    if accelerator.is_main_process:
-        record_path.write_text(json.dumps(record, indent=2), encoding="utf-8")
-        if export and hparams.get("export_folder"):
-            export_model(out, hparams["export_folder"], overwrite=True, repo_id=repo_id)
+        save_record(record_path, record, accelerator)
+    record["results"] = results_of(run_test(hparams, accelerator), data, before)
+    warn_on_emotion_drop(record["results"].get("emotion"), hparams, accelerator, class_bias)
+    save_record(record_path, record, accelerator)
+    if accelerator.is_main_process and export and hparams.get("export_folder"):
+        export_model(out, hparams["export_folder"], overwrite=True, repo_id=repo_id)
     return record
+
+
+def run_overrides(parent, hparams_file, user: dict, *, source, revision, mode, out,
+                  data) -> tuple[dict, dict]:
+    """The overrides a run loads ``hparams_file`` with, and its intent head's design.
+
+    The parent's encoder config and head settings, the new intent head's design (a
+    ``new_intent_head`` mapping given by the user updates the file's, as HyperPyYAML
+    merges it), the run's manifests, then the user's own overrides, which win. With
+    emotion replay, emotion's task weight is 1 unless the user gives it.
+    """
+    user = dict(user)
+    heads = parent_settings(parent)
+    design = hparams_default(hparams_file, "new_intent_head")
+    if "new_intent_head" in user:
+        override = user["new_intent_head"]
+        design = None if override is None else {**(design or {}), **override}
+    heads["task_heads"] = new_intent_head(heads["task_heads"], mode, design,
+                                          len(parent.labels["intent"]))
+    settings = {
+        "output_folder": str(out), "parent_source": os.fspath(source),
+        "parent_revision": revision, "mode": mode,
+        "encoder_source": write_encoder_config(parent, out / "parent_encoder"),
+        **heads,
+        "train_manifests": [str(p) for p in data.train],
+        "valid_manifests": [str(p) for p in data.valid],
+        "test_manifests": {k: str(v) for k, v in data.tests.items()},
+    }
+    if data.emotion_replayed:
+        settings["task_weights"] = {"emotion": 1.0, **(user.pop("task_weights", None) or {})}
+    return {**settings, **user}, heads["task_heads"]["intent"]
+
+
+def check_run_settings(hparams, mode: str, *, emotion_replay: bool, offset_chosen: bool) -> None:
+    """Refuse settings that cannot work together, before anything is written or trained
+    (and warn of extend without a way to offset its new intents)."""
+    if emotion_replay:
+        check_emotion_replay(hparams)
+    if mode == "extend" and not offset_chosen and hparams.get("new_intent_offset") is None:
+        warnings.warn("extend without --old-valid: the new intents' logits are not offset and "
+                      "may take many old-intent clips; pass --old-valid with held-out clips of "
+                      "the parent's intents", stacklevel=3)
+    if mode == "extend" and "intent" in (hparams.get("class_bias_tasks") or []):
+        raise FinetuneError("class_bias_tasks: extend keeps the parent's intent logits whole, "
+                            "so its intent head takes no class biases; calibrate emotion only")
+
+
+def check_class_bias_calls(hparams) -> None:
+    """The calls the class biases will be fitted on (``class_bias_calls``), checked before
+    training rather than after it, against the label files in ``save_folder``."""
+    from ..class_bias import ClassBiasError, check_calls
+
+    try:
+        check_calls(hparams)
+    except ClassBiasError as err:
+        raise FinetuneError(str(err)) from None
+
+
+def read_parent_license(source, revision, hparams, accelerator) -> str | None:
+    """The parent card's license, warning when it cannot be read and the run states none
+    (``model_license``): the export's card will then say ``license: unknown``."""
+    license_ = parent_license(source, revision)
+    if license_ is None and not hparams.get("model_license"):
+        message = (f"{source}: the parent's model card cannot be read, so its license is "
+                   "unknown; the export's card will say `license: unknown` (give "
+                   "--model_license=... to state it)")
+        warnings.warn(message, stacklevel=3)
+        accelerator.print(f"WARNING: {message}")
+    return license_
+
+
+def describe_run(identity: dict, mode: str, hparams, intent_head: dict, data, parent_labels,
+                 replay_per_class, temperature: dict) -> dict:
+    """The record's description of the run: its parent, mode, frozen parts, labels,
+    clips per new intent and what it rehearses."""
+    return {
+        "parent": identity,
+        "mode": mode,
+        "freeze_encoder": hparams.get("freeze_encoder"),
+        "frozen_heads": list(hparams.get("frozen_heads") or []),
+        "intent_head": intent_head,
+        "intent_labels": data.labels,
+        "new_intents": sorted(set(data.labels) - set(parent_labels)),
+        "kept_intents": [label for label in data.labels if label in parent_labels],
+        "shots": dict(sorted(data.counts.items())),
+        "replay_per_class": replay_per_class,
+        "replayed": row_count(data.replayed) if data.replayed else 0,
+        "emotion_replayed": row_count(data.emotion_replayed) if data.emotion_replayed else 0,
+        "rows_per_class": (hparams.get("train_batching") or {}).get("rows_per_class"),
+        "kept_temperature": temperature,
+    }
+
+
+def fit_class_bias(hparams, accelerator) -> dict | None:
+    """Per-class biases fitted after training (``class_bias_tasks``), or None."""
+    from ..class_bias import ClassBiasError
+    from ..class_bias import calibrate as calibrate_class_bias
+
+    try:
+        return calibrate_class_bias(hparams, accelerator)
+    except ClassBiasError as err:
+        raise FinetuneError(str(err)) from None
+
+
+def save_record(path: Path, record: dict, accelerator) -> None:
+    """Write the run's record (the main process only)."""
+    if accelerator.is_main_process:
+        path.write_text(json.dumps(record, indent=2), encoding="utf-8")
