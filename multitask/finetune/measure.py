@@ -207,9 +207,9 @@ def results_of(results: dict, data, before: dict) -> dict:
 
 
 def warn_on_emotion_drop(emotion: dict | None, hparams, accelerator, class_bias=None) -> None:
-    """Mark ``emotion`` (the record's emotion result) with ``warning``, and warn, when its
-    accuracy fell by more than ``emotion_drop_warning``; the message says what to change
-    (or, with emotion class biases fitted, where the figures without them are)."""
+    """Set ``warning`` in ``emotion`` (the record's emotion result): whether its accuracy
+    fell by more than ``emotion_drop_warning``; if so, warn, saying what to change (or,
+    with emotion class biases fitted, where the figures without them are)."""
     if not emotion:
         return
     threshold = float(hparams.get("emotion_drop_warning", 0.01))

@@ -230,7 +230,8 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
 
 def run_overrides(parent, hparams_file, user: dict, *, source, revision, mode, out,
                   data) -> tuple[dict, dict]:
-    """The overrides a run loads ``hparams_file`` with, and its intent head's design.
+    """The overrides a run loads ``hparams_file`` with, and its intent head's design; writes
+    the parent's encoder config to ``out/parent_encoder`` (the run builds its encoder from it).
 
     The parent's encoder config and head settings, the new intent head's design (a
     ``new_intent_head`` mapping given by the user updates the file's, as HyperPyYAML
@@ -260,8 +261,9 @@ def run_overrides(parent, hparams_file, user: dict, *, source, revision, mode, o
 
 
 def check_run_settings(hparams, mode: str, *, emotion_replay: bool, offset_chosen: bool) -> None:
-    """Refuse settings that cannot work together, before anything is written or trained
-    (and warn of extend without a way to offset its new intents)."""
+    """Refuse settings that cannot work together, before the run folder's hyperparameters
+    are written or anything trains (and warn of extend without a way to offset its new
+    intents)."""
     if emotion_replay:
         check_emotion_replay(hparams)
     if mode == "extend" and not offset_chosen and hparams.get("new_intent_offset") is None:
@@ -320,7 +322,9 @@ def describe_run(identity: dict, mode: str, hparams, intent_head: dict, data, pa
 
 
 def fit_class_bias(hparams, accelerator) -> dict | None:
-    """Per-class biases fitted after training (``class_bias_tasks``), or None."""
+    """The record of the per-class biases fitted after training (``class_bias_tasks``), or
+    None. Biases an earlier run of this folder wrote into its best checkpoint stay there
+    and are returned (with a warning) even when none are asked for now."""
     from ..class_bias import ClassBiasError
     from ..class_bias import calibrate as calibrate_class_bias
 
