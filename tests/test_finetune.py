@@ -27,6 +27,7 @@ from multitask.finetune import (
     parse_overrides,
 )
 from multitask.inference import MultitaskClassifier
+from multitask.model import DROPOUT_KEYS
 
 pytestmark = pytest.mark.slow
 pytest_plugins = ["trained_tiny"]
@@ -488,6 +489,25 @@ def test_time_masking_fine_tunes_a_parent_trained_without_it_and_the_export_load
     with open(new_domain["test"], newline="") as fin:
         clip = os.path.join(os.path.dirname(new_domain["test"]), next(csv.DictReader(fin))["path"])
     assert model.classify_file(clip)["intent"]["label"] in NEW_INTENTS
+
+
+def test_encoder_dropout_reaches_the_encoder_that_fine_tunes(exported_model, new_domain,
+                                                            tmp_path):
+    """--encoder_dropout overrides the parent config's dropout (0 in the tiny parent, as in
+    the demo's) for the encoder the run trains; the export keeps the run's config."""
+    def dropouts(folder):
+        model = MultitaskClassifier.from_hparams(source=str(folder), savedir=folder,
+                                                 run_opts={"device": "cpu"})
+        return [getattr(model.mods.encoder.config, key) for key in DROPOUT_KEYS]
+
+    assert dropouts(exported_model) == [0.0] * len(DROPOUT_KEYS)
+    out = tmp_path / "run"
+    finetune(str(exported_model), new_domain["train"], out, valid=[new_domain["valid"]],
+             overrides={"encoder_dropout": 0.2, "freeze_encoder": "none",
+                        "number_of_epochs": 1, "batch_size": 4, "warmup_steps": 0,
+                        "task_augmentation": None})
+    assert "encoder_dropout: 0.2" in (out / "hyperparams.yaml").read_text()
+    assert dropouts(out / "export") == [0.2] * len(DROPOUT_KEYS)
 
 
 def test_emotion_replay_rehearses_emotion_through_a_trainable_encoder(exported_model, new_domain,
