@@ -195,7 +195,7 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
     record = json.loads(record_path.read_text()) if record_path.is_file() else {}
     identity = parent_identity(source, revision, parent_repo_id)
     check_same_run(record, identity, mode, out, intent_head,
-                   row_count(data.emotion_replayed) if emotion_replay else 0,
+                   row_count(data.emotion_replayed) if data.emotion_replayed else 0,
                    hparams.get("kept_temperature", 1.0))
     temperature = resolve_kept_temperature(
         hparams, intent_head, parent, accelerator, data.replayed, data.old_valid,
