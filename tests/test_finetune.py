@@ -10,13 +10,11 @@ import json
 import os
 import re
 
-import numpy as np
 import pytest
-import soundfile as sf
 import torch
 import yaml
 from safetensors.torch import load_file
-from toy_data import SAMPLE_RATE, tone, write_calls
+from toy_data import NEW_INTENTS, write_calls, write_new_domain
 
 from multitask.cli import main
 from multitask.finetune import (
@@ -32,29 +30,10 @@ from multitask.model import DROPOUT_KEYS
 pytestmark = pytest.mark.slow
 pytest_plugins = ["trained_tiny"]
 
-NEW_INTENTS = {"chirp": 3000, "whistle": 5000}  # tone frequency (Hz) per new intent
 # The toy intents are tone frequencies, which speed perturbation would move across
 # classes: finetune.yaml's augmentation is off in these runs.
 FAST = ["--number_of_epochs=6", "--batch_size=4", "--warmup_steps=0", "--task_augmentation=null",
         "--train_batching={batch_size: 4, max_batch_seconds: null, task_ratio: null, rows_per_class: 8}"]
-
-
-def write_new_domain(folder, shots, seed, labels=None, split="train"):
-    """A generic CSV (path,intent,emotion,speaker) of tone clips; returns its path."""
-    rng = np.random.default_rng(seed)
-    os.makedirs(folder / "wavs", exist_ok=True)
-    rows = []
-    for label, freq in (labels or NEW_INTENTS).items():
-        for i in range(shots):
-            rel = f"wavs/{split}_{label}_{i}.wav"
-            sf.write(folder / rel, tone(freq, rng.uniform(0.5, 1.0), rng), SAMPLE_RATE)
-            rows.append({"path": rel, "intent": label, "emotion": "dull", "speaker": f"{split}{i % 3}"})
-    path = folder / f"{split}.csv"
-    with open(path, "w", newline="", encoding="utf-8") as fout:
-        writer = csv.DictWriter(fout, fieldnames=["path", "intent", "emotion", "speaker"])
-        writer.writeheader()
-        writer.writerows(rows)
-    return str(path)
 
 
 @pytest.fixture(scope="module")
@@ -423,7 +402,8 @@ def test_a_label_spelled_like_a_parent_intent_is_refused_in_extend(exported_mode
 def test_an_intent_without_training_examples_is_refused(exported_model, tmp_path):
     train = write_new_domain(tmp_path, 3, 0, labels={"chirp": 3000})
     test = write_new_domain(tmp_path, 2, 1, labels={"chirp": 3000, "whistle": 5000}, split="test")
-    with pytest.raises(FinetuneError, match=r"whistle have no training example \(empty class\)"):
+    with pytest.raises(FinetuneError, match=rf"^--test {test}: intent\(s\) whistle have no "
+                                            rf"training example in {train} \(empty class\)"):
         finetune(str(exported_model), train, tmp_path / "run", test=test)
 
 
@@ -495,8 +475,9 @@ def test_encoder_dropout_reaches_the_encoder_that_fine_tunes(exported_model, new
                                                             tmp_path):
     """--encoder_dropout overrides the parent config's dropout (0 in the tiny parent, as in
     the demo's) for the encoder the run trains; the export keeps the run's config."""
-    def dropouts(folder):
-        model = MultitaskClassifier.from_hparams(source=str(folder), savedir=folder,
+    def dropouts(folder):  # loaded elsewhere: a savedir writes into its folder
+        model = MultitaskClassifier.from_hparams(source=str(folder),
+                                                 savedir=tmp_path / "loaded" / folder.name,
                                                  run_opts={"device": "cpu"})
         return [getattr(model.mods.encoder.config, key) for key in DROPOUT_KEYS]
 

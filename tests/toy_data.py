@@ -120,3 +120,24 @@ def rewrite_label_file(path, change: str) -> None:
     else:
         entries = [*lines[:end], f"'extra' => {len(labels)}"]
     path.write_text("\n".join(entries + lines[end:]) + "\n")
+
+
+NEW_INTENTS = {"chirp": 3000, "whistle": 5000}  # fine-tuning's new domain: Hz per intent
+
+
+def write_new_domain(folder, shots, seed, labels=None, split="train"):
+    """A generic CSV (path,intent,emotion,speaker) of tone clips; returns its path."""
+    rng = np.random.default_rng(seed)
+    os.makedirs(folder / "wavs", exist_ok=True)
+    rows = []
+    for label, freq in (labels or NEW_INTENTS).items():
+        for i in range(shots):
+            rel = f"wavs/{split}_{label}_{i}.wav"
+            sf.write(folder / rel, tone(freq, rng.uniform(0.5, 1.0), rng), SAMPLE_RATE)
+            rows.append({"path": rel, "intent": label, "emotion": "dull", "speaker": f"{split}{i % 3}"})
+    path = folder / f"{split}.csv"
+    with open(path, "w", newline="", encoding="utf-8") as fout:
+        writer = csv.DictWriter(fout, fieldnames=["path", "intent", "emotion", "speaker"])
+        writer.writeheader()
+        writer.writerows(rows)
+    return str(path)

@@ -58,6 +58,7 @@ def parse_overrides(extra: list[str]) -> dict:
     {'freeze_encoder': 'all', 'encoder_lr': 1e-05}
     """
     from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
 
     yaml = YAML(typ="safe")  # YAML 1.2, as HyperPyYAML reads the file: 1e-5 is a float
     overrides = {}
@@ -65,7 +66,11 @@ def parse_overrides(extra: list[str]) -> dict:
         match = re.fullmatch(r"--([A-Za-z_][\w]*)=(.*)", item, flags=re.S)
         if not match:
             raise FinetuneError(f"unknown argument {item!r} (hparams overrides are --key=value)")
-        overrides[match.group(1)] = yaml.load(match.group(2))
+        try:
+            overrides[match.group(1)] = yaml.load(match.group(2))
+        except YAMLError as err:
+            raise FinetuneError(f"--{match.group(1)}: {match.group(2)!r} is not a YAML value "
+                                f"({' '.join(str(err).split())})") from None
     return overrides
 
 

@@ -16,13 +16,35 @@ from .labels import intent_label_set
 from .parent import FinetuneError
 
 
+def read_header(path) -> list[str]:
+    """The column names of the CSV at ``path``, with a clear error for a path that is not
+    a readable UTF-8 file."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FinetuneError(f"{path}: not found")
+    if not os.path.isfile(path):
+        raise FinetuneError(f"{path}: a folder, not a CSV file")
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fin:
+            return [c.strip() for c in next(csv.reader(fin), [])]
+    except UnicodeDecodeError as err:
+        raise FinetuneError(f"{path}: not UTF-8 text (byte {err.start}); save it as UTF-8 "
+                            "CSV") from None
+
+
 def is_manifest(path) -> bool:
     """A package manifest (``id,wav,duration,...``) rather than a generic ``path,intent`` CSV."""
     if str(path).endswith(".json"):
         return True
-    with open(path, newline="", encoding="utf-8-sig") as fin:
-        header = [c.strip() for c in next(csv.reader(fin), [])]
-    return {"id", "wav", "duration"} <= set(header)
+    return {"id", "wav", "duration"} <= set(read_header(path))
+
+
+def check_intent_column(path) -> None:
+    """Refuse a generic CSV without an ``intent`` column: new intents are learnt from it."""
+    header = read_header(path)
+    if "intent" not in header:
+        raise FinetuneError(f"{path}: no 'intent' column (columns: {', '.join(header) or 'none'});"
+                            " new intents are learnt from a CSV path,intent[,emotion][,speaker]")
 
 
 def _csv_labels(path) -> Counter:
@@ -30,35 +52,42 @@ def _csv_labels(path) -> Counter:
         return Counter((row.get("intent") or "").strip() for row in csv.DictReader(fin))
 
 
-def prepare_split(path, out_dir, split: str, seed: int) -> str:
+def check_nothing_lost(csv_path, rows, rejected_csv) -> None:
+    """Refuse when an intent of ``csv_path`` has no row left in ``rows`` (the prepared
+    manifests' rows): every recording of it was rejected."""
+    lost = set(_csv_labels(csv_path)) - {row["intent"] for row in rows} - {""}
+    if lost:
+        raise FinetuneError(f"{csv_path}: intent(s) {', '.join(sorted(lost))} have no usable "
+                            f"recording left (see {rejected_csv})")
+
+
+def prepare_split(path, out_dir, split: str, seed: int, shown=None) -> str:
     """An intent-only manifest of ``split`` from a generic CSV or a manifest.
 
     Emotion labels are dropped (only intents are learnt); a row without an intent
-    label, or an intent whose every row was rejected, is an error.
+    label, or an intent whose every row was rejected, is an error. Errors name
+    ``shown`` (default: ``path``).
     """
     from ..manifest import read_manifest, write_manifest
     from ..prepare.generic_csv import prepare_generic_csv
 
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise FinetuneError(f"{path}: not found")
+    shown = shown or path
     if is_manifest(path):
         rows = read_manifest(path)
     else:
-        prepared = prepare_generic_csv(path, os.path.join(out_dir, f"prepared_{split}"),
-                                       seed=seed, split_as=split, id_prefix=f"{split}-")
+        check_intent_column(path)
+        folder = os.path.join(out_dir, f"prepared_{split}")
+        prepared = prepare_generic_csv(path, folder, seed=seed, split_as=split,
+                                       id_prefix=f"{split}-")
         rows = read_manifest(prepared[split])
-        lost = set(_csv_labels(path)) - {row["intent"] for row in rows} - {""}
-        if lost:
-            raise FinetuneError(
-                f"{path}: intent(s) {', '.join(sorted(lost))} have no usable recording left "
-                f"(see {os.path.join(out_dir, f'prepared_{split}', 'rejected.csv')})")
+        check_nothing_lost(path, rows, os.path.join(folder, "rejected.csv"))
     unlabelled = [row["id"] for row in rows if not row["intent"]]
     if unlabelled:
-        raise FinetuneError(f"{path}: {len(unlabelled)} row(s) without an intent label "
+        raise FinetuneError(f"{shown}: {len(unlabelled)} row(s) without an intent label "
                             f"(e.g. {', '.join(unlabelled[:3])}); every row needs one")
     if not rows:
-        raise FinetuneError(f"{path}: no rows")
+        raise FinetuneError(f"{shown}: no rows")
     for row in rows:
         row.update(emotion="", task="intent", split=split)
     out = os.path.join(out_dir, f"{split}.csv")
@@ -134,8 +163,9 @@ def check_emotion_replay(hparams) -> None:
                             "--emotion-replay")
 
 
-def check_classes(train_manifests, other_manifests: dict) -> Counter:
-    """Rows per intent in training; raise if a class of ``other_manifests`` has none."""
+def check_classes(train_manifests, other_manifests: dict, train_shown) -> Counter:
+    """Rows per intent in training; raise if a class of ``other_manifests`` (``{name shown
+    in errors: manifest}``) has none in ``train_shown`` (the training data as given)."""
     from ..manifest import read_manifests
 
     counts = Counter(row["intent"] for row in read_manifests(train_manifests))
@@ -143,8 +173,8 @@ def check_classes(train_manifests, other_manifests: dict) -> Counter:
         empty = sorted({row["intent"] for row in read_manifests(manifest)
                         if row["intent"]} - set(counts))
         if empty:
-            raise FinetuneError(f"{name} ({manifest}): intent(s) {', '.join(empty)} have no "
-                                "training example (empty class)")
+            raise FinetuneError(f"{name}: intent(s) {', '.join(empty)} have no training "
+                                f"example in {train_shown} (empty class)")
     return counts
 
 
@@ -168,12 +198,18 @@ def row_count(manifest) -> int:
 
 def split_csv(path, data_dir: Path, seed: int):
     """A generic CSV without --valid: 20 % of it held out (by speaker when given)."""
+    from ..manifest import read_manifests
     from ..prepare.generic_csv import prepare_generic_csv
 
-    prepared = prepare_generic_csv(path, data_dir / "prepared_split", seed=seed,
-                                   valid_fraction=0.2, test_fraction=0.0, id_prefix="new-")
-    return (prepare_split(prepared["train"], data_dir, "train", seed),
-            [prepare_split(prepared["valid"], data_dir, "valid", seed)])
+    check_intent_column(path)
+    folder = data_dir / "prepared_split"
+    prepared = prepare_generic_csv(path, folder, seed=seed, valid_fraction=0.2,
+                                   test_fraction=0.0, id_prefix="new-")
+    check_nothing_lost(path, read_manifests([prepared["train"], prepared["valid"]]),
+                       folder / "rejected.csv")
+    return (prepare_split(prepared["train"], data_dir, "train", seed, shown=path),
+            [prepare_split(prepared["valid"], data_dir, "valid", seed,
+                           shown=f"the validation part held out of {path}")])
 
 
 @dataclass
@@ -212,8 +248,12 @@ def prepare_run_data(parent_labels, emotion_labels, train, data_dir: Path, seed:
     given = {"new": test, "emotion": emotion, "old_intent": old_intent}  # named in the record
     if test:
         tests["new"] = prepare_split(test, data_dir, "test", seed)
+    valid_names = ([f"--valid {v}" for v in valid] if valid else
+                   [f"the validation part held out of {train} (20%, by speaker when the CSV "
+                    "names speakers; or give --valid)"])
     counts = check_classes([train_manifest], {
-        **{f"validation set {i}": v for i, v in enumerate(valid_manifests)}, **tests})
+        **dict(zip(valid_names, valid_manifests, strict=True)),
+        **({f"--test {test}": tests["new"]} if test else {})}, train)
     labels = intent_label_set(parent_labels, counts, mode)
     if mode == "extend" and labels == list(parent_labels):
         raise FinetuneError(f"{train}: every intent in it is already one of the parent's "

@@ -43,10 +43,62 @@ def hparams_default(hparams_file, key: str):
     so it is read before the file is loaded.
     """
     from ruamel.yaml import YAML
+    from ruamel.yaml.error import YAMLError
 
-    with open(hparams_file, encoding="utf-8") as fin:
-        value = YAML(typ="rt").load(fin).get(key)
-    return json.loads(json.dumps(value))  # ruamel's containers -> dict / list
+    try:
+        with open(hparams_file, encoding="utf-8") as fin:
+            loaded = YAML(typ="rt").load(fin)
+    except (OSError, UnicodeDecodeError) as err:
+        raise FinetuneError(f"--hparams {hparams_file}: cannot be read "
+                            f"({getattr(err, 'strerror', None) or err})") from None
+    except YAMLError as err:
+        raise FinetuneError(f"--hparams {hparams_file}: not valid YAML "
+                            f"({' '.join(str(err).split())})") from None
+    if not isinstance(loaded, dict):
+        raise FinetuneError(f"--hparams {hparams_file}: not a YAML mapping of settings")
+    return json.loads(json.dumps(loaded.get(key)))  # ruamel's containers -> dict / list
+
+
+# Settings a run reads as numbers: (whole number or not, the smallest allowed value).
+NUMBER_SETTINGS = {
+    "seed": (True, 0), "number_of_epochs": (True, 1), "batch_size": (True, 1),
+    "warmup_steps": (True, 0), "encoder_freeze_steps": (True, 0), "grad_accumulation": (True, 1),
+    "encoder_lr": (False, 0.0), "head_lr": (False, 0.0), "weight_decay": (False, 0.0),
+}
+
+
+def check_numbers(values, hparams_file=None) -> None:
+    """Refuse a setting of :data:`NUMBER_SETTINGS` in ``values`` that is not a number, or
+    is below its smallest value: ``values`` are the overrides (``--key=value``), or the
+    hyperparameters loaded from ``hparams_file``.
+
+    >>> check_numbers({"number_of_epochs": 5, "head_lr": 1e-3})
+    >>> check_numbers({"head_lr": -1})
+    Traceback (most recent call last):
+    ...
+    multitask.finetune.parent.FinetuneError: --head_lr must be a number of at least 0.0, not -1
+    """
+    for key, (whole, least) in NUMBER_SETTINGS.items():
+        if key not in values:
+            continue
+        value = values[key]
+        kinds = (int,) if whole else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kinds) or value < least:
+            name = f"{hparams_file}: {key}" if hparams_file else f"--{key}"
+            kind = "a whole number" if whole else "a number"
+            raise FinetuneError(f"{name} must be {kind} of at least {least}, not {value!r}")
+
+
+def check_out_folder(out: Path, source) -> None:
+    """Refuse a run folder that is a file, or that is (or holds) the parent's folder: the
+    run writes its hyperparameters and its export there, over the parent's."""
+    if out.exists() and not out.is_dir():
+        raise FinetuneError(f"--out {out}: a file, not a folder")
+    if os.path.isdir(source):
+        parent = Path(source).resolve()
+        if parent == out or out in parent.parents:
+            raise FinetuneError(f"--out {out} holds the parent model ({source}); the run would "
+                                "write over it: use another --out")
 
 
 def check_same_run(record: dict, identity: dict, mode: str, out, intent_head=None,
@@ -106,6 +158,29 @@ def temperature_setting(value):
         return str(value)
 
 
+def check_same_description(record: dict, described: dict, out) -> None:
+    """Refuse to resume a run folder whose record describes another run (other training
+    data, labels, frozen parts or rehearsal): the record, and the card an export of the
+    folder writes from it, would describe the new settings beside the old run's weights.
+    Checked before the record is rewritten.
+
+    >>> check_same_description({}, {"shots": {"a": 20}}, "run")   # a new folder
+    >>> check_same_description({"parent": {"source": "m"}, "shots": {"a": 20}},
+    ...                        {"shots": {"a": 10}}, "run")
+    Traceback (most recent call last):
+    ...
+    multitask.finetune.parent.FinetuneError: run: this run folder was fine-tuned with shots {'a': 20}, not {'a': 10}; resume it with the data and settings it started with, or use a new --out
+    """
+    if "parent" not in record:
+        return
+    now = json.loads(json.dumps(described))  # as the record stores it
+    for key, value in now.items():
+        if key not in ("parent", "kept_temperature") and key in record and record[key] != value:
+            raise FinetuneError(f"{out}: this run folder was fine-tuned with {key} "
+                                f"{record[key]!r}, not {value!r}; resume it with the data and "
+                                "settings it started with, or use a new --out")
+
+
 def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion=None,
              old_intent=None, old_valid=None, replay=(), replay_per_class=None, revision=None,
              emotion_replay=(), parent_repo_id=None, hparams_file=DEFAULT_HPARAMS, overrides=None,
@@ -162,11 +237,17 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
     if mode == "replace" and (replay or old_intent or old_valid):
         raise FinetuneError("--replay, --old-intent and --old-valid keep the parent's intents: "
                             "use --mode extend")
+    if replay_per_class is not None and (isinstance(replay_per_class, bool)
+                                         or not isinstance(replay_per_class, int)
+                                         or replay_per_class < 1):
+        raise FinetuneError(f"--replay-per-class must be 1 or more, not {replay_per_class!r}")
+    user = dict(overrides or {})
+    check_numbers(user)
+    seed = int(user.get("seed", 1234))
     out = Path(out).resolve()
+    check_out_folder(out, source)
     data_dir = out / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
-    user = dict(overrides or {})
-    seed = int(user.get("seed", 1234))
 
     parent = load_parent(source, revision, out / "parent")
     parent_labels = parent.labels["intent"]
@@ -178,6 +259,7 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
     overrides, intent_head = run_overrides(parent, hparams_file, user, source=source,
                                            revision=revision, mode=mode, out=out, data=data)
     hparams = load_hparams(str(hparams_file), overrides)
+    check_numbers(hparams, hparams_file)
     check_run_settings(hparams, mode, emotion_replay=bool(emotion_replay),
                        offset_chosen=bool(old_valid))
     accelerator = make_accelerator(hparams)
@@ -200,10 +282,12 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
     temperature = resolve_kept_temperature(
         hparams, intent_head, parent, accelerator, data.replayed, data.old_valid,
         recorded=record.get("kept_temperature"))
+    described = describe_run(identity, mode, hparams, intent_head, data, parent_labels,
+                             replay_per_class if replay else None, temperature)
+    check_same_description(record, described, out)
     if "parent_license" not in record:  # read once, at the revision the weights came from
         record["parent_license"] = read_parent_license(source, revision, hparams, accelerator)
-    record.update(describe_run(identity, mode, hparams, intent_head, data, parent_labels,
-                               replay_per_class if replay else None, temperature))
+    record.update(described)
     hparams["init_model"] = functools.partial(hparams["init_model"],
                                               kept_temperature=temperature["temperature"])
     before = score_before(record.setdefault("before", {}), parent, data, hparams, accelerator)
@@ -243,6 +327,9 @@ def run_overrides(parent, hparams_file, user: dict, *, source, revision, mode, o
     design = hparams_default(hparams_file, "new_intent_head")
     if "new_intent_head" in user:
         override = user["new_intent_head"]
+        if override is not None and not isinstance(override, dict):
+            raise FinetuneError(f"new_intent_head must be a mapping of head options (e.g. "
+                                f"{{pooling: stats, hidden_size: 0}}) or null, not {override!r}")
         design = None if override is None else {**(design or {}), **override}
     heads["task_heads"] = new_intent_head(heads["task_heads"], mode, design,
                                           len(parent.labels["intent"]))

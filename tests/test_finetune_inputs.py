@@ -1,0 +1,182 @@
+"""`multitask finetune` given bad input: a clear error naming the problem and the file,
+before anything of the user's is overwritten.
+
+The parent is the session's tiny exported model (``trained_tiny``); the new domain is
+``toy_data.write_new_domain``'s two tone intents. Most cases are refused before any
+training, so they take a second or two each.
+"""
+
+import hashlib
+import shutil
+
+import pytest
+from toy_data import write_new_domain
+
+from multitask.cli import main
+from multitask.finetune import FinetuneError, finetune, parse_overrides
+
+pytestmark = pytest.mark.slow
+pytest_plugins = ["trained_tiny"]
+
+ONE_EPOCH = {"number_of_epochs": 1, "batch_size": 4, "warmup_steps": 0,
+             "task_augmentation": None}
+
+
+def digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def train_csv(tmp_path_factory):
+    return write_new_domain(tmp_path_factory.mktemp("new_domain"), 6, 1)
+
+
+def test_a_run_folder_that_is_a_file_is_refused(exported_model, train_csv, tmp_path):
+    out = tmp_path / "run.txt"
+    out.write_text("notes\n")
+    with pytest.raises(FinetuneError, match=r"run.txt: a file, not a folder"):
+        finetune(str(exported_model), train_csv, out)
+    assert out.read_text() == "notes\n"
+
+
+@pytest.mark.parametrize("where", ["the parent", "a folder holding the parent"])
+def test_a_run_folder_that_would_overwrite_the_parent_is_refused(exported_model, train_csv,
+                                                                 tmp_path, where):
+    parent = tmp_path / "run" / "export"
+    shutil.copytree(exported_model, parent)
+    before = {p.name: digest(p) for p in parent.iterdir() if p.is_file()}
+    out = parent if where == "the parent" else parent.parent
+    with pytest.raises(FinetuneError, match=r"holds the parent model .* use another --out"):
+        finetune(str(parent), train_csv, out)
+    assert {p.name: digest(p) for p in parent.iterdir() if p.is_file()} == before
+
+
+@pytest.mark.parametrize("overrides, named", [
+    ({"seed": "abc"}, r"seed must be a whole number of at least 0, not 'abc'"),
+    ({"number_of_epochs": 0}, r"number_of_epochs must be a whole number of at least 1, not 0"),
+    ({"encoder_lr": "abc"}, r"encoder_lr must be a number of at least 0.0, not 'abc'"),
+    ({"head_lr": -1}, r"head_lr must be a number of at least 0.0, not -1"),
+    ({"batch_size": 0}, r"batch_size must be a whole number of at least 1, not 0"),
+])
+def test_a_setting_that_is_not_a_usable_number_is_refused(exported_model, train_csv, tmp_path,
+                                                          overrides, named):
+    with pytest.raises(FinetuneError, match=named):
+        finetune(str(exported_model), train_csv, tmp_path / "run", overrides=overrides)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("count", [0, -3])
+def test_replay_per_class_below_one_is_refused(exported_model, train_csv, tmp_path, count):
+    with pytest.raises(FinetuneError, match=rf"--replay-per-class must be 1 or more, not {count}"):
+        finetune(str(exported_model), train_csv, tmp_path / "run", mode="extend",
+                 replay=[train_csv], replay_per_class=count)
+
+
+def test_a_missing_or_broken_hparams_file_is_named(exported_model, train_csv, tmp_path):
+    with pytest.raises(FinetuneError, match=r"--hparams .*nope.yaml: cannot be read"):
+        finetune(str(exported_model), train_csv, tmp_path / "a",
+                 hparams_file=str(tmp_path / "nope.yaml"))
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("seed: [1\n")
+    with pytest.raises(FinetuneError, match=r"--hparams .*broken.yaml: not valid YAML"):
+        finetune(str(exported_model), train_csv, tmp_path / "b", hparams_file=str(broken))
+
+
+def test_an_override_that_is_not_yaml_is_named():
+    with pytest.raises(FinetuneError, match=r"--task_weights: '\{emotion: \[1' is not a YAML"):
+        parse_overrides(["--task_weights={emotion: [1"])
+
+
+def test_a_new_intent_head_that_is_not_a_mapping_is_refused(exported_model, train_csv, tmp_path):
+    with pytest.raises(FinetuneError, match=r"new_intent_head must be a mapping .* not 'banana'"):
+        finetune(str(exported_model), train_csv, tmp_path / "run",
+                 overrides={"new_intent_head": "banana"})
+
+
+def test_a_training_csv_that_is_missing_a_folder_or_not_utf8_is_named(exported_model, tmp_path):
+    latin1 = tmp_path / "latin1.csv"
+    latin1.write_bytes("path,intent\nwavs/caf\xe9.wav,chirp\n".encode("latin-1"))
+    for train, problem in ((tmp_path / "nope.csv", "not found"),
+                           (tmp_path, "a folder, not a CSV file"),
+                           (latin1, "not UTF-8 text")):
+        with pytest.raises(FinetuneError, match=rf"{train}: {problem}"):
+            finetune(str(exported_model), str(train), tmp_path / "run")
+
+
+def test_a_training_csv_without_an_intent_column_says_so(exported_model, train_csv, tmp_path):
+    text = open(train_csv, encoding="utf-8").read().replace("path,intent,", "path,label,", 1)
+    csv_path = tmp_path / "no_intent.csv"
+    csv_path.write_text(text)
+    with pytest.raises(FinetuneError, match=rf"{csv_path}: no 'intent' column \(columns: "
+                                            r"path, label, emotion, speaker\)"):
+        finetune(str(exported_model), str(csv_path), tmp_path / "run")
+
+
+def test_a_header_only_training_csv_names_the_users_file(exported_model, tmp_path):
+    csv_path = tmp_path / "header.csv"
+    csv_path.write_text("path,intent,speaker\n")
+    with pytest.raises(FinetuneError, match=rf"^{csv_path}: no rows"):
+        finetune(str(exported_model), str(csv_path), tmp_path / "run")
+
+
+def test_an_intent_whose_every_clip_is_unusable_is_refused_when_the_csv_is_split(
+        exported_model, train_csv, tmp_path):
+    """Without --valid the CSV is split by the run; the lost intent is still named."""
+    folder = tmp_path / "data"
+    shutil.copytree(str(train_csv).rsplit("/", 1)[0], folder)
+    (folder / "wavs" / "empty.wav").write_bytes(b"")
+    with open(folder / "train.csv", "a", encoding="utf-8") as fout:
+        fout.write("wavs/empty.wav,lonely,dull,train0\n")
+    with pytest.raises(FinetuneError, match=r"intent\(s\) lonely have no usable recording left"):
+        finetune(str(exported_model), str(folder / "train.csv"), tmp_path / "run")
+
+
+def test_an_intent_only_in_the_held_out_part_names_the_split(exported_model, train_csv,
+                                                             tmp_path):
+    """One clip of an intent, its speaker drawn into the validation part."""
+    folder = tmp_path / "data"
+    shutil.copytree(str(train_csv).rsplit("/", 1)[0], folder)
+    shutil.copy(folder / "wavs" / "train_chirp_0.wav", folder / "wavs" / "lonely.wav")
+    rows = open(folder / "train.csv", encoding="utf-8").read().splitlines()
+    for speaker in ("train0", "train1", "train2"):
+        extra = rows + [f"wavs/lonely.wav,lonely,dull,{speaker}"]
+        (folder / "one.csv").write_text("\n".join(extra) + "\n")
+        try:
+            finetune(str(exported_model), str(folder / "one.csv"), tmp_path / speaker,
+                     overrides={**ONE_EPOCH, "number_of_epochs": 1}, export=False)
+        except FinetuneError as err:
+            message = str(err)
+            break
+    else:
+        pytest.fail("no speaker of the lonely intent was held out")
+    assert message.startswith(f"the validation part held out of {folder / 'one.csv'}")
+    assert "lonely have no training example" in message and "give --valid" in message
+
+
+def test_a_validation_intent_missing_from_training_names_the_valid_file(exported_model,
+                                                                       train_csv, tmp_path):
+    valid = write_new_domain(tmp_path, 2, 2, labels={"chirp": 3000, "beep": 7000}, split="valid")
+    with pytest.raises(FinetuneError, match=rf"^--valid {valid}: intent\(s\) beep have no "
+                                            rf"training example in {train_csv}"):
+        finetune(str(exported_model), train_csv, tmp_path / "run", valid=[valid])
+
+
+def test_resuming_with_other_training_data_is_refused_before_the_record_changes(
+        exported_model, train_csv, tmp_path):
+    out = tmp_path / "run"
+    finetune(str(exported_model), train_csv, out, overrides=ONE_EPOCH, export=False)
+    record = digest(out / "finetune.json")
+    fewer = write_new_domain(tmp_path / "fewer", 4, 1)
+    # shots: the training rows left once the run holds a fifth out by speaker
+    with pytest.raises(FinetuneError, match=r"was fine-tuned with shots \{'chirp': 4, "
+                                            r"'whistle': 4\}, not \{'chirp': 3, 'whistle': 3\}"):
+        finetune(str(exported_model), fewer, out, overrides=ONE_EPOCH, export=False)
+    assert digest(out / "finetune.json") == record
+
+
+def test_the_command_prints_one_error_line(exported_model, train_csv, tmp_path, capsys):
+    code = main(["finetune", "--from", str(exported_model), "--train", train_csv,
+                 "--out", str(tmp_path / "run"), "--number_of_epochs=abc"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.strip() == "error: --number_of_epochs must be a whole number of at least 1, not 'abc'"
