@@ -9,6 +9,8 @@ Accelerate owns device, data parallelism and precision, set with
 
 from __future__ import annotations
 
+import os
+
 import speechbrain as sb
 from hyperpyyaml import load_hyperpyyaml
 from ruamel.yaml.error import YAMLError
@@ -69,7 +71,10 @@ def load_hparams(hparams_file: str, overrides: str | dict = "") -> dict:
     try:
         with open(hparams_file, encoding="utf-8") as fin:
             hparams = load_hyperpyyaml(fin, overrides)
-    except FileNotFoundError:
+    except FileNotFoundError as err:
+        if err.filename and os.path.abspath(err.filename) != os.path.abspath(hparams_file):
+            raise SystemExit(f"{hparams_file}: a file it includes is not found: "
+                             f"{err.filename}") from None
         raise SystemExit(f"{hparams_file}: hparams file not found") from None
     except ValueError as err:
         raise SystemExit(f"{hparams_file}: {err}") from None

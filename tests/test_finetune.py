@@ -403,7 +403,8 @@ def test_an_intent_without_training_examples_is_refused(exported_model, tmp_path
     train = write_new_domain(tmp_path, 3, 0, labels={"chirp": 3000})
     test = write_new_domain(tmp_path, 2, 1, labels={"chirp": 3000, "whistle": 5000}, split="test")
     with pytest.raises(FinetuneError, match=rf"^--test {test}: intent\(s\) whistle have no "
-                                            rf"training example in {train} \(empty class\)"):
+                                            rf"training example in the part of {train} kept for "
+                                            r"training \(empty class\)"):
         finetune(str(exported_model), train, tmp_path / "run", test=test)
 
 

@@ -51,12 +51,25 @@ def test_a_run_folder_that_would_overwrite_the_parent_is_refused(exported_model,
     assert {p.name: digest(p) for p in parent.iterdir() if p.is_file()} == before
 
 
+def test_a_run_folder_that_is_another_exported_model_is_refused(exported_model, train_csv,
+                                                                tmp_path):
+    other = tmp_path / "other_model"
+    shutil.copytree(exported_model, other)
+    before = digest(other / "hyperparams.yaml")
+    with pytest.raises(FinetuneError, match=r"other_model is an exported model; the run would "
+                                            r"write over it"):
+        finetune(str(exported_model), train_csv, other)
+    assert digest(other / "hyperparams.yaml") == before
+
+
 @pytest.mark.parametrize("overrides, named", [
     ({"seed": "abc"}, r"seed must be a whole number of at least 0, not 'abc'"),
     ({"number_of_epochs": 0}, r"number_of_epochs must be a whole number of at least 1, not 0"),
     ({"encoder_lr": "abc"}, r"encoder_lr must be a number of at least 0.0, not 'abc'"),
     ({"head_lr": -1}, r"head_lr must be a number of at least 0.0, not -1"),
     ({"batch_size": 0}, r"batch_size must be a whole number of at least 1, not 0"),
+    ({"train_batching": {"batch_size": 0, "max_batch_seconds": None}},
+     r"--train_batching.batch_size must be a whole number of at least 1, not 0"),
 ])
 def test_a_setting_that_is_not_a_usable_number_is_refused(exported_model, train_csv, tmp_path,
                                                           overrides, named):
@@ -82,6 +95,27 @@ def test_a_missing_or_broken_hparams_file_is_named(exported_model, train_csv, tm
         finetune(str(exported_model), train_csv, tmp_path / "b", hparams_file=str(broken))
 
 
+def test_an_hparams_file_whose_setting_is_not_a_number_or_lacks_its_include_is_named(
+        exported_model, train_csv, tmp_path):
+    from multitask.finetune.run import DEFAULT_HPARAMS
+
+    text = DEFAULT_HPARAMS.read_text(encoding="utf-8")
+    assert "\nnumber_of_epochs: 20\n" in text
+    folder = tmp_path / "hparams"
+    folder.mkdir()
+    (folder / "epochs.yaml").write_text(text.replace("\nnumber_of_epochs: 20\n",
+                                                     "\nnumber_of_epochs: abc\n"))
+    with pytest.raises(FinetuneError, match=r"epochs.yaml: number_of_epochs must be a whole "
+                                            r"number of at least 1, not 'abc'"):
+        finetune(str(exported_model), train_csv, tmp_path / "a",
+                 hparams_file=str(folder / "epochs.yaml"))
+    (folder / "alone.yaml").write_text(text)  # without the model.yaml it includes
+    with pytest.raises(FinetuneError, match=r"alone.yaml: a file it includes is not found: "
+                                            r".*model.yaml"):
+        finetune(str(exported_model), train_csv, tmp_path / "b",
+                 hparams_file=str(folder / "alone.yaml"))
+
+
 def test_an_override_that_is_not_yaml_is_named():
     with pytest.raises(FinetuneError, match=r"--task_weights: '\{emotion: \[1' is not a YAML"):
         parse_overrides(["--task_weights={emotion: [1"])
@@ -96,9 +130,12 @@ def test_a_new_intent_head_that_is_not_a_mapping_is_refused(exported_model, trai
 def test_a_training_csv_that_is_missing_a_folder_or_not_utf8_is_named(exported_model, tmp_path):
     latin1 = tmp_path / "latin1.csv"
     latin1.write_bytes("path,intent\nwavs/caf\xe9.wav,chirp\n".encode("latin-1"))
+    late = tmp_path / "late.csv"  # past the first buffer a reader decodes
+    late.write_bytes(("path,intent\n" + "wavs/a.wav,chirp\n" * 2000 + "wavs/caf\xe9.wav,"
+                      "chirp\n").encode("latin-1"))
     for train, problem in ((tmp_path / "nope.csv", "not found"),
                            (tmp_path, "a folder, not a CSV file"),
-                           (latin1, "not UTF-8 text")):
+                           (latin1, "not UTF-8 text"), (late, "not UTF-8 text")):
         with pytest.raises(FinetuneError, match=rf"{train}: {problem}"):
             finetune(str(exported_model), str(train), tmp_path / "run")
 
@@ -150,7 +187,9 @@ def test_an_intent_only_in_the_held_out_part_names_the_split(exported_model, tra
     else:
         pytest.fail("no speaker of the lonely intent was held out")
     assert message.startswith(f"the validation part held out of {folder / 'one.csv'}")
-    assert "lonely have no training example" in message and "give --valid" in message
+    assert "give --valid" in message
+    assert (f"lonely have no training example in the part of {folder / 'one.csv'} kept for "
+            "training") in message
 
 
 def test_a_validation_intent_missing_from_training_names_the_valid_file(exported_model,

@@ -24,12 +24,14 @@ def read_header(path) -> list[str]:
         raise FinetuneError(f"{path}: not found")
     if not os.path.isfile(path):
         raise FinetuneError(f"{path}: a folder, not a CSV file")
-    try:
-        with open(path, newline="", encoding="utf-8-sig") as fin:
-            return [c.strip() for c in next(csv.reader(fin), [])]
+    with open(path, "rb") as fin:
+        data = fin.read()
+    try:  # the whole file: a CSV fails to decode at its first non-UTF-8 byte, wherever it is
+        text = data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
         raise FinetuneError(f"{path}: not UTF-8 text (byte {err.start}); save it as UTF-8 "
                             "CSV") from None
+    return [c.strip() for c in next(csv.reader(text.splitlines()), [])]
 
 
 def is_manifest(path) -> bool:
@@ -248,12 +250,15 @@ def prepare_run_data(parent_labels, emotion_labels, train, data_dir: Path, seed:
     given = {"new": test, "emotion": emotion, "old_intent": old_intent}  # named in the record
     if test:
         tests["new"] = prepare_split(test, data_dir, "test", seed)
-    valid_names = ([f"--valid {v}" for v in valid] if valid else
-                   [f"the validation part held out of {train} (20%, by speaker when the CSV "
-                    "names speakers; or give --valid)"])
+    if valid:
+        valid_names, train_shown = [f"--valid {v}" for v in valid], train
+    else:
+        valid_names = [f"the validation part held out of {train} (20%, by speaker when the CSV "
+                       "names speakers; or give --valid)"]
+        train_shown = f"the part of {train} kept for training"
     counts = check_classes([train_manifest], {
         **dict(zip(valid_names, valid_manifests, strict=True)),
-        **({f"--test {test}": tests["new"]} if test else {})}, train)
+        **({f"--test {test}": tests["new"]} if test else {})}, train_shown)
     labels = intent_label_set(parent_labels, counts, mode)
     if mode == "extend" and labels == list(parent_labels):
         raise FinetuneError(f"{train}: every intent in it is already one of the parent's "

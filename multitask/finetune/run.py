@@ -8,7 +8,7 @@ import os
 import warnings
 from pathlib import Path
 
-from ..export import export_model
+from ..export import WEIGHTS_FILES, export_model
 from .data import check_emotion_replay, prepare_run_data, row_count
 from .labels import MODES, save_label_encoder
 from .measure import (
@@ -34,14 +34,9 @@ FINETUNE_RECORD = "finetune.json"
 DEFAULT_HPARAMS = Path(__file__).resolve().parent.parent / "hparams" / "finetune.yaml"
 
 
-def hparams_default(hparams_file, key: str):
-    """``key``'s value as written in ``hparams_file`` (plain YAML data), read without
-    building anything.
-
-    The new intent head's design shapes the heads, which must be in the overrides the
-    run saves with its ``hyperparams.yaml`` (the export rebuilds the model from them),
-    so it is read before the file is loaded.
-    """
+def read_hparams_file(hparams_file) -> dict:
+    """``hparams_file`` as plain YAML (tags unresolved), with one-line errors for a file
+    that cannot be read or is not a YAML mapping."""
     from ruamel.yaml import YAML
     from ruamel.yaml.error import YAMLError
 
@@ -56,7 +51,18 @@ def hparams_default(hparams_file, key: str):
                             f"({' '.join(str(err).split())})") from None
     if not isinstance(loaded, dict):
         raise FinetuneError(f"--hparams {hparams_file}: not a YAML mapping of settings")
-    return json.loads(json.dumps(loaded.get(key)))  # ruamel's containers -> dict / list
+    return loaded
+
+
+def hparams_default(hparams_file, key: str):
+    """``key``'s value as written in ``hparams_file`` (plain YAML data), read without
+    building anything.
+
+    The new intent head's design shapes the heads, which must be in the overrides the
+    run saves with its ``hyperparams.yaml`` (the export rebuilds the model from them),
+    so it is read before the file is loaded.
+    """
+    return json.loads(json.dumps(read_hparams_file(hparams_file).get(key)))  # -> dict / list
 
 
 # Settings a run reads as numbers: (whole number or not, the smallest allowed value).
@@ -64,13 +70,14 @@ NUMBER_SETTINGS = {
     "seed": (True, 0), "number_of_epochs": (True, 1), "batch_size": (True, 1),
     "warmup_steps": (True, 0), "encoder_freeze_steps": (True, 0), "grad_accumulation": (True, 1),
     "encoder_lr": (False, 0.0), "head_lr": (False, 0.0), "weight_decay": (False, 0.0),
+    "rows_per_class": (True, 1),  # train_batching's, with batch_size
 }
 
 
 def check_numbers(values, hparams_file=None) -> None:
-    """Refuse a setting of :data:`NUMBER_SETTINGS` in ``values`` that is not a number, or
-    is below its smallest value: ``values`` are the overrides (``--key=value``), or the
-    hyperparameters loaded from ``hparams_file``.
+    """Refuse a setting of :data:`NUMBER_SETTINGS` in ``values`` (or ``train_batching``'s
+    ``batch_size`` and ``rows_per_class``) that is not a number, or is below its smallest
+    value: ``values`` are the overrides (``--key=value``), or ``hparams_file`` as written.
 
     >>> check_numbers({"number_of_epochs": 5, "head_lr": 1e-3})
     >>> check_numbers({"head_lr": -1})
@@ -78,10 +85,14 @@ def check_numbers(values, hparams_file=None) -> None:
     ...
     multitask.finetune.parent.FinetuneError: --head_lr must be a number of at least 0.0, not -1
     """
-    for key, (whole, least) in NUMBER_SETTINGS.items():
-        if key not in values:
-            continue
-        value = values[key]
+    batching = values.get("train_batching")
+    nested = {f"train_batching.{key}": batching[key] for key in ("batch_size", "rows_per_class")
+              if isinstance(batching, dict) and batching.get(key) is not None}
+    for key, value in [*((k, values[k]) for k in NUMBER_SETTINGS if k in values),
+                       *nested.items()]:
+        if not isinstance(value, (str, int, float)):
+            continue  # a reference or another tag, resolved when the file is loaded
+        whole, least = NUMBER_SETTINGS[key.removeprefix("train_batching.")]
         kinds = (int,) if whole else (int, float)
         if isinstance(value, bool) or not isinstance(value, kinds) or value < least:
             name = f"{hparams_file}: {key}" if hparams_file else f"--{key}"
@@ -90,8 +101,8 @@ def check_numbers(values, hparams_file=None) -> None:
 
 
 def check_out_folder(out: Path, source) -> None:
-    """Refuse a run folder that is a file, or that is (or holds) the parent's folder: the
-    run writes its hyperparameters and its export there, over the parent's."""
+    """Refuse a run folder that is a file, an exported model, or (or holds) the parent's
+    folder: the run writes its hyperparameters and its export there, over the model's."""
     if out.exists() and not out.is_dir():
         raise FinetuneError(f"--out {out}: a file, not a folder")
     if os.path.isdir(source):
@@ -99,6 +110,9 @@ def check_out_folder(out: Path, source) -> None:
         if parent == out or out in parent.parents:
             raise FinetuneError(f"--out {out} holds the parent model ({source}); the run would "
                                 "write over it: use another --out")
+    if (out / WEIGHTS_FILES["heads"]).is_file():
+        raise FinetuneError(f"--out {out} is an exported model; the run would write over it: "
+                            "use another --out")
 
 
 def check_same_run(record: dict, identity: dict, mode: str, out, intent_head=None,
@@ -243,6 +257,7 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
         raise FinetuneError(f"--replay-per-class must be 1 or more, not {replay_per_class!r}")
     user = dict(overrides or {})
     check_numbers(user)
+    check_numbers(read_hparams_file(hparams_file), hparams_file)
     seed = int(user.get("seed", 1234))
     out = Path(out).resolve()
     check_out_folder(out, source)
@@ -258,8 +273,10 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
 
     overrides, intent_head = run_overrides(parent, hparams_file, user, source=source,
                                            revision=revision, mode=mode, out=out, data=data)
-    hparams = load_hparams(str(hparams_file), overrides)
-    check_numbers(hparams, hparams_file)
+    try:
+        hparams = load_hparams(str(hparams_file), overrides)
+    except SystemExit as err:  # the recipes' one-line refusal, as this command's error
+        raise FinetuneError(str(err)) from None
     check_run_settings(hparams, mode, emotion_replay=bool(emotion_replay),
                        offset_chosen=bool(old_valid))
     accelerator = make_accelerator(hparams)
