@@ -73,8 +73,8 @@ def load_hparams(hparams_file: str, overrides: str | dict = "") -> dict:
             hparams = load_hyperpyyaml(fin, overrides)
     except FileNotFoundError as err:
         if err.filename and os.path.abspath(err.filename) != os.path.abspath(hparams_file):
-            raise SystemExit(f"{hparams_file}: a file it includes is not found: "
-                             f"{err.filename}") from None
+            raise SystemExit(f"{hparams_file}: loading it needs {err.filename} (a file it "
+                             "includes or names), which is not found") from None
         raise SystemExit(f"{hparams_file}: hparams file not found") from None
     except ValueError as err:
         raise SystemExit(f"{hparams_file}: {err}") from None

@@ -110,8 +110,8 @@ def test_an_hparams_file_whose_setting_is_not_a_number_or_lacks_its_include_is_n
         finetune(str(exported_model), train_csv, tmp_path / "a",
                  hparams_file=str(folder / "epochs.yaml"))
     (folder / "alone.yaml").write_text(text)  # without the model.yaml it includes
-    with pytest.raises(FinetuneError, match=r"alone.yaml: a file it includes is not found: "
-                                            r".*model.yaml"):
+    with pytest.raises(FinetuneError, match=r"alone.yaml: loading it needs .*model.yaml \(a "
+                                            r"file it includes or names\), which is not found"):
         finetune(str(exported_model), train_csv, tmp_path / "b",
                  hparams_file=str(folder / "alone.yaml"))
 
