@@ -149,6 +149,17 @@ def test_a_training_csv_without_an_intent_column_says_so(exported_model, train_c
         finetune(str(exported_model), str(csv_path), tmp_path / "run")
 
 
+def test_training_rows_without_an_intent_are_counted_in_the_users_csv(exported_model,
+                                                                     train_csv, tmp_path):
+    lines = open(train_csv, encoding="utf-8").read().splitlines()
+    blanked = [lines[0]] + [line.replace(",chirp,", ",,") for line in lines[1:]]
+    csv_path = tmp_path / "blank.csv"
+    csv_path.write_text("\n".join(blanked) + "\n")
+    with pytest.raises(FinetuneError, match=rf"{csv_path}: 6 row\(s\) without an intent \(e.g. "
+                                            r"line 2, 'wavs/train_chirp_0.wav'\)"):
+        finetune(str(exported_model), str(csv_path), tmp_path / "run")
+
+
 def test_a_header_only_training_csv_names_the_users_file(exported_model, tmp_path):
     csv_path = tmp_path / "header.csv"
     csv_path.write_text("path,intent,speaker\n")

@@ -41,12 +41,21 @@ def is_manifest(path) -> bool:
     return {"id", "wav", "duration"} <= set(read_header(path))
 
 
-def check_intent_column(path) -> None:
-    """Refuse a generic CSV without an ``intent`` column: new intents are learnt from it."""
+def check_intent_labels(path) -> None:
+    """Refuse a generic CSV without an ``intent`` column, or with a row without an intent:
+    new intents are learnt from every row of it."""
     header = read_header(path)
     if "intent" not in header:
         raise FinetuneError(f"{path}: no 'intent' column (columns: {', '.join(header) or 'none'});"
                             " new intents are learnt from a CSV path,intent[,emotion][,speaker]")
+    with open(path, newline="", encoding="utf-8-sig") as fin:
+        unlabelled = [(number, row.get("path") or "") for number, row
+                      in enumerate(csv.DictReader(fin), start=2)
+                      if not (row.get("intent") or "").strip()]
+    if unlabelled:
+        number, wav = unlabelled[0]
+        raise FinetuneError(f"{path}: {len(unlabelled)} row(s) without an intent (e.g. line "
+                            f"{number}, {wav!r}); every row needs one")
 
 
 def _csv_labels(path) -> Counter:
@@ -78,7 +87,7 @@ def prepare_split(path, out_dir, split: str, seed: int, shown=None) -> str:
     if is_manifest(path):
         rows = read_manifest(path)
     else:
-        check_intent_column(path)
+        check_intent_labels(path)
         folder = os.path.join(out_dir, f"prepared_{split}")
         prepared = prepare_generic_csv(path, folder, seed=seed, split_as=split,
                                        id_prefix=f"{split}-")
@@ -203,7 +212,7 @@ def split_csv(path, data_dir: Path, seed: int):
     from ..manifest import read_manifests
     from ..prepare.generic_csv import prepare_generic_csv
 
-    check_intent_column(path)
+    check_intent_labels(path)
     folder = data_dir / "prepared_split"
     prepared = prepare_generic_csv(path, folder, seed=seed, valid_fraction=0.2,
                                    test_fraction=0.0, id_prefix="new-")
