@@ -305,7 +305,10 @@ def _describe_change(role: str, before: list[dict], now: list[dict]) -> str:
             + (f", {e['corpus']['preparer']} corpus version {e['corpus']['version']}"
                if e.get("corpus") else "") + ")"
             for e in entries) or "nothing"
-    return f"{role}: trained on {describe(before)}; now {describe(now)}"
+    same_shape = [(e["manifest"], e["rows"]) for e in before] == [(e["manifest"], e["rows"])
+                                                                 for e in now]
+    detail = " (as many rows, but other ids, labels or durations)" if same_shape else ""
+    return f"{role}: trained on {describe(before)}; now {describe(now)}{detail}"
 
 
 def _has_checkpoint(save_folder) -> bool:

@@ -167,6 +167,23 @@ def test_resuming_checkpoints_on_another_corpus_version_is_refused(corpus, tmp_p
     assert "new output_folder" in message
 
 
+def test_resuming_on_as_many_rows_with_other_labels_says_what_changed(corpus, tmp_path):
+    check(corpus, tmp_path)
+    (tmp_path / "save" / "CKPT+epoch-0001").mkdir()
+
+    def swap_first_intents(rows):
+        intents = [i for i, row in enumerate(rows) if row["intent"]]
+        low, high = (next(i for i in intents if rows[i]["intent"] == label)
+                     for label in ("low", "high"))
+        rows[low]["intent"], rows[high]["intent"] = "high", "low"
+        return rows
+
+    rewrite(corpus["train"], swap_first_intents)
+    with pytest.raises(ManifestError, match=r"\(48 rows\) \(as many rows, but other ids, "
+                                            r"labels or durations\)"):
+        check(corpus, tmp_path)
+
+
 def test_before_the_first_checkpoint_changed_manifests_are_simply_recorded(corpus, tmp_path):
     check(corpus, tmp_path)
     rewrite(corpus["train"], lambda rows: rows[:-4])
