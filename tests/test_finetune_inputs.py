@@ -6,8 +6,10 @@ The parent is the session's tiny exported model (``trained_tiny``); the new doma
 training, so they take a second or two each.
 """
 
+import csv
 import hashlib
 import shutil
+from pathlib import Path
 
 import pytest
 from toy_data import write_new_domain
@@ -209,6 +211,31 @@ def test_a_validation_intent_missing_from_training_names_the_valid_file(exported
     with pytest.raises(FinetuneError, match=rf"^--valid {valid}: intent\(s\) beep have no "
                                             rf"training example in {train_csv}"):
         finetune(str(exported_model), train_csv, tmp_path / "run", valid=[valid])
+
+
+def test_intents_spelled_two_ways_name_the_training_csv(exported_model, train_csv, tmp_path):
+    text = open(train_csv, encoding="utf-8").read()
+    csv_path = Path(train_csv).parent / "twice.csv"  # beside the clips it names
+    csv_path.write_text(text.replace("wavs/train_chirp_0.wav,chirp,", "wavs/train_chirp_0.wav,"
+                                     "Chirp,", 1))
+    with pytest.raises(FinetuneError, match=rf"^{csv_path}: intents 'Chirp' and 'chirp' differ "
+                                            r"only in case"):
+        finetune(str(exported_model), str(csv_path), tmp_path / "run")
+
+
+def test_an_emotion_test_with_emotions_the_parent_lacks_names_the_file(exported_model, train_csv,
+                                                                      toy_corpus, tmp_path):
+    rows = list(csv.DictReader(open(toy_corpus["test"], encoding="utf-8")))
+    for row in rows:
+        row["emotion"] = "smug" if row["emotion"] == "dull" else row["emotion"]
+    smug = tmp_path / "smug.csv"
+    with open(smug, "w", newline="", encoding="utf-8") as fout:
+        writer = csv.DictWriter(fout, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    with pytest.raises(FinetuneError, match=rf"^--emotion {smug}: emotion label\(s\) smug are "
+                                            r"not the parent's \(bright, dull\)"):
+        finetune(str(exported_model), train_csv, tmp_path / "run", emotion=str(smug))
 
 
 def test_resuming_with_other_training_data_is_refused_before_the_record_changes(

@@ -200,6 +200,19 @@ def check_parent_intents(manifest, parent_labels, shown) -> None:
                             "parent's")
 
 
+def check_parent_emotions(manifest, emotion_labels, shown) -> None:
+    """Refuse an ``--emotion`` retention manifest (``shown``: the path as given) with
+    emotions the parent's head does not have: it cannot be scored on them."""
+    from ..manifest import read_manifest
+
+    if not emotion_labels:
+        raise FinetuneError(f"--emotion {shown}: the parent has no emotion head to score")
+    foreign = sorted({row["emotion"] for row in read_manifest(manifest)} - set(emotion_labels))
+    if foreign:
+        raise FinetuneError(f"--emotion {shown}: emotion label(s) {', '.join(foreign)} are not "
+                            f"the parent's ({', '.join(emotion_labels)})")
+
+
 def row_count(manifest) -> int:
     """Rows in ``manifest`` (for the record: how many clips were rehearsed)."""
     from ..manifest import read_manifest
@@ -268,7 +281,7 @@ def prepare_run_data(parent_labels, emotion_labels, train, data_dir: Path, seed:
     counts = check_classes([train_manifest], {
         **dict(zip(valid_names, valid_manifests, strict=True)),
         **({f"--test {test}": tests["new"]} if test else {})}, train_shown)
-    labels = intent_label_set(parent_labels, counts, mode)
+    labels = intent_label_set(parent_labels, counts, mode, source=train)
     if mode == "extend" and labels == list(parent_labels):
         raise FinetuneError(f"{train}: every intent in it is already one of the parent's "
                             f"({', '.join(parent_labels)}); extend adds new intents")
@@ -284,6 +297,7 @@ def prepare_run_data(parent_labels, emotion_labels, train, data_dir: Path, seed:
             emotion_replay, emotion_labels, data_dir / "emotion_replay.csv", emotion)
     if emotion:
         tests["emotion"] = single_task_copy(emotion, "emotion", data_dir / "emotion.csv")
+        check_parent_emotions(tests["emotion"], emotion_labels, emotion)
     if old_intent:
         tests["old_intent"] = single_task_copy(old_intent, "intent", data_dir / "old_intent.csv")
     old_valid_manifest = None

@@ -33,7 +33,7 @@ def _check_unambiguous(labels, where: str) -> None:
                                 "spacing, punctuation or word order; use one spelling")
 
 
-def intent_label_set(parent_labels: list[str], new_labels, mode: str) -> list[str]:
+def intent_label_set(parent_labels: list[str], new_labels, mode: str, source=None) -> list[str]:
     """The run's intent classes in index order.
 
     ``replace``: the new labels, sorted. ``extend``: the parent's, at their indices,
@@ -53,7 +53,7 @@ def intent_label_set(parent_labels: list[str], new_labels, mode: str) -> list[st
     if mode not in MODES:
         raise FinetuneError(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
     new_labels = sorted(set(new_labels))
-    _check_unambiguous(new_labels, "the new training data")
+    _check_unambiguous(new_labels, source or "the new training data")
     if mode == "replace":
         return new_labels
     old = {label_key(label): label for label in parent_labels}
@@ -61,7 +61,8 @@ def intent_label_set(parent_labels: list[str], new_labels, mode: str) -> list[st
         match = old.get(label_key(label))
         if match is not None and match != label:
             raise FinetuneError(
-                f"new intent {label!r} and the parent's intent {match!r} differ only in case, "
+                (f"{source}: " if source else "")
+                + f"new intent {label!r} and the parent's intent {match!r} differ only in case, "
                 f"spacing, punctuation or word order: name it {match!r} if it is the same "
                 "intent, or give it a clearly different name")
     return list(parent_labels) + [label for label in new_labels if label not in parent_labels]

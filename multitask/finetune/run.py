@@ -345,7 +345,7 @@ def run_overrides(parent, hparams_file, user: dict, *, source, revision, mode, o
     if "new_intent_head" in user:
         override = user["new_intent_head"]
         if override is not None and not isinstance(override, dict):
-            raise FinetuneError(f"new_intent_head must be a mapping of head options (e.g. "
+            raise FinetuneError(f"--new_intent_head must be a mapping of head options (e.g. "
                                 f"{{pooling: stats, hidden_size: 0}}) or null, not {override!r}")
         design = None if override is None else {**(design or {}), **override}
     heads["task_heads"] = new_intent_head(heads["task_heads"], mode, design,
