@@ -193,7 +193,7 @@ def test_an_intent_only_in_the_held_out_part_names_the_split(exported_model, tra
         (folder / "one.csv").write_text("\n".join(extra) + "\n")
         try:
             finetune(str(exported_model), str(folder / "one.csv"), tmp_path / speaker,
-                     overrides={**ONE_EPOCH, "number_of_epochs": 1}, export=False)
+                     overrides=ONE_EPOCH, export=False)
         except FinetuneError as err:
             message = str(err)
             break
