@@ -155,7 +155,7 @@ def evaluate_export(source, tests, out, *, revision=None, batch_size: int = 1, d
             raise EvaluationError(f"{path}: {len(repeated)} id(s) on more than one row (e.g. "
                                   f"{repeated[0]!r}); each clip is scored once, by its id")
     out = Path(out)
-    if out.exists() and not (out / METRICS).is_file():
+    if out.exists() and not is_evaluation_folder(out):
         raise EvaluationError(f"{out}: exists and holds no earlier evaluation; give a new --out "
                               "(an evaluation folder is replaced whole)")
     classifier = _load(source, revision, device)
@@ -180,6 +180,18 @@ def evaluate_export(source, tests, out, *, revision=None, batch_size: int = 1, d
     if unreadable:  # the other manifests' figures are written; this one has none
         raise EvaluationError("; ".join(unreadable) + f" (the others' figures are in {out})")
     return record
+
+
+def is_evaluation_folder(folder: Path) -> bool:
+    """Whether ``folder`` is one this command wrote: files only (an evaluation writes no
+    folder), and a ``metrics.json`` that is an evaluation's record. A demo's or a
+    training run's results folder, which holds a ``metrics.json`` too, is not."""
+    try:
+        record = json.loads((folder / METRICS).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return (isinstance(record, dict) and {"model", "batching", "tests"} <= set(record)
+            and not any(path.is_dir() for path in folder.iterdir()))
 
 
 def _score_manifest(classifier, path, rows, tasks, model_labels, name, out, batch_size, log,

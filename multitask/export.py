@@ -101,6 +101,7 @@ def export_model(train_output_folder, out_dir, *, checkpoint=None, repo_id=None,
     out = Path(out_dir)
     if out.exists() and not overwrite:
         raise ExportError(f"{out}: already exists (pass overwrite=True / --overwrite to replace it)")
+    check_replaceable(out, run)
     template = Path(card_template) if card_template else DEFAULT_CARD_TEMPLATE
     if not template.is_file():
         raise ExportError(f"model card template not found: {template}")
@@ -156,6 +157,31 @@ def export_file_names(folder) -> list[str]:
         raise ExportError(f"{folder}: not a complete export (missing {what}); run "
                           "`multitask export`")
     return [*EXPORT_FILES, *labels]
+
+
+def is_exported_model(folder) -> bool:
+    """Whether ``folder`` holds a model :func:`export_model` wrote (its heads' weights and
+    a ``hyperparams.yaml`` that builds :mod:`multitask.inference`'s interface)."""
+    folder = Path(folder)
+    hparams = folder / HPARAMS_FILE
+    return ((folder / WEIGHTS_FILES["heads"]).is_file() and hparams.is_file()
+            and "multitask.inference" in hparams.read_text(encoding="utf-8", errors="replace"))
+
+
+def check_replaceable(out: Path, run: Path) -> None:
+    """Refuse to replace an existing ``out`` that is not an earlier export: a file, the
+    training run (or a folder holding it), or any other folder with files in it. An
+    export is replaced whole, so anything else there would be deleted."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ExportError(f"{out}: a file, not a folder (give a new output folder)")
+    if out.resolve() == run.resolve() or out.resolve() in run.resolve().parents:
+        raise ExportError(f"{out}: holds the training run {run}; replacing it would delete the "
+                          "run (give another output folder)")
+    if any(out.iterdir()) and not is_exported_model(out):
+        raise ExportError(f"{out}: not an exported model, so it is not replaced: everything in "
+                          "it would be deleted (give another output folder)")
 
 
 @contextlib.contextmanager

@@ -49,6 +49,7 @@ logger = logging.getLogger(__name__)
 # Also the corpus version of the manifests beside it (multitask.manifest.corpus_version).
 OPTIONS_NAME = PREPARATION_RECORD
 REJECTED_NAME = "rejected.csv"
+WRITING_NAME = ".preparing"  # present while a preparer writes its manifests
 REJECTED_COLUMNS = ("id", "path", "reason")
 # Bump when the manifests a preparer writes change shape, so old outputs are redone.
 FORMAT_VERSION = 1
@@ -407,6 +408,7 @@ def run_preparer(
     dict
         ``{split: manifest path}`` for every split in ``record["outputs"]``.
     """
+    check_out_dir(out_dir)
     paths = manifest_paths(out_dir, record["outputs"])
     if not force and is_up_to_date(out_dir, record):
         logger.info("%s: %s is up to date, skipping (force=True redoes it)",
@@ -423,8 +425,12 @@ def run_preparer(
         by_split[row["split"]].append(row)
     os.makedirs(out_dir, exist_ok=True)
     previous = _read_previous(out_dir)
-    # A previous run's options file must not vouch for half-written outputs.
+    # A previous run's options file must not vouch for half-written outputs; the marker
+    # says the manifests are a preparer's while they are written (check_out_dir).
     options_path = os.path.join(out_dir, OPTIONS_NAME)
+    marker = os.path.join(out_dir, WRITING_NAME)
+    with open(marker, "w", encoding="utf-8"):
+        pass
     if os.path.exists(options_path):
         os.remove(options_path)
     if previous:
@@ -438,8 +444,30 @@ def run_preparer(
         json.dump({**record, "result": {**result, "rows": summary, "rejected": len(rejected)}},
                   fout, indent=1, sort_keys=True)
         fout.write("\n")
+    os.remove(marker)
     _log_summary(record["preparer"], summary, rejected, out_dir)
     return paths
+
+
+def check_out_dir(out_dir) -> None:
+    """Refuse an output folder that is a file, an exported model, or holds manifests no
+    preparer wrote there (a corpus's own ``train.csv``, the user's CSVs): preparing
+    writes ``<split>.csv`` and ``rejected.csv`` over them. A folder a preparer wrote (its
+    ``prepare_options.json``, or the marker of a preparation that was interrupted) is
+    prepared again."""
+    if not os.path.exists(out_dir):
+        return
+    if not os.path.isdir(out_dir):
+        raise CorpusError(f"{out_dir}: a file, not a folder (--out)")
+    if os.path.isfile(os.path.join(out_dir, "heads.safetensors")):
+        raise CorpusError(f"{out_dir}: an exported model; give another --out for manifests")
+    if any(os.path.isfile(os.path.join(out_dir, name)) for name in (OPTIONS_NAME, WRITING_NAME)):
+        return
+    found = [name for name in [*(f"{split}.csv" for split in SPLITS), REJECTED_NAME]
+             if os.path.exists(os.path.join(out_dir, name))]
+    if found:
+        raise CorpusError(f"{out_dir}: holds {', '.join(found)}, which no preparer wrote there; "
+                          "preparing would write over it: give a new --out")
 
 
 def _remove_stale_manifests(out_dir, before: Iterable[str], now: Iterable[str]) -> None:
