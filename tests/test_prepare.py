@@ -380,3 +380,21 @@ def test_preparer_subcommands_parse_and_run(skit, crema, bank, tmp_path, capsys)
     assert str(tmp_path / "s" / "valid.csv") in printed
     assert str(tmp_path / "c" / "test.csv") in printed
     assert all(row["id"].startswith("bank-") for row in read_manifest(tmp_path / "b/test.csv"))
+
+
+@pytest.mark.parametrize("valid, test, named", [
+    (1.5, 0.1, r"must be in \[0, 1\); got 1.5 and 0.1"),
+    (float("nan"), 0.1, r"must be in \[0, 1\); got nan and 0.1"),
+    (0.5, 0.5, r"must be below 1, to leave training data; got 1.0"),
+])
+def test_split_fractions_that_leave_no_training_data_are_refused(tmp_path, valid, test, named):
+    with pytest.raises(CorpusError, match=named):
+        prepare_generic_csv(tmp_path / "labels.csv", tmp_path / "out", valid_fraction=valid,
+                            test_fraction=test)
+
+
+def test_a_label_csv_that_is_not_utf8_is_named_wherever_the_bad_byte_is(tmp_path):
+    labels = tmp_path / "labels.csv"
+    labels.write_bytes(("path,intent\n" + "a.wav,x\n" * 3000 + "caf\xe9.wav,x\n").encode("latin-1"))
+    with pytest.raises(CorpusError, match=rf"{labels}: not UTF-8 text \(byte 24015\)"):
+        prepare_generic_csv(labels, tmp_path / "out")

@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import io
 import json
 import logging
 import math
@@ -166,7 +167,13 @@ def read_label_csv(path, required: Iterable[str]) -> tuple[list[str], list[dict]
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CorpusError(f"{path}: label file not found")
-    with open(path, newline="", encoding="utf-8-sig") as fin:
+    try:  # decoded whole first, so a bad byte anywhere is named with the file
+        with open(path, encoding="utf-8-sig", newline="") as fin:
+            text = fin.read()
+    except UnicodeDecodeError as err:
+        raise CorpusError(f"{path}: not UTF-8 text (byte {err.start}); save it as UTF-8 "
+                          "CSV") from None
+    with io.StringIO(text, newline="") as fin:
         reader = csv.reader(fin)
         header = [name.strip() for name in next(reader, [])]
         missing = [name for name in required if name not in header]
@@ -310,13 +317,11 @@ def check_speaker_disjoint(rows: Iterable[dict], source: str) -> None:
 def check_fractions(valid_fraction: float, test_fraction: float) -> None:
     """Refuse fractions that leave no training data."""
     if not (0 <= valid_fraction < 1 and 0 <= test_fraction < 1):
-        raise ValueError(
-            f"fractions must be in [0, 1); got valid={valid_fraction}, test={test_fraction}"
-        )
+        raise CorpusError(f"--valid-fraction and --test-fraction must be in [0, 1); got "
+                          f"{valid_fraction} and {test_fraction}")
     if valid_fraction + test_fraction >= 1:
-        raise ValueError(
-            f"valid_fraction + test_fraction must be below 1; got {valid_fraction + test_fraction}"
-        )
+        raise CorpusError(f"--valid-fraction + --test-fraction must be below 1, to leave "
+                          f"training data; got {valid_fraction + test_fraction}")
 
 
 # ---------------------------------------------------------------------- idempotency
