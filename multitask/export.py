@@ -478,7 +478,10 @@ def _check_interface_imports(path: Path) -> None:
 
 
 def _check_no_machine_paths(folder: Path, machine_paths) -> None:
-    needles = {str(Path(p).resolve()) for p in machine_paths} | {str(p) for p in machine_paths}
+    # Each path as resolved, and as given when it names a folder (a bare word such as
+    # "trained", a relative run folder's name, would match ordinary text: "Pretrained").
+    needles = {str(Path(p).resolve()) for p in machine_paths} | {
+        str(p) for p in machine_paths if os.path.isabs(str(p)) or os.sep in str(p).strip(os.sep)}
     needles = {n for n in needles if len(n) > 1}
     for path in folder.iterdir():
         if path.suffix == ".safetensors":

@@ -290,3 +290,12 @@ def test_push_refuses_a_folder_that_is_not_a_complete_export(exported_model, tmp
     (partial / "encoder.safetensors").unlink()
     with pytest.raises(HubError, match="missing encoder.safetensors"):
         upload_allow_list(partial)
+
+
+def test_a_run_named_by_a_bare_relative_word_exports(trained_run, tmp_path, monkeypatch):
+    """The no-machine-path check looked for the run's name as given: a run folder called
+    "trained" matched "Pretrained" in the exported files, and a good export was refused."""
+    shutil.copytree(trained_run, tmp_path / "trained")
+    monkeypatch.chdir(tmp_path)
+    out = export_model("trained", "model")
+    assert (out / "heads.safetensors").is_file()
