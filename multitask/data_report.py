@@ -27,7 +27,7 @@ from itertools import combinations
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from multitask.manifest import SPLITS, TASKS, read_manifest
+from multitask.manifest import SPLITS, TASKS, ManifestError, read_manifest
 from multitask.prepare.common import REJECTED_NAME, reason_kind
 
 REPORT_NAME = "report.md"
@@ -59,6 +59,7 @@ def write_data_report(manifest_paths, out_dir, rejected_paths=None) -> str:
     manifest_paths = [os.fspath(path) for path in manifest_paths]
     if rejected_paths is None:
         rejected_paths = _rejected_next_to(manifest_paths)
+    check_out_dir(out_dir)
     os.makedirs(out_dir, exist_ok=True)
     rows, per_manifest = [], []
     for path in manifest_paths:
@@ -94,6 +95,19 @@ def write_data_report(manifest_paths, out_dir, rejected_paths=None) -> str:
     with open(report, "w", encoding="utf-8") as fout:
         fout.write("\n\n".join(section.rstrip() for section in sections) + "\n")
     return report
+
+
+def check_out_dir(out_dir) -> None:
+    """Refuse an ``out_dir`` that is a file, or holds a ``report.md`` this command did not
+    write (a demo's, a user's): the report would be written over it."""
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise ManifestError(f"{out_dir}: a file, not a folder (--out)")
+    report = os.path.join(out_dir, REPORT_NAME)
+    if os.path.isfile(report):
+        with open(report, encoding="utf-8", errors="replace") as fin:
+            if fin.readline().strip() != "# Data report":
+                raise ManifestError(f"{report}: not a data report, and it would be written "
+                                    "over: give another --out")
 
 
 # ------------------------------------------------------------------------- reading

@@ -126,3 +126,13 @@ def test_a_command_meeting_the_packages_own_error_prints_one_line_not_a_tracebac
     with pytest.raises(SystemExit):
         main(["predict", "--model", "m", "--batch-size", "0", "x.wav"])
     assert "--batch-size: must be 1 or more, not 0" in capsys.readouterr().err
+
+
+def test_a_report_md_it_did_not_write_is_not_written_over(prepared, report, tmp_path):
+    mine = tmp_path / "report.md"
+    mine.write_text("# Demo results\n")
+    with pytest.raises(data_report.ManifestError, match=r"report.md: not a data report"):
+        write_data_report(prepared["manifests"], tmp_path)
+    assert mine.read_text() == "# Demo results\n"
+    out, _ = report  # its own report is written again
+    assert write_data_report(prepared["manifests"], out) == os.path.join(out, "report.md")
