@@ -28,7 +28,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from multitask.manifest import SPLITS, TASKS, ManifestError, read_manifest
-from multitask.prepare.common import REJECTED_NAME, reason_kind
+from multitask.prepare.common import REJECTED_COLUMNS, REJECTED_NAME, reason_kind
 
 REPORT_NAME = "report.md"
 # How many rejected rows are listed one by one; the per-reason counts cover all of them.
@@ -123,8 +123,20 @@ def _rejected_next_to(manifest_paths) -> list[str]:
 
 
 def _read_rejected(path) -> list[dict]:
-    with open(path, newline="", encoding="utf-8") as fin:
-        return [{**row, "file": path} for row in csv.DictReader(fin)]
+    """The rows of a preparer's ``rejected.csv``; anything else is refused, naming it."""
+    if not os.path.isfile(path):
+        raise ManifestError(f"{path}: not found (--rejected)" if not os.path.exists(path)
+                            else f"{path}: a folder, not a rejected.csv (--rejected)")
+    try:
+        with open(path, newline="", encoding="utf-8") as fin:
+            reader = csv.DictReader(fin)
+            missing = sorted(set(REJECTED_COLUMNS) - set(reader.fieldnames or []))
+            if missing:
+                raise ManifestError(f"{path}: not a preparer's rejected.csv (no "
+                                    f"{', '.join(missing)} column)")
+            return [{**row, "file": path} for row in reader]
+    except UnicodeDecodeError as err:
+        raise ManifestError(f"{path}: not UTF-8 text (byte {err.start})") from None
 
 
 def _split_order(rows) -> list[str]:

@@ -102,6 +102,9 @@ def export_model(train_output_folder, out_dir, *, checkpoint=None, repo_id=None,
     if out.exists() and not overwrite:
         raise ExportError(f"{out}: already exists (pass overwrite=True / --overwrite to replace it)")
     check_replaceable(out, run)
+    if is_exported_model(run):
+        raise ExportError(f"{run}: an exported model, not a training run; export takes the "
+                          "output_folder of a training run (its hyperparams.yaml and save/)")
     template = Path(card_template) if card_template else DEFAULT_CARD_TEMPLATE
     if not template.is_file():
         raise ExportError(f"model card template not found: {template}")
@@ -112,6 +115,10 @@ def export_model(train_output_folder, out_dir, *, checkpoint=None, repo_id=None,
 
     tasks = list(hparams.get("tasks") or TASKS)
 
+    missing = [label_encoder_path(save_folder, task) for task in tasks
+               if not os.path.isfile(label_encoder_path(save_folder, task))]
+    if missing:
+        raise ExportError(f"{run}: not a complete training run (missing {', '.join(missing)})")
     encoders = load_label_encoders(save_folder, tasks)
     ckpt = select_checkpoint(save_folder, hparams.get("best_metric", "mean_accuracy"), checkpoint)
     test_metrics = read_test_metrics(run, ckpt)

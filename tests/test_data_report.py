@@ -136,3 +136,13 @@ def test_a_report_md_it_did_not_write_is_not_written_over(prepared, report, tmp_
     assert mine.read_text() == "# Demo results\n"
     out, _ = report  # its own report is written again
     assert write_data_report(prepared["manifests"], out) == os.path.join(out, "report.md")
+
+
+def test_a_rejected_file_that_is_missing_a_folder_or_not_a_rejected_csv_is_named(prepared,
+                                                                                tmp_path):
+    manifest = prepared["manifests"][0]
+    for rejected, problem in ((tmp_path / "nope.csv", "not found"),
+                              (tmp_path, "a folder, not a rejected.csv"),
+                              (manifest, r"not a preparer's rejected.csv \(no path, reason column\)")):
+        with pytest.raises(data_report.ManifestError, match=rf"{rejected}: {problem}"):
+            write_data_report([manifest], tmp_path / "out", rejected_paths=[str(rejected)])

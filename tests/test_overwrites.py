@@ -85,3 +85,15 @@ def test_a_preparation_folder_is_prepared_again_even_after_an_interruption(tmp_p
     paths = prepare_generic_csv(train, out)
     assert set(paths) == {"train", "valid", "test"} and (out / "prepare_options.json").is_file()
     assert not (out / ".preparing").exists()
+
+
+def test_exporting_an_export_or_an_incomplete_run_says_what_it_is(exported_model, trained_run,
+                                                                  tmp_path):
+    with pytest.raises(ExportError, match=r"an exported model, not a training run"):
+        export_model(exported_model, tmp_path / "again", verify=False)
+    run = tmp_path / "run"
+    shutil.copytree(trained_run, run)
+    (run / "save" / "label_encoder_intent.txt").unlink()
+    with pytest.raises(ExportError, match=r"not a complete training run \(missing "
+                                          r".*label_encoder_intent.txt\)"):
+        export_model(run, tmp_path / "model", verify=False)

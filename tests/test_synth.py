@@ -468,3 +468,14 @@ def test_generating_over_folders_synth_did_not_write_is_refused(tmp_path):
     with pytest.raises(ValueError, match=r"DATASHEET.md: not written by multitask synth"):
         generate(tmp_path / "notes", size="tiny", seed=SEED, jobs=1, progress=False)
     assert notes.read_text() == "# My notes\n"
+
+
+@pytest.mark.parametrize("text", ["[1, 2]", "{\"seed\": \"abc\"}", "not json"])
+def test_a_speakers_file_that_is_not_synths_is_named(tmp_path, text):
+    from multitask.synth.cli import check_speakers_seed
+
+    speakers = tmp_path / "speakers.json"
+    speakers.write_text(text)
+    with pytest.raises(ValueError, match=rf"{speakers}: not a speakers.json written by "
+                                         r"multitask synth"):
+        check_speakers_seed(str(speakers), SEED)

@@ -78,8 +78,16 @@ def check_speakers_seed(speakers: str, seed: int) -> None:
     so the joint test's voices would be checked against the wrong pool."""
     if not os.path.isfile(speakers):
         raise ValueError(f"{speakers}: not found (the banking corpus's speakers.json)")
-    with open(speakers, encoding="utf-8") as fin:
-        recorded = json.load(fin).get("seed")
+    try:
+        with open(speakers, encoding="utf-8") as fin:
+            data = json.load(fin)
+    except (UnicodeDecodeError, ValueError) as err:
+        raise ValueError(f"{speakers}: not a speakers.json written by multitask synth "
+                         f"({err})") from None
+    recorded = data.get("seed") if isinstance(data, dict) else None
+    if not isinstance(data, dict) or not isinstance(recorded, (int, type(None))):
+        raise ValueError(f"{speakers}: not a speakers.json written by multitask synth (a "
+                         "mapping with an integer seed)")
     if recorded is not None and int(recorded) != int(seed):
         raise ValueError(f"{speakers}: the corpus of seed {recorded}, not --seed {seed}")
 
