@@ -76,6 +76,15 @@ def test_manifests_are_not_written_over_csvs_no_preparer_wrote(tmp_path):
     assert contents(folder) == before
 
 
+def test_manifests_are_not_written_into_an_exported_model(exported_model, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(exported_model, model)
+    before = contents(model)
+    with pytest.raises(CorpusError, match=r"model: an exported model"):
+        prepare_generic_csv(write_new_domain(tmp_path / "calls", 4, 1), model)
+    assert contents(model) == before
+
+
 def test_a_preparation_folder_is_prepared_again_even_after_an_interruption(tmp_path):
     train = write_new_domain(tmp_path / "calls", 4, 1)
     out = tmp_path / "manifests"

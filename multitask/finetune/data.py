@@ -4,6 +4,7 @@ rehearsed rows of the parent's intents and emotions, and the checks on classes."
 from __future__ import annotations
 
 import csv
+import io
 import os
 import random
 import warnings
@@ -24,14 +25,13 @@ def read_header(path) -> list[str]:
         raise FinetuneError(f"{path}: not found")
     if not os.path.isfile(path):
         raise FinetuneError(f"{path}: a folder, not a CSV file")
-    with open(path, "rb") as fin:
-        data = fin.read()
-    try:  # the whole file: a CSV fails to decode at its first non-UTF-8 byte, wherever it is
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        raise FinetuneError(f"{path}: not UTF-8 text (byte {err.start}); save it as UTF-8 "
-                            "CSV") from None
-    return [c.strip() for c in next(csv.reader(text.splitlines()), [])]
+    from ..prepare.common import CorpusError, read_csv_text
+
+    try:
+        text = read_csv_text(path)
+    except CorpusError as err:
+        raise FinetuneError(str(err)) from None
+    return [c.strip() for c in next(csv.reader(io.StringIO(text, newline="")), [])]
 
 
 def is_manifest(path) -> bool:

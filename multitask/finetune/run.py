@@ -8,7 +8,7 @@ import os
 import warnings
 from pathlib import Path
 
-from ..export import WEIGHTS_FILES, export_model
+from ..export import export_model, is_exported_model
 from .data import check_emotion_replay, prepare_run_data, row_count
 from .labels import MODES, save_label_encoder
 from .measure import (
@@ -110,7 +110,7 @@ def check_out_folder(out: Path, source) -> None:
         if parent == out or out in parent.parents:
             raise FinetuneError(f"--out {out} holds the parent model ({source}); the run would "
                                 "write over it: use another --out")
-    if (out / WEIGHTS_FILES["heads"]).is_file():
+    if is_exported_model(out):
         raise FinetuneError(f"--out {out} is an exported model; the run would write over it: "
                             "use another --out")
 

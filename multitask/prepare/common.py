@@ -167,13 +167,7 @@ def read_label_csv(path, required: Iterable[str]) -> tuple[list[str], list[dict]
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise CorpusError(f"{path}: label file not found")
-    try:  # decoded whole first, so a bad byte anywhere is named with the file
-        with open(path, encoding="utf-8-sig", newline="") as fin:
-            text = fin.read()
-    except UnicodeDecodeError as err:
-        raise CorpusError(f"{path}: not UTF-8 text (byte {err.start}); save it as UTF-8 "
-                          "CSV") from None
-    with io.StringIO(text, newline="") as fin:
+    with io.StringIO(read_csv_text(path), newline="") as fin:
         reader = csv.reader(fin)
         header = [name.strip() for name in next(reader, [])]
         missing = [name for name in required if name not in header]
@@ -312,6 +306,17 @@ def check_speaker_disjoint(rows: Iterable[dict], source: str) -> None:
             f"{source}: the split claims to be speaker-disjoint but {len(crossing)} "
             f"speaker(s) appear in several splits ({shown})"
         )
+
+
+def read_csv_text(path) -> str:
+    """The text of the CSV at ``path`` (a BOM dropped), decoded whole first, so that a
+    non-UTF-8 byte anywhere in it is an error naming the file, not a traceback."""
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as fin:
+            return fin.read()
+    except UnicodeDecodeError as err:
+        raise CorpusError(f"{path}: not UTF-8 text (byte {err.start}); save it as UTF-8 "
+                          "CSV") from None
 
 
 def check_fractions(valid_fraction: float, test_fraction: float) -> None:
@@ -464,7 +469,9 @@ def check_out_dir(out_dir) -> None:
         return
     if not os.path.isdir(out_dir):
         raise CorpusError(f"{out_dir}: a file, not a folder (--out)")
-    if os.path.isfile(os.path.join(out_dir, "heads.safetensors")):
+    from multitask.export import is_exported_model
+
+    if is_exported_model(out_dir):
         raise CorpusError(f"{out_dir}: an exported model; give another --out for manifests")
     if any(os.path.isfile(os.path.join(out_dir, name)) for name in (OPTIONS_NAME, WRITING_NAME)):
         return
