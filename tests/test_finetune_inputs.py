@@ -238,17 +238,39 @@ def test_an_emotion_test_with_emotions_the_parent_lacks_names_the_file(exported_
         finetune(str(exported_model), train_csv, tmp_path / "run", emotion=str(smug))
 
 
+def run_files(out) -> dict:
+    """Every file of a run folder and its digest (symlinks as their targets), but the log,
+    where a refusal is logged."""
+    return {str(path.relative_to(out)): (str(path.readlink()) if path.is_symlink()
+                                         else digest(path))
+            for path in sorted(out.rglob("*"))
+            if (path.is_file() or path.is_symlink()) and path.name != "log.txt"}
+
+
 def test_resuming_with_other_training_data_is_refused_before_the_record_changes(
         exported_model, train_csv, tmp_path):
     out = tmp_path / "run"
     finetune(str(exported_model), train_csv, out, overrides=ONE_EPOCH, export=False)
-    record = digest(out / "finetune.json")
+    before = run_files(out)
     fewer = write_new_domain(tmp_path / "fewer", 4, 1)
     # shots: the training rows left once the run holds a fifth out by speaker
     with pytest.raises(FinetuneError, match=r"was fine-tuned with shots \{'chirp': 4, "
                                             r"'whistle': 4\}, not \{'chirp': 3, 'whistle': 3\}"):
         finetune(str(exported_model), fewer, out, overrides=ONE_EPOCH, export=False)
-    assert digest(out / "finetune.json") == record
+    assert run_files(out) == before
+
+
+def test_a_refused_rerun_leaves_the_run_folder_as_it_was(exported_model, train_csv, tmp_path):
+    """Other intents: an export of the folder afterwards must still name the run's own
+    labels (the label file, hyperparams.yaml and the run's data copies are not rewritten)."""
+    out = tmp_path / "run"
+    finetune(str(exported_model), train_csv, out, overrides=ONE_EPOCH, export=False)
+    before = run_files(out)
+    other = write_new_domain(tmp_path / "other", 6, 2, labels={"hum": 2000, "buzz": 4500})
+    with pytest.raises(FinetuneError, match="resume it with the data and settings it started"):
+        finetune(str(exported_model), other, out, overrides={**ONE_EPOCH, "head_lr": 0.5},
+                 export=False)
+    assert run_files(out) == before
 
 
 def test_the_command_prints_one_error_line(exported_model, train_csv, tmp_path, capsys):

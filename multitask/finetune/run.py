@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -261,25 +264,39 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
     seed = int(user.get("seed", 1234))
     out = Path(out).resolve()
     check_out_folder(out, source)
-    data_dir = out / "data"
-    data_dir.mkdir(parents=True, exist_ok=True)
-
-    parent = load_parent(source, revision, out / "parent")
-    parent_labels = parent.labels["intent"]
-    data = prepare_run_data(
-        parent_labels, parent.labels.get("emotion", []), train, data_dir, seed, mode=mode,
-        valid=valid, test=test, emotion=emotion, old_intent=old_intent, old_valid=old_valid,
-        replay=replay, replay_per_class=replay_per_class, emotion_replay=emotion_replay)
-
-    overrides, intent_head = run_overrides(parent, hparams_file, user, source=source,
-                                           revision=revision, mode=mode, out=out, data=data)
-    try:
-        hparams = load_hparams(str(hparams_file), overrides)
-    except SystemExit as err:  # the recipes' one-line refusal, as this command's error
-        raise FinetuneError(str(err)) from None
-    check_run_settings(hparams, mode, emotion_replay=bool(emotion_replay),
-                       offset_chosen=bool(old_valid))
-    accelerator = make_accelerator(hparams)
+    record_path = out / FINETUNE_RECORD
+    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
+    # Until the rerun is known to resume the same run, what it rewrites is put back if
+    # it is refused, and the run's hyperparams.yaml and label files are not touched.
+    with restored_on_failure(out, RERUN_REWRITES if record else ()):
+        data_dir = out / "data"
+        data_dir.mkdir(parents=True, exist_ok=True)
+        parent = load_parent(source, revision, out / "parent")
+        parent_labels = parent.labels["intent"]
+        data = prepare_run_data(
+            parent_labels, parent.labels.get("emotion", []), train, data_dir, seed, mode=mode,
+            valid=valid, test=test, emotion=emotion, old_intent=old_intent,
+            old_valid=old_valid, replay=replay, replay_per_class=replay_per_class,
+            emotion_replay=emotion_replay)
+        overrides, intent_head = run_overrides(parent, hparams_file, user, source=source,
+                                               revision=revision, mode=mode, out=out, data=data)
+        try:
+            hparams = load_hparams(str(hparams_file), overrides)
+        except SystemExit as err:  # the recipes' one-line refusal, as this command's error
+            raise FinetuneError(str(err)) from None
+        check_run_settings(hparams, mode, emotion_replay=bool(emotion_replay),
+                           offset_chosen=bool(old_valid))
+        accelerator = make_accelerator(hparams)
+        identity = parent_identity(source, revision, parent_repo_id)
+        check_same_run(record, identity, mode, out, intent_head,
+                       row_count(data.emotion_replayed) if data.emotion_replayed else 0,
+                       hparams.get("kept_temperature", 1.0))
+        temperature = resolve_kept_temperature(
+            hparams, intent_head, parent, accelerator, data.replayed, data.old_valid,
+            recorded=record.get("kept_temperature"))
+        described = describe_run(identity, mode, hparams, intent_head, data, parent_labels,
+                                 replay_per_class if replay else None, temperature)
+        check_same_description(record, described, out)
     sb.create_experiment_directory(experiment_directory=str(out),
                                    hyperparams_to_save=str(hparams_file), overrides=overrides)
     save = Path(hparams["save_folder"])
@@ -289,19 +306,6 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
         if task != "intent":
             save_label_encoder(save / f"label_encoder_{task}.txt", parent.labels[task])
     check_class_bias_calls(hparams)
-
-    record_path = out / FINETUNE_RECORD
-    record = json.loads(record_path.read_text()) if record_path.is_file() else {}
-    identity = parent_identity(source, revision, parent_repo_id)
-    check_same_run(record, identity, mode, out, intent_head,
-                   row_count(data.emotion_replayed) if data.emotion_replayed else 0,
-                   hparams.get("kept_temperature", 1.0))
-    temperature = resolve_kept_temperature(
-        hparams, intent_head, parent, accelerator, data.replayed, data.old_valid,
-        recorded=record.get("kept_temperature"))
-    described = describe_run(identity, mode, hparams, intent_head, data, parent_labels,
-                             replay_per_class if replay else None, temperature)
-    check_same_description(record, described, out)
     if "parent_license" not in record:  # read once, at the revision the weights came from
         record["parent_license"] = read_parent_license(source, revision, hparams, accelerator)
     record.update(described)
@@ -327,6 +331,45 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
     if accelerator.is_main_process and export and hparams.get("export_folder"):
         export_model(out, hparams["export_folder"], overwrite=True, repo_id=repo_id)
     return record
+
+
+# What a run folder's rerun writes before it can tell whether it resumes the same run.
+RERUN_REWRITES = ("data", "parent", "parent_encoder")
+
+
+@contextlib.contextmanager
+def restored_on_failure(out: Path, names):
+    """Put the folders ``names`` of ``out`` back as they were if the block raises (a
+    rerun refused as another run's must leave the folder as it found it).
+
+    >>> import tempfile
+    >>> out = Path(tempfile.mkdtemp()); (out / "data").mkdir(); _ = (out / "data" / "a").write_text("1")
+    >>> try:
+    ...     with restored_on_failure(out, ["data"]):
+    ...         _ = (out / "data" / "a").write_text("2")
+    ...         raise FinetuneError("refused")
+    ... except FinetuneError:
+    ...     pass
+    >>> (out / "data" / "a").read_text(), sorted(p.name for p in out.iterdir())
+    ('1', ['data'])
+    """
+    if not names or os.environ.get("RANK", "0") != "0":  # one process restores
+        yield
+        return
+    kept = Path(tempfile.mkdtemp(prefix=".rerun-", dir=out))
+    try:
+        for name in names:
+            if (out / name).exists():
+                shutil.copytree(out / name, kept / name, symlinks=True)
+        yield
+    except BaseException:
+        for name in names:
+            shutil.rmtree(out / name, ignore_errors=True)
+            if (kept / name).exists():
+                os.replace(kept / name, out / name)
+        raise
+    finally:
+        shutil.rmtree(kept, ignore_errors=True)
 
 
 def run_overrides(parent, hparams_file, user: dict, *, source, revision, mode, out,
