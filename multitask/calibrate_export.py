@@ -450,6 +450,8 @@ def _report_skipped(skipped: list[str], manifest, log) -> None:
 
 def add_parser(subparsers) -> None:
     """Register ``calibrate`` on an argparse subparsers object."""
+    from .cli import repo_id
+
     parser = subparsers.add_parser(
         "calibrate", help="Fit per-class biases of one head on your labelled calls",
         description="Copy an exported model (folder or Hub repo id) with one head's logits "
@@ -467,8 +469,8 @@ def add_parser(subparsers) -> None:
                         help="held-out manifest scored without and with (repeatable)")
     parser.add_argument(MIN_PER_CLASS_OPTION, type=int, default=10,
                         help="fewest calls of each class (default 10)")
-    parser.add_argument("--repo-id", help="Hub id of the calibrated model, for its card")
-    parser.add_argument("--parent-repo-id", help="Hub id of a local SOURCE, for the card")
+    parser.add_argument("--repo-id", type=repo_id, help="Hub id of the calibrated model, for its card")
+    parser.add_argument("--parent-repo-id", type=repo_id, help="Hub id of a local SOURCE, for the card")
     parser.set_defaults(func=_run)
 
 

@@ -92,5 +92,59 @@ def positive_int(text: str) -> int:
     return value
 
 
+def repo_id(text: str) -> str:
+    """An argparse ``type`` for ``--repo-id``: a name the Hub accepts (``name`` or
+    ``org/name``), so a card never carries a repo id no one can load.
+
+    >>> repo_id("org/intent-emotion")
+    'org/intent-emotion'
+    >>> repo_id("org/my model")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: not a Hub repo id ('name' or 'org/name' of letters, digits, '-', '_', '.'): 'org/my model'
+    """
+    from huggingface_hub.errors import HFValidationError
+    from huggingface_hub.utils import validate_repo_id
+
+    try:
+        validate_repo_id(text)
+    except HFValidationError:
+        raise argparse.ArgumentTypeError("not a Hub repo id ('name' or 'org/name' of letters, "
+                                         f"digits, '-', '_', '.'): {text!r}") from None
+    return text
+
+
+def add_device_option(parser: argparse.ArgumentParser) -> None:
+    """``--device``, for the commands that run a model (checked by :func:`device_name`)."""
+    parser.add_argument("--device", type=device_name,
+                        help="cpu, cuda, cuda:1 ... (default: SpeechBrain's choice)")
+
+
+def device_name(text: str) -> str:
+    """An argparse ``type`` for ``--device``: a torch device this machine has.
+
+    >>> device_name("cpu")
+    'cpu'
+    >>> device_name("gpu0")
+    Traceback (most recent call last):
+    ...
+    argparse.ArgumentTypeError: not a device: 'gpu0' (cpu, cuda, cuda:1 ...)
+    """
+    import torch
+
+    try:
+        device = torch.device(text)
+    except (RuntimeError, ValueError):
+        raise argparse.ArgumentTypeError(f"not a device: {text!r} (cpu, cuda, cuda:1 ...)") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count()
+        if count == 0:
+            raise argparse.ArgumentTypeError(f"{text}: this machine has no CUDA GPU")
+        if device.index is not None and device.index >= count:
+            raise argparse.ArgumentTypeError(f"{text}: this machine has {count} CUDA GPU(s), "
+                                             f"cuda:0 to cuda:{count - 1}")
+    return text
+
+
 if __name__ == "__main__":
     sys.exit(main())

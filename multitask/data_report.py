@@ -60,7 +60,6 @@ def write_data_report(manifest_paths, out_dir, rejected_paths=None) -> str:
     if rejected_paths is None:
         rejected_paths = _rejected_next_to(manifest_paths)
     check_out_dir(out_dir)
-    os.makedirs(out_dir, exist_ok=True)
     rows, per_manifest = [], []
     for path in manifest_paths:
         manifest_rows = read_manifest(path)
@@ -69,8 +68,11 @@ def write_data_report(manifest_paths, out_dir, rejected_paths=None) -> str:
             row["split"] = row["split"] or default_split
         rows.extend(manifest_rows)
         per_manifest.append((path, manifest_rows))
+    if not rows:
+        raise ManifestError(f"{', '.join(manifest_paths)}: no rows, so nothing to report")
     rejected = [row for path in rejected_paths for row in _read_rejected(path)]
     splits = _split_order(rows)
+    os.makedirs(out_dir, exist_ok=True)
 
     sections = [
         "# Data report",
@@ -84,9 +86,8 @@ def write_data_report(manifest_paths, out_dir, rejected_paths=None) -> str:
             image = f"class_distribution_{task}.png"
             _plot_classes(labelled, task, splits, os.path.join(out_dir, image))
             sections.append(_classes_section(labelled, task, splits, image))
-    if rows:
-        _plot_durations(rows, splits, os.path.join(out_dir, "durations.png"))
-        sections.append(_durations_section(rows, splits, "durations.png"))
+    _plot_durations(rows, splits, os.path.join(out_dir, "durations.png"))
+    sections.append(_durations_section(rows, splits, "durations.png"))
     if any(row.get("sample_rate") for row in rows):
         sections.append(_sample_rate_section(rows, splits))
     sections.append(_rejected_section(rejected, rejected_paths))

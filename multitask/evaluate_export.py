@@ -317,24 +317,22 @@ def _write_predictions(path: Path, scored: list, tasks: list[str]) -> None:
 
 def _load(source, revision, device):
     from .inference import MultitaskClassifier
-    from .source import ModelNotFoundError, source_kind
+    from .source import BrokenModelError, ModelNotFoundError
 
-    try:
-        source_kind(os.fspath(source))
-    except ModelNotFoundError as err:
-        raise EvaluationError(str(err)) from None
     try:
         return MultitaskClassifier.from_hparams(
             source=os.fspath(source), revision=revision,
             run_opts={"device": device} if device else None)
-    except Exception as err:  # any loading failure is one line naming the source
+    except (ModelNotFoundError, BrokenModelError) as err:  # these name the folder or file
+        raise EvaluationError(str(err)) from None
+    except Exception as err:  # any other loading failure is one line naming the source
         raise EvaluationError(f"cannot load a multitask model from {source}: "
                               f"{type(err).__name__}: {err}") from err
 
 
 def add_parser(subparsers) -> None:
     """Register ``evaluate`` on an argparse subparsers object."""
-    from .cli import positive_int
+    from .cli import add_device_option, positive_int
 
     parser = subparsers.add_parser(
         "evaluate", help="Score an exported model on your labelled manifests",
@@ -349,7 +347,7 @@ def add_parser(subparsers) -> None:
                                                       "predictions and confusion plots")
     parser.add_argument("--batch-size", type=positive_int, default=1,
                         help="clips per forward pass (default 1: each clip alone)")
-    parser.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: SpeechBrain's choice)")
+    add_device_option(parser)
     parser.set_defaults(func=_run)
 
 

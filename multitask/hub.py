@@ -132,7 +132,7 @@ def _is_network_error(err: Exception) -> bool:
 
 def add_parsers(subparsers) -> None:
     """Register ``export``, ``push`` and ``predict`` on an argparse subparsers object."""
-    from .cli import positive_int
+    from .cli import add_device_option, positive_int, repo_id
 
     export = subparsers.add_parser(
         "export", help="Best checkpoint of a training run -> model folder (Hub-ready)",
@@ -143,7 +143,7 @@ def add_parsers(subparsers) -> None:
                         help="the training recipe's output_folder")
     export.add_argument("--out", required=True, help="model folder to write")
     export.add_argument("--checkpoint", help="checkpoint folder name (default: best by best_metric)")
-    export.add_argument("--repo-id", help="repo id used in the card's usage examples")
+    export.add_argument("--repo-id", type=repo_id, help="repo id used in the card's usage examples")
     export.add_argument("--model-name", help="model name in the card (default: from --repo-id)")
     export.add_argument("--dataset", dest="datasets", action="append", metavar="ID",
                         help="Hub dataset id for the card (repeatable; default: prepared corpora)")
@@ -159,7 +159,7 @@ def add_parsers(subparsers) -> None:
         description="Create the repo if needed and upload the export's files only. "
                     "The token comes from HF_TOKEN or `hf auth login`.")
     push.add_argument("--model", required=True, metavar="DIR", help="folder written by export")
-    push.add_argument("--repo-id", required=True, metavar="ORG/NAME")
+    push.add_argument("--repo-id", type=repo_id, required=True, metavar="ORG/NAME")
     push.add_argument("--private", action="store_true", help="create the repo private")
     push.add_argument("--revision", metavar="BRANCH", help="branch to push to (created if needed)")
     push.add_argument("--commit-message")
@@ -179,7 +179,7 @@ def add_parsers(subparsers) -> None:
     output.add_argument("--csv", dest="format", action="store_const", const="csv")
     predict.add_argument("--batch-size", type=positive_int, default=8)
     predict.add_argument("--top-k", type=positive_int, default=3)
-    predict.add_argument("--device", help="cpu, cuda, cuda:1 ... (default: SpeechBrain's choice)")
+    add_device_option(predict)
     predict.set_defaults(func=_run_predict, format="json")
 
 
@@ -208,12 +208,16 @@ def _run_push(args) -> int:
 
 def _run_predict(args) -> int:
     from .inference import MultitaskClassifier
+    from .source import BrokenModelError, ModelNotFoundError
 
     try:
         run_opts = {"device": args.device} if args.device else None
         model = MultitaskClassifier.from_hparams(
             source=args.model, revision=args.revision, run_opts=run_opts)
-    except Exception as err:  # any loading failure is reported as one line
+    except (ModelNotFoundError, BrokenModelError) as err:  # these name the folder or file
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # any other loading failure is reported as one line
         print(f"error: cannot load a model from {args.model}: {type(err).__name__}: {err}",
               file=sys.stderr)
         return 2

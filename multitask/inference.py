@@ -280,7 +280,8 @@ class MultitaskClassifier(Pretrained):
                 revision=revision, token=token or False, allow_updates=revision is not None
             )
         source = os.fspath(source)
-        kind = check_model_source(source, kwargs.get("hparams_file", "hyperparams.yaml"))
+        kind = check_model_source(source, kwargs.get("hparams_file", "hyperparams.yaml"),
+                                  revision)
         remember_source = _refetch_if_savedir_holds_another(source, kind, revision, kwargs)
         try:
             if trust_remote_code:

@@ -65,17 +65,39 @@ def source_kind(source: str) -> str:
     return HUB
 
 
-def check_model_source(source: str, hparams_file: str = "hyperparams.yaml") -> str:
-    """:func:`source_kind`, and for a folder, that it holds ``hparams_file``.
+def check_model_source(source: str, hparams_file: str = "hyperparams.yaml",
+                       revision: str | None = None) -> str:
+    """:func:`source_kind`, and for a folder, that it holds ``hparams_file``, is not a
+    training run, and is not asked for a revision (a folder has none).
 
     >>> check_model_source("org/name")  # shaped like a repo id: the Hub will be asked
     'hub'
     """
     kind = source_kind(source)
-    if kind == FOLDER and not os.path.isfile(os.path.join(source, hparams_file)):
+    if kind != FOLDER:
+        return kind
+    if is_training_run(source):
+        raise ModelNotFoundError(f"{source} is a training run, not an exported model: export "
+                                 f"it first (`multitask export --from {source} --out DIR`)")
+    if not os.path.isfile(os.path.join(source, hparams_file)):
         raise ModelNotFoundError(f"{source} is a folder without {hparams_file}: not a model "
                                  "folder written by `multitask export`")
+    if revision is not None:
+        raise ModelNotFoundError(f"{source} is a folder here, which has no revisions; a "
+                                 f"revision ({revision}) is for a Hub repo id")
     return kind
+
+
+def is_training_run(folder) -> bool:
+    """Whether ``folder`` is a recipe's ``output_folder`` (its ``save/`` checkpoints), which
+    ``multitask export`` turns into a model; an export has no ``save/``.
+
+    >>> import tempfile; run = tempfile.mkdtemp(); os.mkdir(os.path.join(run, "save"))
+    >>> is_training_run(run), is_training_run(os.path.dirname(run))
+    (True, False)
+    """
+    return os.path.isdir(os.path.join(folder, "save")) and not any(
+        os.path.isfile(os.path.join(folder, f"encoder.{ext}")) for ext in ("safetensors", "ckpt"))
 
 
 def hub_miss_message(source: str, revision, err: Exception) -> str:

@@ -414,7 +414,7 @@ def test_a_parent_folder_that_is_not_a_multitask_model_is_refused(trained_run, n
     (tmp_path / "empty").mkdir()
     code = main(["finetune", "--from", str(tmp_path / "empty"), "--train", new_domain["train"],
                  "--out", str(tmp_path / "run2")])
-    assert code == 1 and "not a multitask model folder" in capsys.readouterr().err
+    assert code == 1 and "not a model folder written by" in capsys.readouterr().err
     typo = tmp_path / "results" / "no-such-run" / "model"
     code = main(["finetune", "--from", str(typo), "--train", new_domain["train"],
                  "--out", str(tmp_path / "run3")])

@@ -13,6 +13,8 @@ from .run import DEFAULT_HPARAMS, finetune
 
 def add_parser(subparsers) -> None:
     """Register ``finetune`` on an argparse subparsers object."""
+    from ..cli import repo_id
+
     parser = subparsers.add_parser(
         "finetune", help="Fine-tune an exported model on new intents from a few examples",
         description="Start from an exported model (folder or Hub repo id), learn the intents "
@@ -43,8 +45,8 @@ def add_parser(subparsers) -> None:
                              "while a trainable encoder adapts (needs --freeze_encoder=none|N)")
     parser.add_argument("--replay-per-class", type=int,
                         help="at most this many rehearsed rows per parent intent (default: all)")
-    parser.add_argument("--parent-repo-id", help="Hub id of a local SOURCE, for the card")
-    parser.add_argument("--repo-id", help="repo id used in the card's usage examples")
+    parser.add_argument("--parent-repo-id", type=repo_id, help="Hub id of a local SOURCE, for the card")
+    parser.add_argument("--repo-id", type=repo_id, help="repo id used in the card's usage examples")
     parser.add_argument("--out", required=True, help="run folder (rerun to resume)")
     parser.add_argument("--hparams", default=str(DEFAULT_HPARAMS))
     parser.add_argument("--no-export", dest="export", action="store_false")

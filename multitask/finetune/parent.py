@@ -17,26 +17,28 @@ from pathlib import Path
 
 from ..card import display_path
 from ..export import CARD_FILE, HPARAMS_FILE, WEIGHTS_FILES
-from ..source import FOLDER, HUB, ModelNotFoundError, source_kind
+from ..source import FOLDER, HUB, ModelNotFoundError, check_model_source, source_kind
 
 
 class FinetuneError(ValueError):
     """A fine-tuning that cannot start; the message names the file or labels at fault."""
 
 
-def check_parent_folder(source) -> None:
-    """Raise :class:`FinetuneError` unless a local ``source`` is a ``multitask export`` folder."""
+def check_parent_folder(source, revision=None) -> None:
+    """Raise :class:`FinetuneError` unless a local ``source`` is a ``multitask export``
+    folder (not a training run), asked for no revision."""
     folder = Path(source)
     if not folder.is_dir():
         raise FinetuneError(f"{folder}: not a folder")
+    try:
+        check_model_source(os.fspath(folder), revision=revision)
+    except ModelNotFoundError as err:
+        raise FinetuneError(str(err)) from None
     hparams = folder / HPARAMS_FILE
     text = hparams.read_text(encoding="utf-8") if hparams.is_file() else ""
     if "multitask.inference" not in text:
-        hint = (" (it looks like a training run: export it first with "
-                f"`multitask export --from {folder} --out DIR`)"
-                if (folder / "save").is_dir() else "")
         raise FinetuneError(f"{folder}: not a multitask model folder: no hyperparams.yaml "
-                            f"written by `multitask export`{hint}")
+                            "written by `multitask export`")
     missing = [name for name in (*WEIGHTS_FILES.values(), "label_encoder_intent.txt")
                if not (folder / name).is_file()]
     if missing:
@@ -53,7 +55,7 @@ def load_parent(source, revision=None, savedir=None):
     except ModelNotFoundError as err:
         raise FinetuneError(str(err)) from None
     if kind == FOLDER:
-        check_parent_folder(source)
+        check_parent_folder(source, revision)
     try:
         parent = MultitaskClassifier.from_hparams(
             source=source, revision=revision, savedir=savedir, run_opts={"device": "cpu"},

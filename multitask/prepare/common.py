@@ -417,7 +417,15 @@ def run_preparer(
     -------
     dict
         ``{split: manifest path}`` for every split in ``record["outputs"]``.
+
+    Raises
+    ------
+    CorpusError
+        If ``min_seconds`` is not a duration, ``out_dir`` holds files no preparer wrote,
+        or every row is rejected (nothing is written then).
     """
+    if not 0 <= min_seconds < math.inf:  # nan too
+        raise CorpusError(f"--min-seconds must be a duration of 0 s or more; got {min_seconds}")
     check_out_dir(out_dir)
     paths = manifest_paths(out_dir, record["outputs"])
     if not force and is_up_to_date(out_dir, record):
@@ -428,6 +436,11 @@ def run_preparer(
     kept, bad_audio = scan_audio(candidates, min_seconds,
                                  desc=f"{record['preparer']}: checking audio")
     rejected = rejected + bad_audio
+    if rejected and not kept:
+        first = min(rejected, key=lambda row: (row["id"], row["path"]))
+        raise CorpusError(f"{record['preparer']}: every row was rejected "
+                          f"({reason_counts(rejected)}; the first: {first['path']}: "
+                          f"{first['reason']}); no manifest was written")
     if result["speaker_disjoint"]:
         check_speaker_disjoint(kept, record["preparer"])
     by_split = {split: [] for split in record["outputs"]}
@@ -510,14 +523,24 @@ def reason_kind(reason: str) -> str:
     return reason.split(":")[0].split(" (")[0].strip()
 
 
+def reason_counts(rejected: list[dict]) -> str:
+    """How many rows were rejected for each kind of reason.
+
+    >>> reason_counts([{"reason": "too short: 0.05 s"}, {"reason": "too short: 0.1 s"},
+    ...                {"reason": "unreadable (not audio)"}])
+    '2 too short, 1 unreadable'
+    """
+    kinds = Counter(reason_kind(row["reason"]) for row in rejected)
+    return ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items()))
+
+
 def _log_summary(preparer: str, summary: dict, rejected: list[dict], out_dir) -> None:
     kept = ", ".join(f"{split} {count}" for split, count in summary.items())
     if not rejected:
         logger.info("%s: kept %d rows (%s), rejected none; wrote %s",
                     preparer, sum(summary.values()), kept, out_dir)
         return
-    kinds = Counter(reason_kind(row["reason"]) for row in rejected)
-    reasons = ", ".join(f"{count} {kind}" for kind, count in sorted(kinds.items()))
+    reasons = reason_counts(rejected)
     # A warning, so the line is shown even when nobody configured logging.
     logger.warning("%s: kept %d rows (%s), rejected %d (%s); see %s",
                    preparer, sum(summary.values()), kept, len(rejected), reasons,

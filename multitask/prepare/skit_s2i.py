@@ -101,7 +101,7 @@ def prepare_skit_s2i(
     split: str = "speaker",
     seed: int = 1234,
     valid_fraction: float = 0.1,
-    test_fraction: float = 0.1,
+    test_fraction: float | None = None,
     min_seconds: float = MIN_SECONDS,
     force: bool = False,
 ) -> dict[str, str]:
@@ -118,7 +118,8 @@ def prepare_skit_s2i(
     seed : int
         Seed of every random choice; the same seed gives byte-identical manifests.
     valid_fraction, test_fraction : float
-        Shares of utterances; ``test_fraction`` is unused by the official scheme.
+        Shares of utterances. ``test_fraction`` (default 0.1) is for the speaker
+        scheme; the official one keeps the corpus's test set, and refuses it.
     min_seconds : float
         Recordings shorter than this are rejected.
     force : bool
@@ -132,11 +133,17 @@ def prepare_skit_s2i(
     Raises
     ------
     CorpusError
-        If a label file is missing, lacks a column or disagrees with intent_info.csv.
+        If a label file is missing, lacks a column or disagrees with intent_info.csv, or
+        if a fraction is out of range (or given for the official test set).
     """
     if split not in SCHEMES:
         raise ValueError(f"split must be one of {', '.join(SCHEMES)}; got {split!r}")
-    common.check_fractions(valid_fraction, test_fraction if split == "speaker" else 0.0)
+    if split == "official" and test_fraction is not None:
+        raise common.CorpusError(f"a test fraction ({test_fraction}) is for --split speaker; "
+                                 "--split official keeps the corpus's own test.csv as test")
+    if split == "speaker" and test_fraction is None:
+        test_fraction = 0.1
+    common.check_fractions(valid_fraction, test_fraction or 0.0)
     corpus_dir = os.path.abspath(corpus_dir)
     for name in LABEL_FILES:
         if not os.path.isfile(os.path.join(corpus_dir, name)):
@@ -145,7 +152,7 @@ def prepare_skit_s2i(
             )
     options = {"corpus_dir": corpus_dir, "split": split, "seed": seed,
                "valid_fraction": valid_fraction, "min_seconds": min_seconds,
-               "test_fraction": test_fraction if split == "speaker" else None}
+               "test_fraction": test_fraction}
     inputs = {name: common.file_digest(os.path.join(corpus_dir, name)) for name in LABEL_FILES}
     record = common.make_record(NAME, options, inputs, SPLITS)
 
@@ -179,7 +186,7 @@ def add_parser(subparsers) -> None:
                         help="speaker: speaker-disjoint splits (honest); official: the "
                              "corpus's test set, whose speakers overlap train (optimistic)")
     common.add_common_arguments(parser)
-    parser.set_defaults(func=_run)
+    parser.set_defaults(func=_run, test_fraction=None)  # None: 0.1, or refused by official
 
 
 def _run(args) -> None:

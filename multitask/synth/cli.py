@@ -22,6 +22,8 @@ from .corpus import DEFAULT_SEED, SIZES, generate, manifest_timbres
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     """Register ``synth`` on an ``argparse`` subparsers object; sets ``func=run``."""
+    from ..cli import positive_int
+
     parser = subparsers.add_parser(
         "synth",
         help="generate the synthetic banking IVR corpora",
@@ -41,7 +43,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
     parser.add_argument(
-        "--jobs", type=int, default=None, help="worker processes (default: all cores)"
+        "--jobs", type=positive_int, default=None, help="worker processes (default: all cores)"
     )
     parser.add_argument("--domain", choices=("banking", "new", "calls"), default="banking")
     parser.add_argument(
