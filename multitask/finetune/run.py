@@ -342,8 +342,8 @@ def restored_on_failure(out: Path, names):
     """Put the folders ``names`` of ``out`` back as they were if the block raises (a
     rerun refused as another run's must leave the folder as it found it).
 
-    >>> import tempfile
-    >>> out = Path(tempfile.mkdtemp()); (out / "data").mkdir(); _ = (out / "data" / "a").write_text("1")
+    >>> out = Path(tempfile.mkdtemp()); (out / "data").mkdir()
+    >>> _ = (out / "data" / "a").write_text("1")
     >>> try:
     ...     with restored_on_failure(out, ["data"]):
     ...         _ = (out / "data" / "a").write_text("2")
