@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Jobs run with .venv/bin first on PATH, so what they call by name is the environment's own
+# (SpeechBrain's env.log is `pip freeze`: otherwise the packages of whatever pip is on PATH).
+RUN = PATH="$(abspath $(VENV))/bin:$$PATH" $(PY)
 
 .PHONY: venv test demo pretrain bench lint clean constraints
 
@@ -21,22 +24,22 @@ venv: $(STAMP)
 ## make test: unit tests, doctests, recipe smoke tests (about 7 to 15 minutes on 2 idle cores,
 ## by host, installing .venv included)
 test: $(STAMP)
-	$(PY) -m pytest tests --doctest-modules multitask benchmarks/shift.py benchmarks/probe.py benchmarks/class_bias.py
+	$(RUN) -m pytest tests --doctest-modules multitask benchmarks/shift.py benchmarks/probe.py benchmarks/class_bias.py
 
 ## make demo: synthetic corpus -> joint training -> evaluation -> export -> reload -> predict
 demo: $(STAMP)
-	$(PY) recipes/demo.py hparams/demo.yaml
+	$(RUN) recipes/demo.py hparams/demo.yaml
 
 ## make pretrain: remake hparams/encoders/demo_ssl, the self-supervised encoder the demo starts from
 pretrain: $(STAMP)
-	$(PY) recipes/pretrain.py hparams/pretrain.yaml
+	$(RUN) recipes/pretrain.py hparams/pretrain.yaml
 
 ## make bench: inference + training speed (about 5 minutes on 2 idle cores); JSON and
 ## README_table.md under results/bench/, the table copied into README.md
 bench: $(STAMP)
-	$(PY) benchmarks/inference.py --out results/bench/inference.json
-	$(PY) benchmarks/train.py --out results/bench/train.json
-	$(PY) benchmarks/report.py --bench results/bench --readme README.md
+	$(RUN) benchmarks/inference.py --out results/bench/inference.json
+	$(RUN) benchmarks/train.py --out results/bench/train.json
+	$(RUN) benchmarks/report.py --bench results/bench --readme README.md
 
 ## make constraints: re-pin constraints.txt to what .venv holds now, after a deliberate
 ## upgrade (e.g. .venv/bin/pip install -U transformers); then re-measure the README's figures.

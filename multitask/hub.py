@@ -177,8 +177,12 @@ def add_parsers(subparsers) -> None:
     output.add_argument("--json", dest="format", action="store_const", const="json",
                         help="JSON lines (default)")
     output.add_argument("--csv", dest="format", action="store_const", const="csv")
-    predict.add_argument("--batch-size", type=positive_int, default=8)
-    predict.add_argument("--top-k", type=positive_int, default=3)
+    predict.add_argument("--batch-size", type=positive_int, default=1,  # inference's default
+                         help="files per forward pass (default 1: each file alone, as "
+                              "classify_file; more is faster, but a group-norm encoder's "
+                              "answers then depend on the padding)")
+    predict.add_argument("--top-k", type=positive_int, default=3,
+                         help="labels listed per task, most probable first (default 3)")
     add_device_option(predict)
     predict.set_defaults(func=_run_predict, format="json")
 

@@ -66,7 +66,9 @@ __all__ = [
 ]
 
 DEFAULT_TOP_K = 3
-DEFAULT_BATCH_SIZE = 8
+# Each file alone unless asked: batching is faster, but a group-norm encoder's answers then
+# depend on the padding (classify_files).
+DEFAULT_BATCH_SIZE = 1
 
 
 def encoder_from_config(config: dict, use_attention_mask=None) -> Wav2Vec2Encoder:
@@ -384,12 +386,15 @@ class MultitaskClassifier(Pretrained):
 
     def classify_files(self, paths, batch_size: int = DEFAULT_BATCH_SIZE,
                        top_k: int = DEFAULT_TOP_K) -> list[dict]:
-        """Classify many files in batches; results come back in input order.
+        """Classify many files; results come back in input order.
 
-        Files are batched shortest first, so each batch holds similar durations and
-        little padding. That matters beyond speed: group-norm encoders (wav2vec2-base)
-        see padding in their normalisation statistics, so a padded row's
-        probabilities differ slightly from the same file alone.
+        By default each file is classified alone, with :meth:`classify_file`'s results.
+        With ``batch_size`` above 1 files are batched shortest first, so each batch
+        holds similar durations and little padding. That matters beyond speed:
+        group-norm encoders (wav2vec2-base, the demo's) see padding in their
+        normalisation statistics, so a padded row's probabilities differ from the same
+        file alone, by enough to change the label of a short file padded to a long one.
+        Layer-norm encoders, which take an attention mask, give the same results batched.
 
         Each result is ``{"file": path, <task>: {...}, ...}``, or
         ``{"file": path, "error": "<path>: <reason>"}`` for a file that cannot be

@@ -175,13 +175,13 @@ def test_classify_files_keeps_input_order_and_reports_bad_files_in_place(
         classifier, toy_wavs, bad_files):
     paths = [toy_wavs[3], bad_files["missing"], toy_wavs[0], bad_files["empty"], toy_wavs[5],
              bad_files["corrupt"], toy_wavs[1], bad_files["silent"]]
-    results = classifier.classify_files(paths, batch_size=1)
+    results = classifier.classify_files(paths)  # the default: each file alone
     assert [r["file"] for r in results] == paths
     for name, path in bad_files.items():
         [entry] = [r for r in results if r["file"] == path]
         assert set(entry) == {"file", "error"}
         assert entry["error"].startswith(path) and REASONS[name] in entry["error"]
-    # batch_size=1 is exactly classify_file, per file.
+    # The default, batch_size=1, is exactly classify_file, per file.
     for path, result in zip(paths, results, strict=True):
         if "error" not in result:
             single = classifier.classify_file(path)

@@ -337,7 +337,7 @@ def references(classifier, tmp_path_factory) -> dict[str, dict]:
 @pytest.fixture(scope="module")
 def batch_results(classifier, catalogue) -> dict[str, dict]:
     paths = [catalogue[case.id] for case in CASES]
-    results = classifier.classify_files(paths)  # default batch size
+    results = classifier.classify_files(paths, batch_size=8)  # the batched path
     assert [r["file"] for r in results] == paths  # in place, in input order
     return {case.id: result for case, result in zip(CASES, results, strict=True)}
 
