@@ -151,7 +151,7 @@ class _Checks:
 
     One owner for the reasons: a whole file read at once and a file streamed in
     blocks are refused for the same reason, in the same order (no samples, NaN/Inf,
-    too short, channels cancelling, silent).
+    too short, channels cancelling, silent, constant).
     """
 
     def __init__(self, path, sample_rate: int, min_seconds: float):
@@ -159,6 +159,7 @@ class _Checks:
         self.frames = 0
         self.raw_peak = 0.0
         self.mono_peak = 0.0
+        self.mono_low, self.mono_high = math.inf, -math.inf
 
     def add(self, raw: torch.Tensor, mono: torch.Tensor) -> None:
         """Account for one block: ``raw`` ``[frames, channels]``, ``mono`` its downmix."""
@@ -168,6 +169,8 @@ class _Checks:
         if mono.numel():
             self.raw_peak = max(self.raw_peak, float(raw.abs().max()))
             self.mono_peak = max(self.mono_peak, float(mono.abs().max()))
+            self.mono_low = min(self.mono_low, float(mono.min()))
+            self.mono_high = max(self.mono_high, float(mono.max()))
 
     def finish(self) -> None:
         if self.frames == 0:
@@ -184,6 +187,10 @@ class _Checks:
                     "(one channel is the other with its polarity inverted)"
                 )
             raise AudioInputError(self.path, "is silent (peak amplitude below -80 dBFS)")
+        if self.mono_high - self.mono_low < SILENCE_PEAK:
+            # Normalising to zero mean would leave digital silence, which still gets a label.
+            raise AudioInputError(self.path, "holds no sound: every sample has the same value "
+                                  "(a constant offset)")
 
 
 def _downmix(samples, path) -> tuple[torch.Tensor, torch.Tensor]:

@@ -63,14 +63,24 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except (ValueError, OSError) as err:
-        # The package's own input errors (ManifestError, CorpusError, AudioInputError,
-        # ModelNotFoundError, ...: ValueError or OSError kinds) name the file and the
-        # problem: one line, no traceback. Others, and its RuntimeErrors (a bug, a diverged
-        # run), keep their traceback.
-        if not type(err).__module__.startswith("multitask."):
+        if not is_input_error(err):
             raise
         print(f"error: {err}", file=sys.stderr)
         return 1
+
+
+def is_input_error(err: BaseException) -> bool:
+    """Whether ``err`` is one of the package's own input errors (ManifestError,
+    CorpusError, AudioInputError, ModelNotFoundError, ...: ValueError or OSError kinds),
+    which name the file and the problem: shown as one line, without a traceback. Others,
+    and the package's RuntimeErrors (a bug, a diverged run), keep their traceback.
+
+    >>> from multitask.manifest import ManifestError
+    >>> is_input_error(ManifestError("x.csv: no rows")), is_input_error(ValueError("bug"))
+    (True, False)
+    """
+    return (isinstance(err, (ValueError, OSError))
+            and type(err).__module__.startswith("multitask."))
 
 
 def positive_int(text: str) -> int:

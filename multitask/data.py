@@ -39,6 +39,7 @@ from .manifest import (
     read_manifest,
     read_manifests,
     rows_digest,
+    spelled_alike,
 )
 from .sampling import TaskMixingBatchSampler
 
@@ -71,6 +72,12 @@ def build_label_encoders(rows: list[dict], folder, tasks=TASKS) -> dict:
     encoders = {}
     for task in tasks:
         labels = label_set(rows, task)
+        clash = spelled_alike(labels)
+        if clash:
+            raise ManifestError(f"the training manifests' {task} labels {clash[0]!r} and "
+                                f"{clash[1]!r} differ only in case, spacing, punctuation or "
+                                "word order: one class spelled two ways would be learnt as two; "
+                                "use one spelling")
         encoder = CategoricalEncoder()
         path = label_encoder_path(folder, task)
         if not os.path.isfile(path) and not labels:

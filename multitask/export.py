@@ -46,6 +46,7 @@ from .card import DEFAULT_CARD_TEMPLATE, DEFAULT_LICENSE, render_card
 from .class_bias import read_record as read_class_bias
 from .head_labels import encoder_labels, heads_metadata
 from .interface_source import INTERFACE_FILE, interface_source
+from .source import SAVEDIR_SOURCE_FILE
 
 HPARAMS_FILE = "hyperparams.yaml"
 CARD_FILE = "README.md"
@@ -189,6 +190,18 @@ def check_replaceable(out: Path, run: Path) -> None:
     if any(out.iterdir()) and not is_exported_model(out):
         raise ExportError(f"{out}: not an exported model, so it is not replaced: everything in "
                           "it would be deleted (give another output folder)")
+    foreign = sorted(path.name for path in out.iterdir() if not _written_with_export(path.name))
+    if foreign:
+        raise ExportError(f"{out}: an exported model, but it also holds {', '.join(foreign)}, "
+                          "which replacing it would delete (move them, or give another "
+                          "output folder)")
+
+
+def _written_with_export(name: str) -> bool:
+    """Whether a file of that name in an export folder is the export's, or was put there by
+    loading the folder into itself (SpeechBrain's ``.ckpt`` links, the source record)."""
+    return (name in EXPORT_FILES or bool(LABEL_FILE_RE.fullmatch(name))
+            or name.endswith(".ckpt") or name == SAVEDIR_SOURCE_FILE)
 
 
 @contextlib.contextmanager

@@ -48,8 +48,10 @@ from .model import ExtendedHead, MultitaskModel, TaskHead, Wav2Vec2Encoder
 from .optimize import optimize_for_cpu
 from .source import (
     FOLDER,
+    SAVEDIR_SOURCE_FILE,
     BrokenModelError,
     ModelNotFoundError,
+    SavedirError,
     check_model_source,
     hub_miss_message,
 )
@@ -273,6 +275,9 @@ class MultitaskClassifier(Pretrained):
         multitask.trust.UntrustedHparamsError
             ``hyperparams.yaml`` names a callable outside the allow-list (and
             ``trust_remote_code`` is False); nothing of it was run.
+        multitask.source.SavedirError
+            ``savedir`` is a file, or holds files no loading put there (they would be
+            replaced by links to the model's files).
         """
         if revision is not None or token is not None:
             if "fetch_config" in kwargs:
@@ -281,6 +286,8 @@ class MultitaskClassifier(Pretrained):
             kwargs["fetch_config"] = FetchConfig(
                 revision=revision, token=token or False, allow_updates=revision is not None
             )
+        if isinstance(optimize, bool):
+            raise ValueError(f"optimize must be 'fp32', 'int8' or None, not {optimize}")
         source = os.fspath(source)
         kind = check_model_source(source, kwargs.get("hparams_file", "hyperparams.yaml"),
                                   revision)
@@ -323,10 +330,12 @@ class MultitaskClassifier(Pretrained):
         wav_lens : torch.Tensor, optional
             Relative lengths ``[batch]`` (1.0 = the longest); default all 1.
         """
+        wavs = as_tensor(wavs, "wavs")
         if wavs.ndim == 1:
             wavs = wavs.unsqueeze(0)
         if wav_lens is None:
-            wav_lens = torch.ones(wavs.shape[0])
+            wav_lens = torch.ones(wavs.shape[0] if wavs.ndim else 1)
+        wav_lens = as_tensor(wav_lens, "wav_lens")
         check_waveforms(wavs, wav_lens, self.min_samples)
         wavs = wavs.to(self.device, torch.float32)
         wav_lens = wav_lens.to(self.device, torch.float32)
@@ -336,6 +345,7 @@ class MultitaskClassifier(Pretrained):
 
     def classify_batch(self, wavs, wav_lens=None, top_k: int = DEFAULT_TOP_K) -> list[dict]:
         """One result per row of ``wavs`` (see :meth:`forward` for the input format)."""
+        check_count(top_k, "top_k")
         probs = self.forward(wavs, wav_lens)
         batch = next(iter(probs.values())).shape[0]
         return [
@@ -356,6 +366,7 @@ class MultitaskClassifier(Pretrained):
         left out, and the result also holds ``"windows"`` (windows classified) and
         ``"silent_windows"``. Shorter files are one encoder pass, as in training.
         """
+        check_count(top_k, "top_k")
         if probe_audio(path).duration > LONG_FILE_SECONDS:
             return self._classify_long_file(path, top_k)
         wav = load_audio(path)
@@ -402,8 +413,8 @@ class MultitaskClassifier(Pretrained):
         ``LONG_FILE_SECONDS`` are classified alone, in windows, as by
         :meth:`classify_file`.
         """
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        check_count(batch_size, "batch_size")
+        check_count(top_k, "top_k")
         if isinstance(paths, (str, bytes, os.PathLike)):
             raise TypeError(f"classify_files takes a list of paths, not one path ({paths!r}); "
                             "classify_file classifies one file")
@@ -449,7 +460,7 @@ class MultitaskClassifier(Pretrained):
         return {
             "label": names[best],
             "prob": values[best],
-            "top_k": [[names[i], values[i]] for i in ranked[: max(1, top_k)]],
+            "top_k": [[names[i], values[i]] for i in ranked[:top_k]],
             "probs": dict(zip(names, values, strict=True)),
         }
 
@@ -525,6 +536,32 @@ def receptive_field(config) -> int:
     return samples
 
 
+def check_count(value, name: str) -> None:
+    """Refuse a ``top_k`` or ``batch_size`` that is not a whole number of 1 or more.
+
+    >>> check_count(3, "top_k")
+    >>> check_count(0, "top_k")
+    Traceback (most recent call last):
+    ...
+    ValueError: top_k must be a whole number of 1 or more, not 0
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a whole number of 1 or more, not {value!r}")
+
+
+def as_tensor(value, name: str) -> torch.Tensor:
+    """``value`` as a tensor: a tensor as it is, a NumPy array or a nested list of
+    numbers converted; anything else (rows of different lengths, strings) refused."""
+    if isinstance(value, torch.Tensor):
+        return value
+    try:
+        return torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"{name} must be a tensor or array of numbers ([batch, samples] for "
+                        "wavs; rows of different lengths: pad them with pad_batch), not "
+                        f"{type(value).__name__}") from None
+
+
 def check_waveforms(wavs: torch.Tensor, wav_lens: torch.Tensor, min_samples: int = 400) -> None:
     """Refuse model input that would give a label without meaning, or fail deep in
     torch: not ``[batch, samples]``, a row holding NaN or infinity, or a row shorter than
@@ -541,12 +578,18 @@ def check_waveforms(wavs: torch.Tensor, wav_lens: torch.Tensor, min_samples: int
     ...
     ValueError: row 1 of the batch is 16 samples long; the encoder reads 400 for one frame
     """
-    if wavs.ndim != 2:
-        raise ValueError(f"wavs must be [batch, samples] (or [samples]) at 16 kHz, not of shape "
-                         f"{tuple(wavs.shape)}")
+    if wavs.ndim != 2 or wavs.shape[0] == 0:
+        raise ValueError(f"wavs must be [batch, samples] (or [samples]) at 16 kHz, with a row "
+                         f"or more, not of shape {tuple(wavs.shape)}")
+    if wavs.dtype == torch.bool or wavs.is_complex():
+        raise ValueError(f"wavs must hold real sample values, not {wavs.dtype}")
     if wav_lens.shape != (wavs.shape[0],):
         raise ValueError(f"wav_lens must hold one relative length per row ({wavs.shape[0]}), "
                          f"not shape {tuple(wav_lens.shape)}")
+    lens = wav_lens.double()
+    if not (torch.isfinite(lens).all() and (lens > 0).all() and (lens <= 1).all()):
+        raise ValueError("wav_lens must be relative lengths in (0, 1] (1.0: the longest row), "
+                         f"not {wav_lens.tolist()}")
     finite = torch.isfinite(wavs).all(dim=1)
     if not finite.all():
         raise ValueError(f"row {int((~finite).nonzero()[0])} of the batch holds NaN or "
@@ -559,7 +602,21 @@ def check_waveforms(wavs: torch.Tensor, wav_lens: torch.Tensor, min_samples: int
                          f"encoder reads {min_samples} for one frame")
 
 
-SAVEDIR_SOURCE_FILE = ".multitask-source"
+def check_savedir(savedir, filled_by_loading: bool) -> None:
+    """Refuse a ``savedir`` that loading would write over what is not its own: a file,
+    or a folder holding files and folders (not links) that no loading put there, such
+    as another model, a training run or the user's files. Loading links each model
+    file into ``savedir``, replacing a file of the same name."""
+    if os.path.exists(savedir) and not os.path.isdir(savedir):
+        raise SavedirError(f"savedir {savedir}: a file, not a folder")
+    if filled_by_loading or not os.path.isdir(savedir):
+        return
+    own = sorted(entry.name for entry in os.scandir(savedir) if not entry.is_symlink())
+    if own:
+        shown = ", ".join(own[:5]) + (", ..." if len(own) > 5 else "")
+        raise SavedirError(f"savedir {savedir} holds files that loading did not put there "
+                           f"({shown}); loading would replace them with links to the model's: "
+                           "give a new or empty savedir")
 
 
 def _refetch_if_savedir_holds_another(source: str, kind: str, revision, kwargs: dict):
@@ -584,6 +641,7 @@ def _refetch_if_savedir_holds_another(source: str, kind: str, revision, kwargs: 
     if os.path.isfile(record):
         with open(record, encoding="utf-8") as fin:
             held = fin.read()
+    check_savedir(savedir, filled_by_loading=held is not None)
     if held != identity and os.path.isdir(savedir) and os.listdir(savedir):
         config = kwargs.get("fetch_config") or FetchConfig()
         kwargs["fetch_config"] = dataclasses.replace(config, overwrite=True)

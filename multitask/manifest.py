@@ -38,6 +38,7 @@ import csv
 import hashlib
 import json
 import os
+import re
 from collections.abc import Iterable
 
 COLUMNS = ("id", "wav", "duration", "task", "intent", "emotion", "speaker", "split")
@@ -69,6 +70,30 @@ def label_set(rows, task: str) -> list[str]:
     ['block', 'lost']
     """
     return sorted({row[task] for row in rows if row.get(task)})
+
+
+def label_key(label: str) -> tuple[str, ...]:
+    """Words of a label, lower-cased and sorted: labels with one key mean one class.
+
+    >>> label_key("card_lost") == label_key("Lost card"), label_key("block")
+    (True, ('block',))
+    """
+    return tuple(sorted(re.findall(r"[a-z0-9]+", label.lower())))
+
+
+def spelled_alike(labels) -> tuple[str, str] | None:
+    """Two of ``labels`` that differ only in case, spacing, punctuation or word order (one
+    class spelled two ways, which training would learn as two), or None.
+
+    >>> spelled_alike(["low", "high", "Low "]), spelled_alike(["low", "high"])
+    (('low', 'Low '), None)
+    """
+    seen: dict[tuple, str] = {}
+    for label in labels:
+        other = seen.setdefault(label_key(label), label)
+        if other != label:
+            return other, label
+    return None
 
 
 def write_manifest(path, rows: Iterable[dict]) -> None:

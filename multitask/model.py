@@ -25,6 +25,8 @@ from __future__ import annotations
 import os
 
 import torch
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
 from speechbrain.integrations.huggingface.wav2vec2 import Wav2Vec2
 from torch import nn
 from transformers import AutoModel
@@ -89,6 +91,7 @@ class Wav2Vec2Encoder(Wav2Vec2):
         use_attention_mask=None,
         **kwargs,
     ):
+        check_encoder_source(source)
         self._layerdrop = layerdrop
         self._dropout = dropout
         self._mask_time_prob = mask_time_prob
@@ -174,6 +177,37 @@ class Wav2Vec2Encoder(Wav2Vec2):
         # last hidden state carries; without it that norm would get no gradient.
         hidden[-1] = out.last_hidden_state
         return torch.stack(hidden, dim=0)
+
+
+class EncoderSourceError(ValueError):
+    """An encoder source that is neither a wav2vec2 folder nor a Hub repo id; names it."""
+
+
+def check_encoder_source(source, key: str = "encoder_source") -> None:
+    """Refuse (naming ``key``) an encoder source that cannot be one: a file, a missing
+    folder (a relative path is read from the current folder), or a folder without a
+    wav2vec2 ``config.json``. A Hub repo id is left to the Hub.
+
+    >>> check_encoder_source("facebook/wav2vec2-base")
+    >>> check_encoder_source("hparams/encoders/no_such_encoder")
+    Traceback (most recent call last):
+    ...
+    multitask.model.EncoderSourceError: encoder_source hparams/encoders/no_such_encoder: no such folder here (a relative path is read from the current folder), and not a Hub repo id ('org/name')
+    """
+    source = os.fspath(source)
+    if os.path.isdir(source):
+        if not os.path.isfile(os.path.join(source, "config.json")):
+            raise EncoderSourceError(f"{key} {source}: a folder without config.json, so not a "
+                                     "wav2vec2 model or config folder")
+        return
+    if os.path.exists(source):
+        raise EncoderSourceError(f"{key} {source}: a file, not a folder")
+    try:
+        validate_repo_id(source)
+    except HFValidationError:
+        raise EncoderSourceError(
+            f"{key} {source}: no such folder here (a relative path is read from the current "
+            "folder), and not a Hub repo id ('org/name')") from None
 
 
 def _is_config_only_folder(source) -> bool:

@@ -2,14 +2,18 @@
 
 Recipes take ``HPARAMS.yaml --key=value ...`` exactly as SpeechBrain recipes do. The
 run options SpeechBrain's ``Brain`` would read (``--device``, ``--precision``,
-``--distributed_launch``, ...) are refused rather than silently ignored: here
-Accelerate owns device, data parallelism and precision, set with
-``accelerate launch`` or its config file.
+``--distributed_launch``, ``--test_only``, ``--debug``, ...) are refused rather than
+silently ignored: here Accelerate owns device, data parallelism and precision, set with
+``accelerate launch`` or its config file, and the training loop is the package's own.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import speechbrain as sb
 from hyperpyyaml import load_hyperpyyaml
@@ -57,17 +61,82 @@ def parse_arguments(argv: list[str]) -> tuple[str, str]:
     if refused:
         hints = "; ".join(f"--{name}: use {ACCELERATE_OWNS[name]}" for name in refused)
         raise SystemExit(f"Accelerate owns device, precision and parallelism here. {hints}")
+    unread = sorted(given - set(HPARAM_RUN_OPTIONS))
+    if unread:
+        raise SystemExit(f"{', '.join('--' + name for name in unread)}: SpeechBrain `Brain` run "
+                         "option(s) these recipes do not read (they train with Accelerate, "
+                         "not Brain); settings are given as --key=value of the hparams file")
     forwarded = [f"{HPARAM_RUN_OPTIONS[name]}: {run_opts[name]}"
                  for name in sorted(given & set(HPARAM_RUN_OPTIONS))]
     return hparams_file, "\n".join(line for line in [overrides, *forwarded] if line)
+
+
+# Settings the recipes read as numbers: (whole number or not, smallest, largest or None).
+NUMBER_SETTINGS = {
+    "seed": (True, 0, None), "number_of_epochs": (True, 1, None), "batch_size": (True, 1, None),
+    "warmup_steps": (True, 0, None), "encoder_freeze_steps": (True, 0, None),
+    "grad_accumulation": (True, 1, None), "encoder_lr": (False, 0.0, None),
+    "head_lr": (False, 0.0, None), "weight_decay": (False, 0.0, None),
+    "head_dropout": (False, 0.0, 1.0),
+    "rows_per_class": (True, 1, None),  # train_batching's, with batch_size
+}
+
+
+class SettingError(ValueError):
+    """A setting that is not a usable number; the message names it and where it was set."""
+
+
+def check_numbers(values, where=None) -> None:
+    """Refuse a setting of :data:`NUMBER_SETTINGS` in ``values`` (or ``train_batching``'s
+    ``batch_size`` and ``rows_per_class``) that is not a number of its kind and range.
+    ``where``: the file ``values`` were read from; None for command-line overrides.
+
+    >>> check_numbers({"number_of_epochs": 5, "head_lr": 1e-3})
+    >>> check_numbers({"head_lr": -1})
+    Traceback (most recent call last):
+    ...
+    multitask.recipe.SettingError: --head_lr must be a number of at least 0.0, not -1
+    """
+    batching = values.get("train_batching")
+    nested = {f"train_batching.{key}": batching[key] for key in ("batch_size", "rows_per_class")
+              if isinstance(batching, dict) and batching.get(key) is not None}
+    for key, value in [*((k, values[k]) for k in NUMBER_SETTINGS if k in values),
+                       *nested.items()]:
+        if value is None or not isinstance(value, (str, int, float)):
+            continue  # unset, or a reference or another tag, resolved when the file is loaded
+        whole, least, most = NUMBER_SETTINGS[key.removeprefix("train_batching.")]
+        kinds = (int,) if whole else (int, float)
+        if (isinstance(value, bool) or not isinstance(value, kinds) or value != value
+                or value < least or (most is not None and value > most)):
+            name = f"{where}: {key}" if where else f"--{key}"
+            kind = "a whole number" if whole else "a number"
+            span = f"from {least} to {most}" if most is not None else f"of at least {least}"
+            raise SettingError(f"{name} must be {kind} {span}, not {value!r}")
+
+
+def overrides_mapping(overrides: str | dict) -> dict:
+    """Command-line overrides as plain data (tags unresolved), for checking before loading."""
+    if isinstance(overrides, dict):
+        return overrides
+    from ruamel.yaml import YAML
+
+    loaded = YAML(typ="rt").load(overrides or "{}")
+    return loaded if isinstance(loaded, dict) else {}
 
 
 def load_hparams(hparams_file: str, overrides: str | dict = "") -> dict:
     """Load a HyperPyYAML file with overrides, naming the file in any error.
 
     A command-line override may only set a key the file defines, as in HyperPyYAML; a
-    mistyped one is refused in a line that names it, rather than in a traceback.
+    mistyped one is refused in a line that names it, rather than in a traceback. Numeric
+    settings (:data:`NUMBER_SETTINGS`) must be numbers of their kind and range.
     """
+    try:
+        check_numbers(overrides_mapping(overrides))
+    except SettingError as err:
+        raise SystemExit(str(err)) from None
+    except YAMLError:
+        pass  # refused below, by the loading, in its words
     try:
         with open(hparams_file, encoding="utf-8") as fin:
             hparams = load_hyperpyyaml(fin, overrides)
@@ -88,6 +157,10 @@ def load_hparams(hparams_file: str, overrides: str | dict = "") -> dict:
             f"{hparams_file}: no key `{unknown}` to override; a command-line override can "
             "only set a key the file defines (to add one, copy the file and add it there)"
         ) from None
+    try:
+        check_numbers(hparams, f"{hparams_file} (with its overrides)")
+    except SettingError as err:
+        raise SystemExit(str(err)) from None
     stale = sorted(set(hparams) & set(RENAMED_KEYS))
     if stale:
         raise SystemExit(f"{hparams_file}: " + "; ".join(
@@ -102,3 +175,100 @@ def _unknown_override(err: KeyError) -> str | None:
     if not message.startswith(prefix) or "' not found" not in message:
         return None
     return message[len(prefix):message.index("' not found")]
+
+
+def check_output_folder(folder) -> None:
+    """Refuse an ``output_folder`` where a run would write over what is not a run's: a
+    file, an exported model, or a folder of other files (a run writes its
+    ``hyperparams.yaml`` and a copy of the recipe there). A run's own folder (its
+    ``env.log`` or ``save/``) is resumed.
+
+    >>> import tempfile; folder = Path(tempfile.mkdtemp())
+    >>> check_output_folder(folder / "new"); check_output_folder(folder)  # new, empty
+    >>> _ = (folder / "notes.txt").write_text("mine")
+    >>> check_output_folder(folder)
+    Traceback (most recent call last):
+    ...
+    SystemExit: output_folder ... holds files that are not a training run's (notes.txt); ...
+    """
+    from .export import is_exported_model
+
+    folder = Path(folder)
+    if not folder.exists():
+        return
+    if not folder.is_dir():
+        raise SystemExit(f"output_folder {folder}: a file, not a folder")
+    if is_exported_model(folder):
+        raise SystemExit(f"output_folder {folder}: an exported model; a run would write its "
+                         "hyperparams.yaml over the model's (give another output_folder)")
+    names = sorted(path.name for path in folder.iterdir())
+    if names and not ((folder / "env.log").is_file() or (folder / "save").is_dir()):
+        shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+        raise SystemExit(f"output_folder {folder} holds files that are not a training run's "
+                         f"({shown}); a run writes hyperparams.yaml and a copy of the recipe "
+                         "there: give a new or empty output_folder")
+
+
+@contextlib.contextmanager
+def restored_on_failure(folder, names):
+    """Put the files and folders ``names`` of ``folder`` back as they were (or remove them,
+    if they were not there) when the block raises before calling the function it is
+    given: a rerun refused as another run's, or one that fails before training starts,
+    leaves the run folder as it found it.
+
+    >>> folder = Path(tempfile.mkdtemp()); _ = (folder / "a.yaml").write_text("1")
+    >>> try:
+    ...     with restored_on_failure(folder, ["a.yaml", "save/b.txt"]):
+    ...         _ = (folder / "a.yaml").write_text("2")
+    ...         (folder / "save").mkdir(); _ = (folder / "save" / "b.txt").write_text("new")
+    ...         raise ValueError("refused")
+    ... except ValueError:
+    ...     pass
+    >>> (folder / "a.yaml").read_text(), sorted(p.name for p in folder.rglob("*"))
+    ('1', ['a.yaml', 'save'])
+    """
+    folder = Path(folder)
+    state = {"kept": not names or os.environ.get("RANK", "0") != "0"}  # one process restores
+
+    def keep():  # from here on, what the block wrote stays
+        state["kept"] = True
+
+    if state["kept"]:
+        yield keep
+        return
+    saved = Path(tempfile.mkdtemp(prefix=".rerun-", dir=folder if folder.is_dir() else None))
+    try:
+        for name in names:
+            if (folder / name).is_dir():
+                shutil.copytree(folder / name, saved / name, symlinks=True)
+            elif (folder / name).exists():
+                (saved / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(folder / name, saved / name)
+        yield keep
+    except BaseException:
+        if not state["kept"]:
+            for name in names:
+                if (folder / name).is_dir() and not (folder / name).is_symlink():
+                    shutil.rmtree(folder / name, ignore_errors=True)
+                elif (folder / name).exists() or (folder / name).is_symlink():
+                    (folder / name).unlink()
+                if (saved / name).exists():
+                    shutil.move(saved / name, folder / name)
+        raise
+    finally:
+        shutil.rmtree(saved, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def input_errors_as_exit():
+    """The package's own input errors raised in the block (:func:`multitask.cli.is_input_error`:
+    a manifest, corpus or audio file named with its problem) end the recipe with that one
+    line, as the ``multitask`` command ends, rather than after SpeechBrain's traceback."""
+    from .cli import is_input_error
+
+    try:
+        yield
+    except (ValueError, OSError) as err:
+        if not is_input_error(err):
+            raise
+        raise SystemExit(f"error: {err}") from None

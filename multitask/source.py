@@ -24,6 +24,8 @@ from huggingface_hub.utils import validate_repo_id
 from speechbrain.utils.fetching import FetchFrom, guess_source
 
 FOLDER, HUB, URL = "folder", "hub", "url"
+# Written into a ``savedir`` once loading filled it: which source (and revision) it holds.
+SAVEDIR_SOURCE_FILE = ".multitask-source"
 _KINDS = {FetchFrom.LOCAL: FOLDER, FetchFrom.HUGGING_FACE: HUB, FetchFrom.URI: URL}
 
 
@@ -34,6 +36,10 @@ class ModelNotFoundError(FileNotFoundError):
 class BrokenModelError(ValueError):
     """A model folder whose files are there but cannot be read (truncated, corrupt, or
     not what an export writes); the message names the file."""
+
+
+class SavedirError(ValueError):
+    """A ``savedir`` that loading would write over what is not its own; the message names it."""
 
 
 def source_kind(source: str) -> str:

@@ -102,6 +102,21 @@ def prepare_data(hparams, accelerator: Accelerator) -> None:
     accelerator.wait_for_everyone()
 
 
+def run_settings_files(hparams) -> list[str]:
+    """What a run writes into ``output_folder`` before it knows that it resumes its own
+    checkpoints (or starts): its ``hyperparams.yaml`` and label files, relative to
+    ``output_folder``. A rerun refused as another run's, or a first run that fails
+    before training, puts them back (:func:`multitask.recipe.restored_on_failure`), so
+    the next run neither describes nor reuses what was refused.
+
+    >>> run_settings_files({"output_folder": "run", "save_folder": "run/save", "tasks": ["intent"]})
+    ['hyperparams.yaml', 'save/label_encoder_intent.txt']
+    """
+    return ["hyperparams.yaml", *(
+        os.path.relpath(D.label_encoder_path(hparams["save_folder"], task), hparams["output_folder"])
+        for task in hparams.get("tasks", TASKS))]
+
+
 def get_dataloaders(accelerator, hparams):
     """Label encoders, and train/valid loaders built from the manifests in ``hparams``."""
     for key in ("train_manifests", "valid_manifests"):
@@ -171,8 +186,12 @@ def head_options(hparams, tasks) -> dict:
     return {task: {**shared, **(given.get(task) or {})} for task in tasks}
 
 
-def fit(hparams, accelerator: Accelerator | None = None) -> dict:
-    """Train (or resume) as ``hparams`` says; returns the last validation stats."""
+def fit(hparams, accelerator: Accelerator | None = None, on_start=None) -> dict:
+    """Train (or resume) as ``hparams`` says; returns the last validation stats.
+
+    ``on_start``, if given, is called once the run's own checkpoint (if any) is
+    recovered into the model this run builds: from then on, the run is this one.
+    """
     accelerator = accelerator or make_accelerator(hparams)
     accelerator.print(
         f"world size {accelerator.num_processes}, device {accelerator.device}, "
@@ -217,6 +236,8 @@ def fit(hparams, accelerator: Accelerator | None = None) -> dict:
     resumed = checkpointer.recover_if_possible()
     if resumed is not None:
         accelerator.print(f"Resuming from {resumed.path} (epoch {epoch_counter.current} done)")
+    if on_start is not None:
+        on_start()
 
     # Evaluation loaders are sharded by the sampler, not by prepare(): see evaluate().
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)

@@ -19,20 +19,27 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import speechbrain as sb
 
 from multitask.baseline import run_baseline
 from multitask.class_bias import ClassBiasError, calibrate, check_calls
 from multitask.demo import class_bias_summary, demo_metrics, write_json, write_report
-from multitask.export import export_model
+from multitask.export import ExportError, check_replaceable, export_model
 from multitask.host import machine, matmul_gflops
 from multitask.manifest import ManifestError, read_manifest
 from multitask.pretrain import check_corpus_seed
-from multitask.recipe import load_hparams, parse_arguments
+from multitask.recipe import (
+    check_output_folder,
+    input_errors_as_exit,
+    load_hparams,
+    parse_arguments,
+    restored_on_failure,
+)
 from multitask.synth import generate
 from multitask.synth.corpus import manifest_timbres
-from multitask.train import fit, make_accelerator, prepare_data, test
+from multitask.train import fit, make_accelerator, prepare_data, run_settings_files, test
 
 if __name__ == "__main__":
     started = time.time()
@@ -41,6 +48,12 @@ if __name__ == "__main__":
     # The machine's speed, so that the wall times below can be compared across hosts.
     host = {**machine(), "matmul_gflops_at_start": round(matmul_gflops(), 1)}
     demo_folder = hparams["demo_folder"]
+    model_dir = os.path.join(demo_folder, "model")
+    check_output_folder(hparams["output_folder"])
+    try:  # the export at the end replaces an earlier one only: checked now, not after training
+        check_replaceable(Path(model_dir), Path(hparams["output_folder"]))
+    except ExportError as err:
+        raise SystemExit(str(err)) from None
 
     # 1-2. Corpus, then manifests from the real preparers.
     try:
@@ -50,31 +63,35 @@ if __name__ == "__main__":
     if not os.path.isfile(os.path.join(hparams["synth_folder"], "DATASHEET.md")):
         generate(hparams["synth_folder"], size=hparams["synth_size"], seed=hparams["corpus_seed"])
     accelerator = make_accelerator(hparams)
-    sb.create_experiment_directory(hparams["output_folder"], hyperparams_to_save=hparams_file,
-                                   overrides=overrides)
-    prepare_data(hparams, accelerator)
+    # A rerun refused as another run (other data, seed or architecture) puts the run's
+    # hyperparams.yaml and label files back as they were: they describe its checkpoints.
+    with input_errors_as_exit(), restored_on_failure(
+            hparams["output_folder"], run_settings_files(hparams)) as training_started:
+        sb.create_experiment_directory(hparams["output_folder"], hyperparams_to_save=hparams_file,
+                                       overrides=overrides)
+        prepare_data(hparams, accelerator)
 
-    # Held-out calls for the class biases: banking queries with a caller's emotion through
-    # the telephone line, by the voices of the validation splits (no training, test or
-    # joint-test voice); seconds to make.
-    own_calls = os.path.join(hparams["synth_folder"], "calls", "calls.csv")
-    given_calls = os.path.normpath(str(hparams.get("class_bias_calls")))
-    if (hparams.get("class_bias_tasks") and given_calls == os.path.normpath(own_calls)
-            and not os.path.isfile(own_calls)):
-        if accelerator.is_main_process:
-            timbres = manifest_timbres(hparams["valid_manifests"],
-                                       os.path.join(hparams["synth_folder"], "speakers.json"))
-            generate(hparams["synth_folder"], size=hparams["synth_size"], domain="calls",
-                     variants=timbres, seed=hparams["corpus_seed"])
-        accelerator.wait_for_everyone()
-    try:
-        check_calls(hparams)  # before training, not after it
-    except (ClassBiasError, ManifestError) as err:
-        raise SystemExit(str(err)) from None
+        # Held-out calls for the class biases: banking queries with a caller's emotion through
+        # the telephone line, by the voices of the validation splits (no training, test or
+        # joint-test voice); seconds to make.
+        own_calls = os.path.join(hparams["synth_folder"], "calls", "calls.csv")
+        given_calls = os.path.normpath(str(hparams.get("class_bias_calls")))
+        if (hparams.get("class_bias_tasks") and given_calls == os.path.normpath(own_calls)
+                and not os.path.isfile(own_calls)):
+            if accelerator.is_main_process:
+                timbres = manifest_timbres(hparams["valid_manifests"],
+                                           os.path.join(hparams["synth_folder"], "speakers.json"))
+                generate(hparams["synth_folder"], size=hparams["synth_size"], domain="calls",
+                         variants=timbres, seed=hparams["corpus_seed"])
+            accelerator.wait_for_everyone()
+        try:
+            check_calls(hparams)  # before training, not after it
+        except (ClassBiasError, ManifestError) as err:
+            raise SystemExit(str(err)) from None
 
-    # 3. Joint training, the class biases, testing.
-    train_start = time.time()
-    fit(hparams, accelerator)
+        # 3. Joint training, the class biases, testing.
+        train_start = time.time()
+        fit(hparams, accelerator, on_start=training_started)
     train_seconds = time.time() - train_start
     try:
         class_bias = calibrate(hparams, accelerator)
@@ -83,7 +100,6 @@ if __name__ == "__main__":
     test_metrics = test(hparams, accelerator)
 
     # 4. Export, then reload in a fresh offline process, as a user would.
-    model_dir = os.path.join(demo_folder, "model")
     # The corpora are synthetic, in the Skit-S2I and CREMA-D layouts: say so on the card.
     export_model(hparams["output_folder"], model_dir, overwrite=True,
                  datasets=["synthetic-banking-ivr (multitask synth)"])

@@ -38,8 +38,22 @@ REPLACE = {"freeze_encoder": "none", "encoder_lr": 1e-4}
 # extend: the offset may cost the old intents up to 2 points on the held-out calls.
 EXTEND = {"retention_tolerance": 0.02}
 
+# What `make demo` leaves that this recipe reads.
+DEMO_NEEDS = ("model/hyperparams.yaml", "synth/speakers.json", "data/crema_d/test.csv",
+              "data/crema_d/train.csv", "data/skit_s2i/train.csv", "data/skit_s2i/test.csv")
+
 if __name__ == "__main__":
-    overrides = parse_overrides(sys.argv[1:])
+    if {"-h", "--help"} & set(sys.argv[1:]):
+        print(__doc__.strip())
+        sys.exit(0)
+    missing = [name for name in DEMO_NEEDS if not os.path.isfile(os.path.join(DEMO, name))]
+    if missing:
+        sys.exit(f"error: {DEMO} lacks {', '.join(missing)}: run `make demo` first, from the "
+                 "clone's folder (this recipe fine-tunes the demo model on its data)")
+    try:
+        overrides = parse_overrides(sys.argv[1:])
+    except ValueError as err:
+        sys.exit(f"error: {err}")
 
     # The new domain (skipped if present; deterministic from the seed).
     new_domain = os.path.join(OUT, "synth", "new_domain")

@@ -18,8 +18,14 @@ import sys
 
 import speechbrain as sb
 
+from multitask.model import EncoderSourceError, check_encoder_source
 from multitask.pretrain import pretrain
-from multitask.recipe import load_hparams, parse_arguments
+from multitask.recipe import (
+    check_output_folder,
+    input_errors_as_exit,
+    load_hparams,
+    parse_arguments,
+)
 from multitask.synth import generate
 from multitask.synth.corpus import check_speakers, manifest_timbres
 from multitask.train import make_accelerator, prepare_data
@@ -27,6 +33,11 @@ from multitask.train import make_accelerator, prepare_data
 if __name__ == "__main__":
     hparams_file, overrides = parse_arguments(sys.argv[1:])
     hparams = load_hparams(hparams_file, overrides)
+    check_output_folder(hparams["output_folder"])
+    try:  # before the corpus is generated
+        check_encoder_source(hparams["encoder_config"], "encoder_config")
+    except EncoderSourceError as err:
+        raise SystemExit(str(err)) from None
     accelerator = make_accelerator(hparams)
     if accelerator.is_main_process and not os.path.isfile(
             os.path.join(hparams["synth_folder"], "DATASHEET.md")):
@@ -34,7 +45,8 @@ if __name__ == "__main__":
     accelerator.wait_for_everyone()
     sb.create_experiment_directory(hparams["output_folder"], hyperparams_to_save=hparams_file,
                                    overrides=overrides)
-    prepare_data(hparams, accelerator)
+    with input_errors_as_exit():
+        prepare_data(hparams, accelerator)
     unlabelled = []
     if hparams.get("call_audio"):
         calls = os.path.join(hparams["synth_folder"], "calls", "calls.csv")

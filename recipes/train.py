@@ -11,43 +11,61 @@ At the end, the best checkpoint is exported to ``export_folder`` (a folder that
 """
 
 import sys
+from pathlib import Path
 
 import speechbrain as sb
 
 from multitask.class_bias import ClassBiasError, calibrate, check_calls
-from multitask.export import export_model
+from multitask.export import ExportError, check_replaceable, export_model
 from multitask.manifest import ManifestError
-from multitask.recipe import load_hparams, parse_arguments
-from multitask.train import fit, make_accelerator, prepare_data, test
+from multitask.recipe import (
+    check_output_folder,
+    input_errors_as_exit,
+    load_hparams,
+    parse_arguments,
+    restored_on_failure,
+)
+from multitask.train import fit, make_accelerator, prepare_data, run_settings_files, test
 
 if __name__ == "__main__":
     # Arguments and hyperparameters, SpeechBrain style.
     hparams_file, overrides = parse_arguments(sys.argv[1:])
     hparams = load_hparams(hparams_file, overrides)
+    check_output_folder(hparams["output_folder"])
+    if hparams.get("export_folder"):  # checked now, not after training
+        try:
+            check_replaceable(Path(hparams["export_folder"]), Path(hparams["output_folder"]))
+        except ExportError as err:
+            raise SystemExit(f"export_folder: {err}") from None
 
     # Accelerate owns device, data parallelism and precision.
     accelerator = make_accelerator(hparams)
-    sb.create_experiment_directory(  # writes on the main process; every process must call it
-        experiment_directory=hparams["output_folder"],
-        hyperparams_to_save=hparams_file,
-        overrides=overrides,
-    )
+    # A rerun refused as another run (other data, seed or architecture) puts the run's
+    # hyperparams.yaml and label files back as they were: they describe its checkpoints.
+    with input_errors_as_exit(), restored_on_failure(
+            hparams["output_folder"], run_settings_files(hparams)) as training_started:
+        sb.create_experiment_directory(  # writes on the main process; every process must call it
+            experiment_directory=hparams["output_folder"],
+            hyperparams_to_save=hparams_file,
+            overrides=overrides,
+        )
 
-    # Corpus folders -> manifests (main process), and a report of the data.
-    prepare_data(hparams, accelerator)
+        # Corpus folders -> manifests (main process), and a report of the data.
+        prepare_data(hparams, accelerator)
 
-    # Train (or resume); per-class biases from held-out calls if the hparams name them
-    # (class_bias_tasks); then score the best checkpoint on the test manifests.
-    try:
-        check_calls(hparams)  # before training, not after it
-    except (ClassBiasError, ManifestError) as err:
-        raise SystemExit(str(err)) from None
-    fit(hparams, accelerator)
-    try:
-        calibrate(hparams, accelerator)
-    except ClassBiasError as err:
-        raise SystemExit(str(err)) from None
-    test(hparams, accelerator)
+        # Train (or resume); per-class biases from held-out calls if the hparams name them
+        # (class_bias_tasks); then score the best checkpoint on the test manifests.
+        try:
+            check_calls(hparams)  # before training, not after it
+        except (ClassBiasError, ManifestError) as err:
+            raise SystemExit(str(err)) from None
+        fit(hparams, accelerator, on_start=training_started)
+    with input_errors_as_exit():
+        try:
+            calibrate(hparams, accelerator)
+        except ClassBiasError as err:
+            raise SystemExit(str(err)) from None
+        test(hparams, accelerator)
 
     # The best checkpoint as one loadable model folder (see multitask export / push).
     if accelerator.is_main_process and hparams.get("export_folder"):

@@ -53,9 +53,14 @@ def test_an_export_does_not_replace_its_training_run_or_a_folder_holding_it(
 
 def test_an_export_replaces_an_earlier_export_but_no_other_folder(trained_run, tmp_path):
     model = export_model(trained_run, tmp_path / "model", verify=False)
-    (model / "stale.txt").write_text("from before")
+    (model / "heads.ckpt").symlink_to(model / "heads.safetensors")  # loading into itself
     export_model(trained_run, model, overwrite=True, verify=False)
-    assert not (model / "stale.txt").exists()
+    assert not (model / "heads.ckpt").exists()
+    (model / "NOTES.md").write_text("the user's")  # would be deleted with the export
+    with pytest.raises(ExportError, match=r"model: an exported model, but it also holds "
+                                          r"NOTES.md, which replacing it would delete"):
+        export_model(trained_run, model, overwrite=True, verify=False)
+    assert (model / "NOTES.md").read_text() == "the user's"
     corpus = tmp_path / "corpus"
     corpus.mkdir()
     (corpus / "train.csv").write_text("path,intent\n")

@@ -5,32 +5,19 @@ files the run's checkpoints are read with are written here too."""
 from __future__ import annotations
 
 import os
-import re
 
 from ..head_labels import encoder_labels
+from ..manifest import label_key, spelled_alike
 from .parent import FinetuneError
 
 MODES = ("replace", "extend")
 
 
-def label_key(label: str) -> tuple[str, ...]:
-    """Words of a label, lower-cased and sorted: labels with one key mean one intent.
-
-    Example
-    -------
-    >>> label_key("card_lost") == label_key("Lost card"), label_key("block")
-    (True, ('block',))
-    """
-    return tuple(sorted(re.findall(r"[a-z0-9]+", label.lower())))
-
-
 def _check_unambiguous(labels, where: str) -> None:
-    seen: dict[tuple, str] = {}
-    for label in labels:
-        other = seen.setdefault(label_key(label), label)
-        if other != label:
-            raise FinetuneError(f"{where}: intents {other!r} and {label!r} differ only in case, "
-                                "spacing, punctuation or word order; use one spelling")
+    clash = spelled_alike(labels)
+    if clash:
+        raise FinetuneError(f"{where}: intents {clash[0]!r} and {clash[1]!r} differ only in "
+                            "case, spacing, punctuation or word order; use one spelling")
 
 
 def intent_label_set(parent_labels: list[str], new_labels, mode: str, source=None) -> list[str]:

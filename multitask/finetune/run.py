@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import json
 import os
-import shutil
-import tempfile
 import warnings
 from pathlib import Path
 
 from ..export import export_model, is_exported_model
+from ..recipe import restored_on_failure
 from .data import check_emotion_replay, prepare_run_data, row_count
 from .labels import MODES, save_label_encoder
 from .measure import (
@@ -68,39 +66,22 @@ def hparams_default(hparams_file, key: str):
     return json.loads(json.dumps(read_hparams_file(hparams_file).get(key)))  # -> dict / list
 
 
-# Settings a run reads as numbers: (whole number or not, the smallest allowed value).
-NUMBER_SETTINGS = {
-    "seed": (True, 0), "number_of_epochs": (True, 1), "batch_size": (True, 1),
-    "warmup_steps": (True, 0), "encoder_freeze_steps": (True, 0), "grad_accumulation": (True, 1),
-    "encoder_lr": (False, 0.0), "head_lr": (False, 0.0), "weight_decay": (False, 0.0),
-    "rows_per_class": (True, 1),  # train_batching's, with batch_size
-}
-
-
 def check_numbers(values, hparams_file=None) -> None:
-    """Refuse a setting of :data:`NUMBER_SETTINGS` in ``values`` (or ``train_batching``'s
-    ``batch_size`` and ``rows_per_class``) that is not a number, or is below its smallest
-    value: ``values`` are the overrides (``--key=value``), or ``hparams_file`` as written.
+    """:func:`multitask.recipe.check_numbers` as this command's error: the overrides
+    (``--key=value``), or ``hparams_file`` as written.
 
-    >>> check_numbers({"number_of_epochs": 5, "head_lr": 1e-3})
     >>> check_numbers({"head_lr": -1})
     Traceback (most recent call last):
     ...
     multitask.finetune.parent.FinetuneError: --head_lr must be a number of at least 0.0, not -1
     """
-    batching = values.get("train_batching")
-    nested = {f"train_batching.{key}": batching[key] for key in ("batch_size", "rows_per_class")
-              if isinstance(batching, dict) and batching.get(key) is not None}
-    for key, value in [*((k, values[k]) for k in NUMBER_SETTINGS if k in values),
-                       *nested.items()]:
-        if not isinstance(value, (str, int, float)):
-            continue  # a reference or another tag, resolved when the file is loaded
-        whole, least = NUMBER_SETTINGS[key.removeprefix("train_batching.")]
-        kinds = (int,) if whole else (int, float)
-        if isinstance(value, bool) or not isinstance(value, kinds) or value < least:
-            name = f"{hparams_file}: {key}" if hparams_file else f"--{key}"
-            kind = "a whole number" if whole else "a number"
-            raise FinetuneError(f"{name} must be {kind} of at least {least}, not {value!r}")
+    from ..recipe import SettingError
+    from ..recipe import check_numbers as check
+
+    try:
+        check(values, hparams_file)
+    except SettingError as err:
+        raise FinetuneError(str(err)) from None
 
 
 def check_out_folder(out: Path, source) -> None:
@@ -335,41 +316,6 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
 
 # What a run folder's rerun writes before it can tell whether it resumes the same run.
 RERUN_REWRITES = ("data", "parent", "parent_encoder")
-
-
-@contextlib.contextmanager
-def restored_on_failure(out: Path, names):
-    """Put the folders ``names`` of ``out`` back as they were if the block raises (a
-    rerun refused as another run's must leave the folder as it found it).
-
-    >>> out = Path(tempfile.mkdtemp()); (out / "data").mkdir()
-    >>> _ = (out / "data" / "a").write_text("1")
-    >>> try:
-    ...     with restored_on_failure(out, ["data"]):
-    ...         _ = (out / "data" / "a").write_text("2")
-    ...         raise FinetuneError("refused")
-    ... except FinetuneError:
-    ...     pass
-    >>> (out / "data" / "a").read_text(), sorted(p.name for p in out.iterdir())
-    ('1', ['data'])
-    """
-    if not names or os.environ.get("RANK", "0") != "0":  # one process restores
-        yield
-        return
-    kept = Path(tempfile.mkdtemp(prefix=".rerun-", dir=out))
-    try:
-        for name in names:
-            if (out / name).exists():
-                shutil.copytree(out / name, kept / name, symlinks=True)
-        yield
-    except BaseException:
-        for name in names:
-            shutil.rmtree(out / name, ignore_errors=True)
-            if (kept / name).exists():
-                os.replace(kept / name, out / name)
-        raise
-    finally:
-        shutil.rmtree(kept, ignore_errors=True)
 
 
 def run_overrides(parent, hparams_file, user: dict, *, source, revision, mode, out,
