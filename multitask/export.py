@@ -330,8 +330,27 @@ def write_weights(ckpt, folder: Path, labels: dict[str, list[str]]) -> None:
         state = torch.load(ckpt.paramfiles[name], map_location="cpu", weights_only=True)
         metadata = heads_metadata(labels) if name == "heads" else {"format": "pt"}
         # Written as bytes so the file gets the usual permissions (save_file's are 0600).
-        (folder / filename).write_bytes(
-            save({k: v.contiguous() for k, v in state.items()}, metadata=metadata))
+        (folder / filename).write_bytes(sorted_header(
+            save({k: v.contiguous() for k, v in state.items()}, metadata=metadata)))
+
+
+def sorted_header(data: bytes) -> bytes:
+    """A safetensors file with its JSON header's keys sorted: safetensors writes the
+    metadata in hash order, which changes between processes, so the same weights would
+    be other bytes (and a re-push of an unchanged export a new Hub commit).
+
+    >>> import torch; from safetensors.torch import load, save
+    >>> data = save({"w": torch.ones(2)}, metadata={"b": "1", "a": "2"})
+    >>> fixed = sorted_header(data)
+    >>> b'{"__metadata__":{"a":"2","b":"1"}' in fixed, load(fixed)["w"].tolist()
+    (True, [1.0, 1.0])
+    """
+    size = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + size])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(text) > size:  # not expected (the same JSON, reordered); keep the file as written
+        return data
+    return data[:8] + text + b" " * (size - len(text)) + data[8 + size:]
 
 
 def inference_hparams(hparams: dict, encoders: dict, checkpoint_name: str) -> str:

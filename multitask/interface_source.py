@@ -261,5 +261,7 @@ def _bound_names(node) -> list[str]:
     return [alias.asname or alias.name.split(".")[0] for alias in node.names]
 
 
-def _used_names(node) -> set[str]:
-    return {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
+def _used_names(node) -> list[str]:
+    # Sorted: a set's order changes between processes, and with it the generated file's
+    # import order; an export of the same checkpoint must be the same bytes.
+    return sorted({n.id for n in ast.walk(node) if isinstance(n, ast.Name)})

@@ -6,6 +6,7 @@ interpreters, online, offline from the cache, and pinned to a revision.
 """
 
 import json
+import os
 import shutil
 import socket
 
@@ -51,6 +52,7 @@ sys.exit(code)
 
 LOAD_REORDERED = """
 import json
+import os
 from multitask.inference import MultitaskClassifier
 try:
     MultitaskClassifier.from_hparams(source="org/name", revision="reordered")
@@ -73,6 +75,7 @@ print(json.dumps(out))
 # Each source that holds no model, and the one-line reason from_hparams gives.
 LOAD_MISSES = """
 import json
+import os
 from multitask.inference import MultitaskClassifier, ModelNotFoundError
 out = {}
 for name, source, revision in (("repo", "org/missing", None), ("revision", "org/name", "no-such-branch"),
@@ -299,3 +302,17 @@ def test_a_run_named_by_a_bare_relative_word_exports(trained_run, tmp_path, monk
     monkeypatch.chdir(tmp_path)
     out = export_model("trained", "model")
     assert (out / "heads.safetensors").is_file()
+
+
+def test_exporting_a_checkpoint_again_gives_the_same_bytes(trained_run, tmp_path, run_python):
+    """In two processes with other hash seeds (set iteration and safetensors' metadata
+    order follow them): a re-push of an unchanged export then makes no new Hub commit."""
+    code = ("import sys; from multitask.export import export_model; "
+            "export_model(sys.argv[1], sys.argv[2], repo_id='org/name', verify=False)")
+    for seed in ("1", "2"):
+        run_python(["-c", code, str(trained_run), str(tmp_path / seed)],
+                   env={**os.environ, "PYTHONHASHSEED": seed, "HF_HUB_OFFLINE": "1"})
+    first, second = ({p.name: p.read_bytes() for p in (tmp_path / seed).iterdir()}
+                     for seed in ("1", "2"))
+    assert first.keys() == second.keys()
+    assert [name for name in first if first[name] != second[name]] == []
