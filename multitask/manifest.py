@@ -120,7 +120,8 @@ def read_manifest(path) -> list[dict]:
     """Read a CSV or JSON manifest; relative ``wav`` paths resolve against its folder."""
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise ManifestError(f"{path}: manifest not found")
+        raise ManifestError(f"{path}: a folder, not a manifest (give its train.csv, ...)"
+                            if os.path.isdir(path) else f"{path}: manifest not found")
     try:
         if path.endswith(".json"):
             with open(path, encoding="utf-8") as fin:

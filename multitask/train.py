@@ -44,7 +44,7 @@ from .ctc import CTCHead, ctc_loss_sum
 from .data_report import write_data_report
 from .head_labels import encoder_labels
 from .losses import IGNORE_INDEX, joint_loss, task_loss_sums
-from .manifest import TASKS, manifest_paths, read_manifests
+from .manifest import TASKS, ManifestError, manifest_paths, read_manifests
 from .metrics import accuracy_by_group, classification_report, plot_confusion_matrix
 from .model import CTC_OUTPUT, MultitaskModel, build_heads, frame_mask
 from .optim import param_groups
@@ -102,6 +102,36 @@ def prepare_data(hparams, accelerator: Accelerator) -> None:
     accelerator.wait_for_everyone()
 
 
+def check_settings(hparams) -> None:
+    """Refuse settings of a shape training cannot use, before anything is written:
+    ``tasks`` not a list of known tasks, ``test_manifests`` not a mapping, a
+    ``best_metric`` validation does not report (raises
+    :class:`multitask.recipe.SettingError`).
+
+    >>> check_settings({"tasks": ["intent"], "best_metric": "intent_accuracy"})
+    >>> check_settings({"tasks": ["intent"], "best_metric": "emotion_accuracy"})
+    Traceback (most recent call last):
+    ...
+    multitask.recipe.SettingError: best_metric 'emotion_accuracy' is not one validation reports for tasks ['intent']: intent_accuracy, intent_macro_f1, intent_unweighted_accuracy, mean_accuracy, mean_macro_f1
+    """
+    from .recipe import SettingError
+
+    tasks = hparams.get("tasks", TASKS)
+    if not isinstance(tasks, (list, tuple)) or not tasks or any(t not in TASKS for t in tasks):
+        raise SettingError(f"tasks must be a list of one or more of {list(TASKS)}, not {tasks!r}")
+    tests = hparams.get("test_manifests")
+    if tests is not None and not isinstance(tests, dict):
+        raise SettingError("test_manifests must be a mapping {name: manifest}, e.g. "
+                           f"{{joint: test.csv}}, not {type(tests).__name__} {tests!r}")
+    reported = sorted({f"{t}_{k}" for t in tasks
+                       for k in ("accuracy", "macro_f1", "unweighted_accuracy")}
+                      | {"mean_accuracy", "mean_macro_f1"})
+    best = hparams.get("best_metric", "mean_accuracy")
+    if best not in reported:
+        raise SettingError(f"best_metric {best!r} is not one validation reports for tasks "
+                           f"{list(tasks)}: {', '.join(reported)}")
+
+
 def run_settings_files(hparams) -> list[str]:
     """What a run writes into ``output_folder`` before it knows that it resumes its own
     checkpoints (or starts): its ``hyperparams.yaml`` and label files, relative to
@@ -123,6 +153,9 @@ def get_dataloaders(accelerator, hparams):
         if not manifest_paths(hparams.get(key)):
             raise ValueError(f"{key}: no manifest given")
     train_rows = read_manifests(hparams["train_manifests"])
+    if not train_rows:
+        raise ManifestError(f"{', '.join(manifest_paths(hparams['train_manifests']))}: no "
+                              "rows to train on")
     with accelerator.main_process_first():
         encoders = D.build_label_encoders(train_rows, hparams["save_folder"],
                                           hparams.get("tasks", TASKS))

@@ -31,6 +31,7 @@ from multitask.host import machine, matmul_gflops
 from multitask.manifest import ManifestError, read_manifest
 from multitask.pretrain import check_corpus_seed
 from multitask.recipe import (
+    SettingError,
     check_output_folder,
     input_errors_as_exit,
     load_hparams,
@@ -39,7 +40,14 @@ from multitask.recipe import (
 )
 from multitask.synth import generate
 from multitask.synth.corpus import manifest_timbres
-from multitask.train import fit, make_accelerator, prepare_data, run_settings_files, test
+from multitask.train import (
+    check_settings,
+    fit,
+    make_accelerator,
+    prepare_data,
+    run_settings_files,
+    test,
+)
 
 if __name__ == "__main__":
     started = time.time()
@@ -50,6 +58,10 @@ if __name__ == "__main__":
     demo_folder = hparams["demo_folder"]
     model_dir = os.path.join(demo_folder, "model")
     check_output_folder(hparams["output_folder"])
+    try:
+        check_settings(hparams)
+    except SettingError as err:
+        raise SystemExit(f"{hparams_file}: {err}") from None
     try:  # the export at the end replaces an earlier one only: checked now, not after training
         check_replaceable(Path(model_dir), Path(hparams["output_folder"]))
     except ExportError as err:

@@ -19,19 +19,31 @@ from multitask.class_bias import ClassBiasError, calibrate, check_calls
 from multitask.export import ExportError, check_replaceable, export_model
 from multitask.manifest import ManifestError
 from multitask.recipe import (
+    SettingError,
     check_output_folder,
     input_errors_as_exit,
     load_hparams,
     parse_arguments,
     restored_on_failure,
 )
-from multitask.train import fit, make_accelerator, prepare_data, run_settings_files, test
+from multitask.train import (
+    check_settings,
+    fit,
+    make_accelerator,
+    prepare_data,
+    run_settings_files,
+    test,
+)
 
 if __name__ == "__main__":
     # Arguments and hyperparameters, SpeechBrain style.
     hparams_file, overrides = parse_arguments(sys.argv[1:])
     hparams = load_hparams(hparams_file, overrides)
     check_output_folder(hparams["output_folder"])
+    try:
+        check_settings(hparams)
+    except SettingError as err:
+        raise SystemExit(f"{hparams_file}: {err}") from None
     if hparams.get("export_folder"):  # checked now, not after training
         try:
             check_replaceable(Path(hparams["export_folder"]), Path(hparams["output_folder"]))

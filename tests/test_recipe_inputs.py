@@ -93,6 +93,9 @@ def test_an_export_folder_that_is_not_an_export_is_refused_before_training(
     ("--head_dropout=2", "--head_dropout must be a number from 0.0 to 1.0, not 2"),
     ("--test_only", "--test_only: SpeechBrain `Brain` run option(s) these recipes do not read"),
     ("--encoder_source=no/such/encoder", "encoder_source no/such/encoder: no such folder here"),
+    ("--best_metric=bogus", "best_metric 'bogus' is not one validation reports"),
+    ("--tasks=[]", "tasks must be a list of one or more of ['intent', 'emotion'], not []"),
+    ("--test_manifests=[test.csv]", "test_manifests must be a mapping {name: manifest}"),
 ])
 def test_a_setting_that_cannot_work_is_named_before_anything_is_written(
         override, named, group_norm_encoder, toy_corpus, tmp_path):
@@ -200,3 +203,14 @@ def test_the_fine_tuning_recipe_says_to_run_the_demo_first(tmp_path):
     helped = subprocess.run([sys.executable, os.path.join(REPO, "recipes", "finetune_demo.py"),
                              "--help"], cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert helped.returncode == 0 and "Needs ``make demo`` first" in helped.stdout
+
+
+def test_a_manifest_that_is_a_folder_or_has_no_rows_is_named(group_norm_encoder, toy_corpus,
+                                                             tmp_path):
+    folder = os.path.dirname(toy_corpus["train"])
+    line = refused(train(group_norm_encoder, toy_corpus, tmp_path / "a", train_manifest=folder))
+    assert line == f"error: {folder}: a folder, not a manifest (give its train.csv, ...)"
+    empty = tmp_path / "empty.csv"
+    empty.write_text("id,wav,duration,task,intent,emotion,speaker,split\n")
+    line = refused(train(group_norm_encoder, toy_corpus, tmp_path / "b", train_manifest=empty))
+    assert line == f"error: {empty}: no rows to train on"
