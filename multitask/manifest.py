@@ -155,11 +155,15 @@ def read_manifest(path) -> list[dict]:
                 f"{path}: row {number} (id {row['id']!r}) has a non-numeric duration "
                 f"{row['duration']!r}"
             ) from None
-        if not row["task"]:
-            if not (row["intent"] or row["emotion"]):
-                raise ManifestError(f"{path}: row {number} (id {row['id']!r}) has neither an "
-                                    "intent nor an emotion label")
-            row["task"] = task_of(row["intent"], row["emotion"])
+        if not (row["intent"] or row["emotion"]):
+            raise ManifestError(f"{path}: row {number} (id {row['id']!r}) has neither an "
+                                "intent nor an emotion label")
+        labelled = task_of(row["intent"], row["emotion"])
+        if row["task"] and row["task"] != labelled:
+            raise ManifestError(f"{path}: row {number} (id {row['id']!r}) has task "
+                                f"{row['task']!r}, but its labels make it {labelled!r} (the "
+                                "task column is intent, emotion or both, or empty)")
+        row["task"] = labelled
     return rows
 
 

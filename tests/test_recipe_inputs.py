@@ -214,3 +214,16 @@ def test_a_manifest_that_is_a_folder_or_has_no_rows_is_named(group_norm_encoder,
     empty.write_text("id,wav,duration,task,intent,emotion,speaker,split\n")
     line = refused(train(group_norm_encoder, toy_corpus, tmp_path / "b", train_manifest=empty))
     assert line == f"error: {empty}: no rows to train on"
+
+
+@pytest.mark.parametrize("task, intent, message", [
+    ("sentiment", "low", r"row 2 \(id 'r'\) has task 'sentiment', but its labels make it 'intent'"),
+    ("intent", "", r"row 2 \(id 'r'\) has neither an intent nor an emotion label"),
+])
+def test_a_manifest_row_whose_task_and_labels_disagree_is_named(task, intent, message, tmp_path):
+    from multitask.manifest import ManifestError
+
+    path = tmp_path / "train.csv"
+    path.write_text(f"id,wav,duration,task,intent,emotion\nr,a.wav,1.0,{task},{intent},\n")
+    with pytest.raises(ManifestError, match=rf"train.csv: {message}"):
+        read_manifest(path)
