@@ -177,6 +177,26 @@ def _unknown_override(err: KeyError) -> str | None:
     return message[len(prefix):message.index("' not found")]
 
 
+def check_before_training(hparams, hparams_file, export_folder=None) -> None:
+    """What a training recipe checks before it writes anything (a one-line ``SystemExit``
+    on failure): its ``output_folder`` (:func:`check_output_folder`), the shape of its
+    settings (:func:`multitask.train.check_settings`) and the folder its export will
+    replace at the end (:func:`multitask.export.check_replaceable`)."""
+    from .export import ExportError, check_replaceable
+    from .train import check_settings
+
+    check_output_folder(hparams["output_folder"])
+    try:
+        check_settings(hparams)
+    except SettingError as err:
+        raise SystemExit(f"{hparams_file}: {err}") from None
+    if export_folder:
+        try:
+            check_replaceable(Path(export_folder), Path(hparams["output_folder"]))
+        except ExportError as err:
+            raise SystemExit(f"export folder {err}") from None
+
+
 def check_output_folder(folder) -> None:
     """Refuse an ``output_folder`` where a run would write over what is not a run's: a
     file, an exported model, or a folder of other files (a run writes its

@@ -19,20 +19,18 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import speechbrain as sb
 
 from multitask.baseline import run_baseline
 from multitask.class_bias import ClassBiasError, calibrate, check_calls
 from multitask.demo import class_bias_summary, demo_metrics, write_json, write_report
-from multitask.export import ExportError, check_replaceable, export_model
+from multitask.export import export_model
 from multitask.host import machine, matmul_gflops
 from multitask.manifest import ManifestError, read_manifest
 from multitask.pretrain import check_corpus_seed
 from multitask.recipe import (
-    SettingError,
-    check_output_folder,
+    check_before_training,
     input_errors_as_exit,
     load_hparams,
     parse_arguments,
@@ -41,7 +39,6 @@ from multitask.recipe import (
 from multitask.synth import generate
 from multitask.synth.corpus import manifest_timbres
 from multitask.train import (
-    check_settings,
     fit,
     make_accelerator,
     prepare_data,
@@ -57,15 +54,7 @@ if __name__ == "__main__":
     host = {**machine(), "matmul_gflops_at_start": round(matmul_gflops(), 1)}
     demo_folder = hparams["demo_folder"]
     model_dir = os.path.join(demo_folder, "model")
-    check_output_folder(hparams["output_folder"])
-    try:
-        check_settings(hparams)
-    except SettingError as err:
-        raise SystemExit(f"{hparams_file}: {err}") from None
-    try:  # the export at the end replaces an earlier one only: checked now, not after training
-        check_replaceable(Path(model_dir), Path(hparams["output_folder"]))
-    except ExportError as err:
-        raise SystemExit(str(err)) from None
+    check_before_training(hparams, hparams_file, model_dir)
 
     # 1-2. Corpus, then manifests from the real preparers.
     try:

@@ -11,23 +11,20 @@ At the end, the best checkpoint is exported to ``export_folder`` (a folder that
 """
 
 import sys
-from pathlib import Path
 
 import speechbrain as sb
 
 from multitask.class_bias import ClassBiasError, calibrate, check_calls
-from multitask.export import ExportError, check_replaceable, export_model
+from multitask.export import export_model
 from multitask.manifest import ManifestError
 from multitask.recipe import (
-    SettingError,
-    check_output_folder,
+    check_before_training,
     input_errors_as_exit,
     load_hparams,
     parse_arguments,
     restored_on_failure,
 )
 from multitask.train import (
-    check_settings,
     fit,
     make_accelerator,
     prepare_data,
@@ -39,16 +36,7 @@ if __name__ == "__main__":
     # Arguments and hyperparameters, SpeechBrain style.
     hparams_file, overrides = parse_arguments(sys.argv[1:])
     hparams = load_hparams(hparams_file, overrides)
-    check_output_folder(hparams["output_folder"])
-    try:
-        check_settings(hparams)
-    except SettingError as err:
-        raise SystemExit(f"{hparams_file}: {err}") from None
-    if hparams.get("export_folder"):  # checked now, not after training
-        try:
-            check_replaceable(Path(hparams["export_folder"]), Path(hparams["output_folder"]))
-        except ExportError as err:
-            raise SystemExit(f"export_folder: {err}") from None
+    check_before_training(hparams, hparams_file, hparams.get("export_folder"))
 
     # Accelerate owns device, data parallelism and precision.
     accelerator = make_accelerator(hparams)

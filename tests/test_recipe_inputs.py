@@ -82,7 +82,7 @@ def test_an_export_folder_that_is_not_an_export_is_refused_before_training(
     (notes / "todo.txt").write_text("mine")
     out = tmp_path / "run"
     line = refused(train(group_norm_encoder, toy_corpus, out, f"--export_folder={notes}"))
-    assert line.startswith(f"export_folder: {notes}: not an exported model, so it is not replaced")
+    assert line.startswith(f"export folder {notes}: not an exported model, so it is not replaced")
     assert not out.exists() and (notes / "todo.txt").read_text() == "mine"
 
 
