@@ -189,8 +189,8 @@ class _Checks:
             raise AudioInputError(self.path, "is silent (peak amplitude below -80 dBFS)")
         if self.mono_high - self.mono_low < SILENCE_PEAK:
             # Normalising to zero mean would leave digital silence, which still gets a label.
-            raise AudioInputError(self.path, "holds no sound: every sample has the same value "
-                                  "(a constant offset)")
+            raise AudioInputError(self.path, "holds no sound: at most a constant offset (its "
+                                  "samples vary by less than -80 dBFS)")
 
 
 def _downmix(samples, path) -> tuple[torch.Tensor, torch.Tensor]:

@@ -34,12 +34,12 @@ from .losses import IGNORE_INDEX
 from .manifest import (
     TASKS,
     ManifestError,
+    check_one_spelling,
     corpus_version,
     label_set,
     read_manifest,
     read_manifests,
     rows_digest,
-    spelled_alike,
 )
 from .sampling import TaskMixingBatchSampler
 
@@ -72,12 +72,7 @@ def build_label_encoders(rows: list[dict], folder, tasks=TASKS) -> dict:
     encoders = {}
     for task in tasks:
         labels = label_set(rows, task)
-        clash = spelled_alike(labels)
-        if clash:
-            raise ManifestError(f"the training manifests' {task} labels {clash[0]!r} and "
-                                f"{clash[1]!r} differ only in case, spacing, punctuation or "
-                                "word order: one class spelled two ways would be learnt as two; "
-                                "use one spelling")
+        check_one_spelling(labels, "the training manifests", f"{task} labels")
         encoder = CategoricalEncoder()
         path = label_encoder_path(folder, task)
         if not os.path.isfile(path) and not labels:

@@ -69,7 +69,8 @@ def write_data_report(manifest_paths, out_dir, rejected_paths=None) -> str:
         rows.extend(manifest_rows)
         per_manifest.append((path, manifest_rows))
     if not rows:
-        raise ManifestError(f"{', '.join(manifest_paths)}: no rows, so nothing to report")
+        raise ManifestError(f"{', '.join(map(os.fspath, manifest_paths))}: no rows, so nothing "
+                            "to report")
     rejected = [row for path in rejected_paths for row in _read_rejected(path)]
     splits = _split_order(rows)
     os.makedirs(out_dir, exist_ok=True)

@@ -190,18 +190,21 @@ def check_replaceable(out: Path, run: Path) -> None:
     if any(out.iterdir()) and not is_exported_model(out):
         raise ExportError(f"{out}: not an exported model, so it is not replaced: everything in "
                           "it would be deleted (give another output folder)")
-    foreign = sorted(path.name for path in out.iterdir() if not _written_with_export(path.name))
+    foreign = sorted(path.name for path in out.iterdir() if not _written_with_export(path))
     if foreign:
         raise ExportError(f"{out}: an exported model, but it also holds {', '.join(foreign)}, "
                           "which replacing it would delete (move them, or give another "
                           "output folder)")
 
 
-def _written_with_export(name: str) -> bool:
-    """Whether a file of that name in an export folder is the export's, or was put there by
-    loading the folder into itself (SpeechBrain's ``.ckpt`` links, the source record)."""
+def _written_with_export(path: Path) -> bool:
+    """Whether a file in an export folder is the export's, or was put there by loading the
+    folder (SpeechBrain's ``.ckpt`` links, the source record, Python's cache of
+    ``custom_interface.py`` when ``foreign_class`` imported it)."""
+    name = path.name
     return (name in EXPORT_FILES or bool(LABEL_FILE_RE.fullmatch(name))
-            or name.endswith(".ckpt") or name == SAVEDIR_SOURCE_FILE)
+            or (name.endswith(".ckpt") and path.is_symlink())
+            or name in (SAVEDIR_SOURCE_FILE, "__pycache__"))
 
 
 @contextlib.contextmanager

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import operator
 import os
 import re
 import tempfile
@@ -324,11 +325,11 @@ class MultitaskClassifier(Pretrained):
 
         Parameters
         ----------
-        wavs : torch.Tensor
+        wavs : torch.Tensor, NumPy array or list of equal-length tensors
             ``[batch, samples]`` (or ``[samples]``) at 16 kHz, each row normalised as
             :func:`multitask.audio.to_model_input` does, zero-padded.
-        wav_lens : torch.Tensor, optional
-            Relative lengths ``[batch]`` (1.0 = the longest); default all 1.
+        wav_lens : torch.Tensor or array, optional
+            Relative lengths ``[batch]`` in (0, 1] (1.0 = the longest); default all 1.
         """
         wavs = as_tensor(wavs, "wavs")
         if wavs.ndim == 1:
@@ -545,7 +546,11 @@ def check_count(value, name: str) -> None:
     ...
     ValueError: top_k must be a whole number of 1 or more, not 0
     """
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    try:
+        whole = None if isinstance(value, bool) else operator.index(value)  # NumPy ints too
+    except TypeError:
+        whole = None
+    if whole is None or whole < 1:
         raise ValueError(f"{name} must be a whole number of 1 or more, not {value!r}")
 
 
@@ -555,6 +560,9 @@ def as_tensor(value, name: str) -> torch.Tensor:
     if isinstance(value, torch.Tensor):
         return value
     try:
+        if isinstance(value, (list, tuple)) and value and all(
+                isinstance(row, torch.Tensor) for row in value):
+            return torch.stack(list(value))  # equal-length rows; else the message below
         return torch.as_tensor(value)
     except (TypeError, ValueError, RuntimeError):
         raise TypeError(f"{name} must be a tensor or array of numbers ([batch, samples] for "
@@ -615,8 +623,9 @@ def check_savedir(savedir, filled_by_loading: bool) -> None:
     if own:
         shown = ", ".join(own[:5]) + (", ..." if len(own) > 5 else "")
         raise SavedirError(f"savedir {savedir} holds files that loading did not put there "
-                           f"({shown}); loading would replace them with links to the model's: "
-                           "give a new or empty savedir")
+                           f"({shown}); loading writes links to the model's files there, over "
+                           "any of the same name: give a new or empty savedir, or one loading "
+                           "filled")
 
 
 def _refetch_if_savedir_holds_another(source: str, kind: str, revision, kwargs: dict):

@@ -72,28 +72,37 @@ def label_set(rows, task: str) -> list[str]:
     return sorted({row[task] for row in rows if row.get(task)})
 
 
-def label_key(label: str) -> tuple[str, ...]:
-    """Words of a label, lower-cased and sorted: labels with one key mean one class.
+def label_key(label: str, word_order: bool = False) -> tuple[str, ...]:
+    """Words of a label, lower-cased, sorted unless ``word_order``: labels with one key
+    name one class.
 
     >>> label_key("card_lost") == label_key("Lost card"), label_key("block")
     (True, ('block',))
+    >>> label_key("a_to_b", word_order=True) == label_key("b_to_a", word_order=True)
+    False
     """
-    return tuple(sorted(re.findall(r"[a-z0-9]+", label.lower())))
+    words = re.findall(r"[a-z0-9]+", label.lower())
+    return tuple(words if word_order else sorted(words))
 
 
-def spelled_alike(labels) -> tuple[str, str] | None:
-    """Two of ``labels`` that differ only in case, spacing, punctuation or word order (one
-    class spelled two ways, which training would learn as two), or None.
+def check_one_spelling(labels, where: str, what: str = "labels") -> None:
+    """Refuse two of ``labels`` that differ only in case, spacing or punctuation (one
+    class spelled two ways, which training would learn as two); ``where`` and ``what``
+    name them. Words in another order are other classes (``transfer_a_to_b``).
 
-    >>> spelled_alike(["low", "high", "Low "]), spelled_alike(["low", "high"])
-    (('low', 'Low '), None)
+    >>> check_one_spelling(["low", "high"], "train.csv")
+    >>> check_one_spelling(["low", "high", "Low "], "train.csv", "intent labels")
+    Traceback (most recent call last):
+    ...
+    multitask.manifest.ManifestError: train.csv: intent labels 'low' and 'Low ' differ only in case, spacing or punctuation: one class spelled two ways would be learnt as two; use one spelling
     """
     seen: dict[tuple, str] = {}
     for label in labels:
-        other = seen.setdefault(label_key(label), label)
+        other = seen.setdefault(label_key(label, word_order=True), label)
         if other != label:
-            return other, label
-    return None
+            raise ManifestError(f"{where}: {what} {other!r} and {label!r} differ only in case, "
+                                "spacing or punctuation: one class spelled two ways would be "
+                                "learnt as two; use one spelling")
 
 
 def write_manifest(path, rows: Iterable[dict]) -> None:

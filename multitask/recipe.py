@@ -1,4 +1,6 @@
-"""Command-line handling shared by the recipes: SpeechBrain's conventions, Accelerate's ownership.
+"""What the recipes share: command-line handling (SpeechBrain's conventions, Accelerate's
+ownership), the settings' checks, and the run folder's protection (what a run may write
+over, and what a refused rerun puts back).
 
 Recipes take ``HPARAMS.yaml --key=value ...`` exactly as SpeechBrain recipes do. The
 run options SpeechBrain's ``Brain`` would read (``--device``, ``--precision``,
@@ -83,7 +85,8 @@ NUMBER_SETTINGS = {
 
 
 class SettingError(ValueError):
-    """A setting that is not a usable number; the message names it and where it was set."""
+    """A setting a run cannot use (not a number of its kind and range, or of the wrong
+    shape); the message names it and where it was set."""
 
 
 def check_numbers(values, where=None) -> None:
@@ -200,8 +203,8 @@ def check_before_training(hparams, hparams_file, export_folder=None) -> None:
 def check_output_folder(folder) -> None:
     """Refuse an ``output_folder`` where a run would write over what is not a run's: a
     file, an exported model, or a folder of other files (a run writes its
-    ``hyperparams.yaml`` and a copy of the recipe there). A run's own folder (its
-    ``env.log`` or ``save/``) is resumed.
+    ``hyperparams.yaml`` and a copy of the recipe there). A run's own folder
+    (:func:`multitask.source.is_training_run`) is resumed.
 
     >>> import tempfile; folder = Path(tempfile.mkdtemp())
     >>> check_output_folder(folder / "new"); check_output_folder(folder)  # new, empty
@@ -212,6 +215,7 @@ def check_output_folder(folder) -> None:
     SystemExit: output_folder ... holds files that are not a training run's (notes.txt); ...
     """
     from .export import is_exported_model
+    from .source import is_training_run
 
     folder = Path(folder)
     if not folder.exists():
@@ -221,20 +225,36 @@ def check_output_folder(folder) -> None:
     if is_exported_model(folder):
         raise SystemExit(f"output_folder {folder}: an exported model; a run would write its "
                          "hyperparams.yaml over the model's (give another output_folder)")
-    names = sorted(path.name for path in folder.iterdir())
-    if names and not ((folder / "env.log").is_file() or (folder / "save").is_dir()):
+    # save/encoder_cache alone: the encoder a Hub encoder_source downloaded while loading.
+    names = sorted(path.name for path in folder.iterdir()
+                   if not (path.name == "save" and _holds_only_encoder_cache(path)))
+    if names and not is_training_run(folder):
         shown = ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
         raise SystemExit(f"output_folder {folder} holds files that are not a training run's "
                          f"({shown}); a run writes hyperparams.yaml and a copy of the recipe "
                          "there: give a new or empty output_folder")
 
 
+def _holds_only_encoder_cache(save: Path) -> bool:
+    return save.is_dir() and all(path.name == "encoder_cache" for path in save.iterdir())
+
+
+def mark_training_run(folder) -> None:
+    """Mark ``folder`` as a training run's before the run writes anything else there, so a
+    run interrupted before SpeechBrain's ``env.log`` is still recognised as one."""
+    from .source import RUN_MARKER
+
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    (Path(folder) / RUN_MARKER).touch()
+
+
 @contextlib.contextmanager
 def restored_on_failure(folder, names):
-    """Put the files and folders ``names`` of ``folder`` back as they were (or remove them,
-    if they were not there) when the block raises before calling the function it is
-    given: a rerun refused as another run's, or one that fails before training starts,
-    leaves the run folder as it found it.
+    """Put the files and folders ``names`` (paths inside ``folder``) back as they were, or
+    remove them if they were not there, when the block raises before calling the function
+    it is given: a rerun refused as another run's, or one that fails before training
+    starts, leaves the run folder as it found it. If the backup itself fails, nothing is
+    touched and the error is raised.
 
     >>> folder = Path(tempfile.mkdtemp()); _ = (folder / "a.yaml").write_text("1")
     >>> try:
@@ -248,32 +268,40 @@ def restored_on_failure(folder, names):
     ('1', ['a.yaml', 'save'])
     """
     folder = Path(folder)
-    state = {"kept": not names or os.environ.get("RANK", "0") != "0"}  # one process restores
+    paths = [folder / name for name in names]
+    state = {"kept": not paths or os.environ.get("RANK", "0") != "0"}  # one process restores
+    saved = None
 
     def keep():  # from here on, what the block wrote stays
         state["kept"] = True
+        if saved is not None:
+            shutil.rmtree(saved, ignore_errors=True)
 
     if state["kept"]:
         yield keep
         return
     saved = Path(tempfile.mkdtemp(prefix=".rerun-", dir=folder if folder.is_dir() else None))
+    existed = [path.exists() or path.is_symlink() for path in paths]
+    try:  # backups by index: a name may lead out of folder (a save_folder elsewhere)
+        for index, (path, there) in enumerate(zip(paths, existed, strict=True)):
+            if there and path.is_dir() and not path.is_symlink():
+                shutil.copytree(path, saved / str(index), symlinks=True)
+            elif there:
+                shutil.copy2(path, saved / str(index), follow_symlinks=False)
+    except BaseException:
+        shutil.rmtree(saved, ignore_errors=True)
+        raise
     try:
-        for name in names:
-            if (folder / name).is_dir():
-                shutil.copytree(folder / name, saved / name, symlinks=True)
-            elif (folder / name).exists():
-                (saved / name).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(folder / name, saved / name)
         yield keep
     except BaseException:
         if not state["kept"]:
-            for name in names:
-                if (folder / name).is_dir() and not (folder / name).is_symlink():
-                    shutil.rmtree(folder / name, ignore_errors=True)
-                elif (folder / name).exists() or (folder / name).is_symlink():
-                    (folder / name).unlink()
-                if (saved / name).exists():
-                    shutil.move(saved / name, folder / name)
+            for index, (path, there) in enumerate(zip(paths, existed, strict=True)):
+                if path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path, ignore_errors=True)
+                elif path.exists() or path.is_symlink():
+                    path.unlink()
+                if there:
+                    shutil.move(saved / str(index), path)
         raise
     finally:
         shutil.rmtree(saved, ignore_errors=True)

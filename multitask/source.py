@@ -26,6 +26,8 @@ from speechbrain.utils.fetching import FetchFrom, guess_source
 FOLDER, HUB, URL = "folder", "hub", "url"
 # Written into a ``savedir`` once loading filled it: which source (and revision) it holds.
 SAVEDIR_SOURCE_FILE = ".multitask-source"
+# Written into a training run's output_folder before anything else: the folder is a run's.
+RUN_MARKER = ".multitask-run"
 _KINDS = {FetchFrom.LOCAL: FOLDER, FetchFrom.HUGGING_FACE: HUB, FetchFrom.URI: URL}
 
 
@@ -95,15 +97,25 @@ def check_model_source(source: str, hparams_file: str = "hyperparams.yaml",
 
 
 def is_training_run(folder) -> bool:
-    """Whether ``folder`` is a recipe's ``output_folder`` (its ``save/`` checkpoints), which
-    ``multitask export`` turns into a model; an export has no ``save/``.
+    """Whether ``folder`` is a training recipe's ``output_folder``, which ``multitask
+    export`` turns into a model: it holds the recipes' marker (:data:`RUN_MARKER`),
+    SpeechBrain's ``env.log``, or a ``save/`` with the run's checkpoints or label files (a
+    ``save/`` holding only a downloaded ``encoder_cache`` is not a run). An export is not.
 
-    >>> import tempfile; run = tempfile.mkdtemp(); os.mkdir(os.path.join(run, "save"))
-    >>> is_training_run(run), is_training_run(os.path.dirname(run))
-    (True, False)
+    >>> import tempfile; run = tempfile.mkdtemp(); os.makedirs(os.path.join(run, "save", "encoder_cache"))
+    >>> is_training_run(run)
+    False
+    >>> open(os.path.join(run, RUN_MARKER), "w").close(); is_training_run(run)
+    True
     """
-    return os.path.isdir(os.path.join(folder, "save")) and not any(
-        os.path.isfile(os.path.join(folder, f"encoder.{ext}")) for ext in ("safetensors", "ckpt"))
+    if any(os.path.isfile(os.path.join(folder, f"encoder.{ext}")) for ext in ("safetensors", "ckpt")):
+        return False
+    if any(os.path.isfile(os.path.join(folder, name)) for name in (RUN_MARKER, "env.log")):
+        return True
+    save = os.path.join(folder, "save")
+    return os.path.isdir(save) and any(
+        name.startswith(("CKPT+", "label_encoder_")) or name == "data_signature.json"
+        for name in os.listdir(save))
 
 
 def hub_miss_message(source: str, revision, err: Exception) -> str:

@@ -151,10 +151,10 @@ def get_dataloaders(accelerator, hparams):
     """Label encoders, and train/valid loaders built from the manifests in ``hparams``."""
     for key in ("train_manifests", "valid_manifests"):
         if not manifest_paths(hparams.get(key)):
-            raise ValueError(f"{key}: no manifest given")
+            raise ManifestError(f"{key}: no manifest given")
     train_rows = read_manifests(hparams["train_manifests"])
     if not train_rows:
-        raise ManifestError(f"{', '.join(manifest_paths(hparams['train_manifests']))}: no "
+        raise ManifestError(f"{', '.join(map(os.fspath, manifest_paths(hparams['train_manifests'])))}: no "
                               "rows to train on")
     with accelerator.main_process_first():
         encoders = D.build_label_encoders(train_rows, hparams["save_folder"],

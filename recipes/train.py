@@ -21,6 +21,7 @@ from multitask.recipe import (
     check_before_training,
     input_errors_as_exit,
     load_hparams,
+    mark_training_run,
     parse_arguments,
     restored_on_failure,
 )
@@ -40,6 +41,9 @@ if __name__ == "__main__":
 
     # Accelerate owns device, data parallelism and precision.
     accelerator = make_accelerator(hparams)
+    accelerator.wait_for_everyone()  # every process has checked the folder before it is written
+    if accelerator.is_main_process:
+        mark_training_run(hparams["output_folder"])
     # A rerun refused as another run (other data, seed or architecture) puts the run's
     # hyperparams.yaml and label files back as they were: they describe its checkpoints.
     with input_errors_as_exit(), restored_on_failure(

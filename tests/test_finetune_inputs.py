@@ -219,7 +219,7 @@ def test_intents_spelled_two_ways_name_the_training_csv(exported_model, train_cs
     csv_path.write_text(text.replace("wavs/train_chirp_0.wav,chirp,", "wavs/train_chirp_0.wav,"
                                      "Chirp,", 1))
     with pytest.raises(FinetuneError, match=rf"^{csv_path}: intents 'Chirp' and 'chirp' differ "
-                                            r"only in case"):
+                                            r"only in case, spacing or punctuation"):
         finetune(str(exported_model), str(csv_path), tmp_path / "run")
 
 

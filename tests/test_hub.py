@@ -305,8 +305,10 @@ def test_a_run_named_by_a_bare_relative_word_exports(trained_run, tmp_path, monk
 
 
 def test_exporting_a_checkpoint_again_gives_the_same_bytes(trained_run, tmp_path, run_python):
-    """In two processes with other hash seeds (set iteration and safetensors' metadata
-    order follow them): a re-push of an unchanged export then makes no new Hub commit."""
+    """In two processes, with other hash seeds: custom_interface.py's imports followed set
+    order, and safetensors writes its metadata in an order that changes per process (the
+    sorting itself is sorted_header's doctest). A re-push of an unchanged export then makes
+    no new Hub commit."""
     code = ("import sys; from multitask.export import export_model; "
             "export_model(sys.argv[1], sys.argv[2], repo_id='org/name', verify=False)")
     for seed in ("1", "2"):

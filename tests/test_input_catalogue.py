@@ -209,7 +209,7 @@ CASES = [
          wav_file(subtype="PCM_24", transform=lambda w: 3e-5 * w / np.abs(w).max()),
          error("is silent"), "signal peaking at -90 dBFS (below the -80 dBFS floor)"),
     Case("constant", "dc.wav", wav_file(transform=lambda w: np.full_like(w, 0.5)),
-         error("holds no sound: every sample has the same value"),
+         error("holds no sound: at most a constant offset"),
          "1.5 s of one constant value (a DC offset, no sound)"),
     Case("nan", "nan.wav", wav_file(transform=with_sample(np.nan)),
          error("NaN or infinite"), "32-bit float WAV with one NaN sample"),

@@ -287,3 +287,14 @@ def test_a_ragged_row_and_a_manifest_without_label_columns_are_named(tmp_path):
     with pytest.raises(ManifestError, match=r"unlabelled\.csv: no intent or emotion column "
                                             r"\(columns: id, wav, duration, speaker\)"):
         read_manifest(unlabelled)
+
+
+@pytest.mark.parametrize("task, intent, message", [
+    ("sentiment", "low", r"row 2 \(id 'r'\) has task 'sentiment', but its labels make it 'intent'"),
+    ("intent", "", r"row 2 \(id 'r'\) has neither an intent nor an emotion label"),
+])
+def test_a_manifest_row_whose_task_and_labels_disagree_is_named(task, intent, message, tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_text(f"id,wav,duration,task,intent,emotion\nr,a.wav,1.0,{task},{intent},\n")
+    with pytest.raises(ManifestError, match=rf"train.csv: {message}"):
+        read_manifest(path)

@@ -114,7 +114,7 @@ def test_labels_spelled_two_ways_are_refused(group_norm_encoder, toy_corpus, tmp
     spelled = manifest_copy(toy_corpus["train"], tmp_path / "data", respell)
     line = refused(train(group_norm_encoder, toy_corpus, tmp_path / "run",
                          train_manifest=spelled))
-    assert "intent labels" in line and "differ only in case, spacing, punctuation" in line
+    assert "intent labels" in line and "differ only in case, spacing or punctuation" in line
 
 
 def test_a_refused_resume_leaves_the_run_as_it_was(group_norm_encoder, toy_corpus, tmp_path):
@@ -154,7 +154,7 @@ def test_a_savedir_holding_other_files_is_refused(exported_model, trained_run, t
     shutil.copytree(trained_run, run, symlinks=True)
     before = digests(run)
     with pytest.raises(ValueError, match=rf"savedir {run} holds files that loading did not put "
-                                         r"there \(confusion_toy_emotion.png"):
+                                         r"there \(\.multitask-run, confusion_toy_emotion.png"):
         MultitaskClassifier.from_hparams(source=str(exported_model), savedir=str(run))
     assert digests(run) == before
 
@@ -216,14 +216,61 @@ def test_a_manifest_that_is_a_folder_or_has_no_rows_is_named(group_norm_encoder,
     assert line == f"error: {empty}: no rows to train on"
 
 
-@pytest.mark.parametrize("task, intent, message", [
-    ("sentiment", "low", r"row 2 \(id 'r'\) has task 'sentiment', but its labels make it 'intent'"),
-    ("intent", "", r"row 2 \(id 'r'\) has neither an intent nor an emotion label"),
-])
-def test_a_manifest_row_whose_task_and_labels_disagree_is_named(task, intent, message, tmp_path):
-    from multitask.manifest import ManifestError
 
-    path = tmp_path / "train.csv"
-    path.write_text(f"id,wav,duration,task,intent,emotion\nr,a.wav,1.0,{task},{intent},\n")
-    with pytest.raises(ManifestError, match=rf"train.csv: {message}"):
-        read_manifest(path)
+def test_a_downloaded_encoder_cache_does_not_make_a_folder_a_run(group_norm_encoder, toy_corpus,
+                                                                 tmp_path):
+    """A Hub encoder_source is downloaded into save/encoder_cache while the hparams load,
+    before the folder is checked: that alone must not pass the user's files as a run's."""
+    out = tmp_path / "project"
+    (out / "save" / "encoder_cache").mkdir(parents=True)
+    (out / "train.py").write_text("# the user's own script\n")
+    line = refused(train(group_norm_encoder, toy_corpus, out))
+    assert f"output_folder {out} holds files that are not a training run's (train.py)" in line
+    assert (out / "train.py").read_text() == "# the user's own script\n"
+
+
+def test_intents_whose_words_differ_in_order_are_two_classes(tmp_path):
+    from multitask.data import build_label_encoders
+
+    rows = [{"intent": "transfer_checking_to_savings", "emotion": "calm"},
+            {"intent": "transfer_savings_to_checking", "emotion": "calm"}]
+    encoders = build_label_encoders(rows, tmp_path)
+    assert len(encoders["intent"]) == 2
+
+
+def test_restoring_touches_nothing_when_the_backup_fails(tmp_path, monkeypatch):
+    from multitask import recipe
+
+    for name in ("data", "parent"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "f.txt").write_text(name)
+    real_copytree = recipe.shutil.copytree
+
+    def copytree(source, target, **kwargs):
+        if source.name == "parent":
+            raise OSError("no space left on device")
+        return real_copytree(source, target, **kwargs)
+
+    monkeypatch.setattr(recipe.shutil, "copytree", copytree)
+    with pytest.raises(OSError, match="no space left"):
+        with recipe.restored_on_failure(tmp_path, ["data", "parent"]):
+            pass
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "parent"]
+    assert (tmp_path / "parent" / "f.txt").read_text() == "parent"
+
+
+def test_restoring_a_path_outside_the_folder_and_dropping_the_backup_once_kept(tmp_path):
+    from multitask.recipe import restored_on_failure
+
+    run, elsewhere = tmp_path / "run", tmp_path / "ckpt"
+    run.mkdir()
+    elsewhere.mkdir()
+    (elsewhere / "label.txt").write_text("old")
+    with pytest.raises(ValueError):
+        with restored_on_failure(run, ["../ckpt/label.txt"]):
+            (elsewhere / "label.txt").write_text("new")
+            raise ValueError("refused")
+    assert (elsewhere / "label.txt").read_text() == "old" and list(run.iterdir()) == []
+    with restored_on_failure(run, ["../ckpt/label.txt"]) as keep:
+        keep()
+        assert not [p for p in run.iterdir() if p.name.startswith(".rerun-")]

@@ -7,17 +7,17 @@ from __future__ import annotations
 import os
 
 from ..head_labels import encoder_labels
-from ..manifest import label_key, spelled_alike
+from ..manifest import ManifestError, check_one_spelling, label_key
 from .parent import FinetuneError
 
 MODES = ("replace", "extend")
 
 
 def _check_unambiguous(labels, where: str) -> None:
-    clash = spelled_alike(labels)
-    if clash:
-        raise FinetuneError(f"{where}: intents {clash[0]!r} and {clash[1]!r} differ only in "
-                            "case, spacing, punctuation or word order; use one spelling")
+    try:
+        check_one_spelling(labels, where, "intents")
+    except ManifestError as err:
+        raise FinetuneError(str(err)) from None
 
 
 def intent_label_set(parent_labels: list[str], new_labels, mode: str, source=None) -> list[str]:

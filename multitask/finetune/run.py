@@ -9,6 +9,7 @@ import warnings
 from pathlib import Path
 
 from ..export import export_model, is_exported_model
+from ..manifest import TASKS
 from ..recipe import restored_on_failure
 from .data import check_emotion_replay, prepare_run_data, row_count
 from .labels import MODES, save_label_encoder
@@ -248,7 +249,7 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
     record_path = out / FINETUNE_RECORD
     record = json.loads(record_path.read_text()) if record_path.is_file() else {}
     # Until the rerun is known to resume the same run, what it rewrites is put back if
-    # it is refused, and the run's hyperparams.yaml and label files are not touched.
+    # it is refused.
     with restored_on_failure(out, RERUN_REWRITES if record else ()):
         data_dir = out / "data"
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -278,15 +279,15 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
         described = describe_run(identity, mode, hparams, intent_head, data, parent_labels,
                                  replay_per_class if replay else None, temperature)
         check_same_description(record, described, out)
-    sb.create_experiment_directory(experiment_directory=str(out),
-                                   hyperparams_to_save=str(hparams_file), overrides=overrides)
-    save = Path(hparams["save_folder"])
-    save.mkdir(parents=True, exist_ok=True)
-    save_label_encoder(save / "label_encoder_intent.txt", data.labels)
-    for task in parent.tasks:
-        if task != "intent":
-            save_label_encoder(save / f"label_encoder_{task}.txt", parent.labels[task])
-    check_class_bias_calls(hparams)
+        sb.create_experiment_directory(experiment_directory=str(out),
+                                       hyperparams_to_save=str(hparams_file), overrides=overrides)
+        save = Path(hparams["save_folder"])
+        save.mkdir(parents=True, exist_ok=True)
+        save_label_encoder(save / "label_encoder_intent.txt", data.labels)
+        for task in parent.tasks:
+            if task != "intent":
+                save_label_encoder(save / f"label_encoder_{task}.txt", parent.labels[task])
+        check_class_bias_calls(hparams)  # reads the label files just written
     if "parent_license" not in record:  # read once, at the revision the weights came from
         record["parent_license"] = read_parent_license(source, revision, hparams, accelerator)
     record.update(described)
@@ -314,8 +315,10 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
     return record
 
 
-# What a run folder's rerun writes before it can tell whether it resumes the same run.
-RERUN_REWRITES = ("data", "parent", "parent_encoder")
+# What a run folder's rerun writes before it can tell whether it resumes the same run (the
+# label files: in the save_folder finetune.yaml sets, out/save).
+RERUN_REWRITES = ("data", "parent", "parent_encoder", "hyperparams.yaml",
+                  *(f"save/label_encoder_{task}.txt" for task in TASKS))
 
 
 def run_overrides(parent, hparams_file, user: dict, *, source, revision, mode, out,

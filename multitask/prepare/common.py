@@ -425,7 +425,8 @@ def run_preparer(
         or every row is rejected (nothing is written then).
     """
     if not 0 <= min_seconds < math.inf:  # nan too
-        raise CorpusError(f"--min-seconds must be a duration of 0 s or more; got {min_seconds}")
+        raise CorpusError(f"min_seconds (--min-seconds) must be a duration of 0 s or more; "
+                          f"got {min_seconds}")
     check_out_dir(out_dir)
     paths = manifest_paths(out_dir, record["outputs"])
     if not force and is_up_to_date(out_dir, record):
