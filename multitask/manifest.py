@@ -52,6 +52,10 @@ class ManifestError(ValueError):
     """A manifest that cannot be used; the message names the file and the rows."""
 
 
+# The task column's values (task_of's answers).
+TASK_VALUES = ("intent", "emotion", "both")
+
+
 def task_of(intent: str, emotion: str) -> str:
     """The ``task`` column for a row with these labels."""
     if intent and emotion:
@@ -164,15 +168,15 @@ def read_manifest(path) -> list[dict]:
                 f"{path}: row {number} (id {row['id']!r}) has a non-numeric duration "
                 f"{row['duration']!r}"
             ) from None
-        if not (row["intent"] or row["emotion"]):
-            raise ManifestError(f"{path}: row {number} (id {row['id']!r}) has neither an "
-                                "intent nor an emotion label")
-        labelled = task_of(row["intent"], row["emotion"])
-        if row["task"] and row["task"] != labelled:
+        if row["task"] and row["task"] not in TASK_VALUES:
             raise ManifestError(f"{path}: row {number} (id {row['id']!r}) has task "
-                                f"{row['task']!r}, but its labels make it {labelled!r} (the "
-                                "task column is intent, emotion or both, or empty)")
-        row["task"] = labelled
+                                f"{row['task']!r}; the task column is one of "
+                                f"{', '.join(TASK_VALUES)}, or empty (then it follows the labels)")
+        if not row["task"]:
+            if not (row["intent"] or row["emotion"]):
+                raise ManifestError(f"{path}: row {number} (id {row['id']!r}) has neither an "
+                                    "intent nor an emotion label")
+            row["task"] = task_of(row["intent"], row["emotion"])
     return rows
 
 
