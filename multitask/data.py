@@ -119,7 +119,7 @@ def row_problems(rows: list[dict], encoders: dict, probe=True, data_root=None,
         if row["id"] in seen:
             problems.append(f"{where}: duplicate id")
         seen.add(row["id"])
-        if not any(row.get(task) for task in encoders):
+        if encoders and not any(row.get(task) for task in encoders):
             problems.append(f"{where}: no label of the run's tasks ({', '.join(encoders)})")
         for task, encoder in encoders.items():
             if row.get(task) and row[task] not in encoder.lab2ind:
