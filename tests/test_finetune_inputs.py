@@ -279,3 +279,14 @@ def test_the_command_prints_one_error_line(exported_model, train_csv, tmp_path, 
     err = capsys.readouterr().err
     assert code == 1
     assert err.strip() == "error: --number_of_epochs must be a whole number of at least 1, not 'abc'"
+
+
+def test_a_parent_with_a_broken_file_is_named_once(exported_model, train_csv, tmp_path):
+    parent = tmp_path / "parent"
+    shutil.copytree(exported_model, parent)
+    data = (parent / "heads.safetensors").read_bytes()
+    (parent / "heads.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(FinetuneError) as caught:
+        finetune(str(parent), train_csv, tmp_path / "run")
+    assert str(caught.value).startswith(f"{parent}/heads.safetensors: ")
+    assert "cannot load" not in str(caught.value)

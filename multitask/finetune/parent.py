@@ -17,7 +17,14 @@ from pathlib import Path
 
 from ..card import display_path
 from ..export import CARD_FILE, HPARAMS_FILE, WEIGHTS_FILES
-from ..source import FOLDER, HUB, ModelNotFoundError, check_model_source, source_kind
+from ..source import (
+    FOLDER,
+    HUB,
+    BrokenModelError,
+    ModelNotFoundError,
+    check_model_source,
+    source_kind,
+)
 
 
 class FinetuneError(ValueError):
@@ -60,6 +67,8 @@ def load_parent(source, revision=None, savedir=None):
         parent = MultitaskClassifier.from_hparams(
             source=source, revision=revision, savedir=savedir, run_opts={"device": "cpu"},
             optimize=None)  # its modules are trained further: keep them as built
+    except (ModelNotFoundError, BrokenModelError) as err:  # these name the source or file
+        raise FinetuneError(str(err)) from None
     except Exception as err:
         raise FinetuneError(f"cannot load a multitask model from {source}: "
                             f"{type(err).__name__}: {err}") from err
