@@ -21,8 +21,8 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP)
 
-## make test: unit tests, doctests, recipe smoke tests (about 7 to 15 minutes on 2 idle cores,
-## by host, installing .venv included)
+## make test: unit tests, doctests, recipe smoke tests (about 10 minutes on 2 idle cores of
+## the faster hosts, more on slower ones, installing .venv included)
 test: $(STAMP)
 	$(RUN) -m pytest tests --doctest-modules multitask benchmarks/shift.py benchmarks/probe.py benchmarks/class_bias.py
 
