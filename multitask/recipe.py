@@ -308,6 +308,24 @@ def restored_on_failure(folder, names):
 
 
 @contextlib.contextmanager
+def training_run(hparams, accelerator):
+    """How a training recipe starts writing its ``output_folder`` (after
+    :func:`check_before_training`): every process has checked the folder, the main one
+    marks it as a run's, and until the block calls the function it yields (``fit``'s
+    ``on_start``) a failure puts the run's settings files back
+    (:func:`restored_on_failure`, :func:`multitask.train.run_settings_files`); the
+    package's input errors end it in one line (:func:`input_errors_as_exit`)."""
+    from .train import run_settings_files
+
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        mark_training_run(hparams["output_folder"])
+    with input_errors_as_exit(), restored_on_failure(
+            hparams["output_folder"], run_settings_files(hparams)) as started:
+        yield started
+
+
+@contextlib.contextmanager
 def input_errors_as_exit():
     """The package's own input errors raised in the block (:func:`multitask.cli.is_input_error`:
     a manifest, corpus or audio file named with its problem) end the recipe with that one

@@ -33,19 +33,12 @@ from multitask.recipe import (
     check_before_training,
     input_errors_as_exit,
     load_hparams,
-    mark_training_run,
     parse_arguments,
-    restored_on_failure,
+    training_run,
 )
 from multitask.synth import generate
 from multitask.synth.corpus import manifest_timbres
-from multitask.train import (
-    fit,
-    make_accelerator,
-    prepare_data,
-    run_settings_files,
-    test,
-)
+from multitask.train import fit, make_accelerator, prepare_data, test
 
 if __name__ == "__main__":
     started = time.time()
@@ -65,13 +58,9 @@ if __name__ == "__main__":
     if not os.path.isfile(os.path.join(hparams["synth_folder"], "DATASHEET.md")):
         generate(hparams["synth_folder"], size=hparams["synth_size"], seed=hparams["corpus_seed"])
     accelerator = make_accelerator(hparams)
-    accelerator.wait_for_everyone()  # every process has checked the folder before it is written
-    if accelerator.is_main_process:
-        mark_training_run(hparams["output_folder"])
     # A rerun refused as another run (other data, seed or architecture) puts the run's
     # hyperparams.yaml and label files back as they were: they describe its checkpoints.
-    with input_errors_as_exit(), restored_on_failure(
-            hparams["output_folder"], run_settings_files(hparams)) as training_started:
+    with training_run(hparams, accelerator) as training_started:
         sb.create_experiment_directory(hparams["output_folder"], hyperparams_to_save=hparams_file,
                                        overrides=overrides)
         prepare_data(hparams, accelerator)
@@ -98,11 +87,12 @@ if __name__ == "__main__":
         train_start = time.time()
         fit(hparams, accelerator, on_start=training_started)
     train_seconds = time.time() - train_start
-    try:
-        class_bias = calibrate(hparams, accelerator)
-    except ClassBiasError as err:
-        raise SystemExit(str(err)) from None
-    test_metrics = test(hparams, accelerator)
+    with input_errors_as_exit():
+        try:
+            class_bias = calibrate(hparams, accelerator)
+        except ClassBiasError as err:
+            raise SystemExit(str(err)) from None
+        test_metrics = test(hparams, accelerator)
 
     # 4. Export, then reload in a fresh offline process, as a user would.
     # The corpora are synthetic, in the Skit-S2I and CREMA-D layouts: say so on the card.

@@ -21,17 +21,10 @@ from multitask.recipe import (
     check_before_training,
     input_errors_as_exit,
     load_hparams,
-    mark_training_run,
     parse_arguments,
-    restored_on_failure,
+    training_run,
 )
-from multitask.train import (
-    fit,
-    make_accelerator,
-    prepare_data,
-    run_settings_files,
-    test,
-)
+from multitask.train import fit, make_accelerator, prepare_data, test
 
 if __name__ == "__main__":
     # Arguments and hyperparameters, SpeechBrain style.
@@ -41,13 +34,9 @@ if __name__ == "__main__":
 
     # Accelerate owns device, data parallelism and precision.
     accelerator = make_accelerator(hparams)
-    accelerator.wait_for_everyone()  # every process has checked the folder before it is written
-    if accelerator.is_main_process:
-        mark_training_run(hparams["output_folder"])
     # A rerun refused as another run (other data, seed or architecture) puts the run's
     # hyperparams.yaml and label files back as they were: they describe its checkpoints.
-    with input_errors_as_exit(), restored_on_failure(
-            hparams["output_folder"], run_settings_files(hparams)) as training_started:
+    with training_run(hparams, accelerator) as training_started:
         sb.create_experiment_directory(  # writes on the main process; every process must call it
             experiment_directory=hparams["output_folder"],
             hyperparams_to_save=hparams_file,
