@@ -27,6 +27,12 @@ from speechbrain.utils.checkpoints import Checkpoint, Checkpointer
 from speechbrain.utils.distributed import ddp_barrier, if_main_process
 
 STAGING = ".staging"
+_RESUME_ADVICE = "resume with the settings it was saved with, or use a new output folder"
+
+
+class ResumeError(ValueError):
+    """A run folder's checkpoint (or other saved state) was written by a run with other
+    settings, so this run cannot resume from it; the message names the file or folder."""
 
 
 class AtomicCheckpointer(Checkpointer):
@@ -62,10 +68,25 @@ class AtomicCheckpointer(Checkpointer):
             parts = [f"this run also has {', '.join(sorted(missing))}" if missing else "",
                      f"the checkpoint also has {', '.join(sorted(extra))}" if extra else "",
                      *((hints or {}).get(part, "") for part in sorted(missing | extra))]
-            raise ValueError(f"{checkpoint.path}: cannot resume from this checkpoint, it was "
-                             f"saved by a run with other parts ({'; '.join(p for p in parts if p)})"
-                             "; resume with the settings it was saved with, or use a new "
-                             "output folder")
+            raise ResumeError(f"{checkpoint.path}: cannot resume from this checkpoint, it was "
+                              f"saved by a run with other parts ({'; '.join(p for p in parts if p)})"
+                              f"; {_RESUME_ADVICE}")
+
+    def load_checkpoint(self, checkpoint):
+        """SpeechBrain's, with parameters of another shape or name (a run with another
+        architecture in the same folder) refused by a :class:`ResumeError` naming the
+        checkpoint and the first parameters that differ, not by Torch's traceback."""
+        try:
+            return super().load_checkpoint(checkpoint)
+        except RuntimeError as err:
+            if "loading state_dict" not in str(err):
+                raise
+            differences = [line.strip() for line in str(err).splitlines()[1:] if line.strip()]
+            shown = "; ".join(differences)
+            shown = shown if len(shown) <= 300 else shown[:300] + " ..."
+            raise ResumeError(f"{checkpoint.path}: cannot resume from this checkpoint, its "
+                              f"parameters are not this run's model's ({shown}); "
+                              f"{_RESUME_ADVICE}") from None
 
     def save_checkpoint(self, meta=None, end_of_epoch=True, name=None, verbosity=20):
         meta = meta or {}

@@ -35,9 +35,15 @@ from tqdm import tqdm
 from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
 from transformers.models.wav2vec2.modeling_wav2vec2 import _compute_mask_indices
 
+from .checkpoints import ResumeError
 from .prepare.common import file_digest
 
 HOP_MS = 20  # the encoder's frame rate (conv strides multiply to 320 samples at 16 kHz)
+
+
+class PretrainSettingError(ValueError):
+    """A pretraining setting that cannot work (an encoder folder, a layer, a corpus seed,
+    too few frames), named with the folder or file it is about."""
 
 
 def mfcc_features(wavs: torch.Tensor) -> torch.Tensor:
@@ -67,7 +73,8 @@ def fit_kmeans(features: torch.Tensor, k: int, iterations: int = 25, seed: int =
     generator = torch.Generator().manual_seed(seed)
     n = features.shape[0]
     if n < k:
-        raise ValueError(f"k-means needs at least k={k} frames, got {n}")
+        raise PretrainSettingError(f"k-means needs at least k={k} frames, got {n}: lower "
+                                   "num_clusters, or give more training audio")
     centroids = features[torch.randint(n, (1,), generator=generator)]
     for _ in range(1, k):  # k-means++: new centroids far from the chosen ones
         distance = torch.cdist(features, centroids).min(dim=1).values ** 2
@@ -106,14 +113,14 @@ class EncoderLayerFeatures:
         weights = [os.path.join(self.folder, name) for name in WEIGHT_FILES
                    if os.path.isfile(os.path.join(self.folder, name))]
         if not os.path.isfile(os.path.join(self.folder, "config.json")) or not weights:
-            raise ValueError(f"target_encoder {self.folder}: not an encoder folder "
+            raise PretrainSettingError(f"target_encoder {self.folder}: not an encoder folder "
                              "(needs config.json and model.safetensors)")
         self.weights_sha256 = file_digest(weights[0])[:16]
         self.encoder = Wav2Vec2Model.from_pretrained(self.folder).eval()
         self.encoder.requires_grad_(False)
         layers = self.encoder.config.num_hidden_layers
         if not 0 <= self.layer <= layers:
-            raise ValueError(f"target_layer {self.layer}: {self.folder} has hidden layers "
+            raise PretrainSettingError(f"target_layer {self.layer}: {self.folder} has hidden layers "
                              f"0..{layers}")
 
     def __call__(self, wavs: torch.Tensor, samples: torch.Tensor | None = None) -> torch.Tensor:
@@ -161,13 +168,13 @@ def target_features(hparams, encoder_config: Wav2Vec2Config):
     check_corpus_seed(folder, hparams.get("corpus_seed"))
     out = hparams.get("encoder_out")
     if out and os.path.realpath(folder) == os.path.realpath(out):
-        raise ValueError(f"target_encoder {folder} is also encoder_out: the run would "
+        raise PretrainSettingError(f"target_encoder {folder} is also encoder_out: the run would "
                          "overwrite the encoder whose layer it predicts; write elsewhere")
     features = EncoderLayerFeatures(folder, hparams.get("target_layer", 1))
     teacher = features.encoder.config
     for key in ("conv_kernel", "conv_stride"):
         if list(getattr(teacher, key)) != list(getattr(encoder_config, key)):
-            raise ValueError(f"target_encoder {folder}: its {key} {list(getattr(teacher, key))} "
+            raise PretrainSettingError(f"target_encoder {folder}: its {key} {list(getattr(teacher, key))} "
                              f"differs from encoder_config's {list(getattr(encoder_config, key))}, "
                              "so its frames are not the new encoder's")
     return features
@@ -218,11 +225,15 @@ class FrameTargets:
         features = features or MFCCFeatures()
         saved = state.get("features", MFCCFeatures().describe())
         if saved != features.describe():
-            raise ValueError(
+            raise ResumeError(
                 f"{path or 'frame targets'}: the clusters were fit on {saved}, but this run's "
                 f"targets are {features.describe()}; use another save_folder (or remove it) "
                 "to start this run afresh")
         return cls(state["mean"], state["std"], state["centroids"], features)
+
+    @property
+    def num_clusters(self) -> int:
+        return self.centroids.shape[0]
 
 
 class MaskedPredictionModel(torch.nn.Module):
@@ -314,7 +325,7 @@ def check_corpus_seed(encoder_folder, corpus_seed: int) -> None:
     >>> check_corpus_seed(folder, 7)
     Traceback (most recent call last):
     ...
-    ValueError: ...pretraining.json: the encoder was pretrained on the corpus of seed 1234, not 7, so ...
+    multitask.pretrain.PretrainSettingError: ...pretrained on the corpus of seed 1234, not 7, ...
     """
     path = os.path.join(os.fspath(encoder_folder), "pretraining.json")
     if not os.path.isfile(path):
@@ -322,7 +333,7 @@ def check_corpus_seed(encoder_folder, corpus_seed: int) -> None:
     with open(path, encoding="utf-8") as fin:
         recorded = json.load(fin).get("corpus_seed")
     if recorded is not None and corpus_seed is not None and int(recorded) != int(corpus_seed):
-        raise ValueError(
+        raise PretrainSettingError(
             f"{path}: the encoder was pretrained on the corpus of seed {recorded}, not "
             f"{corpus_seed}, so it has heard some of this corpus's test voices. Keep "
             f"corpus_seed={recorded} "
@@ -395,7 +406,7 @@ def load_encoder_weights(model: MaskedPredictionModel, folder) -> None:
     source = Wav2Vec2Model.from_pretrained(os.fspath(folder))
     problem = load_all_but_mask(model.encoder, source.state_dict())
     if problem:
-        raise ValueError(f"{folder}: its weights do not fit encoder_config: {problem}")
+        raise PretrainSettingError(f"{folder}: its weights do not fit encoder_config: {problem}")
 
 
 def objective(features) -> str:
@@ -406,13 +417,17 @@ def objective(features) -> str:
             f"{os.path.relpath(features.folder)} (HuBERT's next iteration)")
 
 
-def pretrain(hparams, accelerator, unlabelled=()) -> dict:
+def pretrain(hparams, accelerator, unlabelled=(), on_start=None) -> dict:
     """Pretrain as ``hparams`` says (resuming from its checkpoints); save the encoder.
 
     Reads the audio of ``hparams["train_manifests"]`` and of the ``unlabelled``
     manifests, starting from random weights or from ``hparams["init_encoder"]``.
     Writes ``hparams["encoder_out"]`` (a Transformers folder) and a
     ``pretraining.json`` beside it with the per-epoch loss and masked-frame accuracy.
+    ``on_start``, if given, is called once the run's own checkpoint (if any) is
+    recovered: from then on, the run is this one (see ``multitask.recipe.training_run``).
+    A folder whose targets or checkpoint another run's settings wrote is refused
+    (:class:`multitask.checkpoints.ResumeError`).
     """
     from accelerate.utils import set_seed
 
@@ -425,7 +440,7 @@ def pretrain(hparams, accelerator, unlabelled=()) -> dict:
     set_seed(seed)
     train_manifests = manifest_paths(hparams.get("train_manifests"))
     if not train_manifests:
-        raise ValueError("train_manifests: no manifest given, so there is no audio to pretrain on")
+        raise PretrainSettingError("train_manifests: no manifest given, so there is no audio to pretrain on")
     rows = read_manifests(train_manifests + list(unlabelled))
     loader = make_loader(make_dataset(rows, {}), rows, hparams["train_batching"], True, seed,
                          hparams.get("num_workers", 0))
@@ -455,6 +470,10 @@ def pretrain(hparams, accelerator, unlabelled=()) -> dict:
     accelerator.wait_for_everyone()
     targets = FrameTargets.from_state_dict(torch.load(targets_file, weights_only=True),
                                            features, targets_file)
+    if targets.num_clusters != hparams["num_clusters"]:
+        raise ResumeError(f"{targets_file}: {targets.num_clusters} clusters were fit there, "
+                          f"this run has num_clusters={hparams['num_clusters']}; resume with "
+                          "the settings it was saved with, or use a new output folder")
 
     optimizer = torch.optim.AdamW(model.parameters(), lr=hparams["lr"],
                                   weight_decay=hparams.get("weight_decay", 0.01))
@@ -466,8 +485,11 @@ def pretrain(hparams, accelerator, unlabelled=()) -> dict:
         "model": model, "optimizer": optimizer, "scheduler": scheduler,
         "epoch_counter": epoch_counter, "train_sampler": sampler})
     checkpointer.discard_interrupted_save()
+    checkpointer.check_resumable()
     if checkpointer.recover_if_possible() is not None:
         accelerator.print(f"Resuming after epoch {epoch_counter.current}")
+    if on_start is not None:
+        on_start()
     model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
 
     # Kept beside the checkpoints, so a resumed run still reports every epoch.

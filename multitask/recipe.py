@@ -308,20 +308,23 @@ def restored_on_failure(folder, names):
 
 
 @contextlib.contextmanager
-def training_run(hparams, accelerator):
+def training_run(hparams, accelerator, settings_files=None):
     """How a training recipe starts writing its ``output_folder`` (after
     :func:`check_before_training`): every process has checked the folder, the main one
-    marks it as a run's, and until the block calls the function it yields (``fit``'s
-    ``on_start``) a failure puts the run's settings files back
-    (:func:`restored_on_failure`, :func:`multitask.train.run_settings_files`); the
-    package's input errors end it in one line (:func:`input_errors_as_exit`)."""
+    marks it as a run's, and until the block calls the function it yields (``fit``'s or
+    ``pretrain``'s ``on_start``) a failure puts the run's ``settings_files`` back
+    (:func:`restored_on_failure`; by default the joint recipes',
+    :func:`multitask.train.run_settings_files`); the package's input errors end it in one
+    line (:func:`input_errors_as_exit`)."""
     from .train import run_settings_files
 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
         mark_training_run(hparams["output_folder"])
+    if settings_files is None:
+        settings_files = run_settings_files(hparams)
     with input_errors_as_exit(), restored_on_failure(
-            hparams["output_folder"], run_settings_files(hparams)) as started:
+            hparams["output_folder"], settings_files) as started:
         yield started
 
 

@@ -39,6 +39,8 @@ import torch
 from speechbrain.utils.checkpoints import mark_as_loader, mark_as_saver, register_checkpoint_hooks
 from torch.utils.data import Sampler
 
+from .checkpoints import ResumeError
+
 
 @register_checkpoint_hooks
 class TaskMixingBatchSampler(Sampler):
@@ -214,7 +216,7 @@ class TaskMixingBatchSampler(Sampler):
         with open(path, encoding="utf-8") as fin:
             seed, epoch = (int(v) for v in fin.read().split())
         if seed != self.seed:
-            raise ValueError(
+            raise ResumeError(
                 f"{path}: checkpoint was written with sampler seed {seed}, this run uses "
                 f"{self.seed}; resume with the same seed or start a new output folder"
             )

@@ -20,12 +20,7 @@ import speechbrain as sb
 
 from multitask.model import EncoderSourceError, check_encoder_source
 from multitask.pretrain import pretrain
-from multitask.recipe import (
-    check_output_folder,
-    input_errors_as_exit,
-    load_hparams,
-    parse_arguments,
-)
+from multitask.recipe import check_output_folder, load_hparams, parse_arguments, training_run
 from multitask.synth import generate
 from multitask.synth.corpus import check_speakers, manifest_timbres
 from multitask.train import make_accelerator, prepare_data
@@ -42,22 +37,25 @@ if __name__ == "__main__":
     if accelerator.is_main_process and not os.path.isfile(
             os.path.join(hparams["synth_folder"], "DATASHEET.md")):
         generate(hparams["synth_folder"], size=hparams["synth_size"], seed=hparams["corpus_seed"])
-    accelerator.wait_for_everyone()
-    sb.create_experiment_directory(hparams["output_folder"], hyperparams_to_save=hparams_file,
-                                   overrides=overrides)
-    with input_errors_as_exit():
+    # A rerun refused as another run (other seed, clusters or targets) puts the run's
+    # hyperparams.yaml and frame targets back as they were: they describe its checkpoints.
+    targets_file = os.path.relpath(os.path.join(hparams["save_folder"], "frame_targets.pt"),
+                                   hparams["output_folder"])
+    with training_run(hparams, accelerator, ["hyperparams.yaml", targets_file]) as started:
+        sb.create_experiment_directory(hparams["output_folder"], hyperparams_to_save=hparams_file,
+                                       overrides=overrides)
         prepare_data(hparams, accelerator)
-    unlabelled = []
-    if hparams.get("call_audio"):
-        calls = os.path.join(hparams["synth_folder"], "calls", "calls.csv")
-        if accelerator.is_main_process:
-            timbres = manifest_timbres(hparams["train_manifests"],
-                                       os.path.join(hparams["synth_folder"], "speakers.json"))
-            if not os.path.isfile(calls):
-                generate(hparams["synth_folder"], size=hparams["synth_size"],
-                         seed=hparams["corpus_seed"], domain="calls", variants=timbres)
-            check_speakers(calls, timbres)
-        accelerator.wait_for_everyone()
-        unlabelled.append(calls)
-    pretrain(hparams, accelerator, unlabelled)
+        unlabelled = []
+        if hparams.get("call_audio"):
+            calls = os.path.join(hparams["synth_folder"], "calls", "calls.csv")
+            if accelerator.is_main_process:
+                timbres = manifest_timbres(hparams["train_manifests"],
+                                           os.path.join(hparams["synth_folder"], "speakers.json"))
+                if not os.path.isfile(calls):
+                    generate(hparams["synth_folder"], size=hparams["synth_size"],
+                             seed=hparams["corpus_seed"], domain="calls", variants=timbres)
+                check_speakers(calls, timbres)
+            accelerator.wait_for_everyone()
+            unlabelled.append(calls)
+        pretrain(hparams, accelerator, unlabelled, on_start=started)
     accelerator.print(f"pretrained encoder: {hparams['encoder_out']}")

@@ -163,3 +163,45 @@ def test_a_next_iteration_clusters_a_layer_of_the_previous_encoder(group_norm_en
     write_summary(first / "encoder", {"corpus_seed": 5})  # the teacher heard other voices
     with pytest.raises(ValueError, match="corpus of seed 5, not 6"):
         pretrain({**hparams, "init_encoder": None, "corpus_seed": 6}, Accelerator(cpu=True))
+
+
+@pytest.mark.slow
+def test_the_recipe_refuses_a_resume_with_other_settings_and_leaves_the_run_as_it_was(
+        group_norm_encoder, tmp_path):
+    """recipes/pretrain.py on the generator's tiny corpus, then rerun with another seed or
+    another number of clusters: one line naming the file, and the run folder unchanged."""
+    import hashlib
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    run = tmp_path / "run"
+
+    def pretrain_recipe(*changes):
+        settings = dict(arg.split("=", 1) for arg in (
+            f"--demo_folder={tmp_path / 'demo'}", "--synth_size=tiny", f"--output_folder={run}",
+            f"--encoder_config={group_norm_encoder}", f"--encoder_out={tmp_path / 'encoder'}",
+            "--number_of_epochs=1", "--num_clusters=8", "--kmeans_frames=5000",
+            "--warmup_steps=0", "--num_workers=0", *changes))
+        return subprocess.run(
+            [sys.executable, "recipes/pretrain.py", "hparams/pretrain.yaml",
+             *(f"{key}={value}" for key, value in settings.items())],
+            cwd=REPO, capture_output=True, text=True, timeout=600)
+
+    def digests():
+        return {str(p.relative_to(run)): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in sorted(run.rglob("*")) if p.is_file() and p.name != "log.txt"}
+
+    proc = pretrain_recipe()
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert (tmp_path / "encoder" / "model.safetensors").is_file()
+    before = digests()
+    for change, named in (("--seed=99", "train_sampler.ckpt: checkpoint was written with "
+                                        "sampler seed 1234, this run uses 99"),
+                          ("--num_clusters=6", "frame_targets.pt: 8 clusters were fit there, "
+                                               "this run has num_clusters=6")):
+        proc = pretrain_recipe(change)
+        assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+        assert named in proc.stderr.strip().splitlines()[-1]
+        assert digests() == before, change

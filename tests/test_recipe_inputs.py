@@ -118,14 +118,19 @@ def test_labels_spelled_two_ways_are_refused(group_norm_encoder, toy_corpus, tmp
 
 
 def test_a_refused_resume_leaves_the_run_as_it_was(group_norm_encoder, toy_corpus, tmp_path):
-    """Another seed, or another head architecture: the run's hyperparams.yaml still
-    describes its checkpoints afterwards, so it still exports."""
+    """Another seed, or another head architecture: refused in one line naming the
+    checkpoint, and the run's hyperparams.yaml still describes its checkpoints afterwards,
+    so it still exports."""
     out = tmp_path / "run"
     assert train(group_norm_encoder, toy_corpus, out).returncode == 0
     before = digests(out)
-    for change in ("--seed=99", "--head_pooling=mean"):
-        proc = train(group_norm_encoder, toy_corpus, out, change)
-        assert proc.returncode != 0
+    for change, named in (("--seed=99", "train_sampler.ckpt: checkpoint was written with "
+                                        "sampler seed 7, this run uses 99"),
+                          ("--head_pooling=mean", "cannot resume from this checkpoint, its "
+                                                  "parameters are not this run's model's "
+                                                  "(Unexpected key(s)")):
+        line = refused(train(group_norm_encoder, toy_corpus, out, change))
+        assert named in line and "CKPT+epoch-0001" in line, line
         assert digests(out) == before, change
 
 
