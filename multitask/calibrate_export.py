@@ -55,6 +55,7 @@ from .class_bias import ClassBiasError, check_call_rows, scores
 from .evaluate_export import classify_with_progress
 from .export import CARD_FILE, EXPORT_FILES, ExportError, export_file_names, staged_folder
 from .manifest import ManifestError, rows_digest, single_task_rows
+from .valid_numbers import check_count
 
 RECORD = "calibration.json"
 HEADS_FILE = "heads.safetensors"
@@ -480,8 +481,7 @@ def _run(args) -> int:
     from .finetune.parent import FinetuneError
 
     try:
-        if args.min_per_class < 1:
-            raise ClassBiasError(f"{MIN_PER_CLASS_OPTION} must be 1 or more")
+        check_count(args.min_per_class, MIN_PER_CLASS_OPTION, ClassBiasError)
         for option, value in (("--repo-id", args.repo_id), ("--parent-repo-id", args.parent_repo_id)):
             if value is not None:
                 try:

@@ -42,6 +42,7 @@ from .calibration import (
 )
 from .card import display_path
 from .manifest import manifest_paths, read_manifests, rows_digest, single_task_copy
+from .valid_numbers import check_count
 
 RECORD = "class_bias.json"
 HEADS_FILE = "heads.ckpt"  # the heads' parameter file in a checkpoint folder
@@ -70,9 +71,7 @@ def settings(hparams) -> dict | None:
         raise ClassBiasError(f"class_bias_tasks {unknown}: not among this run's tasks "
                              f"{hparams.get('tasks')}")
     minimum = hparams.get("class_bias_min_per_class", 10)
-    if not isinstance(minimum, int) or minimum < 1:
-        raise ClassBiasError(f"class_bias_min_per_class must be a whole number of clips, 1 or "
-                             f"more, not {minimum!r}")
+    check_count(minimum, "class_bias_min_per_class", ClassBiasError)
     return {"tasks": tasks, "calls": str(calls), "min_per_class": minimum}
 
 

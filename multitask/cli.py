@@ -20,6 +20,8 @@ import argparse
 import importlib
 import sys
 
+from .valid_numbers import number_problem
+
 # Subcommand -> the module that registers it with add_parser(s)(subparsers), setting
 # func=. Only the module a command needs is imported: some pull in scipy/matplotlib.
 COMMANDS = {
@@ -91,14 +93,15 @@ def positive_int(text: str) -> int:
     >>> positive_int("0")
     Traceback (most recent call last):
     ...
-    argparse.ArgumentTypeError: must be 1 or more, not 0
+    argparse.ArgumentTypeError: must be a whole number of at least 1, not 0
     """
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    problem = number_problem(value, whole=True, least=1)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
     return value
 
 

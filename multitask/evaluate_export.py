@@ -44,6 +44,7 @@ from pathlib import Path
 from .card import display_path
 from .export import ExportError, staged_folder
 from .manifest import TASKS, ManifestError, corpus_version, read_manifest, rows_digest
+from .valid_numbers import check_count
 
 SCORED_AT_ONCE = 32  # clips per classify_files call: the progress bar's step
 REPORT = "report.md"
@@ -137,8 +138,7 @@ def evaluate_export(source, tests, out, *, revision=None, batch_size: int = 1, d
     from .finetune.parent import parent_identity
 
     log = log or functools.partial(print, file=sys.stderr)
-    if batch_size < 1:
-        raise EvaluationError(f"--batch-size must be 1 or more, not {batch_size}")
+    check_count(batch_size, "--batch-size", EvaluationError)
     tests = [os.fspath(path) for path in tests]
     if not tests:
         raise EvaluationError("give at least one --test manifest")

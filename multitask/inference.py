@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import operator
 import os
 import re
 import tempfile
@@ -57,6 +56,7 @@ from .source import (
     hub_miss_message,
 )
 from .trust import UntrustedHparamsError, fetch_and_check, weights_only_loads
+from .valid_numbers import check_count
 
 # Names hyperparams.yaml refers to as ``multitask.inference.<name>``.
 __all__ = [
@@ -535,23 +535,6 @@ def receptive_field(config) -> int:
         samples += (kernel - 1) * hop
         hop *= stride
     return samples
-
-
-def check_count(value, name: str) -> None:
-    """Refuse a ``top_k`` or ``batch_size`` that is not a whole number of 1 or more.
-
-    >>> check_count(3, "top_k")
-    >>> check_count(0, "top_k")
-    Traceback (most recent call last):
-    ...
-    ValueError: top_k must be a whole number of 1 or more, not 0
-    """
-    try:
-        whole = None if isinstance(value, bool) else operator.index(value)  # NumPy ints too
-    except TypeError:
-        whole = None
-    if whole is None or whole < 1:
-        raise ValueError(f"{name} must be a whole number of 1 or more, not {value!r}")
 
 
 def as_tensor(value, name: str) -> torch.Tensor:

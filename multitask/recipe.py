@@ -21,6 +21,8 @@ import speechbrain as sb
 from hyperpyyaml import load_hyperpyyaml
 from ruamel.yaml.error import YAMLError
 
+from .valid_numbers import number_problem
+
 # Brain run options that have an Accelerate equivalent (and what to use instead).
 ACCELERATE_OWNS = {
     "device": "accelerate launch --cpu, or CUDA_VISIBLE_DEVICES",
@@ -107,14 +109,9 @@ def check_numbers(values, where=None) -> None:
                        *nested.items()]:
         if value is None or not isinstance(value, (str, int, float)):
             continue  # unset, or a reference or another tag, resolved when the file is loaded
-        whole, least, most = NUMBER_SETTINGS[key.removeprefix("train_batching.")]
-        kinds = (int,) if whole else (int, float)
-        if (isinstance(value, bool) or not isinstance(value, kinds) or value != value
-                or value < least or (most is not None and value > most)):
-            name = f"{where}: {key}" if where else f"--{key}"
-            kind = "a whole number" if whole else "a number"
-            span = f"from {least} to {most}" if most is not None else f"of at least {least}"
-            raise SettingError(f"{name} must be {kind} {span}, not {value!r}")
+        problem = number_problem(value, *NUMBER_SETTINGS[key.removeprefix("train_batching.")])
+        if problem:
+            raise SettingError(f"{where}: {key} {problem}" if where else f"--{key} {problem}")
 
 
 def overrides_mapping(overrides: str | dict) -> dict:

@@ -107,7 +107,7 @@ def test_a_test_fraction_is_refused_with_the_official_split(tmp_path, capsys):
 def test_synth_jobs_below_one_is_refused(jobs, tmp_path, capsys):
     line = refused(["synth", "--out", str(tmp_path / "s"), "--size", "tiny",
                     f"--jobs={jobs}"], capsys)
-    assert line.endswith(f"argument --jobs: must be 1 or more, not {jobs}")
+    assert line.endswith(f"argument --jobs: must be a whole number of at least 1, not {jobs}")
 
 
 @pytest.mark.parametrize("content", ["", "id,wav,duration,task,intent,emotion,speaker,split\n"])

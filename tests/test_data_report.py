@@ -125,7 +125,7 @@ def test_a_command_meeting_the_packages_own_error_prints_one_line_not_a_tracebac
     assert code == 1 and "missing column(s) wav, duration" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["predict", "--model", "m", "--batch-size", "0", "x.wav"])
-    assert "--batch-size: must be 1 or more, not 0" in capsys.readouterr().err
+    assert "--batch-size: must be a whole number of at least 1, not 0" in capsys.readouterr().err
 
 
 def test_a_report_md_it_did_not_write_is_not_written_over(prepared, report, tmp_path):

@@ -82,7 +82,7 @@ def test_a_setting_that_is_not_a_usable_number_is_refused(exported_model, train_
 
 @pytest.mark.parametrize("count", [0, -3])
 def test_replay_per_class_below_one_is_refused(exported_model, train_csv, tmp_path, count):
-    with pytest.raises(FinetuneError, match=rf"--replay-per-class must be 1 or more, not {count}"):
+    with pytest.raises(FinetuneError, match=rf"--replay-per-class must be a whole number of at least 1, not {count}"):
         finetune(str(exported_model), train_csv, tmp_path / "run", mode="extend",
                  replay=[train_csv], replay_per_class=count)
 

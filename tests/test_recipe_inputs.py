@@ -189,10 +189,10 @@ def test_classify_batch_takes_arrays_and_refuses_what_is_not_a_batch(classifier)
 
 def test_counts_and_options_that_are_not_one_are_named(classifier, toy_wavs, exported_model):
     for top_k in (0, -1, 1.5, None):
-        with pytest.raises(ValueError, match=rf"top_k must be a whole number of 1 or more, not "
+        with pytest.raises(ValueError, match=rf"top_k must be a whole number of at least 1, not "
                                              rf"{top_k!r}"):
             classifier.classify_file(toy_wavs[0], top_k=top_k)
-    with pytest.raises(ValueError, match="batch_size must be a whole number of 1 or more, not None"):
+    with pytest.raises(ValueError, match="batch_size must be a whole number of at least 1, not None"):
         classifier.classify_files(toy_wavs, batch_size=None)
     with pytest.raises(ValueError, match="optimize must be 'fp32', 'int8' or None, not True"):
         MultitaskClassifier.from_hparams(source=str(exported_model), optimize=True)

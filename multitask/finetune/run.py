@@ -11,6 +11,7 @@ from pathlib import Path
 from ..export import export_model, is_exported_model
 from ..manifest import TASKS
 from ..recipe import restored_on_failure
+from ..valid_numbers import check_count
 from .data import check_emotion_replay, prepare_run_data, row_count
 from .labels import MODES, save_label_encoder
 from .measure import (
@@ -236,10 +237,8 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
     if mode == "replace" and (replay or old_intent or old_valid):
         raise FinetuneError("--replay, --old-intent and --old-valid keep the parent's intents: "
                             "use --mode extend")
-    if replay_per_class is not None and (isinstance(replay_per_class, bool)
-                                         or not isinstance(replay_per_class, int)
-                                         or replay_per_class < 1):
-        raise FinetuneError(f"--replay-per-class must be 1 or more, not {replay_per_class!r}")
+    if replay_per_class is not None:
+        check_count(replay_per_class, "--replay-per-class", FinetuneError)
     user = dict(overrides or {})
     check_numbers(user)
     check_numbers(read_hparams_file(hparams_file), hparams_file)
