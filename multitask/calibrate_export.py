@@ -214,16 +214,13 @@ def calibrate_export(source, calls, out, *, task="emotion", tests=(), revision=N
 def parent_files(source, revision=None) -> Path:
     """The folder holding the parent's export files: ``source`` itself, or the snapshot
     of a Hub repo (downloaded into the Hugging Face cache, or found there offline)."""
-    from .source import FOLDER, HUB, ModelNotFoundError, hub_miss_message, source_kind
+    from .source import FOLDER, HUB, ModelNotFoundError, check_model_source, hub_miss_message
 
     try:
-        kind = source_kind(os.fspath(source))
+        kind = check_model_source(os.fspath(source), revision=revision)
     except ModelNotFoundError as err:
         raise ClassBiasError(str(err)) from None
     if kind == FOLDER:
-        if revision is not None:
-            raise ClassBiasError(f"{source}: a local folder has no revisions (--revision is "
-                                 "for a Hub repo id)")
         return Path(source)
     if kind != HUB:
         raise ClassBiasError(f"{source}: give an exported model folder or a Hub repo id "

@@ -19,7 +19,6 @@ from multitask import calibrate_export
 from multitask.calibrate_export import calibrate_export as calibrate
 from multitask.class_bias import ClassBiasError
 from multitask.cli import main
-from multitask.finetune import FinetuneError
 from multitask.head_labels import read_metadata
 from multitask.inference import MultitaskClassifier
 from multitask.manifest import ManifestError
@@ -200,7 +199,7 @@ def test_wrong_sources_and_an_existing_out_are_clear_errors(exported_model, call
     with pytest.raises(ClassBiasError, match="already exists"):
         calibrate(exported_model, calls, tmp_path / "exists")
     (tmp_path / "empty").mkdir()
-    with pytest.raises(FinetuneError, match="is a folder without hyperparams.yaml: not a model folder"):
+    with pytest.raises(ClassBiasError, match="is a folder without hyperparams.yaml: not a model folder"):
         calibrate(tmp_path / "empty", calls, tmp_path / "out")
     with pytest.raises(ClassBiasError, match="no emotion2 head"):
         calibrate(exported_model, calls, tmp_path / "out", task="emotion2", min_per_class=5)
