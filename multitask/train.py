@@ -123,10 +123,11 @@ def check_settings(hparams) -> None:
     if tests is not None and not isinstance(tests, dict):
         raise SettingError("test_manifests must be a mapping {name: manifest}, e.g. "
                            f"{{joint: test.csv}}, not {type(tests).__name__} {tests!r}")
-    reported = sorted({f"{t}_{k}" for t in tasks
-                       for k in ("accuracy", "macro_f1", "unweighted_accuracy")}
-                      | {"mean_accuracy", "mean_macro_f1"})
+    reported = sorted(validation_metrics(tasks))
     best = hparams.get("best_metric", "mean_accuracy")
+    if best == "loss":
+        raise SettingError("best_metric 'loss': the run keeps the checkpoint with the highest "
+                           f"best_metric, so it takes a score: {', '.join(reported)}")
     if best not in reported:
         raise SettingError(f"best_metric {best!r} is not one validation reports for tasks "
                            f"{list(tasks)}: {', '.join(reported)}")
@@ -535,14 +536,31 @@ def evaluate(accelerator, model, loader, encoders, weights=None, desc="eval") ->
     return stats
 
 
+# What validation reports per task, and which of those it also averages over the tasks.
+TASK_METRICS = ("accuracy", "macro_f1", "unweighted_accuracy")
+MEAN_METRICS = ("accuracy", "macro_f1")
+
+
+def validation_metrics(tasks) -> list[str]:
+    """The scores validation reports (:func:`flat_stats`, besides the loss) for ``tasks``:
+    the ones ``best_metric`` may name.
+
+    >>> validation_metrics(["intent"])
+    ['intent_accuracy', 'intent_macro_f1', 'intent_unweighted_accuracy', 'mean_accuracy', 'mean_macro_f1']
+    """
+    return ([f"{task}_{key}" for task in TASKS if task in tasks for key in TASK_METRICS]
+            + [f"mean_{key}" for key in MEAN_METRICS])
+
+
 def flat_stats(stats: dict) -> dict:
-    """``{"loss", "<task>_accuracy", "<task>_macro_f1", ..., "mean_accuracy", "mean_macro_f1"}``."""
+    """``{"loss", "<task>_accuracy", "<task>_macro_f1", ..., "mean_accuracy", "mean_macro_f1"}``
+    (:func:`validation_metrics` and the loss)."""
     flat = {"loss": stats["loss"]}
     for task in TASKS:
         if task in stats:
-            for key in ("accuracy", "macro_f1", "unweighted_accuracy"):
+            for key in TASK_METRICS:
                 flat[f"{task}_{key}"] = stats[task][key]
-    for key in ("accuracy", "macro_f1"):
+    for key in MEAN_METRICS:
         values = [stats[t][key] for t in TASKS if t in stats]
         if values:
             flat[f"mean_{key}"] = sum(values) / len(values)

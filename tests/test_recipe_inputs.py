@@ -94,6 +94,7 @@ def test_an_export_folder_that_is_not_an_export_is_refused_before_training(
     ("--test_only", "--test_only: SpeechBrain `Brain` run option(s) these recipes do not read"),
     ("--encoder_source=no/such/encoder", "encoder_source no/such/encoder: no such folder here"),
     ("--best_metric=bogus", "best_metric 'bogus' is not one validation reports"),
+    ("--best_metric=loss", "best_metric 'loss': the run keeps the checkpoint with the highest"),
     ("--tasks=[]", "tasks must be a list of one or more of ['intent', 'emotion'], not []"),
     ("--test_manifests=[test.csv]", "test_manifests must be a mapping {name: manifest}"),
 ])
