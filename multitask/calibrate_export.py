@@ -55,7 +55,7 @@ from .class_bias import ClassBiasError, check_call_rows, scores
 from .evaluate_export import classify_with_progress
 from .export import CARD_FILE, EXPORT_FILES, ExportError, export_file_names, staged_folder
 from .manifest import ManifestError, rows_digest, single_task_rows
-from .valid_numbers import check_count
+from .settings import check_count
 
 RECORD = "calibration.json"
 HEADS_FILE = "heads.safetensors"

@@ -42,7 +42,7 @@ from .calibration import (
 )
 from .card import display_path
 from .manifest import manifest_paths, read_manifests, rows_digest, single_task_copy
-from .valid_numbers import check_count
+from .settings import check_count
 
 RECORD = "class_bias.json"
 HEADS_FILE = "heads.ckpt"  # the heads' parameter file in a checkpoint folder

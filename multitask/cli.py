@@ -20,7 +20,7 @@ import argparse
 import importlib
 import sys
 
-from .valid_numbers import number_problem
+from .settings import number_problem
 
 # Subcommand -> the module that registers it with add_parser(s)(subparsers), setting
 # func=. Only the module a command needs is imported: some pull in scipy/matplotlib.

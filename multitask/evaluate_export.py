@@ -44,7 +44,7 @@ from pathlib import Path
 from .card import display_path
 from .export import ExportError, staged_folder
 from .manifest import TASKS, ManifestError, corpus_version, read_manifest, rows_digest
-from .valid_numbers import check_count
+from .settings import check_count
 
 SCORED_AT_ONCE = 32  # clips per classify_files call: the progress bar's step
 REPORT = "report.md"

@@ -46,6 +46,7 @@ from .audio import LONG_FILE_SECONDS, AudioInputError, iter_windows, load_audio,
 from .head_labels import encoder_labels, label_mismatch, read_metadata
 from .model import ExtendedHead, MultitaskModel, TaskHead, Wav2Vec2Encoder
 from .optimize import optimize_for_cpu
+from .settings import check_count
 from .source import (
     FOLDER,
     SAVEDIR_SOURCE_FILE,
@@ -56,7 +57,6 @@ from .source import (
     hub_miss_message,
 )
 from .trust import UntrustedHparamsError, fetch_and_check, weights_only_loads
-from .valid_numbers import check_count
 
 # Names hyperparams.yaml refers to as ``multitask.inference.<name>``.
 __all__ = [

@@ -37,13 +37,9 @@ from transformers.models.wav2vec2.modeling_wav2vec2 import _compute_mask_indices
 
 from .checkpoints import ResumeError
 from .prepare.common import file_digest
+from .settings import SettingError
 
 HOP_MS = 20  # the encoder's frame rate (conv strides multiply to 320 samples at 16 kHz)
-
-
-class PretrainSettingError(ValueError):
-    """A pretraining setting that cannot work (an encoder folder, a layer, a corpus seed,
-    too few frames), named with the folder or file it is about."""
 
 
 def mfcc_features(wavs: torch.Tensor) -> torch.Tensor:
@@ -73,7 +69,7 @@ def fit_kmeans(features: torch.Tensor, k: int, iterations: int = 25, seed: int =
     generator = torch.Generator().manual_seed(seed)
     n = features.shape[0]
     if n < k:
-        raise PretrainSettingError(f"k-means needs at least k={k} frames, got {n}: lower "
+        raise SettingError(f"k-means needs at least k={k} frames, got {n}: lower "
                                    "num_clusters, or give more training audio")
     centroids = features[torch.randint(n, (1,), generator=generator)]
     for _ in range(1, k):  # k-means++: new centroids far from the chosen ones
@@ -113,14 +109,14 @@ class EncoderLayerFeatures:
         weights = [os.path.join(self.folder, name) for name in WEIGHT_FILES
                    if os.path.isfile(os.path.join(self.folder, name))]
         if not os.path.isfile(os.path.join(self.folder, "config.json")) or not weights:
-            raise PretrainSettingError(f"target_encoder {self.folder}: not an encoder folder "
+            raise SettingError(f"target_encoder {self.folder}: not an encoder folder "
                              "(needs config.json and model.safetensors)")
         self.weights_sha256 = file_digest(weights[0])[:16]
         self.encoder = Wav2Vec2Model.from_pretrained(self.folder).eval()
         self.encoder.requires_grad_(False)
         layers = self.encoder.config.num_hidden_layers
         if not 0 <= self.layer <= layers:
-            raise PretrainSettingError(f"target_layer {self.layer}: {self.folder} has hidden layers "
+            raise SettingError(f"target_layer {self.layer}: {self.folder} has hidden layers "
                              f"0..{layers}")
 
     def __call__(self, wavs: torch.Tensor, samples: torch.Tensor | None = None) -> torch.Tensor:
@@ -168,13 +164,13 @@ def target_features(hparams, encoder_config: Wav2Vec2Config):
     check_corpus_seed(folder, hparams.get("corpus_seed"))
     out = hparams.get("encoder_out")
     if out and os.path.realpath(folder) == os.path.realpath(out):
-        raise PretrainSettingError(f"target_encoder {folder} is also encoder_out: the run would "
+        raise SettingError(f"target_encoder {folder} is also encoder_out: the run would "
                          "overwrite the encoder whose layer it predicts; write elsewhere")
     features = EncoderLayerFeatures(folder, hparams.get("target_layer", 1))
     teacher = features.encoder.config
     for key in ("conv_kernel", "conv_stride"):
         if list(getattr(teacher, key)) != list(getattr(encoder_config, key)):
-            raise PretrainSettingError(f"target_encoder {folder}: its {key} {list(getattr(teacher, key))} "
+            raise SettingError(f"target_encoder {folder}: its {key} {list(getattr(teacher, key))} "
                              f"differs from encoder_config's {list(getattr(encoder_config, key))}, "
                              "so its frames are not the new encoder's")
     return features
@@ -325,7 +321,7 @@ def check_corpus_seed(encoder_folder, corpus_seed: int) -> None:
     >>> check_corpus_seed(folder, 7)
     Traceback (most recent call last):
     ...
-    multitask.pretrain.PretrainSettingError: ...pretrained on the corpus of seed 1234, not 7, ...
+    multitask.settings.SettingError: ...pretrained on the corpus of seed 1234, not 7, ...
     """
     path = os.path.join(os.fspath(encoder_folder), "pretraining.json")
     if not os.path.isfile(path):
@@ -333,7 +329,7 @@ def check_corpus_seed(encoder_folder, corpus_seed: int) -> None:
     with open(path, encoding="utf-8") as fin:
         recorded = json.load(fin).get("corpus_seed")
     if recorded is not None and corpus_seed is not None and int(recorded) != int(corpus_seed):
-        raise PretrainSettingError(
+        raise SettingError(
             f"{path}: the encoder was pretrained on the corpus of seed {recorded}, not "
             f"{corpus_seed}, so it has heard some of this corpus's test voices. Keep "
             f"corpus_seed={recorded} "
@@ -406,7 +402,7 @@ def load_encoder_weights(model: MaskedPredictionModel, folder) -> None:
     source = Wav2Vec2Model.from_pretrained(os.fspath(folder))
     problem = load_all_but_mask(model.encoder, source.state_dict())
     if problem:
-        raise PretrainSettingError(f"{folder}: its weights do not fit encoder_config: {problem}")
+        raise SettingError(f"{folder}: its weights do not fit encoder_config: {problem}")
 
 
 def objective(features) -> str:
@@ -440,7 +436,7 @@ def pretrain(hparams, accelerator, unlabelled=(), on_start=None) -> dict:
     set_seed(seed)
     train_manifests = manifest_paths(hparams.get("train_manifests"))
     if not train_manifests:
-        raise PretrainSettingError("train_manifests: no manifest given, so there is no audio to pretrain on")
+        raise SettingError("train_manifests: no manifest given, so there is no audio to pretrain on")
     rows = read_manifests(train_manifests + list(unlabelled))
     loader = make_loader(make_dataset(rows, {}), rows, hparams["train_batching"], True, seed,
                          hparams.get("num_workers", 0))

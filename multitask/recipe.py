@@ -21,7 +21,10 @@ import speechbrain as sb
 from hyperpyyaml import load_hyperpyyaml
 from ruamel.yaml.error import YAMLError
 
-from .valid_numbers import number_problem
+from .export import ExportError, check_replaceable, is_exported_model
+from .settings import SettingError, check_numbers
+from .source import RUN_MARKER, is_training_run
+from .train import check_settings, run_settings_files
 
 # Brain run options that have an Accelerate equivalent (and what to use instead).
 ACCELERATE_OWNS = {
@@ -73,45 +76,6 @@ def parse_arguments(argv: list[str]) -> tuple[str, str]:
     forwarded = [f"{HPARAM_RUN_OPTIONS[name]}: {run_opts[name]}"
                  for name in sorted(given & set(HPARAM_RUN_OPTIONS))]
     return hparams_file, "\n".join(line for line in [overrides, *forwarded] if line)
-
-
-# Settings the recipes read as numbers: (whole number or not, smallest, largest or None).
-NUMBER_SETTINGS = {
-    "seed": (True, 0, None), "number_of_epochs": (True, 1, None), "batch_size": (True, 1, None),
-    "warmup_steps": (True, 0, None), "encoder_freeze_steps": (True, 0, None),
-    "grad_accumulation": (True, 1, None), "encoder_lr": (False, 0.0, None),
-    "head_lr": (False, 0.0, None), "weight_decay": (False, 0.0, None),
-    "head_dropout": (False, 0.0, 1.0),
-    "rows_per_class": (True, 1, None),  # train_batching's, with batch_size
-}
-
-
-class SettingError(ValueError):
-    """A setting a run cannot use (not a number of its kind and range, or of the wrong
-    shape); the message names it and where it was set."""
-
-
-def check_numbers(values, where=None) -> None:
-    """Refuse a setting of :data:`NUMBER_SETTINGS` in ``values`` (or ``train_batching``'s
-    ``batch_size`` and ``rows_per_class``) that is not a number of its kind and range.
-    ``where``: the file ``values`` were read from; None for command-line overrides.
-
-    >>> check_numbers({"number_of_epochs": 5, "head_lr": 1e-3})
-    >>> check_numbers({"head_lr": -1})
-    Traceback (most recent call last):
-    ...
-    multitask.recipe.SettingError: --head_lr must be a number of at least 0.0, not -1
-    """
-    batching = values.get("train_batching")
-    nested = {f"train_batching.{key}": batching[key] for key in ("batch_size", "rows_per_class")
-              if isinstance(batching, dict) and batching.get(key) is not None}
-    for key, value in [*((k, values[k]) for k in NUMBER_SETTINGS if k in values),
-                       *nested.items()]:
-        if value is None or not isinstance(value, (str, int, float)):
-            continue  # unset, or a reference or another tag, resolved when the file is loaded
-        problem = number_problem(value, *NUMBER_SETTINGS[key.removeprefix("train_batching.")])
-        if problem:
-            raise SettingError(f"{where}: {key} {problem}" if where else f"--{key} {problem}")
 
 
 def overrides_mapping(overrides: str | dict) -> dict:
@@ -182,8 +146,6 @@ def check_before_training(hparams, hparams_file, export_folder=None) -> None:
     on failure): its ``output_folder`` (:func:`check_output_folder`), the shape of its
     settings (:func:`multitask.train.check_settings`) and the folder its export will
     replace at the end (:func:`multitask.export.check_replaceable`)."""
-    from .export import ExportError, check_replaceable
-    from .train import check_settings
 
     check_output_folder(hparams["output_folder"])
     try:
@@ -211,8 +173,6 @@ def check_output_folder(folder) -> None:
     ...
     SystemExit: output_folder ... holds files that are not a training run's (notes.txt); ...
     """
-    from .export import is_exported_model
-    from .source import is_training_run
 
     folder = Path(folder)
     if not folder.exists():
@@ -239,7 +199,6 @@ def _holds_only_encoder_cache(save: Path) -> bool:
 def mark_training_run(folder) -> None:
     """Mark ``folder`` as a training run's before the run writes anything else there, so a
     run interrupted before SpeechBrain's ``env.log`` is still recognised as one."""
-    from .source import RUN_MARKER
 
     Path(folder).mkdir(parents=True, exist_ok=True)
     (Path(folder) / RUN_MARKER).touch()
@@ -313,7 +272,6 @@ def training_run(hparams, accelerator, settings_files=None):
     (:func:`restored_on_failure`; by default the joint recipes',
     :func:`multitask.train.run_settings_files`); the package's input errors end it in one
     line (:func:`input_errors_as_exit`)."""
-    from .train import run_settings_files
 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:

@@ -49,6 +49,7 @@ from .metrics import accuracy_by_group, classification_report, plot_confusion_ma
 from .model import CTC_OUTPUT, MultitaskModel, build_heads, frame_mask
 from .optim import param_groups
 from .sampling import steps_per_epoch
+from .settings import SettingError
 
 
 class NonFiniteLossError(RuntimeError):
@@ -106,16 +107,14 @@ def check_settings(hparams) -> None:
     """Refuse settings of a shape training cannot use, before anything is written:
     ``tasks`` not a list of known tasks, ``test_manifests`` not a mapping, a
     ``best_metric`` validation does not report (raises
-    :class:`multitask.recipe.SettingError`).
+    :class:`multitask.settings.SettingError`).
 
     >>> check_settings({"tasks": ["intent"], "best_metric": "intent_accuracy"})
     >>> check_settings({"tasks": ["intent"], "best_metric": "emotion_accuracy"})
     Traceback (most recent call last):
     ...
-    multitask.recipe.SettingError: best_metric 'emotion_accuracy' is not one validation reports for tasks ['intent']: intent_accuracy, intent_macro_f1, intent_unweighted_accuracy, mean_accuracy, mean_macro_f1
+    multitask.settings.SettingError: best_metric 'emotion_accuracy' is not one validation reports for tasks ['intent']: intent_accuracy, intent_macro_f1, intent_unweighted_accuracy, mean_accuracy, mean_macro_f1
     """
-    from .recipe import SettingError
-
     tasks = hparams.get("tasks", TASKS)
     if not isinstance(tasks, (list, tuple)) or not tasks or any(t not in TASKS for t in tasks):
         raise SettingError(f"tasks must be a list of one or more of {list(TASKS)}, not {tasks!r}")

@@ -11,7 +11,7 @@ from pathlib import Path
 from ..export import export_model, is_exported_model
 from ..manifest import TASKS
 from ..recipe import restored_on_failure
-from ..valid_numbers import check_count
+from ..settings import check_count
 from .data import check_emotion_replay, prepare_run_data, row_count
 from .labels import MODES, save_label_encoder
 from .measure import (
@@ -69,7 +69,7 @@ def hparams_default(hparams_file, key: str):
 
 
 def check_numbers(values, hparams_file=None) -> None:
-    """:func:`multitask.recipe.check_numbers` as this command's error: the overrides
+    """:func:`multitask.settings.check_numbers` as this command's error: the overrides
     (``--key=value``), or ``hparams_file`` as written.
 
     >>> check_numbers({"head_lr": -1})
@@ -77,8 +77,8 @@ def check_numbers(values, hparams_file=None) -> None:
     ...
     multitask.finetune.parent.FinetuneError: --head_lr must be a number of at least 0.0, not -1
     """
-    from ..recipe import SettingError
-    from ..recipe import check_numbers as check
+    from ..settings import SettingError
+    from ..settings import check_numbers as check
 
     try:
         check(values, hparams_file)
