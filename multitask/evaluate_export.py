@@ -316,18 +316,14 @@ def _write_predictions(path: Path, scored: list, tasks: list[str]) -> None:
 
 
 def _load(source, revision, device):
-    from .inference import MultitaskClassifier
-    from .source import BrokenModelError, ModelNotFoundError
+    from .inference import MultitaskClassifier, load_failure
 
     try:
         return MultitaskClassifier.from_hparams(
             source=os.fspath(source), revision=revision,
             run_opts={"device": device} if device else None)
-    except (ModelNotFoundError, BrokenModelError) as err:  # these name the folder or file
-        raise EvaluationError(str(err)) from None
-    except Exception as err:  # any other loading failure is one line naming the source
-        raise EvaluationError(f"cannot load a multitask model from {source}: "
-                              f"{type(err).__name__}: {err}") from err
+    except Exception as err:
+        raise EvaluationError(load_failure(source, err)) from err
 
 
 def add_parser(subparsers) -> None:

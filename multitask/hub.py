@@ -211,19 +211,14 @@ def _run_push(args) -> int:
 
 
 def _run_predict(args) -> int:
-    from .inference import MultitaskClassifier
-    from .source import BrokenModelError, ModelNotFoundError
+    from .inference import MultitaskClassifier, load_failure
 
     try:
         run_opts = {"device": args.device} if args.device else None
         model = MultitaskClassifier.from_hparams(
             source=args.model, revision=args.revision, run_opts=run_opts)
-    except (ModelNotFoundError, BrokenModelError) as err:  # these name the folder or file
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except Exception as err:  # any other loading failure is reported as one line
-        print(f"error: cannot load a model from {args.model}: {type(err).__name__}: {err}",
-              file=sys.stderr)
+    except Exception as err:  # one line: the folder or file, or the source and the error
+        print(f"error: {load_failure(args.model, err)}", file=sys.stderr)
         return 2
     results = model.classify_files(args.files, batch_size=args.batch_size, top_k=args.top_k)
     write_predictions(results, model.tasks, args.format, sys.stdout)

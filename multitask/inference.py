@@ -466,6 +466,19 @@ class MultitaskClassifier(Pretrained):
         }
 
 
+def load_failure(source, err: Exception) -> str:
+    """The one line a command shows when ``from_hparams(source)`` raised ``err``: a missing
+    or broken model names its folder or file already; any other failure is named with
+    the source and the error's kind.
+
+    >>> load_failure("models/x", OSError("disk full"))
+    'cannot load a multitask model from models/x: OSError: disk full'
+    """
+    if isinstance(err, (ModelNotFoundError, BrokenModelError)):
+        return str(err)
+    return f"cannot load a multitask model from {source}: {type(err).__name__}: {err}"
+
+
 def _folder_failure(folder: str, err: Exception) -> Exception | None:
     """What a model folder that failed to load lacks, or which of its files is broken;
     None when every file reads (the failure is not the folder's).

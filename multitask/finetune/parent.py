@@ -20,7 +20,6 @@ from ..export import CARD_FILE, HPARAMS_FILE, WEIGHTS_FILES
 from ..source import (
     FOLDER,
     HUB,
-    BrokenModelError,
     ModelNotFoundError,
     check_model_source,
     source_kind,
@@ -55,7 +54,7 @@ def check_parent_folder(source, revision=None) -> None:
 
 def load_parent(source, revision=None, savedir=None):
     """The parent as a :class:`MultitaskClassifier` on the CPU (folder or Hub repo id)."""
-    from ..inference import MultitaskClassifier
+    from ..inference import MultitaskClassifier, load_failure
 
     try:
         kind = source_kind(source)
@@ -67,11 +66,8 @@ def load_parent(source, revision=None, savedir=None):
         parent = MultitaskClassifier.from_hparams(
             source=source, revision=revision, savedir=savedir, run_opts={"device": "cpu"},
             optimize=None)  # its modules are trained further: keep them as built
-    except (ModelNotFoundError, BrokenModelError) as err:  # these name the source or file
-        raise FinetuneError(str(err)) from None
     except Exception as err:
-        raise FinetuneError(f"cannot load a multitask model from {source}: "
-                            f"{type(err).__name__}: {err}") from err
+        raise FinetuneError(load_failure(source, err)) from err
     if "intent" not in parent.tasks:
         raise FinetuneError(f"{source}: the model has no intent head (tasks {list(parent.tasks)})")
     return parent
