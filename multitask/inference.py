@@ -638,6 +638,8 @@ def _refetch_if_savedir_holds_another(source: str, kind: str, revision, kwargs: 
     savedir = kwargs.get("savedir")
     into_itself = kind == FOLDER and os.path.isdir(savedir or "") \
         and os.path.samefile(source, savedir)
+    if into_itself:  # loaded as without a savedir: no links written into the model's folder
+        kwargs["savedir"] = None
     if savedir is None or into_itself:
         return lambda: None  # nothing to refresh, and nothing to write into the model's folder
     identity = f"{os.path.abspath(source) if kind == FOLDER else source}@{revision or ''}"

@@ -57,8 +57,15 @@ def source_kind(source: str) -> str:
     Traceback (most recent call last):
       ...
     multitask.source.ModelNotFoundError: no model folder at results/no-such-run/model, and it is not a Hub repo id ('name' or 'org/name')
+    >>> source_kind("")  # not the current folder
+    Traceback (most recent call last):
+      ...
+    multitask.source.ModelNotFoundError: the model source is empty: give a folder written by `multitask export`, or a Hub repo id
     """
     source = os.fspath(source)
+    if not source.strip():
+        raise ModelNotFoundError("the model source is empty: give a folder written by "
+                                 "`multitask export`, or a Hub repo id")
     kind = _KINDS[guess_source(source)[0]]
     if kind != HUB:
         return kind

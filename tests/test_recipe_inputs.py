@@ -155,6 +155,22 @@ def test_a_first_run_that_failed_leaves_no_label_files_behind(group_norm_encoder
     assert "'buzz'" not in labels and "'low'" in labels
 
 
+def test_an_empty_source_is_not_taken_for_the_current_folder():
+    from multitask.source import ModelNotFoundError
+
+    with pytest.raises(ModelNotFoundError, match="the model source is empty"):
+        MultitaskClassifier.from_hparams(source="")
+
+
+def test_a_savedir_that_is_the_model_folder_itself_is_left_as_it_was(exported_model, tmp_path):
+    model = tmp_path / "model"
+    shutil.copytree(exported_model, model)
+    before = digests(model)
+    classifier = MultitaskClassifier.from_hparams(source=str(model), savedir=str(model))
+    assert set(classifier.labels) == {"intent", "emotion"}
+    assert digests(model) == before  # no .ckpt links beside the model's files
+
+
 def test_a_savedir_holding_other_files_is_refused(exported_model, trained_run, tmp_path):
     run = tmp_path / "run"
     shutil.copytree(trained_run, run, symlinks=True)
