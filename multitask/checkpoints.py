@@ -117,6 +117,25 @@ class AtomicCheckpointer(Checkpointer):
         return Checkpoint(final, staged.meta, files)
 
 
+def check_epoch_budget(epoch_counter, checkpoint) -> None:
+    """Refuse to resume a run whose recovered ``epoch_counter`` has already passed its
+    ``number_of_epochs``: the run would train nothing and describe itself (its card, its
+    record) by the smaller number.
+
+    >>> from speechbrain.utils.epoch_loop import EpochCounter
+    >>> counter = EpochCounter(5); counter.current = 10
+    >>> check_epoch_budget(counter, "run/save/CKPT+epoch-0010")
+    Traceback (most recent call last):
+    ...
+    multitask.checkpoints.ResumeError: run/save/CKPT+epoch-0010: this run has trained 10 epochs, more than number_of_epochs=5; give 10 or more to resume it, or use a new output folder
+    """
+    if epoch_counter.current > epoch_counter.limit:
+        raise ResumeError(f"{checkpoint}: this run has trained {epoch_counter.current} epochs, "
+                          f"more than number_of_epochs={epoch_counter.limit}; give "
+                          f"{epoch_counter.current} or more to resume it, or use a new output "
+                          "folder")
+
+
 def rewrite_recoverable(checkpoint: Checkpoint, key: str, module) -> None:
     """Replace ``key``'s parameter file in a published ``checkpoint`` with ``module``'s
     state, whole or not at all (written beside it, flushed, renamed over it).

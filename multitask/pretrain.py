@@ -35,7 +35,7 @@ from tqdm import tqdm
 from transformers import Wav2Vec2Config, Wav2Vec2FeatureExtractor, Wav2Vec2Model
 from transformers.models.wav2vec2.modeling_wav2vec2 import _compute_mask_indices
 
-from .checkpoints import ResumeError
+from .checkpoints import ResumeError, check_epoch_budget
 from .prepare.common import file_digest
 from .settings import SettingError
 
@@ -482,7 +482,9 @@ def pretrain(hparams, accelerator, unlabelled=(), on_start=None) -> dict:
         "epoch_counter": epoch_counter, "train_sampler": sampler})
     checkpointer.discard_interrupted_save()
     checkpointer.check_resumable()
-    if checkpointer.recover_if_possible() is not None:
+    resumed = checkpointer.recover_if_possible()
+    if resumed is not None:
+        check_epoch_budget(epoch_counter, resumed.path)
         accelerator.print(f"Resuming after epoch {epoch_counter.current}")
     if on_start is not None:
         on_start()

@@ -37,7 +37,7 @@ from tqdm.auto import tqdm
 
 from . import data as D
 from .audio import normalise_padded
-from .checkpoints import AtomicCheckpointer
+from .checkpoints import AtomicCheckpointer, check_epoch_budget
 from .class_bias import add_figures_without_bias
 from .class_bias import read_record as read_class_bias
 from .ctc import CTCHead, ctc_loss_sum
@@ -85,6 +85,9 @@ def make_accelerator(hparams) -> Accelerator:
     return accelerator
 
 
+DATA_REPORT = "data_report"  # the folder in output_folder that prepare_data writes
+
+
 def prepare_data(hparams, accelerator: Accelerator) -> None:
     """Run the corpus preparers named in ``hparams["prepare"]`` (main process only,
     the others wait), then write a data report of what training will read.
@@ -99,7 +102,7 @@ def prepare_data(hparams, accelerator: Accelerator) -> None:
             preparer()
         manifests = [*manifest_paths(hparams["train_manifests"]), *manifest_paths(hparams["valid_manifests"]),
                      *(hparams.get("test_manifests") or {}).values()]
-        write_data_report(manifests, os.path.join(hparams["output_folder"], "data_report"))
+        write_data_report(manifests, os.path.join(hparams["output_folder"], DATA_REPORT))
     accelerator.wait_for_everyone()
 
 
@@ -134,15 +137,15 @@ def check_settings(hparams) -> None:
 
 def run_settings_files(hparams) -> list[str]:
     """What a run writes into ``output_folder`` before it knows that it resumes its own
-    checkpoints (or starts): its ``hyperparams.yaml`` and label files, relative to
-    ``output_folder``. A rerun refused as another run's, or a first run that fails
-    before training, puts them back (:func:`multitask.recipe.restored_on_failure`), so
-    the next run neither describes nor reuses what was refused.
+    checkpoints (or starts): its ``hyperparams.yaml``, data report and label files,
+    relative to ``output_folder``. A rerun refused as another run's, or a first run that
+    fails before training, puts them back (:func:`multitask.recipe.restored_on_failure`),
+    so the next run neither describes nor reuses what was refused.
 
     >>> run_settings_files({"output_folder": "run", "save_folder": "run/save", "tasks": ["intent"]})
-    ['hyperparams.yaml', 'save/label_encoder_intent.txt']
+    ['hyperparams.yaml', 'data_report', 'save/label_encoder_intent.txt']
     """
-    return ["hyperparams.yaml", *(
+    return ["hyperparams.yaml", DATA_REPORT, *(
         os.path.relpath(D.label_encoder_path(hparams["save_folder"], task), hparams["output_folder"])
         for task in hparams.get("tasks", TASKS))]
 
@@ -268,6 +271,7 @@ def fit(hparams, accelerator: Accelerator | None = None, on_start=None) -> dict:
     checkpointer.check_resumable({"ctc_head": "ctc_weight adds the ctc_head"})
     resumed = checkpointer.recover_if_possible()
     if resumed is not None:
+        check_epoch_budget(epoch_counter, resumed.path)
         accelerator.print(f"Resuming from {resumed.path} (epoch {epoch_counter.current} done)")
     if on_start is not None:
         on_start()

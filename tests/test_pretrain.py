@@ -54,6 +54,10 @@ def test_pretraining_learns_resumes_and_writes_an_encoder_the_recipes_load(
     assert [h["epoch"] for h in second["history"]] == [1, 2]  # epoch 1 kept, not rerun
     assert second["history"][0] == first["history"][0]
     assert second["history"][-1]["loss"] < first["history"][0]["loss"]
+    # A smaller budget than the run has trained would train nothing and record 1 epoch.
+    with pytest.raises(ValueError, match=r"CKPT\+epoch-0002: this run has trained 2 epochs, "
+                                         "more than number_of_epochs=1"):
+        pretrain(pretrain_hparams(group_norm_encoder, toy_corpus, tmp_path, 1), Accelerator(cpu=True))
 
     folder = tmp_path / "encoder"
     assert (folder / "model.safetensors").is_file()

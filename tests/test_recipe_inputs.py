@@ -135,6 +135,19 @@ def test_a_refused_resume_leaves_the_run_as_it_was(group_norm_encoder, toy_corpu
         assert digests(out) == before, change
 
 
+def test_a_resume_with_fewer_epochs_than_trained_is_refused(group_norm_encoder, toy_corpus,
+                                                            trained_run, tmp_path):
+    """It would train nothing and write the smaller number into the run's card."""
+    out = tmp_path / "run"
+    shutil.copytree(trained_run, out, symlinks=True)
+    before = digests(out)
+    line = refused(train(group_norm_encoder, toy_corpus, out, "--number_of_epochs=2"))
+    assert line.endswith("CKPT+epoch-0004: this run has trained 4 epochs, more than "
+                         "number_of_epochs=2; give 4 or more to resume it, or use a new "
+                         "output folder"), line
+    assert digests(out) == before
+
+
 def test_a_first_run_that_failed_leaves_no_label_files_behind(group_norm_encoder, toy_corpus,
                                                               tmp_path):
     """The first try has a third intent and a validation manifest with a missing file; the
