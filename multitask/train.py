@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import os
 import time
@@ -32,7 +33,6 @@ from accelerate.utils import (
     gather_object,
     set_seed,
 )
-from speechbrain.utils.train_logger import FileTrainLogger
 from tqdm.auto import tqdm
 
 from . import data as D
@@ -278,7 +278,7 @@ def fit(hparams, accelerator: Accelerator | None = None, on_start=None) -> dict:
 
     # Evaluation loaders are sharded by the sampler, not by prepare(): see evaluate().
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
-    logger = FileTrainLogger(os.path.join(hparams["output_folder"], "train_log.txt"))
+    logger = file_train_logger(os.path.join(hparams["output_folder"], "train_log.txt"))
     weights = {**(hparams.get("task_weights") or {}),
                CTC_OUTPUT: float(hparams.get("ctc_weight") or 0)}
     best_metric = hparams.get("best_metric", "mean_accuracy")
@@ -553,6 +553,23 @@ def validation_metrics(tasks) -> list[str]:
     """
     return ([f"{task}_{key}" for task in TASKS if task in tasks for key in TASK_METRICS]
             + [f"mean_{key}" for key in MEAN_METRICS])
+
+
+def file_train_logger(path):
+    """SpeechBrain's ``FileTrainLogger`` writing to ``path``.
+
+    Its module warns on import that without torchvision it "cannot save figures": that is
+    its sample logger, which nothing here uses (the figures here are matplotlib's), so
+    every run printed a false alarm. Only that line is dropped.
+    """
+    logging.getLogger("speechbrain.utils.train_logger").addFilter(_not_torchvision_warning)
+    from speechbrain.utils.train_logger import FileTrainLogger
+
+    return FileTrainLogger(path)
+
+
+def _not_torchvision_warning(record: logging.LogRecord) -> bool:
+    return "torchvision is not available" not in record.getMessage()
 
 
 def flat_stats(stats: dict) -> dict:
