@@ -12,12 +12,16 @@ no network). ``predict`` loads a folder or a repo id with
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
-from .export import ExportError, export_file_names, export_model
+from .card import PLACEHOLDER_REPO_ID
+from .export import CARD_FILE, ExportError, export_file_names, export_model
 
 
 class HubError(RuntimeError):
@@ -43,6 +47,39 @@ def upload_allow_list(model_dir) -> list[str]:
     return allowed
 
 
+def card_for_repo(card: str, repo_id: str) -> str:
+    """An export's model card as pushed to ``repo_id``: a card exported without
+    ``--repo-id`` names the placeholder repo (in its usage examples and as the model's
+    name), which the pushed copy replaces; any other card is pushed as it is.
+
+    >>> card_for_repo('# your-model: from_hparams(source="your-org/your-model")', "bank/ivr")
+    '# ivr: from_hparams(source="bank/ivr")'
+    """
+    if PLACEHOLDER_REPO_ID not in card:
+        return card
+    placeholder_name = PLACEHOLDER_REPO_ID.split("/")[-1]
+    return card.replace(PLACEHOLDER_REPO_ID, repo_id).replace(placeholder_name,
+                                                              repo_id.split("/")[-1])
+
+
+@contextlib.contextmanager
+def folder_to_upload(model_dir, allow: list[str], repo_id: str):
+    """``model_dir`` itself, or, when its card names the placeholder repo
+    (:func:`card_for_repo`), a temporary copy of its ``allow`` files with the card
+    naming ``repo_id``; the export folder is never changed."""
+    folder = Path(model_dir)
+    card = (folder / CARD_FILE).read_text(encoding="utf-8")
+    pushed = card_for_repo(card, repo_id)
+    if pushed == card:
+        yield folder
+        return
+    with tempfile.TemporaryDirectory(prefix="multitask-push-") as staged:
+        for name in allow:
+            shutil.copy2(folder / name, Path(staged) / name)
+        (Path(staged) / CARD_FILE).write_text(pushed, encoding="utf-8")
+        yield Path(staged)
+
+
 def push_model(model_dir, repo_id: str, private: bool = False, revision: str | None = None,
                commit_message: str | None = None, token: str | None = None,
                endpoint: str | None = None):
@@ -53,7 +90,8 @@ def push_model(model_dir, repo_id: str, private: bool = False, revision: str | N
     model_dir : str or Path
         A folder written by :func:`export_model`. Only its export files are uploaded
         (see :func:`upload_allow_list`): tokens, caches, logs or data that happen to be
-        in the folder stay local.
+        in the folder stay local. A card exported without ``--repo-id`` is uploaded
+        naming ``repo_id`` (:func:`card_for_repo`).
     repo_id : str
         ``org/name``; created if missing (visibility of an existing repo is unchanged).
     private : bool
@@ -84,13 +122,14 @@ def push_model(model_dir, repo_id: str, private: bool = False, revision: str | N
         api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
         if revision:
             api.create_branch(repo_id, branch=revision, exist_ok=True)
-        return api.upload_folder(
-            repo_id=repo_id,
-            folder_path=str(model_dir),
-            allow_patterns=allow,
-            revision=revision,
-            commit_message=commit_message or f"Upload model ({Path(model_dir).name})",
-        )
+        with folder_to_upload(model_dir, allow, repo_id) as folder:
+            return api.upload_folder(
+                repo_id=repo_id,
+                folder_path=str(folder),
+                allow_patterns=allow,
+                revision=revision,
+                commit_message=commit_message or f"Upload model ({Path(model_dir).name})",
+            )
     except Exception as err:
         raise HubError(_hub_error_message(err, repo_id, api.endpoint)) from err
 

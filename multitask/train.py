@@ -37,6 +37,7 @@ from tqdm.auto import tqdm
 
 from . import data as D
 from .audio import normalise_padded
+from .card import display_path
 from .checkpoints import AtomicCheckpointer, check_epoch_budget
 from .class_bias import add_figures_without_bias
 from .class_bias import read_record as read_class_bias
@@ -645,7 +646,7 @@ def test(hparams, accelerator: Accelerator | None = None) -> dict:
         if calibrated:
             add_figures_without_bias(stats, calibrated, lambda task: encoder_labels(encoders[task]))
         predictions = stats.pop("rows")
-        results[name] = {"manifest": os.path.basename(str(manifest)), **stats}
+        results[name] = {"manifest": display_path(manifest), **stats}
         if accelerator.is_main_process:
             _write_predictions(os.path.join(out, f"predictions_{name}.csv"), predictions, encoders)
             for task in encoders:

@@ -280,6 +280,25 @@ def test_push_with_a_refused_token_is_a_clear_error(exported_model, hub_in_proce
     assert REPO_ID not in hub_in_process.repos
 
 
+def test_an_export_made_without_a_repo_id_is_pushed_with_a_card_naming_the_repo(
+        trained_run, hub_in_process, tmp_path):
+    """Its card names the placeholder repo (usage examples, model-index name); the pushed
+    card names the repo it went to, and the export folder is left as it was."""
+    from multitask.export import export_model
+
+    model = export_model(trained_run, tmp_path / "model")
+    card = (model / "README.md").read_text()
+    assert "your-org/your-model" in card
+    push_model(model, "bank/ivr-intents", token=TOKEN, endpoint=hub_in_process.endpoint)
+    files = hub_in_process.repos["bank/ivr-intents"].files("main")
+    pushed = files["README.md"].decode()
+    assert "your-org" not in pushed and "your-model" not in pushed
+    assert 'from_hparams(source="bank/ivr-intents")' in pushed
+    assert yaml.safe_load(pushed.split("---\n")[1])["model-index"][0]["name"] == "ivr-intents"
+    assert (model / "README.md").read_text() == card
+    assert files["heads.safetensors"] == (model / "heads.safetensors").read_bytes()
+
+
 def test_push_without_network_is_a_clear_error(exported_model, hub_in_process):
     with socket.socket() as probe:  # a port nothing listens on
         probe.bind(("127.0.0.1", 0))
