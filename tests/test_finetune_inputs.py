@@ -273,6 +273,20 @@ def test_a_refused_rerun_leaves_the_run_folder_as_it_was(exported_model, train_c
     assert run_files(out) == before
 
 
+def test_a_rerun_with_fewer_epochs_than_trained_leaves_the_run_folder_as_it_was(
+        exported_model, train_csv, tmp_path):
+    """Refused when the run's checkpoint is recovered, just before training: the folder's
+    hyperparams.yaml and record must still say 2 epochs, or its export's card would say 1."""
+    out = tmp_path / "run"
+    finetune(str(exported_model), train_csv, out, overrides={**ONE_EPOCH, "number_of_epochs": 2},
+             export=False)
+    before = run_files(out)
+    with pytest.raises(ValueError, match="this run has trained 2 epochs, more than "
+                                         "number_of_epochs=1"):
+        finetune(str(exported_model), train_csv, out, overrides=ONE_EPOCH, export=False)
+    assert run_files(out) == before
+
+
 def test_the_command_prints_one_error_line(exported_model, train_csv, tmp_path, capsys):
     code = main(["finetune", "--from", str(exported_model), "--train", train_csv,
                  "--out", str(tmp_path / "run"), "--number_of_epochs=abc"])

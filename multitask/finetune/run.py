@@ -247,9 +247,9 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
     check_out_folder(out, source)
     record_path = out / FINETUNE_RECORD
     record = json.loads(record_path.read_text()) if record_path.is_file() else {}
-    # Until the rerun is known to resume the same run, what it rewrites is put back if
-    # it is refused.
-    with restored_on_failure(out, RERUN_REWRITES if record else ()):
+    # Until training starts (the rerun is known to resume the same run's checkpoint),
+    # what it rewrites is put back if it is refused.
+    with restored_on_failure(out, RERUN_REWRITES if record else ()) as training_started:
         data_dir = out / "data"
         data_dir.mkdir(parents=True, exist_ok=True)
         parent = load_parent(source, revision, out / "parent")
@@ -287,16 +287,15 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
             if task != "intent":
                 save_label_encoder(save / f"label_encoder_{task}.txt", parent.labels[task])
         check_class_bias_calls(hparams)  # reads the label files just written
-    if "parent_license" not in record:  # read once, at the revision the weights came from
-        record["parent_license"] = read_parent_license(source, revision, hparams, accelerator)
-    record.update(described)
-    hparams["init_model"] = functools.partial(hparams["init_model"],
-                                              kept_temperature=temperature["temperature"])
-    before = score_before(record.setdefault("before", {}), parent, data, hparams, accelerator)
-    # Written before training, so a killed run's folder still names its parent.
-    save_record(record_path, record, accelerator)
-
-    fit(hparams, accelerator)
+        if "parent_license" not in record:  # read once, at the revision the weights came from
+            record["parent_license"] = read_parent_license(source, revision, hparams, accelerator)
+        record.update(described)
+        hparams["init_model"] = functools.partial(hparams["init_model"],
+                                                  kept_temperature=temperature["temperature"])
+        before = score_before(record.setdefault("before", {}), parent, data, hparams, accelerator)
+        # Written before training, so a killed run's folder still names its parent.
+        save_record(record_path, record, accelerator)
+        fit(hparams, accelerator, on_start=training_started)
     if mode == "extend" and (data.old_valid or hparams.get("new_intent_offset") is not None):
         record["calibration"] = calibrate_new_intents(
             hparams, accelerator, data.old_valid, data.valid, parent_labels,
@@ -314,9 +313,9 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
     return record
 
 
-# What a run folder's rerun writes before it can tell whether it resumes the same run (the
-# label files: in the save_folder finetune.yaml sets, out/save).
-RERUN_REWRITES = ("data", "parent", "parent_encoder", "hyperparams.yaml",
+# What a run folder's rerun writes before training starts, when it can tell whether it
+# resumes the same run (the label files: in the save_folder finetune.yaml sets, out/save).
+RERUN_REWRITES = ("data", "parent", "parent_encoder", "hyperparams.yaml", FINETUNE_RECORD,
                   *(f"save/label_encoder_{task}.txt" for task in TASKS))
 
 
