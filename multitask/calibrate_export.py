@@ -50,7 +50,14 @@ import torch
 
 from .audio import LONG_FILE_SECONDS
 from .calibration import PROBABILITY_FLOOR, class_bias_cross_validation, fit_class_bias
-from .card import METRICS, TASK_TITLES, display_path, parent_name, score_text
+from .card import (
+    METRICS,
+    PLACEHOLDER_CALIBRATED_REPO_ID,
+    TASK_TITLES,
+    display_path,
+    parent_name,
+    score_text,
+)
 from .class_bias import ClassBiasError, check_call_rows, scores
 from .evaluate_export import classify_with_progress
 from .export import CARD_FILE, EXPORT_FILES, ExportError, export_file_names, staged_folder
@@ -59,7 +66,6 @@ from .settings import check_count
 
 RECORD = "calibration.json"
 HEADS_FILE = "heads.safetensors"
-PLACEHOLDER_NEW = "your-org/your-calibrated-model"
 CHECKED_CLIPS = 8  # calls re-scored through the written folder before it is renamed into place
 MIN_PER_CLASS_OPTION = "--min-per-class"
 
@@ -192,7 +198,7 @@ def calibrate_export(source, calls, out, *, task="emotion", tests=(), revision=N
         log(f"WARNING: {line}")
     if (folder / RECORD).is_file():  # the parent was calibrated too: keep its record
         record["parent_calibration"] = json.loads((folder / RECORD).read_text(encoding="utf-8"))
-    repo_id = repo_id or PLACEHOLDER_NEW
+    repo_id = repo_id or PLACEHOLDER_CALIBRATED_REPO_ID
     if not identity.get("repo_id"):
         log(f"note: the card names no base_model (pass --parent-repo-id with {source}'s Hub id)")
     with staged_folder(out) as staging:

@@ -23,7 +23,10 @@ from .manifest import manifest_paths
 PACKAGE_DIR = Path(__file__).resolve().parent
 # multitask/hub_card.md links to the top-level hub_card.md, so a wheel carries the card.
 DEFAULT_CARD_TEMPLATE = PACKAGE_DIR / "hub_card.md"
+# The repo ids a card names when exported (or calibrated) without --repo-id; a push
+# replaces them with the repo it goes to (multitask.hub.card_for_repo).
 PLACEHOLDER_REPO_ID = "your-org/your-model"
+PLACEHOLDER_CALIBRATED_REPO_ID = "your-org/your-calibrated-model"
 TASK_TITLES = {"intent": "Intent classification", "emotion": "Emotion recognition"}
 TASK_TAGS = {"intent": "intent-classification", "emotion": "speech-emotion-recognition"}
 DEFAULT_LICENSE = "apache-2.0"  # the package's; a card states its model's own

@@ -15,12 +15,14 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import os
+import re
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-from .card import PLACEHOLDER_REPO_ID
+from .card import PLACEHOLDER_CALIBRATED_REPO_ID, PLACEHOLDER_REPO_ID
 from .export import CARD_FILE, ExportError, export_file_names, export_model
 
 
@@ -48,25 +50,32 @@ def upload_allow_list(model_dir) -> list[str]:
 
 
 def card_for_repo(card: str, repo_id: str) -> str:
-    """An export's model card as pushed to ``repo_id``: a card exported without
-    ``--repo-id`` names the placeholder repo (in its usage examples and as the model's
-    name), which the pushed copy replaces; any other card is pushed as it is.
+    """An export's model card as pushed to ``repo_id``: a card exported (or calibrated)
+    without ``--repo-id`` names a placeholder repo (in its usage examples, and its name as
+    the title and model-index name), which the pushed copy replaces, in one pass; any
+    other card is pushed as it is.
 
-    >>> card_for_repo('# your-model: from_hparams(source="your-org/your-model")', "bank/ivr")
-    '# ivr: from_hparams(source="bank/ivr")'
+    >>> card_for_repo('# your-model: from_hparams(source="your-org/your-model")', "bank/your-model-2")
+    '# your-model-2: from_hparams(source="bank/your-model-2")'
+    >>> card_for_repo("# your-model-large", "bank/ivr")  # no placeholder repo id: as it is
+    '# your-model-large'
     """
-    if PLACEHOLDER_REPO_ID not in card:
+    for placeholder in (PLACEHOLDER_CALIBRATED_REPO_ID, PLACEHOLDER_REPO_ID):
+        if placeholder in card:
+            break
+    else:
         return card
-    placeholder_name = PLACEHOLDER_REPO_ID.split("/")[-1]
-    return card.replace(PLACEHOLDER_REPO_ID, repo_id).replace(placeholder_name,
-                                                              repo_id.split("/")[-1])
+    name = placeholder.split("/")[-1]
+    pattern = re.compile(rf"{re.escape(placeholder)}|(?<![\w/.-]){re.escape(name)}(?![\w-])")
+    return pattern.sub(lambda found: repo_id if "/" in found.group() else repo_id.split("/")[-1],
+                       card)
 
 
 @contextlib.contextmanager
 def folder_to_upload(model_dir, allow: list[str], repo_id: str):
-    """``model_dir`` itself, or, when its card names the placeholder repo
-    (:func:`card_for_repo`), a temporary copy of its ``allow`` files with the card
-    naming ``repo_id``; the export folder is never changed."""
+    """``model_dir`` itself, or, when its card names a placeholder repo
+    (:func:`card_for_repo`), a temporary folder of links to (or copies of) its ``allow``
+    files with the card naming ``repo_id``; the export folder is never changed."""
     folder = Path(model_dir)
     card = (folder / CARD_FILE).read_text(encoding="utf-8")
     pushed = card_for_repo(card, repo_id)
@@ -75,7 +84,12 @@ def folder_to_upload(model_dir, allow: list[str], repo_id: str):
         return
     with tempfile.TemporaryDirectory(prefix="multitask-push-") as staged:
         for name in allow:
-            shutil.copy2(folder / name, Path(staged) / name)
+            if name == CARD_FILE:
+                continue
+            try:  # a link costs no space; across file systems, a copy
+                os.link(folder / name, Path(staged) / name)
+            except OSError:
+                shutil.copy2(folder / name, Path(staged) / name)
         (Path(staged) / CARD_FILE).write_text(pushed, encoding="utf-8")
         yield Path(staged)
 
@@ -119,7 +133,9 @@ def push_model(model_dir, repo_id: str, private: bool = False, revision: str | N
                        "(a token with write access)")
     api = hf.HfApi(endpoint=endpoint, token=token)
     try:
-        api.create_repo(repo_id, private=private, exist_ok=True, repo_type="model")
+        # The full id (a bare name is the token owner's repo), for the pushed card.
+        repo_id = getattr(api.create_repo(repo_id, private=private, exist_ok=True,
+                                          repo_type="model"), "repo_id", None) or repo_id
         if revision:
             api.create_branch(repo_id, branch=revision, exist_ok=True)
         with folder_to_upload(model_dir, allow, repo_id) as folder:

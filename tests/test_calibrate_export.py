@@ -20,6 +20,7 @@ from multitask.calibrate_export import calibrate_export as calibrate
 from multitask.class_bias import ClassBiasError
 from multitask.cli import main
 from multitask.head_labels import read_metadata
+from multitask.hub import card_for_repo
 from multitask.inference import MultitaskClassifier
 from multitask.manifest import ManifestError
 
@@ -338,6 +339,11 @@ def test_a_local_parent_without_its_hub_id_gets_no_base_model(exported_model, ca
     card = ModelCard.load(tmp_path / "relative" / "out" / "README.md")
     assert card.data.base_model is None and record["parent"]["repo_id"] is None
     assert "`exported" in card.text or "exported" in card.text.split("calibrated to its callers")[0]
+    # Calibrated without --repo-id: the card names a placeholder, which a push replaces.
+    text = (tmp_path / "relative" / "out" / "README.md").read_text()
+    assert "your-org/your-calibrated-model" in text
+    pushed = card_for_repo(text, "bank/ivr-calibrated")
+    assert "your-calibrated-model" not in pushed and 'source="bank/ivr-calibrated"' in pushed
 
 
 def test_a_calibrated_model_calibrated_again_keeps_its_parents_record(

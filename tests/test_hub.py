@@ -289,12 +289,13 @@ def test_an_export_made_without_a_repo_id_is_pushed_with_a_card_naming_the_repo(
     model = export_model(trained_run, tmp_path / "model")
     card = (model / "README.md").read_text()
     assert "your-org/your-model" in card
-    push_model(model, "bank/ivr-intents", token=TOKEN, endpoint=hub_in_process.endpoint)
-    files = hub_in_process.repos["bank/ivr-intents"].files("main")
+    # A repo id holding the placeholder's name: replaced once, not again inside itself.
+    push_model(model, "bank/your-model-2", token=TOKEN, endpoint=hub_in_process.endpoint)
+    files = hub_in_process.repos["bank/your-model-2"].files("main")
     pushed = files["README.md"].decode()
-    assert "your-org" not in pushed and "your-model" not in pushed
-    assert 'from_hparams(source="bank/ivr-intents")' in pushed
-    assert yaml.safe_load(pushed.split("---\n")[1])["model-index"][0]["name"] == "ivr-intents"
+    assert "your-org" not in pushed and "your-model-2-2" not in pushed
+    assert 'from_hparams(source="bank/your-model-2")' in pushed
+    assert yaml.safe_load(pushed.split("---\n")[1])["model-index"][0]["name"] == "your-model-2"
     assert (model / "README.md").read_text() == card
     assert files["heads.safetensors"] == (model / "heads.safetensors").read_bytes()
 
