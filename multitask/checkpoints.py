@@ -73,20 +73,29 @@ class AtomicCheckpointer(Checkpointer):
                               f"; {_RESUME_ADVICE}")
 
     def load_checkpoint(self, checkpoint):
-        """SpeechBrain's, with parameters of another shape or name (a run with another
-        architecture in the same folder) refused by a :class:`ResumeError` naming the
-        checkpoint and the first parameters that differ, not by Torch's traceback."""
+        """SpeechBrain's, with a checkpoint that does not fit this run's model refused by a
+        :class:`ResumeError` naming it and what differs, not by Torch's traceback:
+        parameters of another shape or name (another architecture), or optimizer groups of
+        other sizes (other parameters trained, e.g. another ``freeze_feature_extractor``)."""
         try:
             return super().load_checkpoint(checkpoint)
-        except RuntimeError as err:
-            if "loading state_dict" not in str(err):
+        except ResumeError:
+            raise
+        except (RuntimeError, ValueError) as err:
+            message = str(err)
+            if "loading state_dict" in message:
+                lines = [line.strip() for line in message.splitlines()[1:] if line.strip()]
+                shown = "; ".join(lines)
+                shown = shown if len(shown) <= 300 else shown[:300] + " ..."
+                what = f"its parameters are not this model's ({shown})"
+            elif "parameter group" in message:
+                what = ("its optimizer trained other parameters than this run's (another "
+                        "set of frozen parts)")
+            else:
                 raise
-            differences = [line.strip() for line in str(err).splitlines()[1:] if line.strip()]
-            shown = "; ".join(differences)
-            shown = shown if len(shown) <= 300 else shown[:300] + " ..."
-            raise ResumeError(f"{checkpoint.path}: cannot resume from this checkpoint, its "
-                              f"parameters are not this run's model's ({shown}); "
-                              f"{_RESUME_ADVICE}") from None
+            raise ResumeError(f"{checkpoint.path}: this checkpoint does not fit this run: "
+                              f"{what}; use the settings it was saved with (the run's "
+                              "hyperparams.yaml), or a new output folder") from None
 
     def save_checkpoint(self, meta=None, end_of_epoch=True, name=None, verbosity=20):
         meta = meta or {}

@@ -129,9 +129,12 @@ def test_a_refused_resume_leaves_the_run_as_it_was(group_norm_encoder, toy_corpu
     before = digests(out)
     for change, named in (("--seed=99", "train_sampler.ckpt: checkpoint was written with "
                                         "sampler seed 7, this run uses 99"),
-                          ("--head_pooling=mean", "cannot resume from this checkpoint, its "
-                                                  "parameters are not this run's model's "
-                                                  "(Unexpected key(s)")):
+                          ("--head_pooling=mean", "this checkpoint does not fit this run: its "
+                                                  "parameters are not this model's "
+                                                  "(Unexpected key(s)"),
+                          ("--freeze_feature_extractor=True", "this checkpoint does not fit "
+                                                              "this run: its optimizer trained "
+                                                              "other parameters")):
         line = refused(train(group_norm_encoder, toy_corpus, out, change))
         assert named in line and "CKPT+epoch-0001" in line, line
         assert digests(out) == before, change
