@@ -21,10 +21,11 @@ import speechbrain as sb
 from hyperpyyaml import load_hyperpyyaml
 from ruamel.yaml.error import YAMLError
 
-from .export import ExportError, check_replaceable, is_exported_model
 from .settings import SettingError, check_numbers
 from .source import RUN_MARKER, is_training_run
-from .train import check_settings, run_settings_files
+
+# .export and .train are imported where used: the command line reaches this module
+# (through finetune), and they pull in Torch, Accelerate and matplotlib.
 
 # Brain run options that have an Accelerate equivalent (and what to use instead).
 ACCELERATE_OWNS = {
@@ -93,7 +94,7 @@ def load_hparams(hparams_file: str, overrides: str | dict = "") -> dict:
 
     A command-line override may only set a key the file defines, as in HyperPyYAML; a
     mistyped one is refused in a line that names it, rather than in a traceback. Numeric
-    settings (:data:`NUMBER_SETTINGS`) must be numbers of their kind and range.
+    settings (:data:`multitask.settings.NUMBER_SETTINGS`) must be numbers of their kind and range.
     """
     try:
         check_numbers(overrides_mapping(overrides))
@@ -146,6 +147,8 @@ def check_before_training(hparams, hparams_file, export_folder=None) -> None:
     on failure): its ``output_folder`` (:func:`check_output_folder`), the shape of its
     settings (:func:`multitask.train.check_settings`) and the folder its export will
     replace at the end (:func:`multitask.export.check_replaceable`)."""
+    from .export import ExportError, check_replaceable
+    from .train import check_settings
 
     check_output_folder(hparams["output_folder"])
     try:
@@ -173,6 +176,7 @@ def check_output_folder(folder) -> None:
     ...
     SystemExit: output_folder ... holds files that are not a training run's (notes.txt); ...
     """
+    from .export import is_exported_model
 
     folder = Path(folder)
     if not folder.exists():
@@ -199,7 +203,6 @@ def _holds_only_encoder_cache(save: Path) -> bool:
 def mark_training_run(folder) -> None:
     """Mark ``folder`` as a training run's before the run writes anything else there, so a
     run interrupted before SpeechBrain's ``env.log`` is still recognised as one."""
-
     Path(folder).mkdir(parents=True, exist_ok=True)
     (Path(folder) / RUN_MARKER).touch()
 
@@ -272,6 +275,7 @@ def training_run(hparams, accelerator, settings_files=None):
     (:func:`restored_on_failure`; by default the joint recipes',
     :func:`multitask.train.run_settings_files`); the package's input errors end it in one
     line (:func:`input_errors_as_exit`)."""
+    from .train import run_settings_files
 
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
