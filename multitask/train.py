@@ -89,6 +89,13 @@ def make_accelerator(hparams) -> Accelerator:
 DATA_REPORT = "data_report"  # the folder in output_folder that prepare_data writes
 
 
+def earlier_data_report(output_folder) -> list[str]:
+    """``[DATA_REPORT]`` when ``output_folder`` holds an earlier run's data report, which a
+    refused rerun puts back; a first run's own report is kept even when the run fails,
+    as it shows the data that was refused."""
+    return [DATA_REPORT] if os.path.isdir(os.path.join(output_folder, DATA_REPORT)) else []
+
+
 def prepare_data(hparams, accelerator: Accelerator) -> None:
     """Run the corpus preparers named in ``hparams["prepare"]`` (main process only,
     the others wait), then write a data report of what training will read.
@@ -138,15 +145,16 @@ def check_settings(hparams) -> None:
 
 def run_settings_files(hparams) -> list[str]:
     """What a run writes into ``output_folder`` before it knows that it resumes its own
-    checkpoints (or starts): its ``hyperparams.yaml``, data report and label files,
-    relative to ``output_folder``. A rerun refused as another run's, or a first run that
-    fails before training, puts them back (:func:`multitask.recipe.restored_on_failure`),
-    so the next run neither describes nor reuses what was refused.
+    checkpoints (or starts): its ``hyperparams.yaml``, label files and data report (if an
+    earlier run wrote one: :func:`earlier_data_report`), relative to ``output_folder``. A
+    rerun refused as another run's, or a first run that fails before training, puts them
+    back (:func:`multitask.recipe.restored_on_failure`), so the next run neither
+    describes nor reuses what was refused.
 
     >>> run_settings_files({"output_folder": "run", "save_folder": "run/save", "tasks": ["intent"]})
-    ['hyperparams.yaml', 'data_report', 'save/label_encoder_intent.txt']
+    ['hyperparams.yaml', 'save/label_encoder_intent.txt']
     """
-    return ["hyperparams.yaml", DATA_REPORT, *(
+    return ["hyperparams.yaml", *earlier_data_report(hparams["output_folder"]), *(
         os.path.relpath(D.label_encoder_path(hparams["save_folder"], task), hparams["output_folder"])
         for task in hparams.get("tasks", TASKS))]
 
@@ -646,7 +654,8 @@ def test(hparams, accelerator: Accelerator | None = None) -> dict:
         if calibrated:
             add_figures_without_bias(stats, calibrated, lambda task: encoder_labels(encoders[task]))
         predictions = stats.pop("rows")
-        results[name] = {"manifest": display_path(manifest), **stats}
+        shown = ", ".join(display_path(path) for path in manifest_paths(manifest))
+        results[name] = {"manifest": shown, **stats}
         if accelerator.is_main_process:
             _write_predictions(os.path.join(out, f"predictions_{name}.csv"), predictions, encoders)
             for task in encoders:

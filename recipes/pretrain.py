@@ -23,7 +23,7 @@ from multitask.pretrain import pretrain
 from multitask.recipe import check_output_folder, load_hparams, parse_arguments, training_run
 from multitask.synth import generate
 from multitask.synth.corpus import check_speakers, manifest_timbres
-from multitask.train import DATA_REPORT, make_accelerator, prepare_data
+from multitask.train import earlier_data_report, make_accelerator, prepare_data
 
 if __name__ == "__main__":
     hparams_file, overrides = parse_arguments(sys.argv[1:])
@@ -42,8 +42,9 @@ if __name__ == "__main__":
     # its checkpoints.
     targets_file = os.path.relpath(os.path.join(hparams["save_folder"], "frame_targets.pt"),
                                    hparams["output_folder"])
-    with training_run(hparams, accelerator,
-                      ["hyperparams.yaml", DATA_REPORT, targets_file]) as started:
+    settings_files = ["hyperparams.yaml", targets_file,
+                      *earlier_data_report(hparams["output_folder"])]
+    with training_run(hparams, accelerator, settings_files) as started:
         sb.create_experiment_directory(hparams["output_folder"], hyperparams_to_save=hparams_file,
                                        overrides=overrides)
         prepare_data(hparams, accelerator)
