@@ -631,7 +631,9 @@ def _refetch_if_savedir_holds_another(source: str, kind: str, revision, kwargs: 
     B into the ``savedir`` that model A was loaded into would silently give A. The
     source (and revision) a ``savedir`` was filled from is recorded in it; when it is
     not this one, or unknown, every file is fetched again (``overwrite``: a local
-    source is re-linked, a Hub file comes from the Hub cache). ``kind`` is
+    source is re-linked, a Hub file comes from the Hub cache). A ``savedir`` that is the
+    model folder itself is dropped from ``kwargs`` (loaded as without one, so no links
+    are written among the model's files). ``kind`` is
     :func:`multitask.source.check_model_source`'s answer for ``source``. Returns the
     function that records this source once loading succeeded.
     """

@@ -70,7 +70,7 @@ def fit_kmeans(features: torch.Tensor, k: int, iterations: int = 25, seed: int =
     n = features.shape[0]
     if n < k:
         raise SettingError(f"k-means needs at least k={k} frames, got {n}: lower "
-                                   "num_clusters, or give more training audio")
+                           "num_clusters, or give more training audio")
     centroids = features[torch.randint(n, (1,), generator=generator)]
     for _ in range(1, k):  # k-means++: new centroids far from the chosen ones
         distance = torch.cdist(features, centroids).min(dim=1).values ** 2
@@ -110,14 +110,14 @@ class EncoderLayerFeatures:
                    if os.path.isfile(os.path.join(self.folder, name))]
         if not os.path.isfile(os.path.join(self.folder, "config.json")) or not weights:
             raise SettingError(f"target_encoder {self.folder}: not an encoder folder "
-                             "(needs config.json and model.safetensors)")
+                               "(needs config.json and model.safetensors)")
         self.weights_sha256 = file_digest(weights[0])[:16]
         self.encoder = Wav2Vec2Model.from_pretrained(self.folder).eval()
         self.encoder.requires_grad_(False)
         layers = self.encoder.config.num_hidden_layers
         if not 0 <= self.layer <= layers:
             raise SettingError(f"target_layer {self.layer}: {self.folder} has hidden layers "
-                             f"0..{layers}")
+                               f"0..{layers}")
 
     def __call__(self, wavs: torch.Tensor, samples: torch.Tensor | None = None) -> torch.Tensor:
         """``samples``: each row's length; an encoder with a layer-norm front end is given
@@ -165,14 +165,14 @@ def target_features(hparams, encoder_config: Wav2Vec2Config):
     out = hparams.get("encoder_out")
     if out and os.path.realpath(folder) == os.path.realpath(out):
         raise SettingError(f"target_encoder {folder} is also encoder_out: the run would "
-                         "overwrite the encoder whose layer it predicts; write elsewhere")
+                           "overwrite the encoder whose layer it predicts; write elsewhere")
     features = EncoderLayerFeatures(folder, hparams.get("target_layer", 1))
     teacher = features.encoder.config
     for key in ("conv_kernel", "conv_stride"):
         if list(getattr(teacher, key)) != list(getattr(encoder_config, key)):
             raise SettingError(f"target_encoder {folder}: its {key} {list(getattr(teacher, key))} "
-                             f"differs from encoder_config's {list(getattr(encoder_config, key))}, "
-                             "so its frames are not the new encoder's")
+                               f"differs from encoder_config's {list(getattr(encoder_config, key))}, "
+                               "so its frames are not the new encoder's")
     return features
 
 
