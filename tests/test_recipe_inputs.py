@@ -7,6 +7,7 @@ each when refused, about 15 s when one epoch trains).
 """
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -86,23 +87,65 @@ def test_an_export_folder_that_is_not_an_export_is_refused_before_training(
     assert not out.exists() and (notes / "todo.txt").read_text() == "mine"
 
 
-@pytest.mark.parametrize("override, named", [
-    ("--head_lr=-1", "--head_lr must be a number of at least 0.0, not -1"),
-    ("--batch_size=0", "--batch_size must be a whole number of at least 1, not 0"),
-    ("--number_of_epochs=abc", "--number_of_epochs must be a whole number of at least 1, not 'abc'"),
-    ("--head_dropout=2", "--head_dropout must be a number from 0.0 to 1.0, not 2"),
-    ("--test_only", "--test_only: SpeechBrain `Brain` run option(s) these recipes do not read"),
-    ("--encoder_source=no/such/encoder", "encoder_source no/such/encoder: no such folder here"),
-    ("--best_metric=bogus", "best_metric 'bogus' is not one validation reports"),
-    ("--best_metric=loss", "best_metric 'loss': the run keeps the checkpoint with the highest"),
-    ("--tasks=[]", "tasks must be a list of one or more of ['intent', 'emotion'], not []"),
-    ("--test_manifests=[test.csv]", "test_manifests must be a mapping {name: manifest}"),
-])
-def test_a_setting_that_cannot_work_is_named_before_anything_is_written(
-        override, named, group_norm_encoder, toy_corpus, tmp_path):
-    out = tmp_path / "run"
-    line = refused(train(group_norm_encoder, toy_corpus, out, override))
-    assert named in line
+SETTINGS_THAT_CANNOT_WORK = {
+    "--head_lr=-1": "--head_lr must be a number of at least 0.0, not -1",
+    "--batch_size=0": "--batch_size must be a whole number of at least 1, not 0",
+    "--number_of_epochs=abc": "--number_of_epochs must be a whole number of at least 1, not 'abc'",
+    "--head_dropout=2": "--head_dropout must be a number from 0.0 to 1.0, not 2",
+    "--test_only": "--test_only: SpeechBrain `Brain` run option(s) these recipes do not read",
+    "--encoder_source=no/such/encoder": "encoder_source no/such/encoder: no such folder here",
+    "--best_metric=bogus": "best_metric 'bogus' is not one validation reports",
+    "--best_metric=loss": "best_metric 'loss': the run keeps the checkpoint with the highest",
+    "--tasks=[]": "tasks must be a list of one or more of ['intent', 'emotion'], not []",
+    "--test_manifests=[test.csv]": "test_manifests must be a mapping {name: manifest}",
+}
+
+# Runs recipes/train.py once per argument list in one interpreter (each refusal is a
+# SystemExit before anything is written; a new process per case cost ~5 s of imports).
+REFUSALS_IN_ONE_PROCESS = """
+import json, runpy, sys, traceback
+runs, ends = json.loads(sys.argv[1]), {}
+for key, argv in runs.items():
+    sys.argv = ["recipes/train.py", *argv]
+    try:
+        runpy.run_path("recipes/train.py", run_name="__main__")
+        ends[key] = {"code": 0}
+    except SystemExit as err:
+        ends[key] = {"code": err.code, "message": str(err.code)}
+    except BaseException:
+        ends[key] = {"traceback": traceback.format_exc()}
+print("ENDS " + json.dumps(ends))
+"""
+
+
+@pytest.fixture(scope="module")
+def setting_refusals(group_norm_encoder, toy_corpus, tmp_path_factory):
+    """``{override: (how the recipe ended, its output_folder)}`` for each setting above."""
+    root = tmp_path_factory.mktemp("settings")
+    defaults = [f"--encoder_source={group_norm_encoder}", "--number_of_epochs=1"]
+    runs = {override: ["hparams/tiny.yaml", f"--output_folder={root / str(index)}",
+                       f"--train_manifests=[{toy_corpus['train']}]",
+                       f"--valid_manifests=[{toy_corpus['valid']}]",
+                       *(arg for arg in defaults if arg.split("=")[0] != override.split("=")[0]),
+                       override]
+            for index, override in enumerate(SETTINGS_THAT_CANNOT_WORK)}
+    proc = subprocess.run([sys.executable, "-c", REFUSALS_IN_ONE_PROCESS, json.dumps(runs)],
+                          cwd=REPO, capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    ends = next((json.loads(line[len("ENDS "):]) for line in proc.stdout.splitlines()
+                 if line.startswith("ENDS ")), None)
+    assert ends is not None, proc.stdout[-2000:] + proc.stderr[-3000:]
+    return {override: (ends[override], root / str(index))
+            for index, override in enumerate(SETTINGS_THAT_CANNOT_WORK)}
+
+
+@pytest.mark.parametrize("override", SETTINGS_THAT_CANNOT_WORK)
+def test_a_setting_that_cannot_work_is_named_before_anything_is_written(override,
+                                                                        setting_refusals):
+    end, out = setting_refusals[override]
+    assert "traceback" not in end, end.get("traceback")
+    assert end["code"] not in (0, None), end  # a one-line SystemExit, not a finished run
+    assert SETTINGS_THAT_CANNOT_WORK[override] in end["message"]
     assert not out.exists()
 
 
