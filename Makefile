@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP)
 
-## make test: unit tests, doctests, recipe smoke tests (10 to 12 minutes on 2 idle cores of
+## make test: unit tests, doctests, recipe smoke tests (about 12 minutes on 2 idle cores of
 ## the faster hosts, more on slower ones, installing .venv included)
 test: $(STAMP)
 	$(RUN) -m pytest tests --doctest-modules multitask benchmarks/shift.py benchmarks/probe.py benchmarks/class_bias.py

@@ -83,7 +83,7 @@ class AtomicCheckpointer(Checkpointer):
             raise
         except (RuntimeError, ValueError) as err:
             message = str(err)
-            if "loading state_dict" in message:
+            if "loading state_dict" in message and "While copying the parameter" not in message:
                 lines = [line.strip() for line in message.splitlines()[1:] if line.strip()]
                 shown = "; ".join(lines)
                 shown = shown if len(shown) <= 300 else shown[:300] + " ..."

@@ -59,6 +59,8 @@ def card_for_repo(card: str, repo_id: str) -> str:
     '# your-model-2: from_hparams(source="bank/your-model-2")'
     >>> card_for_repo("# your-model-large", "bank/ivr")  # no placeholder repo id: as it is
     '# your-model-large'
+    >>> card_for_repo('source="your-org/your-model-2"', "bank/ivr")  # a real id: as it is
+    'source="your-org/your-model-2"'
     """
     for placeholder in (PLACEHOLDER_CALIBRATED_REPO_ID, PLACEHOLDER_REPO_ID):
         if placeholder in card:
@@ -66,7 +68,7 @@ def card_for_repo(card: str, repo_id: str) -> str:
     else:
         return card
     name = placeholder.split("/")[-1]
-    pattern = re.compile(rf"{re.escape(placeholder)}|(?<![\w/.-]){re.escape(name)}(?![\w-])")
+    pattern = re.compile(rf"(?<![\w/.-])(?:{re.escape(placeholder)}|{re.escape(name)})(?![\w.-])")
     return pattern.sub(lambda found: repo_id if "/" in found.group() else repo_id.split("/")[-1],
                        card)
 

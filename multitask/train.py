@@ -89,11 +89,15 @@ def make_accelerator(hparams) -> Accelerator:
 DATA_REPORT = "data_report"  # the folder in output_folder that prepare_data writes
 
 
-def earlier_data_report(output_folder) -> list[str]:
-    """``[DATA_REPORT]`` when ``output_folder`` holds an earlier run's data report, which a
-    refused rerun puts back; a first run's own report is kept even when the run fails,
-    as it shows the data that was refused."""
-    return [DATA_REPORT] if os.path.isdir(os.path.join(output_folder, DATA_REPORT)) else []
+def earlier_data_report(output_folder, save_folder) -> list[str]:
+    """``[DATA_REPORT]`` when ``output_folder`` holds the data report of a run that
+    started training (a checkpoint in ``save_folder``), which a refused rerun puts back;
+    the report of an attempt that failed before training is replaced and kept, as it
+    shows the data that was refused."""
+    trained = os.path.isdir(save_folder) and any(
+        name.startswith("CKPT+") for name in os.listdir(save_folder))
+    return [DATA_REPORT] if trained and os.path.isdir(
+        os.path.join(output_folder, DATA_REPORT)) else []
 
 
 def prepare_data(hparams, accelerator: Accelerator) -> None:
@@ -154,7 +158,8 @@ def run_settings_files(hparams) -> list[str]:
     >>> run_settings_files({"output_folder": "run", "save_folder": "run/save", "tasks": ["intent"]})
     ['hyperparams.yaml', 'save/label_encoder_intent.txt']
     """
-    return ["hyperparams.yaml", *earlier_data_report(hparams["output_folder"]), *(
+    return ["hyperparams.yaml", *earlier_data_report(hparams["output_folder"],
+                                                     hparams["save_folder"]), *(
         os.path.relpath(D.label_encoder_path(hparams["save_folder"], task), hparams["output_folder"])
         for task in hparams.get("tasks", TASKS))]
 

@@ -43,7 +43,7 @@ if __name__ == "__main__":
     targets_file = os.path.relpath(os.path.join(hparams["save_folder"], "frame_targets.pt"),
                                    hparams["output_folder"])
     settings_files = ["hyperparams.yaml", targets_file,
-                      *earlier_data_report(hparams["output_folder"])]
+                      *earlier_data_report(hparams["output_folder"], hparams["save_folder"])]
     with training_run(hparams, accelerator, settings_files) as started:
         sb.create_experiment_directory(hparams["output_folder"], hyperparams_to_save=hparams_file,
                                        overrides=overrides)

@@ -287,6 +287,22 @@ def test_a_rerun_with_fewer_epochs_than_trained_leaves_the_run_folder_as_it_was(
     assert run_files(out) == before
 
 
+def test_a_first_run_refused_before_training_leaves_nothing_to_refuse_the_next_by(
+        exported_model, train_csv, tmp_path):
+    """A first run refused after its data copies and settings were written (here: class
+    biases asked for with a calls file that is not there) leaves none of them behind, so
+    the corrected run is not compared with a run that never trained."""
+    out = tmp_path / "run"
+    with pytest.raises(ValueError, match="missing.csv"):
+        finetune(str(exported_model), train_csv, out, export=False,
+                 overrides={**ONE_EPOCH, "class_bias_tasks": ["emotion"],
+                            "class_bias_calls": str(tmp_path / "missing.csv")})
+    left = {path.name for path in out.iterdir()} if out.exists() else set()
+    assert not left & {"hyperparams.yaml", "data", "parent", "finetune.json"}, left
+    assert not list((out / "save").glob("label_encoder_*"))
+    finetune(str(exported_model), train_csv, out, overrides=ONE_EPOCH, export=False)
+
+
 def test_the_command_prints_one_error_line(exported_model, train_csv, tmp_path, capsys):
     code = main(["finetune", "--from", str(exported_model), "--train", train_csv,
                  "--out", str(tmp_path / "run"), "--number_of_epochs=abc"])

@@ -135,6 +135,7 @@ def setting_refusals(group_norm_encoder, toy_corpus, tmp_path_factory):
     ends = next((json.loads(line[len("ENDS "):]) for line in proc.stdout.splitlines()
                  if line.startswith("ENDS ")), None)
     assert ends is not None, proc.stdout[-2000:] + proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]  # none logged on the way
     return {override: (ends[override], root / str(index))
             for index, override in enumerate(SETTINGS_THAT_CANNOT_WORK)}
 
@@ -146,6 +147,7 @@ def test_a_setting_that_cannot_work_is_named_before_anything_is_written(override
     assert "traceback" not in end, end.get("traceback")
     assert end["code"] not in (0, None), end  # a one-line SystemExit, not a finished run
     assert SETTINGS_THAT_CANNOT_WORK[override] in end["message"]
+    assert "\n" not in end["message"].strip()  # one line
     assert not out.exists()
 
 

@@ -247,9 +247,9 @@ def finetune(source, train, out, *, valid=(), test=None, mode="replace", emotion
     check_out_folder(out, source)
     record_path = out / FINETUNE_RECORD
     record = json.loads(record_path.read_text()) if record_path.is_file() else {}
-    # Until training starts (the rerun is known to resume the same run's checkpoint),
-    # what it rewrites is put back if it is refused.
-    with restored_on_failure(out, RERUN_REWRITES if record else ()) as training_started:
+    # Until training starts (a rerun is known to resume the same run's checkpoint), what
+    # it writes is put back if it is refused, or removed if it was not there (a first run).
+    with restored_on_failure(out, RERUN_REWRITES) as training_started:
         data_dir = out / "data"
         data_dir.mkdir(parents=True, exist_ok=True)
         parent = load_parent(source, revision, out / "parent")
