@@ -149,8 +149,8 @@ def check_settings(hparams) -> None:
 
 def run_settings_files(hparams) -> list[str]:
     """What a run writes into ``output_folder`` before it knows that it resumes its own
-    checkpoints (or starts): its ``hyperparams.yaml``, label files and data report (if an
-    earlier run wrote one: :func:`earlier_data_report`), relative to ``output_folder``. A
+    checkpoints (or starts): its ``hyperparams.yaml``, label files and data report (if a
+    run that trained wrote one: :func:`earlier_data_report`), relative to ``output_folder``. A
     rerun refused as another run's, or a first run that fails before training, puts them
     back (:func:`multitask.recipe.restored_on_failure`), so the next run neither
     describes nor reuses what was refused.
