@@ -23,11 +23,11 @@ import time
 import speechbrain as sb
 
 from multitask.baseline import run_baseline
-from multitask.class_bias import ClassBiasError, calibrate, check_calls
+from multitask.class_bias import calibrate, check_calls
 from multitask.demo import class_bias_summary, demo_metrics, write_json, write_report
 from multitask.export import export_model
 from multitask.host import machine, matmul_gflops
-from multitask.manifest import ManifestError, read_manifest
+from multitask.manifest import read_manifest
 from multitask.pretrain import check_corpus_seed
 from multitask.recipe import (
     check_before_training,
@@ -78,20 +78,14 @@ if __name__ == "__main__":
                 generate(hparams["synth_folder"], size=hparams["synth_size"], domain="calls",
                          variants=timbres, seed=hparams["corpus_seed"])
             accelerator.wait_for_everyone()
-        try:
-            check_calls(hparams)  # before training, not after it
-        except (ClassBiasError, ManifestError) as err:
-            raise SystemExit(str(err)) from None
+        check_calls(hparams)  # before training, not after it
 
         # 3. Joint training, the class biases, testing.
         train_start = time.time()
         fit(hparams, accelerator, on_start=training_started)
     train_seconds = time.time() - train_start
-    with input_errors_as_exit():
-        try:
-            class_bias = calibrate(hparams, accelerator)
-        except ClassBiasError as err:
-            raise SystemExit(str(err)) from None
+    with input_errors_as_exit():  # ClassBiasError, ManifestError, ... as one line
+        class_bias = calibrate(hparams, accelerator)
         test_metrics = test(hparams, accelerator)
 
     # 4. Export, then reload in a fresh offline process, as a user would.

@@ -14,9 +14,8 @@ import sys
 
 import speechbrain as sb
 
-from multitask.class_bias import ClassBiasError, calibrate, check_calls
+from multitask.class_bias import calibrate, check_calls
 from multitask.export import export_model
-from multitask.manifest import ManifestError
 from multitask.recipe import (
     check_before_training,
     input_errors_as_exit,
@@ -48,16 +47,10 @@ if __name__ == "__main__":
 
         # Train (or resume); per-class biases from held-out calls if the hparams name them
         # (class_bias_tasks); then score the best checkpoint on the test manifests.
-        try:
-            check_calls(hparams)  # before training, not after it
-        except (ClassBiasError, ManifestError) as err:
-            raise SystemExit(str(err)) from None
+        check_calls(hparams)  # before training, not after it
         fit(hparams, accelerator, on_start=training_started)
-    with input_errors_as_exit():
-        try:
-            calibrate(hparams, accelerator)
-        except ClassBiasError as err:
-            raise SystemExit(str(err)) from None
+    with input_errors_as_exit():  # ClassBiasError, ManifestError, ... as one line
+        calibrate(hparams, accelerator)
         test(hparams, accelerator)
 
     # The best checkpoint as one loadable model folder (see multitask export / push).

@@ -17,13 +17,7 @@ from pathlib import Path
 
 from ..card import display_path
 from ..export import CARD_FILE, HPARAMS_FILE, WEIGHTS_FILES
-from ..source import (
-    FOLDER,
-    HUB,
-    ModelNotFoundError,
-    check_model_source,
-    source_kind,
-)
+from ..source import FOLDER, HUB, ModelNotFoundError, check_model_source, source_kind
 
 
 class FinetuneError(ValueError):
