@@ -82,13 +82,10 @@ class AtomicCheckpointer(Checkpointer):
         except ResumeError:
             raise
         except (RuntimeError, ValueError) as err:
-            message = str(err)
-            if "loading state_dict" in message and "While copying the parameter" not in message:
-                lines = [line.strip() for line in message.splitlines()[1:] if line.strip()]
-                shown = "; ".join(lines)
-                shown = shown if len(shown) <= 300 else shown[:300] + " ..."
-                what = f"its parameters are not this model's ({shown})"
-            elif "parameter group" in message:
+            mismatch = parameter_mismatch(err)
+            if mismatch:
+                what = f"its parameters are not this model's ({mismatch})"
+            elif "parameter group" in str(err):
                 what = ("its optimizer trained other parameters than this run's (another "
                         "set of frozen parts)")
             else:
@@ -124,6 +121,27 @@ class AtomicCheckpointer(Checkpointer):
         _fsync_folder(self.final_dir)
         files = {key: final / pathlib.Path(p).name for key, p in staged.paramfiles.items()}
         return Checkpoint(final, staged.meta, files)
+
+
+def parameter_mismatch(err: Exception) -> str | None:
+    """What Torch's ``load_state_dict`` error says differs (missing, unexpected or
+    other-shaped parameters) on one line of at most about 300 characters; ``None`` for
+    any other error, and for a copy that failed for another reason than shape.
+
+    >>> import torch
+    >>> try:
+    ...     torch.nn.Linear(2, 3).load_state_dict(torch.nn.Linear(2, 4).state_dict())
+    ... except RuntimeError as err:
+    ...     print(parameter_mismatch(err)[:60])
+    size mismatch for weight: copying a param with shape torch.S
+    >>> parameter_mismatch(ValueError("other")) is None
+    True
+    """
+    message = str(err)
+    if "loading state_dict" not in message or "While copying the parameter" in message:
+        return None
+    shown = "; ".join(line.strip() for line in message.splitlines()[1:] if line.strip())
+    return shown if len(shown) <= 300 else shown[:300] + " ..."
 
 
 def check_epoch_budget(epoch_counter, checkpoint) -> None:

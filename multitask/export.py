@@ -471,6 +471,7 @@ def verify_export(folder: Path, hparams: dict, encoders: dict, ckpt, machine_pat
     """
     import torch
 
+    from .checkpoints import parameter_mismatch
     from .inference import MultitaskClassifier
     from .train import build_model
 
@@ -479,7 +480,18 @@ def verify_export(folder: Path, hparams: dict, encoders: dict, ckpt, machine_pat
     reference = build_model(hparams, encoders)
     for name in WEIGHTS_FILES:
         state = torch.load(ckpt.paramfiles[name], map_location="cpu", weights_only=True)
-        getattr(reference, name).load_state_dict(state)
+        try:
+            getattr(reference, name).load_state_dict(state)
+        except RuntimeError as err:
+            mismatch = parameter_mismatch(err)
+            if mismatch is None:
+                raise
+            # The export's hyperparams.yaml is written from the run's, so it would not load
+            # these weights either.
+            raise ExportError(
+                f"{ckpt.paramfiles[name]}: these weights do not fit the model the run's "
+                f"hyperparams.yaml describes ({mismatch}); was it edited after training? "
+                "Export with the settings the run was trained with") from None
     reference.to("cpu").eval()
     # As built (optimize=None): the check is of the exported weights, not of a CPU rewrite.
     exported = MultitaskClassifier.from_hparams(source=str(folder), run_opts={"device": "cpu"},
