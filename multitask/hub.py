@@ -61,6 +61,9 @@ def card_for_repo(card: str, repo_id: str) -> str:
     '# your-model-large'
     >>> card_for_repo('source="your-org/your-model-2"', "bank/ivr")  # a real id: as it is
     'source="your-org/your-model-2"'
+    >>> card = "---\\nmodel-index:\\n- name: your-model\\n---\\n# your-model\\nyour-org/your-model"
+    >>> card_for_repo(card, "bank/true")  # in the front matter, a YAML string
+    '---\\nmodel-index:\\n- name: "true"\\n---\\n# true\\nbank/true'
     """
     for placeholder in (PLACEHOLDER_CALIBRATED_REPO_ID, PLACEHOLDER_REPO_ID):
         if placeholder in card:
@@ -69,8 +72,29 @@ def card_for_repo(card: str, repo_id: str) -> str:
         return card
     name = placeholder.split("/")[-1]
     pattern = re.compile(rf"(?<![\w/.-])(?:{re.escape(placeholder)}|{re.escape(name)})(?![\w.-])")
-    return pattern.sub(lambda found: repo_id if "/" in found.group() else repo_id.split("/")[-1],
-                       card)
+    front_matter_end = card.find("\n---", 3) if card.startswith("---") else -1
+
+    def replacement(found: re.Match) -> str:
+        new = repo_id if "/" in found.group() else repo_id.split("/")[-1]
+        line_end = card.find("\n", found.end())
+        whole_value = card[found.end():line_end if line_end >= 0 else len(card)] == ""
+        if found.start() < front_matter_end and whole_value:
+            return _yaml_string(new)
+        return new
+
+    return pattern.sub(replacement, card)
+
+
+def _yaml_string(text: str) -> str:
+    """``text`` as a YAML value that reads back as this string: a repo named ``true`` or
+    ``1.0`` is quoted, or the model-index would name a boolean or a number.
+
+    >>> _yaml_string("ivr-model"), _yaml_string("true"), _yaml_string("1.0")
+    ('ivr-model', '"true"', '"1.0"')
+    """
+    import yaml
+
+    return text if yaml.safe_load(text) == text else json.dumps(text)
 
 
 @contextlib.contextmanager

@@ -298,6 +298,11 @@ def test_an_export_made_without_a_repo_id_is_pushed_with_a_card_naming_the_repo(
     assert yaml.safe_load(pushed.split("---\n")[1])["model-index"][0]["name"] == "your-model-2"
     assert (model / "README.md").read_text() == card
     assert files["heads.safetensors"] == (model / "heads.safetensors").read_bytes()
+    # A repo named like a YAML boolean still has a name, not True, in its model-index.
+    push_model(model, "bank/true", token=TOKEN, endpoint=hub_in_process.endpoint)
+    pushed = hub_in_process.repos["bank/true"].files("main")["README.md"].decode()
+    assert yaml.safe_load(pushed.split("---\n")[1])["model-index"][0]["name"] == "true"
+    assert pushed.count("# true\n") == 1
 
 
 def test_push_without_network_is_a_clear_error(exported_model, hub_in_process):
