@@ -12,14 +12,10 @@ no network). ``predict`` loads a folder or a repo id with
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
-import os
 import re
-import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 from .card import PLACEHOLDER_CALIBRATED_REPO_ID, PLACEHOLDER_REPO_ID
@@ -97,27 +93,16 @@ def _yaml_string(text: str) -> str:
     return text if yaml.safe_load(text) == text else json.dumps(text)
 
 
-@contextlib.contextmanager
-def folder_to_upload(model_dir, allow: list[str], repo_id: str):
-    """``model_dir`` itself, or, when its card names a placeholder repo
-    (:func:`card_for_repo`), a temporary folder of links to (or copies of) its ``allow``
-    files with the card naming ``repo_id``; the export folder is never changed."""
+def upload_operations(model_dir, allow: list[str], repo_id: str) -> list:
+    """One Hub commit operation per ``allow`` file of ``model_dir``: the files as they
+    are, but the card as :func:`card_for_repo` makes it for ``repo_id`` (given as bytes,
+    so the export folder is never changed and nothing is staged or copied)."""
+    from huggingface_hub import CommitOperationAdd
+
     folder = Path(model_dir)
-    card = (folder / CARD_FILE).read_text(encoding="utf-8")
-    pushed = card_for_repo(card, repo_id)
-    if pushed == card:
-        yield folder
-        return
-    with tempfile.TemporaryDirectory(prefix="multitask-push-") as staged:
-        for name in allow:
-            if name == CARD_FILE:
-                continue
-            try:  # a link costs no space; across file systems, a copy
-                os.link(folder / name, Path(staged) / name)
-            except OSError:
-                shutil.copy2(folder / name, Path(staged) / name)
-        (Path(staged) / CARD_FILE).write_text(pushed, encoding="utf-8")
-        yield Path(staged)
+    card = card_for_repo((folder / CARD_FILE).read_text(encoding="utf-8"), repo_id)
+    return [CommitOperationAdd(path_in_repo=name, path_or_fileobj=(
+        card.encode("utf-8") if name == CARD_FILE else str(folder / name))) for name in allow]
 
 
 def push_model(model_dir, repo_id: str, private: bool = False, revision: str | None = None,
@@ -164,14 +149,14 @@ def push_model(model_dir, repo_id: str, private: bool = False, revision: str | N
                                           repo_type="model"), "repo_id", None) or repo_id
         if revision:
             api.create_branch(repo_id, branch=revision, exist_ok=True)
-        with folder_to_upload(model_dir, allow, repo_id) as folder:
-            return api.upload_folder(
-                repo_id=repo_id,
-                folder_path=str(folder),
-                allow_patterns=allow,
-                revision=revision,
-                commit_message=commit_message or f"Upload model ({Path(model_dir).name})",
-            )
+        # Files the repo already holds unchanged are left out of the commit by
+        # huggingface_hub, so a re-push of the same export adds no commit.
+        return api.create_commit(
+            repo_id=repo_id,
+            operations=upload_operations(model_dir, allow, repo_id),
+            revision=revision,
+            commit_message=commit_message or f"Upload model ({Path(model_dir).name})",
+        )
     except Exception as err:
         raise HubError(_hub_error_message(err, repo_id, api.endpoint)) from err
 

@@ -298,6 +298,10 @@ def test_an_export_made_without_a_repo_id_is_pushed_with_a_card_naming_the_repo(
     assert yaml.safe_load(pushed.split("---\n")[1])["model-index"][0]["name"] == "your-model-2"
     assert (model / "README.md").read_text() == card
     assert files["heads.safetensors"] == (model / "heads.safetensors").read_bytes()
+    # Pushed again unchanged: no new commit (the card is sent as bytes, compared the same).
+    commits = len(hub_in_process.repos["bank/your-model-2"].history())
+    push_model(model, "bank/your-model-2", token=TOKEN, endpoint=hub_in_process.endpoint)
+    assert len(hub_in_process.repos["bank/your-model-2"].history()) == commits
     # A repo named like a YAML boolean still has a name, not True, in its model-index.
     push_model(model, "bank/true", token=TOKEN, endpoint=hub_in_process.endpoint)
     pushed = hub_in_process.repos["bank/true"].files("main")["README.md"].decode()
