@@ -242,3 +242,42 @@ def test_time_masking_override_masks_frames_only_while_training(tmp_path):
     assert not torch.allclose(masked_train[-1], plain_train[-1], atol=1e-3)
     assert torch.allclose(outputs(apply_spec_augment=False, mask_time_prob=0.3)[1], plain_train,
                           atol=1e-6)                        # the switch turns it off
+
+
+def test_a_head_with_its_own_top_layer_starts_as_the_encoder_and_trains_apart(
+        group_norm_encoder, tmp_path):
+    """Built from the encoder's last layer, the head's copy first gives what the shared
+    layer gives; its task's loss then trains the copy, not the shared last layer."""
+    torch.manual_seed(0)
+    encoder = Wav2Vec2Encoder(group_norm_encoder, save_path=str(tmp_path))
+    options = {"pooling": "stats", "hidden_size": 0, "dropout": 0.0}
+    heads = build_heads(encoder, {"intent": 4, "emotion": 3},
+                        {"emotion": {"own_top_layer": True}}, **options)
+    own = heads["emotion"]
+    shared = TaskHead(encoder.num_layers, encoder.output_size, 3, **options)
+    shared.load_state_dict({k: v for k, v in own.state_dict().items()
+                            if not k.startswith("top_layer.")})
+    assert own.options["own_top_layer"]["hidden_size"] == encoder.output_size
+    assert heads["intent"].top_layer is None
+    wavs, lens = torch.randn(2, 16000), torch.tensor([1.0, 0.6])
+    model = MultitaskModel(encoder, heads).eval()
+    with torch.no_grad():
+        hidden = encoder(wavs, lens)
+        frames = encoder.frame_lengths(wavs, lens).clamp(max=hidden.shape[2])
+        torch.testing.assert_close(own(hidden, frames), shared.eval()(hidden, frames))
+
+    model.train()
+    model(wavs, lens)["emotion"].sum().backward()
+    last = encoder.model.encoder.layers[-1]
+    # Zeros, not None: the stacked hidden states pass a zero gradient to the rows unread.
+    assert all(p.grad is None or not p.grad.any() for p in last.parameters())
+    assert all(p.grad is not None for p in own.top_layer.parameters())
+    assert all(p.grad is not None for p in encoder.model.encoder.layers[0].parameters())
+
+
+def test_an_own_top_layer_is_refused_for_an_encoder_that_masks_padding(layer_norm_encoder,
+                                                                       tmp_path):
+    encoder = Wav2Vec2Encoder(layer_norm_encoder, save_path=str(tmp_path))
+    with pytest.raises(ValueError, match="own_top_layer needs a post-norm encoder without an "
+                                         "attention mask"):
+        build_heads(encoder, {"emotion": 3}, {"emotion": {"own_top_layer": True}})
