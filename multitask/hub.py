@@ -75,22 +75,11 @@ def card_for_repo(card: str, repo_id: str) -> str:
         line_end = card.find("\n", found.end())
         whole_value = card[found.end():line_end if line_end >= 0 else len(card)] == ""
         if found.start() < front_matter_end and whole_value:
-            return _yaml_string(new)
+            # Quoted: a repo named true, 1.0 or 1e3 must stay a name for every YAML reader.
+            return json.dumps(new)
         return new
 
     return pattern.sub(replacement, card)
-
-
-def _yaml_string(text: str) -> str:
-    """``text`` as a YAML value that reads back as this string: a repo named ``true`` or
-    ``1.0`` is quoted, or the model-index would name a boolean or a number.
-
-    >>> _yaml_string("ivr-model"), _yaml_string("true"), _yaml_string("1.0")
-    ('ivr-model', '"true"', '"1.0"')
-    """
-    import yaml
-
-    return text if yaml.safe_load(text) == text else json.dumps(text)
 
 
 def upload_operations(model_dir, allow: list[str], repo_id: str) -> list:
