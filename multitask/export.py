@@ -126,6 +126,10 @@ def export_model(train_output_folder, out_dir, *, checkpoint=None, repo_id=None,
     lineage = read_lineage(run)
     class_bias = read_class_bias(run, ckpt)
     license = license or card_license(hparams, lineage)
+    # Before anything is written, and with --no-verify too: the export's hyperparams.yaml
+    # comes from the run's, so weights that do not fit it would make an export that
+    # cannot load.
+    reference = checkpoint_model(hparams, encoders, ckpt)
 
     with staged_folder(out, replace=overwrite) as staging:
         write_weights(ckpt, staging, {task: encoder_labels(encoders[task]) for task in tasks})
@@ -142,7 +146,7 @@ def export_model(train_output_folder, out_dir, *, checkpoint=None, repo_id=None,
         )
         (staging / CARD_FILE).write_text(card, encoding="utf-8")
         if verify:
-            verify_export(staging, hparams, encoders, ckpt,
+            verify_export(staging, reference, encoders,
                           machine_paths=[run, out, Path.cwd(), Path.home()])
     return out
 
@@ -464,8 +468,37 @@ def _indent(text: str, prefix: str = "    ") -> str:
 # --------------------------------------------------------------------------
 
 
-def verify_export(folder: Path, hparams: dict, encoders: dict, ckpt, machine_paths=()) -> float:
-    """Load ``folder`` as users will and compare with the training-time model.
+def checkpoint_model(hparams: dict, encoders: dict, ckpt):
+    """The training-time model: built as the run's ``hyperparams.yaml`` says, with the
+    checkpoint's weights, on the CPU, in eval mode.
+
+    Raises :class:`ExportError`, naming the weights file and what differs, when the
+    weights do not fit that model (settings edited after training).
+    """
+    import torch
+
+    from .checkpoints import parameter_mismatch
+    from .train import build_model
+
+    model = build_model(hparams, encoders)
+    for name in WEIGHTS_FILES:
+        state = torch.load(ckpt.paramfiles[name], map_location="cpu", weights_only=True)
+        try:
+            getattr(model, name).load_state_dict(state)
+        except RuntimeError as err:
+            mismatch = parameter_mismatch(err)
+            if mismatch is None:
+                raise
+            raise ExportError(
+                f"{ckpt.paramfiles[name]}: these weights do not fit the model the run's "
+                f"hyperparams.yaml describes ({mismatch}); was it edited after training? "
+                "Export with the settings the run was trained with") from None
+    return model.to("cpu").eval()
+
+
+def verify_export(folder: Path, reference, encoders: dict, machine_paths=()) -> float:
+    """Load ``folder`` as users will and compare with ``reference``, the training-time
+    model (:func:`checkpoint_model`).
 
     Returns the largest probability difference; raises :class:`ExportError` above
     ``VERIFY_TOLERANCE``, on different labels, or if a text file of the folder holds
@@ -473,28 +506,10 @@ def verify_export(folder: Path, hparams: dict, encoders: dict, ckpt, machine_pat
     """
     import torch
 
-    from .checkpoints import parameter_mismatch
     from .inference import MultitaskClassifier
-    from .train import build_model
 
     _check_no_machine_paths(folder, machine_paths)
     _check_interface_imports(folder / INTERFACE_FILE)
-    reference = build_model(hparams, encoders)
-    for name in WEIGHTS_FILES:
-        state = torch.load(ckpt.paramfiles[name], map_location="cpu", weights_only=True)
-        try:
-            getattr(reference, name).load_state_dict(state)
-        except RuntimeError as err:
-            mismatch = parameter_mismatch(err)
-            if mismatch is None:
-                raise
-            # The export's hyperparams.yaml is written from the run's, so it would not load
-            # these weights either.
-            raise ExportError(
-                f"{ckpt.paramfiles[name]}: these weights do not fit the model the run's "
-                f"hyperparams.yaml describes ({mismatch}); was it edited after training? "
-                "Export with the settings the run was trained with") from None
-    reference.to("cpu").eval()
     # As built (optimize=None): the check is of the exported weights, not of a CPU rewrite.
     exported = MultitaskClassifier.from_hparams(source=str(folder), run_opts={"device": "cpu"},
                                                 optimize=None)

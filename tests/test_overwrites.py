@@ -116,7 +116,8 @@ def test_exporting_an_export_or_an_incomplete_run_says_what_it_is(exported_model
 def test_exporting_a_run_whose_settings_were_edited_after_training_names_the_weights(
         trained_run, tmp_path):
     """Its hyperparams.yaml describes heads of another width than the checkpoint holds: the
-    export's settings would not load these weights either, so nothing is written."""
+    export's settings would not load these weights either, so nothing is written, whether
+    or not the export is verified."""
     run = tmp_path / "run"
     shutil.copytree(trained_run, run)
     settings = run / "hyperparams.yaml"
@@ -124,7 +125,8 @@ def test_exporting_a_run_whose_settings_were_edited_after_training_names_the_wei
     head = text.index("head: &")  # the head factory's settings
     width = text.index("hidden_size: 32", head)
     settings.write_text(text[:width] + "hidden_size: 24" + text[width + len("hidden_size: 32"):])
-    with pytest.raises(ExportError, match=r"heads.ckpt: these weights do not fit the model the "
-                                          r"run's hyperparams.yaml describes \(size mismatch"):
-        export_model(run, tmp_path / "model")
-    assert not (tmp_path / "model").exists()
+    for verify in (True, False):  # without verification too: the export could not load
+        with pytest.raises(ExportError, match=r"heads.ckpt: these weights do not fit the model "
+                                              r"the run's hyperparams.yaml describes \(size mismatch"):
+            export_model(run, tmp_path / "model", verify=verify)
+        assert not (tmp_path / "model").exists()
