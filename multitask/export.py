@@ -364,7 +364,6 @@ def inference_hparams(hparams: dict, encoders: dict, checkpoint_name: str) -> st
     """The export's ``hyperparams.yaml``: settings taken from the training run."""
     import yaml
 
-    from .model import resolved_head_options
     from .train import head_options
 
     encoder = hparams["encoder"]
@@ -373,8 +372,7 @@ def inference_hparams(hparams: dict, encoders: dict, checkpoint_name: str) -> st
     # are not architecture.
     for key in ("_name_or_path", "transformers_version"):
         config.pop(key, None)
-    options = {task: resolved_head_options(encoder, task_options)
-               for task, task_options in head_options(hparams, encoders).items()}
+    options = head_options(hparams, encoders)
     tasks = list(encoders)
     heads = "".join(
         f"        {task}: !new:multitask.inference.{head_class(options[task])}\n"

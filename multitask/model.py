@@ -320,14 +320,6 @@ class TaskHead(nn.Module):
         standardised by a batch norm without scale or shift (running statistics at
         inference), then the classifier. With few examples per class it learns from
         more of the encoder than one mixed layer shows (see ``hparams/finetune.yaml``).
-    own_top_layer : dict, optional
-        The head's own copy of the encoder's last transformer layer: its
-        ``Wav2Vec2Config`` settings (``TOP_LAYER_KEYS``). The head reads the encoder's
-        layers but the last, then this layer's output over the same input in its place,
-        so the task trains a top layer of its own while the others are shared.
-        :func:`build_heads` fills it from the encoder (``own_top_layer: true``) and
-        starts it from the encoder's trained weights. Post-norm encoders without an
-        attention mask only (wav2vec2-base's kind).
 
     Example
     -------
@@ -338,24 +330,16 @@ class TaskHead(nn.Module):
     >>> stats = TaskHead(num_layers=3, input_size=8, num_classes=4, hidden_size=0, pooling="stats")
     >>> stats(hidden, torch.tensor([10, 6])).shape, stats.classifier[-1].in_features
     (torch.Size([2, 4]), 48)
-    >>> layer = {"hidden_size": 8, "num_attention_heads": 2, "intermediate_size": 16}
-    >>> own = TaskHead(num_layers=3, input_size=8, num_classes=4, pooling="stats", own_top_layer=layer)
-    >>> own(hidden, torch.tensor([10, 6])).shape
-    torch.Size([2, 4])
     """
 
     def __init__(self, num_layers, input_size, num_classes, proj_size=256, hidden_size=256,
-                 dropout=0.1, pooling="mean", own_top_layer=None):
+                 dropout=0.1, pooling="mean"):
         super().__init__()
         if pooling not in POOLINGS:
             raise ValueError(f"pooling must be one of {POOLINGS}, not {pooling!r}")
         self.pooling = pooling
         self.options = {"proj_size": proj_size, "hidden_size": hidden_size,
                         "dropout": dropout, "pooling": pooling}
-        self.top_layer = None
-        if own_top_layer:
-            self.top_layer = top_layer_from_settings(own_top_layer)
-            self.options["own_top_layer"] = dict(own_top_layer)
         if pooling == "stats":
             pooled_size = 2 * num_layers * input_size
             self.normaliser = nn.BatchNorm1d(pooled_size, affine=False)
@@ -378,9 +362,6 @@ class TaskHead(nn.Module):
             self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(pooled_size, num_classes))
 
     def forward(self, hidden_states: torch.Tensor, frame_lens: torch.Tensor) -> torch.Tensor:
-        if self.top_layer is not None:
-            own = self.top_layer(hidden_states[-2])
-            hidden_states = torch.cat([hidden_states[:-1], own.unsqueeze(0)])
         if self.pooling == "stats":
             return self.classifier(self._standardised_stats(hidden_states, frame_lens))
         weights = torch.softmax(self.layer_weights, dim=0)
@@ -507,49 +488,6 @@ class ExtendedHead(nn.Module):
         self.added.offset_logits(classes[kept:], offset)
 
 
-# The Wav2Vec2Config settings that shape one transformer layer (own_top_layer).
-TOP_LAYER_KEYS = ("hidden_size", "num_attention_heads", "intermediate_size", "hidden_act",
-                  "layer_norm_eps", "hidden_dropout", "attention_dropout", "activation_dropout")
-
-
-def top_layer_from_settings(settings: dict) -> nn.Module:
-    """One post-norm wav2vec2 transformer layer, built from ``settings``
-    (``TOP_LAYER_KEYS``; others keep ``Wav2Vec2Config``'s defaults)."""
-    from transformers import Wav2Vec2Config
-    from transformers.models.wav2vec2.modeling_wav2vec2 import Wav2Vec2EncoderLayer
-
-    unknown = sorted(set(settings) - set(TOP_LAYER_KEYS))
-    if unknown:
-        raise ValueError(f"own_top_layer takes {list(TOP_LAYER_KEYS)}, not {unknown}")
-    config = Wav2Vec2Config(**settings)
-    config._attn_implementation = "sdpa"  # the same arithmetic wherever it is built
-    return Wav2Vec2EncoderLayer(config)
-
-
-def own_top_layer_settings(encoder) -> dict:
-    """The settings of ``encoder``'s last transformer layer, for a head's own copy.
-
-    Raises ``ValueError`` for encoders whose layers a head cannot run alone: pre-norm
-    ones (``do_stable_layer_norm``: a final layer norm follows the last layer) and ones
-    that mask padding (their layers need the mask).
-    """
-    config = encoder.config
-    if config.do_stable_layer_norm or encoder.use_attention_mask:
-        raise ValueError("own_top_layer needs a post-norm encoder without an attention mask "
-                         "(as wav2vec2-base); this one has do_stable_layer_norm="
-                         f"{config.do_stable_layer_norm}, attention mask "
-                         f"{encoder.use_attention_mask}")
-    return {key: getattr(config, key) for key in TOP_LAYER_KEYS}
-
-
-def resolved_head_options(encoder, options: dict) -> dict:
-    """``options`` with ``own_top_layer: true`` replaced by the encoder's layer settings
-    (:func:`own_top_layer_settings`): what a head is built from, and exported with."""
-    if options.get("own_top_layer") is True:
-        return {**options, "own_top_layer": own_top_layer_settings(encoder)}
-    return options
-
-
 def _check_class_mask(classes: torch.Tensor, num_classes: int) -> None:
     if classes.dtype != torch.bool or classes.shape != (num_classes,):
         raise ValueError(f"a class mask must be {num_classes} booleans, one per class of the "
@@ -666,12 +604,8 @@ def build_heads(encoder: Wav2Vec2Encoder, num_classes: dict, task_options: dict 
     heads = {}
     for task, n in num_classes.items():
         options = {**head_options, **(task_options.get(task) or {})}
-        copy_top_layer = options.get("own_top_layer") is True
-        options = resolved_head_options(encoder, options)
         # An extended head (fine-tuning's extend mode) is built from its two designs.
         factory = ExtendedHead if "kept" in options else (head or TaskHead)
         heads[task] = factory(num_layers=encoder.num_layers, input_size=encoder.output_size,
                               num_classes=n, **options)
-        if copy_top_layer:  # starts as the encoder's last layer, trained or not
-            heads[task].top_layer.load_state_dict(encoder.model.encoder.layers[-1].state_dict())
     return heads
