@@ -84,14 +84,17 @@ def card_for_repo(card: str, repo_id: str) -> str:
 
 def upload_operations(model_dir, allow: list[str], repo_id: str) -> list:
     """One Hub commit operation per ``allow`` file of ``model_dir``: the files as they
-    are, but the card as :func:`card_for_repo` makes it for ``repo_id`` (given as bytes,
-    so the export folder is never changed and nothing is staged or copied)."""
+    are, but a card naming a placeholder repo as :func:`card_for_repo` makes it for
+    ``repo_id`` (given as bytes, so the export folder is never changed and nothing is
+    staged or copied)."""
     from huggingface_hub import CommitOperationAdd
 
     folder = Path(model_dir)
-    card = card_for_repo((folder / CARD_FILE).read_text(encoding="utf-8"), repo_id)
+    card = (folder / CARD_FILE).read_text(encoding="utf-8")
+    pushed = card_for_repo(card, repo_id)
     return [CommitOperationAdd(path_in_repo=name, path_or_fileobj=(
-        card.encode("utf-8") if name == CARD_FILE else str(folder / name))) for name in allow]
+        pushed.encode("utf-8") if name == CARD_FILE and pushed != card else str(folder / name)))
+        for name in allow]
 
 
 def push_model(model_dir, repo_id: str, private: bool = False, revision: str | None = None,
