@@ -14,6 +14,7 @@ import os
 import shutil
 
 from .card import describe_test_batching, score_text
+from .curves import CURVES_FILE
 
 CONTRACT_TASK_KEYS = {
     "intent": ("accuracy", "macro_f1"),
@@ -64,7 +65,8 @@ def _host_line(host: dict | None) -> list[str]:
 
 def write_report(out_dir, test_metrics: dict, metrics: dict, train_folder, datasheet=None,
                  baseline: dict | None = None, predictions: list | None = None) -> str:
-    """Write ``report.md`` with the results tables and copy the confusion-matrix PNGs."""
+    """Write ``report.md`` with the results tables; copy the training curves and the
+    confusion-matrix PNGs beside it."""
     lines = ["# Demo report", "",
              f"Model checkpoint `{test_metrics.get('checkpoint')}`; training took "
              f"{metrics['train_seconds']:.0f} s, the whole demo {metrics['total_seconds']:.0f} s.",
@@ -92,6 +94,12 @@ def write_report(out_dir, test_metrics: dict, metrics: dict, train_folder, datas
                  if test_metrics.get("batching") else ""), ""]
     lines += _class_bias_lines(metrics.get("class_bias"))
     lines += _by_voice(test_metrics)
+    curves = os.path.join(train_folder, CURVES_FILE)
+    if os.path.isfile(curves):
+        shutil.copy(curves, os.path.join(out_dir, CURVES_FILE))
+        lines += ["## Training", "", "Losses and validation accuracy per epoch; the dotted line "
+                  "marks the checkpoint kept (the best mean validation accuracy), which the "
+                  "tests above score.", "", f"![training curves]({CURVES_FILE})", ""]
     figures = []
     for png in sorted(os.listdir(train_folder)):
         if png.startswith("confusion_") and png.endswith(".png"):

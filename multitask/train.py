@@ -11,7 +11,8 @@ The loop, as ``accelerate launch recipes/train.py hparams/train.yaml`` runs it:
 2. datasets and length-aware loaders, one ``accelerator.prepare`` call;
 3. per epoch: reseed from ``(seed, epoch)``, train with clipping and a
    non-finite-loss guard, validate with ``gather_for_metrics``, checkpoint
-   (keeping the latest and the best by ``best_metric``);
+   (keeping the latest and the best by ``best_metric``), log a line to
+   ``train_log.txt`` and redraw ``training_curves.png`` (:mod:`multitask.curves`);
 4. rerunning the same command resumes from the latest complete checkpoint.
 """
 
@@ -42,6 +43,7 @@ from .checkpoints import AtomicCheckpointer, check_epoch_budget
 from .class_bias import add_figures_without_bias
 from .class_bias import read_record as read_class_bias
 from .ctc import CTCHead, ctc_loss_sum
+from .curves import CURVES_FILE, plot_training_curves
 from .data_report import write_data_report
 from .head_labels import encoder_labels
 from .losses import IGNORE_INDEX, joint_loss, task_loss_sums
@@ -331,6 +333,11 @@ def fit(hparams, accelerator: Accelerator | None = None, on_start=None) -> dict:
             meta={**summary, "epoch": epoch}, name=f"epoch-{epoch:04d}", max_keys=[best_metric],
             keep_recent=True, num_to_keep=1,
         )
+        if accelerator.is_main_process:
+            best = checkpointer.find_checkpoint(max_key=best_metric)
+            plot_training_curves(os.path.join(hparams["output_folder"], "train_log.txt"),
+                                 os.path.join(hparams["output_folder"], CURVES_FILE),
+                                 chosen_epoch=best.meta.get("epoch") if best else None)
         accelerator.wait_for_everyone()
     check_replicas_in_sync(accelerator, model)
     return valid_stats

@@ -34,6 +34,8 @@ def test_the_demo_pipeline_runs_end_to_end_and_honours_the_metrics_contract(tmp_
     assert "feature baseline" in report and "confusion_joint_intent.png" in report
     assert "GFLOP/s at the start" in report
     assert (demo / "confusion_joint_emotion.png").is_file()
+    assert "![training curves](training_curves.png)" in report
+    assert (demo / "training_curves.png").is_file()
     assert (demo / "model" / "hyperparams.yaml").is_file()
     assert "Reloaded export" in report and "error:" not in report
     joint = csv.DictReader(open(demo / "synth" / "joint_test" / "joint_test.csv"))

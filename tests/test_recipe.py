@@ -16,6 +16,8 @@ import pytest
 import torch
 from conftest import REPO
 
+from multitask.curves import read_train_log
+
 pytestmark = pytest.mark.slow
 
 
@@ -72,9 +74,11 @@ def test_recipe_learns_both_toy_tasks_and_writes_its_outputs(group_norm_encoder,
         assert len(recount) == 3
     for produced in ("save/label_encoder_intent.txt", "save/label_encoder_emotion.txt",
                      "train_log.txt", "log.txt", "hyperparams.yaml", "predictions_toy.csv",
-                     "confusion_toy_intent.png", "confusion_toy_emotion.png"):
+                     "confusion_toy_intent.png", "confusion_toy_emotion.png",
+                     "training_curves.png"):
         assert (out / produced).is_file(), produced
     assert "epoch: 4" in (out / "train_log.txt").read_text()
+    assert [e["epoch"] for e in read_train_log(out / "train_log.txt")] == [1, 2, 3, 4]
     checkpoints = [p for p in os.listdir(out / "save") if p.startswith("CKPT+")]
     assert checkpoints and all((out / "save" / c / "encoder.ckpt").is_file() for c in checkpoints)
 
