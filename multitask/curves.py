@@ -47,10 +47,14 @@ def read_train_log(path) -> list[dict]:
     return [epochs[epoch] for epoch in sorted(epochs)]
 
 
-def plot_training_curves(log_path, png_path, chosen_epoch: int | None = None) -> Path | None:
-    """Draw the training and validation loss, and each validation accuracy, per epoch,
-    from ``log_path`` into ``png_path``; ``chosen_epoch`` (the exported checkpoint's) is
-    marked. Returns the path, or ``None`` when the log holds no epoch yet.
+def plot_training_curves(log_path, png_path, chosen_epoch: int | None = None,
+                         best_metric: str = "mean_accuracy",
+                         last_epoch: int | None = None) -> Path | None:
+    """Draw the training and validation loss, each validation accuracy and ``best_metric``,
+    per epoch, from ``log_path`` into ``png_path``; ``chosen_epoch`` (the checkpoint kept by
+    ``best_metric``) is marked. Epochs after ``last_epoch`` (left in the log by an earlier
+    run in the same folder) are left out. Returns the path, or ``None`` when the log holds
+    no epoch yet.
 
     >>> import tempfile, os
     >>> folder = tempfile.mkdtemp()
@@ -65,7 +69,8 @@ def plot_training_curves(log_path, png_path, chosen_epoch: int | None = None) ->
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    epochs = read_train_log(log_path)
+    epochs = [entry for entry in read_train_log(log_path)
+              if last_epoch is None or entry["epoch"] <= last_epoch]
     if not epochs:
         return None
     x = [entry["epoch"] for entry in epochs]
@@ -79,11 +84,14 @@ def plot_training_curves(log_path, png_path, chosen_epoch: int | None = None) ->
     loss_ax.set(title="Loss (weighted sum of the tasks')", xlabel="epoch")
     scores = [key for key in epochs[-1] if key.startswith("valid ") and key.endswith("_accuracy")
               and "unweighted" not in key]
+    if f"valid {best_metric}" in epochs[-1] and f"valid {best_metric}" not in scores:
+        scores.append(f"valid {best_metric}")
     for key in scores:
-        style = "--" if key == "valid mean_accuracy" else "-"
-        score_ax.plot(x, [entry.get(key, float("nan")) for entry in epochs], style, marker="o",
-                      label=key.removeprefix("valid ").removesuffix("_accuracy"))
-    score_ax.set(title="Validation accuracy", xlabel="epoch", ylim=(0, 1))
+        kept_by = key == f"valid {best_metric}"
+        score_ax.plot(x, [entry.get(key, float("nan")) for entry in epochs], "--" if kept_by else "-",
+                      marker="o", label=key.removeprefix("valid ") + (" (keeps the checkpoint)"
+                                                                       if kept_by else ""))
+    score_ax.set(title="Validation scores", xlabel="epoch", ylim=(0, 1))
     for ax in (loss_ax, score_ax):
         if chosen_epoch is not None:
             ax.axvline(chosen_epoch, color="0.6", linestyle=":", label=f"checkpoint (epoch {chosen_epoch})")

@@ -64,9 +64,11 @@ def _host_line(host: dict | None) -> list[str]:
 
 
 def write_report(out_dir, test_metrics: dict, metrics: dict, train_folder, datasheet=None,
-                 baseline: dict | None = None, predictions: list | None = None) -> str:
+                 baseline: dict | None = None, predictions: list | None = None,
+                 best_metric: str = "mean_accuracy") -> str:
     """Write ``report.md`` with the results tables; copy the training curves and the
-    confusion-matrix PNGs beside it."""
+    confusion-matrix PNGs beside it. ``best_metric`` is the run's, which chose the
+    checkpoint."""
     lines = ["# Demo report", "",
              f"Model checkpoint `{test_metrics.get('checkpoint')}`; training took "
              f"{metrics['train_seconds']:.0f} s, the whole demo {metrics['total_seconds']:.0f} s.",
@@ -97,9 +99,9 @@ def write_report(out_dir, test_metrics: dict, metrics: dict, train_folder, datas
     curves = os.path.join(train_folder, CURVES_FILE)
     if os.path.isfile(curves):
         shutil.copy(curves, os.path.join(out_dir, CURVES_FILE))
-        lines += ["## Training", "", "Losses and validation accuracy per epoch; the dotted line "
-                  "marks the checkpoint kept (the best mean validation accuracy), which the "
-                  "tests above score.", "", f"![training curves]({CURVES_FILE})", ""]
+        lines += ["## Training", "", "Losses and validation scores per epoch; the dotted line "
+                  f"marks the checkpoint kept (the best `{best_metric}` on validation), which "
+                  "the tests above score.", "", f"![training curves]({CURVES_FILE})", ""]
     figures = []
     for png in sorted(os.listdir(train_folder)):
         if png.startswith("confusion_") and png.endswith(".png"):

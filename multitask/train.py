@@ -334,13 +334,28 @@ def fit(hparams, accelerator: Accelerator | None = None, on_start=None) -> dict:
             keep_recent=True, num_to_keep=1,
         )
         if accelerator.is_main_process:
-            best = checkpointer.find_checkpoint(max_key=best_metric)
-            plot_training_curves(os.path.join(hparams["output_folder"], "train_log.txt"),
-                                 os.path.join(hparams["output_folder"], CURVES_FILE),
-                                 chosen_epoch=best.meta.get("epoch") if best else None)
+            redraw_training_curves(hparams["output_folder"], checkpointer, best_metric, epoch)
         accelerator.wait_for_everyone()
     check_replicas_in_sync(accelerator, model)
     return valid_stats
+
+
+def redraw_training_curves(output_folder, checkpointer, best_metric: str, epoch: int) -> None:
+    """``training_curves.png`` from ``train_log.txt``, the checkpoint kept so far marked.
+
+    A figure that cannot be drawn (a full disk, a broken font cache) is a warning: the
+    epoch's checkpoint is saved already, and the run goes on.
+    """
+    best = checkpointer.find_checkpoint(max_key=best_metric)
+    try:
+        plot_training_curves(os.path.join(output_folder, "train_log.txt"),
+                             os.path.join(output_folder, CURVES_FILE),
+                             chosen_epoch=best.meta.get("epoch") if best else None,
+                             best_metric=best_metric, last_epoch=epoch)
+    except Exception as err:  # noqa: BLE001 - a figure must not end a training run
+        logging.getLogger(__name__).warning(
+            "could not draw %s: %s: %s", os.path.join(output_folder, CURVES_FILE),
+            type(err).__name__, err)
 
 
 def check_replicas_in_sync(accelerator, model) -> None:

@@ -113,6 +113,7 @@ if __name__ == "__main__":
     write_json(os.path.join(demo_folder, "metrics.json"), metrics)
     report = write_report(demo_folder, test_metrics, metrics, hparams["output_folder"],
                           datasheet=os.path.join(hparams["synth_folder"], "DATASHEET.md"),
-                          baseline=baseline, predictions=predictions)
+                          baseline=baseline, predictions=predictions,
+                          best_metric=hparams.get("best_metric", "mean_accuracy"))
     print(open(report, encoding="utf-8").read())
     print(f"metrics: {os.path.join(demo_folder, 'metrics.json')}  model: {model_dir}")
