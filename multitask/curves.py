@@ -49,12 +49,13 @@ def read_train_log(path) -> list[dict]:
 
 def plot_training_curves(log_path, png_path, chosen_epoch: int | None = None,
                          best_metric: str = "mean_accuracy",
-                         last_epoch: int | None = None) -> Path | None:
+                         last_epoch: int | None = None, with_ctc: bool = False) -> Path | None:
     """Draw the training and validation loss, each validation accuracy and ``best_metric``,
     per epoch, from ``log_path`` into ``png_path``; ``chosen_epoch`` (the checkpoint kept by
     ``best_metric``) is marked. Epochs after ``last_epoch`` (left in the log by an earlier
-    run in the same folder) are left out. Returns the path, or ``None`` when the log holds
-    no epoch yet.
+    run in the same folder) are left out. ``with_ctc``: the training loss includes the
+    auxiliary CTC loss, which validation leaves out (the legend says so). Returns the
+    path, or ``None`` when the log holds no epoch yet.
 
     >>> import tempfile, os
     >>> folder = tempfile.mkdtemp()
@@ -77,7 +78,8 @@ def plot_training_curves(log_path, png_path, chosen_epoch: int | None = None,
     fig = Figure(figsize=(10, 4))
     FigureCanvasAgg(fig)
     loss_ax, score_ax = fig.subplots(1, 2)
-    for key, label in (("train loss", "training"), ("valid loss", "validation")):
+    train_label = "training (with the CTC loss)" if with_ctc else "training"
+    for key, label in (("train loss", train_label), ("valid loss", "validation")):
         if any(key in entry for entry in epochs):
             loss_ax.plot(x, [entry.get(key, float("nan")) for entry in epochs], marker="o",
                          label=label)

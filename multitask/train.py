@@ -334,13 +334,15 @@ def fit(hparams, accelerator: Accelerator | None = None, on_start=None) -> dict:
             keep_recent=True, num_to_keep=1,
         )
         if accelerator.is_main_process:
-            redraw_training_curves(hparams["output_folder"], checkpointer, best_metric, epoch)
+            redraw_training_curves(hparams["output_folder"], checkpointer, best_metric, epoch,
+                                   with_ctc=weights[CTC_OUTPUT] > 0)
         accelerator.wait_for_everyone()
     check_replicas_in_sync(accelerator, model)
     return valid_stats
 
 
-def redraw_training_curves(output_folder, checkpointer, best_metric: str, epoch: int) -> None:
+def redraw_training_curves(output_folder, checkpointer, best_metric: str, epoch: int,
+                           with_ctc: bool = False) -> None:
     """``training_curves.png`` from ``train_log.txt``, the checkpoint kept so far marked.
 
     A figure that cannot be drawn (a full disk, a broken font cache) is a warning: the
@@ -351,7 +353,7 @@ def redraw_training_curves(output_folder, checkpointer, best_metric: str, epoch:
         plot_training_curves(os.path.join(output_folder, "train_log.txt"),
                              os.path.join(output_folder, CURVES_FILE),
                              chosen_epoch=best.meta.get("epoch") if best else None,
-                             best_metric=best_metric, last_epoch=epoch)
+                             best_metric=best_metric, last_epoch=epoch, with_ctc=with_ctc)
     except Exception as err:  # noqa: BLE001 - a figure must not end a training run
         logging.getLogger(__name__).warning(
             "could not draw %s: %s: %s", os.path.join(output_folder, CURVES_FILE),
