@@ -91,7 +91,9 @@ def export_model(train_output_folder, out_dir, *, checkpoint=None, repo_id=None,
     verify : bool
         Load the folder back with :class:`MultitaskClassifier` and check it gives the
         training-time model's probabilities (within ``VERIFY_TOLERANCE``) and holds no
-        absolute path of this machine.
+        absolute path of this machine. Either way, the checkpoint is first loaded into
+        the model the run's settings describe (:func:`checkpoint_model`), so weights that
+        do not fit them are refused before anything is written.
 
     Returns
     -------
