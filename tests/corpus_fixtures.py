@@ -7,8 +7,8 @@ which must be rejected (with a word the rejection reason must contain). Nothing 
 downloaded; everything is deterministic.
 
 * :func:`make_skit_s2i`: ``train.csv``, ``test.csv``, ``intent_info.csv``,
-  ``wavs/{train,test}/*.wav`` at 8 kHz 16-bit; test speakers also speak in train,
-  and ids restart at 0 in each file, as in the real corpus.
+  ``wav_audios/{train,test}/*.wav`` at 8 kHz 16-bit; test speakers also speak in train,
+  and ids restart at 0 in each file (the ids the preparer makes must stay unique if they do).
 * :func:`make_crema_d`: ``AudioWAV/<actor>_<sentence>_<EMO>_<level>.wav`` at 16 kHz.
 * :func:`make_generic_csv`: ``labels.csv`` (``path,intent,emotion,speaker``) and audio.
 """
@@ -132,8 +132,8 @@ def make_skit_s2i(
         for s_index, speaker in enumerate(speakers):
             for i_index, intent in enumerate(intents):
                 for take in range(takes):
-                    row_id = len(rows)  # ids restart in each file, as in the corpus
-                    audio_path = f"wavs/{split}/{row_id}.wav"
+                    row_id = len(rows)  # restarting in each file: the hard case
+                    audio_path = f"wav_audios/{split}/{row_id}.wav"
                     seconds = 0.3 + 0.1 * ((s_index + i_index + take) % 4)
                     pitch = 110 + 25 * s_index + 40 * i_index + 5 * take
                     write_wav(root / audio_path, tone(seconds, 8000, pitch, seed=row_id), 8000)
@@ -145,7 +145,7 @@ def make_skit_s2i(
         if split == "train":
             for kind in broken:
                 row_id = len(rows)
-                audio_path = f"wavs/train/{row_id}.wav"
+                audio_path = f"wav_audios/train/{row_id}.wav"
                 word = write_broken(root / audio_path, kind, 8000)
                 rows.append([row_id, 0, f"broken: {kind}", audio_path, speakers[0]])
                 corpus.broken[f"s2i-train-{row_id}"] = word
@@ -167,8 +167,10 @@ def make_crema_d(
 
     Besides the broken audio (filed under actor ``actors[0]``, sentence ``TIE``; the
     missing one is a dangling symlink, since a missing file cannot be listed
-    otherwise), it holds a well-formed file with an unknown emotion code and a
-    ``README.txt`` that the preparer must ignore.
+    otherwise), it holds a well-formed file with an unknown emotion code, a
+    ``README.txt`` that the preparer must ignore, and the release's own two faults:
+    ``1076_MTI_SAD_XX.wav`` with no speech (here a faint hiss, loud enough to pass the
+    silence check) and ``1040_ITH_SAD_X.wav``, a good clip under its pre-2022 name.
     """
     root = Path(root)
     audio = root / "AudioWAV"
@@ -178,8 +180,10 @@ def make_crema_d(
     for a_index, actor in enumerate(actors):
         for s_index, sentence in enumerate(sentences):
             for e_index, (code, emotion) in enumerate(CREMA_CODES.items()):
-                # The corpus varies the level for one sentence only (IEO); XX elsewhere.
-                level = levels[(a_index + e_index) % 3] if sentence == "IEO" else "XX"
+                # The corpus varies the level for one sentence only (IEO), and not for
+                # neutral; XX elsewhere.
+                graded = sentence == "IEO" and code != "NEU"
+                level = levels[(a_index + e_index) % 3] if graded else "XX"
                 stem = f"{actor}_{sentence}_{code}_{level}"
                 pitch = 120 + 15 * a_index + 30 * e_index
                 seconds = 0.3 + 0.05 * ((a_index + s_index + e_index) % 5)
@@ -199,6 +203,12 @@ def make_crema_d(
     write_wav(audio / f"{actors[0]}_WSI_XXX_XX.wav", tone(0.4, 16000, 150), 16000)
     corpus.broken[f"crema-{actors[0]}_WSI_XXX_XX"] = "unknown emotion code"
     (audio / "README.txt").write_text("not a recording\n")
+    hiss = 0.002 * np.random.default_rng(0).standard_normal(32000).astype(np.float32)
+    write_wav(audio / "1076_MTI_SAD_XX.wav", hiss, 16000)
+    corpus.broken["crema-1076_MTI_SAD_XX"] = "no speech in the recording"
+    write_wav(audio / "1040_ITH_SAD_X.wav", tone(0.5, 16000, 170, seed=40), 16000)
+    corpus.good["crema-1040_ITH_SAD_XX"] = {
+        "emotion": "sad", "speaker": "1040", "sentence": "ITH", "level": "XX", "duration": 0.5}
     return corpus
 
 

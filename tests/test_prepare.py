@@ -163,6 +163,14 @@ def test_skit_missing_label_file_names_it(tmp_path):
         prepare_skit_s2i(corpus.root, tmp_path / "out")
 
 
+def test_skit_hub_parquet_copy_is_named_in_the_error(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "train-00000-of-00001.parquet").write_bytes(b"PAR1")
+    (tmp_path / "intent_info.csv").write_text("intent_class,intent_name,description\n")
+    with pytest.raises(CorpusError, match=r"train\.csv: not found.*Hub's Parquet copy"):
+        prepare_skit_s2i(tmp_path, tmp_path / "out")
+
+
 def test_same_seed_gives_byte_identical_manifests(skit, skit_speaker, tmp_path):
     again = prepare_skit_s2i(skit.root, tmp_path / "again", split="speaker")
     assert manifest_bytes(again) == manifest_bytes(skit_speaker)
@@ -250,6 +258,21 @@ def test_crema_split_is_actor_disjoint(crema_out):
 def test_crema_without_audio_folder_is_a_clear_error(tmp_path):
     with pytest.raises(CorpusError, match="AudioWAV: not found"):
         prepare_crema_d(tmp_path, tmp_path / "out")
+
+
+def test_crema_kept_under_an_older_copys_data_folder_is_named_in_the_error(tmp_path):
+    (tmp_path / "data" / "AudioWAV").mkdir(parents=True)
+    with pytest.raises(CorpusError, match=r"older copies keep it under data/: pass .*data\)"):
+        prepare_crema_d(tmp_path, tmp_path / "out")
+
+
+def test_crema_with_both_names_of_the_renamed_clip_keeps_it_once(tmp_path):
+    corpus = make_crema_d(tmp_path / "crema", broken=())
+    audio = corpus.root / "AudioWAV"
+    shutil.copy(audio / "1040_ITH_SAD_X.wav", audio / "1040_ITH_SAD_XX.wav")
+    out = prepare_crema_d(corpus.root, tmp_path / "out")
+    assert set(rows_by_id(out)) == set(corpus.good)
+    assert "1040_ITH_SAD_XX.wav is here too" in rejected_of(out)["crema-1040_ITH_SAD_X"]["reason"]
 
 
 def test_crema_same_seed_gives_identical_manifests(crema, crema_out, tmp_path):

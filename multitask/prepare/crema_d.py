@@ -7,8 +7,15 @@ The labels live in the file names, as released
 
 ``EMO`` is one of ANG DIS FEA HAP NEU SAD (mapped to angry disgust fear happy
 neutral sad) and ``level`` one of LO MD HI XX (low, medium, high, unspecified).
-Every actor speaks the same twelve sentences, so only an actor-disjoint split
-measures anything beyond recognising the actor: train, valid and test share no actor.
+The actors speak the same twelve sentences (7,442 clips of 91 actors: a few are
+missing), so only an actor-disjoint split measures anything beyond recognising the
+actor: train, valid and test share no actor.
+
+Two known faults of the release are handled by name: ``1076_MTI_SAD_XX.wav``, which the
+corpus's README lists as having no audio, is rejected whatever its level (it is not
+digital silence, so the silence check alone may let it through as "sad"); and
+``1040_ITH_SAD_X.wav``, misnamed in copies made before October 2022, is read with level
+``XX``, under the id the corrected name gives.
 
 Rows get ids ``crema-<file stem>``, ``speaker`` = actor id, and keep ``sentence``,
 ``level``, ``sample_rate`` and ``split_scheme`` (``actor``) as extra columns. A ``.wav``
@@ -44,6 +51,9 @@ EMOTION_CODES = {
     "SAD": "sad",
 }
 LEVELS = ("LO", "MD", "HI", "XX")
+# Faults of the release itself (its README, "Audio Files"; upstream issues 6 and 8).
+KNOWN_DEFECTS = {"1076_MTI_SAD_XX": "no speech in the recording (listed as such by CREMA-D)"}
+RENAMED_UPSTREAM = {"1040_ITH_SAD_X": "1040_ITH_SAD_XX"}
 # Only the extension may vary in case; the label codes are upper case in the corpus.
 _NAME_PATTERN = re.compile(r"^([^_]+)_([^_]+)_([^_]+)_([^_]+)\.(?i:wav)$")
 
@@ -81,11 +91,25 @@ def list_wavs(audio_dir) -> list[str]:
 def candidate_rows(audio_dir, names: list[str]) -> tuple[list[dict], list[dict]]:
     """Rows for well-named files; rejections for the others."""
     rows, rejected = [], []
+    stems = {os.path.splitext(name)[0] for name in names}
     for name in names:
         path = os.path.join(audio_dir, name)
-        row_id = f"crema-{os.path.splitext(name)[0]}"
+        stem, extension = os.path.splitext(name)
+        if stem in RENAMED_UPSTREAM and RENAMED_UPSTREAM[stem] in stems:
+            rejected.append(common.rejection(
+                f"crema-{stem}", path, f"{RENAMED_UPSTREAM[stem]}{extension} is here too "
+                "(this was its name before October 2022)"))
+            continue
+        if stem in RENAMED_UPSTREAM:
+            logger.info("%s: read as %s%s, its name since October 2022", path,
+                        RENAMED_UPSTREAM[stem], extension)
+            stem = RENAMED_UPSTREAM[stem]
+        row_id = f"crema-{stem}"
+        if stem in KNOWN_DEFECTS:
+            rejected.append(common.rejection(row_id, path, KNOWN_DEFECTS[stem]))
+            continue
         try:
-            fields = parse_name(name)
+            fields = parse_name(stem + extension)
         except ValueError as err:
             rejected.append(common.rejection(row_id, path, str(err)))
             continue
@@ -148,7 +172,11 @@ def prepare_crema_d(
     corpus_dir = os.path.abspath(corpus_dir)
     audio_dir = os.path.join(corpus_dir, AUDIO_DIR)
     if not os.path.isdir(audio_dir):
-        raise common.CorpusError(f"{audio_dir}: not found; is {corpus_dir} a CREMA-D folder?")
+        nested = os.path.join(corpus_dir, "data", AUDIO_DIR)
+        hint = (f" (older copies keep it under data/: pass {os.path.dirname(nested)})"
+                if os.path.isdir(nested) else "")
+        raise common.CorpusError(
+            f"{audio_dir}: not found; is {corpus_dir} a CREMA-D folder?{hint}")
     names = list_wavs(audio_dir)
     if not names:
         raise common.CorpusError(f"{audio_dir}: contains no .wav files")

@@ -18,7 +18,7 @@ speakers also speak in train, hence two schemes:
     speakers overlap train, so figures are optimistic; use them only to compare
     with published results.
 
-Rows get ids ``s2i-<official split>-<corpus id>`` (corpus ids restart per file) and
+Rows get ids ``s2i-<official split>-<corpus id>`` (unique even if ids restart per file) and
 keep ``intent_class``, ``template``, ``official_split``, ``sample_rate`` and
 ``split_scheme`` as extra columns.
 
@@ -95,6 +95,15 @@ def read_split_file(corpus_dir, official_split: str, intents: dict[str, str], sc
     return rows
 
 
+def _hub_copy_hint(corpus_dir) -> str:
+    data = os.path.join(corpus_dir, "data")
+    if os.path.isdir(data) and any(name.endswith(".parquet") for name in os.listdir(data)):
+        return (" It looks like the Hugging Face Hub's Parquet copy (skit-ai/skit-s2i), which"
+                " has no ids or audio files; the preparer reads the zip that"
+                " github.com/skit-ai/speech-to-intent-dataset links.")
+    return ""
+
+
 def prepare_skit_s2i(
     corpus_dir,
     out_dir,
@@ -148,7 +157,8 @@ def prepare_skit_s2i(
     for name in LABEL_FILES:
         if not os.path.isfile(os.path.join(corpus_dir, name)):
             raise common.CorpusError(
-                f"{os.path.join(corpus_dir, name)}: not found; is {corpus_dir} a Skit-S2I folder?"
+                f"{os.path.join(corpus_dir, name)}: not found; is {corpus_dir} a Skit-S2I "
+                f"folder?{_hub_copy_hint(corpus_dir)}"
             )
     options = {"corpus_dir": corpus_dir, "split": split, "seed": seed,
                "valid_fraction": valid_fraction, "min_seconds": min_seconds,

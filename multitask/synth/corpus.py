@@ -2,7 +2,7 @@
 
 ``generate(out_dir, domain="banking")`` writes::
 
-    <out>/skit_s2i/train.csv, test.csv, intent_info.csv, wavs/*.wav   (8 kHz telephone)
+    <out>/skit_s2i/train.csv, test.csv, intent_info.csv, wav_audios/*.wav   (8 kHz telephone)
     <out>/crema_d/AudioWAV/<actor>_<sentence>_<EMO>_<level>.wav       (16 kHz wideband)
     <out>/crema_d/sentences.csv                                       (code -> words)
     <out>/joint_test/joint_test.csv, wavs/*.wav                       (manifest, 8 kHz)
@@ -198,7 +198,7 @@ def plan_intent_corpus(root: str, size: SizeSpec, pools: dict, seed: int,
     for index, (split, class_index, template, voice) in enumerate(entries):
         text = sentence(fill(template, rng))
         emotion, strength = draw_caller_affect(affect_rng, affect_share)
-        rel = f"wavs/{index:06d}.wav"
+        rel = f"wav_audios/{index:06d}.wav"  # as the real zip names it
         utt = Utterance(
             path=os.path.join(root, rel),
             text=text,

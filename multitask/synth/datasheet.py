@@ -187,7 +187,8 @@ def write_banking_datasheet(path, size, seed, pools, actors, plans, results) -> 
     lines += ["## Intent corpus (`skit_s2i/`, Skit-S2I layout)", ""]
     lines += [
         "`train.csv` holds the train and valid pools' voices, `test.csv` the test pool's "
-        "(Skit-S2I itself has no validation split; `speakers.json` says which voice is "
+        "(Skit-S2I itself has no validation split, and its test speakers also speak in "
+        "train: here they do not; `speakers.json` says which voice is "
         f"in which pool). The last {HELD_OUT_PER_INTENT} templates of "
         "every intent are held out of this corpus and used only by the joint test.",
         "",
