@@ -154,6 +154,38 @@ def make_skit_s2i(
     return corpus
 
 
+def make_skit_s2i_hub(zip_root, hub_root) -> Path:
+    """The Hugging Face Hub's Parquet copy of the Skit-S2I folder ``zip_root``.
+
+    As on the Hub: ``data/train-0000{0,1}-of-00002.parquet`` and
+    ``data/test-00000-of-00001.parquet`` with ``audio`` (``{"bytes", "path"}``),
+    ``intent_class`` and ``speaker_id`` as integers and ``template``, no ``id`` and no
+    ``audio_path``, and ``intent_info.csv`` beside ``data/``. The zip's files are in row
+    order, its train file split in two shards.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    zip_root, hub_root = Path(zip_root), Path(hub_root)
+    (hub_root / "data").mkdir(parents=True)
+    (hub_root / "intent_info.csv").write_bytes((zip_root / "intent_info.csv").read_bytes())
+    for split in ("train", "test"):
+        with open(zip_root / f"{split}.csv", newline="") as fin:
+            rows = list(csv.DictReader(fin))
+        shards = [rows[: len(rows) // 2], rows[len(rows) // 2:]] if split == "train" else [rows]
+        for index, shard in enumerate(shards):
+            audio = [{"bytes": (zip_root / row["audio_path"]).read_bytes(),
+                      "path": os.path.basename(row["audio_path"])} for row in shard]
+            table = pa.table({
+                "audio": audio,
+                "intent_class": pa.array([int(row["intent_class"]) for row in shard], pa.int64()),
+                "template": [row["template"] for row in shard],
+                "speaker_id": pa.array([int(row["speaker_id"]) for row in shard], pa.int64()),
+            })
+            pq.write_table(table, hub_root / "data" / f"{split}-{index:05d}-of-{len(shards):05d}.parquet")
+    return hub_root
+
+
 # ------------------------------------------------------------------------- CREMA-D
 
 

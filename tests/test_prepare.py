@@ -6,6 +6,7 @@ import argparse
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -17,12 +18,18 @@ from multitask.prepare import (
     prepare_crema_d,
     prepare_generic_csv,
     prepare_skit_s2i,
+    skit_s2i_hub,
 )
 
 try:  # the tests folder may be a package or just a folder on sys.path
-    from tests.corpus_fixtures import make_crema_d, make_generic_csv, make_skit_s2i
+    from tests.corpus_fixtures import (
+        make_crema_d,
+        make_generic_csv,
+        make_skit_s2i,
+        make_skit_s2i_hub,
+    )
 except ImportError:
-    from corpus_fixtures import make_crema_d, make_generic_csv, make_skit_s2i
+    from corpus_fixtures import make_crema_d, make_generic_csv, make_skit_s2i, make_skit_s2i_hub
 
 
 @pytest.fixture(scope="module")
@@ -163,11 +170,83 @@ def test_skit_missing_label_file_names_it(tmp_path):
         prepare_skit_s2i(corpus.root, tmp_path / "out")
 
 
-def test_skit_hub_parquet_copy_is_named_in_the_error(tmp_path):
+def test_skit_hub_parquet_copy_reads_as_the_zip_does(tmp_path):
+    corpus = make_skit_s2i(tmp_path / "zip", broken=("empty",))
+    hub = make_skit_s2i_hub(corpus.root, tmp_path / "hub")
+    from_zip = prepare_skit_s2i(corpus.root, tmp_path / "from_zip")
+    from_hub = prepare_skit_s2i(hub, tmp_path / "from_hub")
+    zip_rows, hub_rows = rows_by_id(from_zip), rows_by_id(from_hub)
+    assert set(hub_rows) == set(zip_rows) == set(corpus.good)  # ids: the row order, as here
+    for row_id, row in hub_rows.items():
+        assert Path(row["wav"]).read_bytes() == Path(zip_rows[row_id]["wav"]).read_bytes()
+        for column in ("intent", "speaker", "split", "official_split", "template", "duration"):
+            assert row[column] == zip_rows[row_id][column], (row_id, column)
+    assert set(rejected_of(from_hub)) == set(corpus.broken)
+    assert Path(from_hub["train"]).parent.joinpath("hub_copy", "unpacked.json").is_file()
+
+
+def test_skit_hub_copy_is_unpacked_once_and_again_when_its_files_change(tmp_path, monkeypatch):
+    import pyarrow.parquet as pq
+
+    corpus = make_skit_s2i(tmp_path / "zip", speakers=("1", "2", "3"), broken=())
+    hub = make_skit_s2i_hub(corpus.root, tmp_path / "hub")
+    prepare_skit_s2i(hub, tmp_path / "out")
+    calls = []
+    real = skit_s2i_hub._unpack_split
+    monkeypatch.setattr(skit_s2i_hub, "_unpack_split", lambda *a: calls.append(a) or real(*a))
+    prepare_skit_s2i(hub, tmp_path / "out")
+    assert calls == []
+    shard = hub / "data" / "test-00000-of-00001.parquet"
+    table = pq.read_table(shard)
+    pq.write_table(table.take(list(range(table.num_rows))[::-1]), shard)  # other contents
+    prepare_skit_s2i(hub, tmp_path / "out")
+    assert [call[2] for call in calls] == ["train", "test"]
+    with open(tmp_path / "out" / "hub_copy" / "test.csv", newline="") as fin:
+        first = next(csv.DictReader(fin))
+    assert int(first["speaker_id"]) == table["speaker_id"][table.num_rows - 1].as_py()
+    calls.clear()
+    shard.write_bytes(shard.read_bytes() + b"\0")
+    with pytest.raises(CorpusError, match=r"test-00000-of-00001\.parquet: not a readable"):
+        prepare_skit_s2i(hub, tmp_path / "out")
+    assert calls == []  # every shard is opened before anything is written
+    assert (tmp_path / "out" / "hub_copy" / "train.csv").is_file()  # the last good unpacking
+    assert not (tmp_path / "out" / "hub_copy.partial").exists()
+
+
+def test_skit_hub_copy_row_without_audio_is_rejected_and_logged(tmp_path, caplog):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    corpus = make_skit_s2i(tmp_path / "zip", speakers=("1", "2", "3"), broken=())
+    hub = make_skit_s2i_hub(corpus.root, tmp_path / "hub")
+    shard = hub / "data" / "test-00000-of-00001.parquet"
+    table = pq.read_table(shard)
+    audio = table["audio"].to_pylist()
+    audio[0] = None
+    pq.write_table(table.set_column(0, "audio", pa.array(audio, table["audio"].type)), shard)
+    out = prepare_skit_s2i(hub, tmp_path / "out")
+    assert "not found" in rejected_of(out)["s2i-test-0"]["reason"]
+    assert "data/test-00000-of-00001.parquet row 0: no audio bytes" in caplog.text
+    assert len(rows_by_id(out)) == len(corpus.good) - 1
+
+
+def test_skit_hub_copy_without_a_column_names_the_shard(tmp_path):
+    import pyarrow.parquet as pq
+
+    corpus = make_skit_s2i(tmp_path / "zip", speakers=("1", "2", "3"), broken=())
+    hub = make_skit_s2i_hub(corpus.root, tmp_path / "hub")
+    shard = hub / "data" / "test-00000-of-00001.parquet"
+    pq.write_table(pq.read_table(shard).drop_columns(["speaker_id"]), shard)
+    with pytest.raises(CorpusError, match=r"test-00000-of-00001\.parquet: missing column\(s\) "
+                                          r"speaker_id"):
+        prepare_skit_s2i(hub, tmp_path / "out")
+
+
+def test_skit_with_parquet_files_but_not_both_splits_says_so(tmp_path):
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "train-00000-of-00001.parquet").write_bytes(b"PAR1")
     (tmp_path / "intent_info.csv").write_text("intent_class,intent_name,description\n")
-    with pytest.raises(CorpusError, match=r"train\.csv: not found.*Hub's Parquet copy"):
+    with pytest.raises(CorpusError, match=r"train\.csv: not found.*Parquet files.*not both"):
         prepare_skit_s2i(tmp_path, tmp_path / "out")
 
 

@@ -6,6 +6,9 @@ The corpus folder, as released by Skit (github.com/skit-ai/speech-to-intent-data
     intent_info.csv       intent_class, intent_name, description
     <audio_path>          8 kHz 16-bit telephone WAVs, paths relative to the folder
 
+The Hugging Face Hub's Parquet copy (``skit-ai/skit-s2i``) is read too: it is first
+unpacked into that layout in ``<out_dir>/hub_copy`` (:mod:`.skit_s2i_hub`).
+
 Intent names come from ``intent_info.csv``; an ``intent_class`` it does not list is an
 error naming the file and line. The corpus has no validation split and its test
 speakers also speak in train, hence two schemes:
@@ -35,11 +38,12 @@ import os
 
 from multitask.audio import MIN_SECONDS
 from multitask.manifest import SPLITS
-from multitask.prepare import common
+from multitask.prepare import common, skit_s2i_hub
 
 NAME = "skit-s2i"
 SCHEMES = ("speaker", "official")
 LABEL_FILES = ("train.csv", "test.csv", "intent_info.csv")
+HUB_UNPACKED = "hub_copy"  # in the output folder: the Hub copy, unpacked (skit_s2i_hub)
 SPLIT_COLUMNS = ("id", "intent_class", "audio_path", "speaker_id")
 NOTES = {
     "speaker": "speaker-disjoint train/valid/test from all rows: test speakers are unseen",
@@ -98,9 +102,8 @@ def read_split_file(corpus_dir, official_split: str, intents: dict[str, str], sc
 def _hub_copy_hint(corpus_dir) -> str:
     data = os.path.join(corpus_dir, "data")
     if os.path.isdir(data) and any(name.endswith(".parquet") for name in os.listdir(data)):
-        return (" It looks like the Hugging Face Hub's Parquet copy (skit-ai/skit-s2i), which"
-                " has no ids or audio files; the preparer reads the zip that"
-                " github.com/skit-ai/speech-to-intent-dataset links.")
+        return (" It holds Parquet files, as the Hugging Face Hub's copy does, but not both"
+                " data/train-*.parquet and data/test-*.parquet.")
     return ""
 
 
@@ -119,7 +122,8 @@ def prepare_skit_s2i(
     Parameters
     ----------
     corpus_dir : str or os.PathLike
-        Folder holding ``train.csv``, ``test.csv``, ``intent_info.csv`` and the audio.
+        Folder holding ``train.csv``, ``test.csv``, ``intent_info.csv`` and the audio,
+        or the Hub's copy (``data/*.parquet`` and ``intent_info.csv``).
     out_dir : str or os.PathLike
         Where the manifests, ``rejected.csv`` and ``prepare_options.json`` go.
     split : {"speaker", "official"}
@@ -153,14 +157,17 @@ def prepare_skit_s2i(
     if split == "speaker" and test_fraction is None:
         test_fraction = 0.1
     common.check_fractions(valid_fraction, test_fraction or 0.0)
-    corpus_dir = os.path.abspath(corpus_dir)
+    source_dir = corpus_dir = os.path.abspath(corpus_dir)
+    if skit_s2i_hub.is_hub_copy(corpus_dir):
+        common.check_out_dir(out_dir)
+        corpus_dir = skit_s2i_hub.unpack_hub_copy(corpus_dir, os.path.join(out_dir, HUB_UNPACKED))
     for name in LABEL_FILES:
         if not os.path.isfile(os.path.join(corpus_dir, name)):
             raise common.CorpusError(
                 f"{os.path.join(corpus_dir, name)}: not found; is {corpus_dir} a Skit-S2I "
                 f"folder?{_hub_copy_hint(corpus_dir)}"
             )
-    options = {"corpus_dir": corpus_dir, "split": split, "seed": seed,
+    options = {"corpus_dir": source_dir, "split": split, "seed": seed,
                "valid_fraction": valid_fraction, "min_seconds": min_seconds,
                "test_fraction": test_fraction}
     inputs = {name: common.file_digest(os.path.join(corpus_dir, name)) for name in LABEL_FILES}
@@ -191,7 +198,8 @@ def add_parser(subparsers) -> None:
         description="Write train/valid/test manifests for the Skit-S2I intent corpus.",
     )
     parser.add_argument("--corpus", required=True,
-                        help="folder with train.csv, test.csv, intent_info.csv and the wavs")
+                        help="folder with train.csv, test.csv, intent_info.csv and the wavs "
+                             "(the zip), or the Hugging Face Hub's Parquet copy")
     parser.add_argument("--split", choices=SCHEMES, default="speaker",
                         help="speaker: speaker-disjoint splits (honest); official: the "
                              "corpus's test set, whose speakers overlap train (optimistic)")
