@@ -34,6 +34,10 @@ TARGET_SAMPLE_RATE = 16000
 MIN_SECONDS = 0.1
 # Peak amplitude below which a recording is treated as silence (about -80 dBFS).
 SILENCE_PEAK = 1e-4
+# Full scale is 1. A float file may go past it (unclipped float audio), and even
+# integer samples written as floats unscaled (up to 32768) are usable; a peak beyond
+# this is not audio, and its variance would overflow float32 when normalised.
+MAX_PEAK = 1e6
 # Below 4 kHz there is no speech band left to classify; above 384 kHz (the highest
 # rate in studio use) a header is more likely broken than real.
 MIN_SAMPLE_RATE = 4000
@@ -168,6 +172,9 @@ class _Checks:
         self.frames += mono.numel()
         if mono.numel():
             self.raw_peak = max(self.raw_peak, float(raw.abs().max()))
+            if self.raw_peak > MAX_PEAK:
+                raise AudioInputError(self.path, f"sample values reach {self.raw_peak:.3g}, "
+                                      "where full scale is 1: not audio that can be normalised")
             self.mono_peak = max(self.mono_peak, float(mono.abs().max()))
             self.mono_low = min(self.mono_low, float(mono.min()))
             self.mono_high = max(self.mono_high, float(mono.max()))
@@ -317,7 +324,8 @@ def iter_windows(
     ------
     (wav, seconds)
         ``wav`` is the window's 1-D model input, or ``None`` for a silent window
-        (peak below ``SILENCE_PEAK``: normalising it would only amplify noise);
+        (peak below ``SILENCE_PEAK``, or at most a constant offset: normalising it
+        would only amplify noise);
         ``seconds`` is its duration.
 
     Raises
@@ -348,7 +356,9 @@ def iter_windows(
 
 def _window_input(mono: torch.Tensor, sample_rate: int) -> tuple[torch.Tensor | None, float]:
     seconds = mono.numel() / sample_rate
-    if float(mono.abs().max()) < SILENCE_PEAK:
+    # A file's two silence rules, per window: a constant offset (a held line) would
+    # normalise to resampler ripple, and the model would still give it a label.
+    if float(mono.abs().max()) < SILENCE_PEAK or float(mono.max() - mono.min()) < SILENCE_PEAK:
         return None, seconds
     return normalise(resample_to_16k(mono, sample_rate)), seconds
 

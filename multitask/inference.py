@@ -438,6 +438,8 @@ class MultitaskClassifier(Pretrained):
                 results[index] = {"file": paths[index], **self._classify_long_file(paths[index], top_k)}
             except AudioInputError as err:
                 results[index] = {"file": paths[index], "error": str(err)}
+            except (ValueError, RuntimeError) as err:  # the model refused it: this file only
+                results[index] = {"file": paths[index], "error": f"{paths[index]}: {err}"}
         order = sorted(durations, key=durations.__getitem__)  # stable: ties keep input order
         for start in range(0, len(order), batch_size):
             loaded = []
@@ -446,12 +448,24 @@ class MultitaskClassifier(Pretrained):
                     loaded.append((index, load_audio(paths[index])))
                 except AudioInputError as err:
                     results[index] = {"file": paths[index], "error": str(err)}
-            if not loaded:
-                continue
-            wavs, wav_lens = pad_batch([wav for _, wav in loaded])
-            for (index, _), result in zip(loaded, self.classify_batch(wavs, wav_lens, top_k), strict=True):
+            for index, result in self._classify_loaded(loaded, paths, top_k):
                 results[index] = {"file": paths[index], **result}
         return results
+
+    def _classify_loaded(self, loaded: list, paths: list, top_k: int):
+        """``(index, result)`` for loaded ``(index, wav)`` pairs, batched; a batch the
+        model refuses is split so that only the files at fault get an ``error``."""
+        if not loaded:
+            return []
+        try:
+            wavs, wav_lens = pad_batch([wav for _, wav in loaded])
+            return list(zip([index for index, _ in loaded],
+                            self.classify_batch(wavs, wav_lens, top_k), strict=True))
+        except (ValueError, RuntimeError) as err:
+            if len(loaded) == 1:
+                index = loaded[0][0]
+                return [(index, {"error": f"{paths[index]}: {err}"})]
+            return [pair for item in loaded for pair in self._classify_loaded([item], paths, top_k)]
 
     def _describe(self, task: str, probs: torch.Tensor, top_k: int) -> dict:
         names = self.labels[task]
@@ -568,19 +582,26 @@ def as_tensor(value, name: str) -> torch.Tensor:
 
 def check_waveforms(wavs: torch.Tensor, wav_lens: torch.Tensor, min_samples: int = 400) -> None:
     """Refuse model input that would give a label without meaning, or fail deep in
-    torch: not ``[batch, samples]``, a row holding NaN or infinity, or a row shorter than
-    ``min_samples`` (the encoder's :func:`receptive_field`: one frame). Files are held to
-    ``MIN_SECONDS`` by :func:`multitask.audio.load_audio`, a longer floor.
+    torch: not ``[batch, samples]``, a row holding NaN or infinity, a row shorter than
+    ``min_samples`` (the encoder's :func:`receptive_field`: one frame), or a row whose
+    valid samples are not normalised as the model was trained (silence, raw integer
+    samples, a recording's own level). Files are held to ``MIN_SECONDS`` by
+    :func:`multitask.audio.load_audio`, a longer floor.
 
-    >>> check_waveforms(torch.zeros(2, 16000), torch.tensor([1.0, 0.5]))
+    >>> noise = torch.randn(2, 16000, generator=torch.Generator().manual_seed(0))
+    >>> check_waveforms(noise, torch.tensor([1.0, 0.5]))
     >>> check_waveforms(torch.full((1, 16000), float("nan")), torch.ones(1))
     Traceback (most recent call last):
     ...
     ValueError: row 0 of the batch holds NaN or infinite samples
-    >>> check_waveforms(torch.zeros(2, 16000), torch.tensor([1.0, 0.001]))
+    >>> check_waveforms(noise, torch.tensor([1.0, 0.001]))
     Traceback (most recent call last):
     ...
     ValueError: row 1 of the batch is 16 samples long; the encoder reads 400 for one frame
+    >>> check_waveforms(noise * 0.1, torch.ones(2))
+    Traceback (most recent call last):
+    ...
+    ValueError: row 0 of the batch is not normalised (mean -0.000..., standard deviation 0.1): ...
     """
     if wavs.ndim != 2 or wavs.shape[0] == 0:
         raise ValueError(f"wavs must be [batch, samples] (or [samples]) at 16 kHz, with a row "
@@ -604,6 +625,15 @@ def check_waveforms(wavs: torch.Tensor, wav_lens: torch.Tensor, min_samples: int
         row = int(short[0])
         raise ValueError(f"row {row} of the batch is {int(samples[row])} samples long; the "
                          f"encoder reads {min_samples} for one frame")
+    for row, length in enumerate(samples.tolist()):
+        valid = wavs[row, :length].detach().cpu().double()
+        mean, std = float(valid.mean()), float(valid.std(unbiased=False))
+        if abs(mean) > 0.1 or not 0.8 <= std <= 1.25:
+            raise ValueError(
+                f"row {row} of the batch is not normalised (mean {mean:.3g}, standard "
+                f"deviation {std:.3g}): rows are zero-mean, unit-variance waveforms, as "
+                "multitask.audio.to_model_input makes them (and refuses silence, which "
+                "cannot be)")
 
 
 def check_savedir(savedir, filled_by_loading: bool) -> None:

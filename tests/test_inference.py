@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from conftest import REPO
 from speechbrain.utils.fetching import FetchFrom, guess_source
 from toy_data import rewrite_label_file
 
+from conftest import REPO
 from multitask.audio import load_audio
 from multitask.cli import main
 from multitask.head_labels import read_metadata
@@ -189,6 +189,27 @@ def test_classify_files_keeps_input_order_and_reports_bad_files_in_place(
                 assert result[task]["probs"] == pytest.approx(single[task]["probs"], abs=1e-6)
 
 
+def test_a_batch_the_model_refuses_costs_only_the_file_at_fault(classifier, toy_wavs,
+                                                                 monkeypatch):
+    paths = toy_wavs[:4]
+    alone = [classifier.classify_file(path) for path in paths]
+    refused = load_audio(paths[2]).numel()
+    real = classifier.classify_batch
+
+    def refusing(wavs, wav_lens=None, top_k=3):  # as the model's own checks refuse a row
+        if any(round(float(n) * wavs.shape[1]) == refused for n in wav_lens):
+            raise ValueError("row 0 of the batch holds NaN or infinite samples")
+        return real(wavs, wav_lens, top_k)
+
+    monkeypatch.setattr(classifier, "classify_batch", refusing)
+    results = classifier.classify_files(paths, batch_size=4)
+    assert results[2] == {"file": paths[2], "error": f"{paths[2]}: row 0 of the batch holds "
+                                                      "NaN or infinite samples"}
+    for index in (0, 1, 3):
+        assert results[index]["intent"]["probs"] == pytest.approx(alone[index]["intent"]["probs"],
+                                                                 abs=1e-6)
+
+
 def test_classify_files_refuses_one_path_for_a_list_and_skips_an_item_that_is_no_path(
         classifier, toy_wavs):
     with pytest.raises(TypeError, match="takes a list of paths"):
@@ -202,6 +223,10 @@ def test_classify_files_refuses_one_path_for_a_list_and_skips_an_item_that_is_no
     (torch.full((1, 16000), float("nan")), None, "row 0 of the batch holds NaN"),
     (torch.zeros(1, 2, 16000), None, "must be [batch, samples]"),
     (torch.zeros(2, 16000), torch.tensor([1.0, 0.0005]), "row 1 of the batch is 8 samples long"),
+    (torch.zeros(1, 16000), None, "row 0 of the batch is not normalised (mean 0, standard "
+                                  "deviation 0)"),
+    (torch.randn(2, 16000) * torch.tensor([[1.0], [1000.0]]), None,
+     "row 1 of the batch is not normalised"),
 ])
 def test_forward_refuses_input_that_would_give_a_meaningless_label(classifier, wavs, wav_lens,
                                                                    message):

@@ -55,10 +55,12 @@ TOLERANCE = 0.01
 RATE = 16000
 CONTENT_SECONDS = 1.5
 # The long recording: 30 min 10 s of 8 kHz telephone audio. Windows are 30 s, the
-# 40 s remainder is the last window; three windows have sound, the rest are silent.
+# 40 s remainder is the last window; three windows have sound, the rest are silent:
+# digital silence, or (LONG_HELD) the constant offset of a held line.
 LONG_SECONDS = 1810
 LONG_RATE = 8000
 LONG_VOICED = {0: "a", 30: "a", 59: "b"}  # window index -> content; window 59 is 40 s
+LONG_HELD = range(40, 50)
 
 
 def content(rate: int, seconds: float = CONTENT_SECONDS, kind: str = "a",
@@ -139,8 +141,9 @@ def long_recording(path):
     windows = {i: content(LONG_RATE, 30, kind) for i, kind in LONG_VOICED.items() if i != 59}
     with sf.SoundFile(path, "w", LONG_RATE, 1, subtype="PCM_16") as fout:
         silence = np.zeros(window, dtype=np.float32)
+        held = np.full(window, 0.3, dtype=np.float32)
         for index in range(59):
-            fout.write(windows.get(index, silence))
+            fout.write(windows.get(index, held if index in LONG_HELD else silence))
         fout.write(content(LONG_RATE, LONG_SECONDS - 59 * 30, LONG_VOICED[59]))
 
 
@@ -220,6 +223,12 @@ CASES = [
          reference=lambda: clipped(content(RATE))),
     Case("float_overs", "overs.wav", wav_file(transform=lambda w: 8 * w), PREDICTION,
          "float WAV peaking at 8x full scale, unclipped (normalisation is scale-free)"),
+    Case("float_unscaled", "unscaled.wav", wav_file(transform=lambda w: 32767 * w), PREDICTION,
+         "float WAV holding 16-bit integer values unscaled (peak about 16,000)"),
+    Case("float_huge", "huge.wav", wav_file(transform=lambda w: 1e30 * w),
+         error("sample values reach"),
+         "float WAV with finite samples near 1e30 (beyond MAX_PEAK, 1e6: its variance "
+         "would overflow)"),
     Case("mono_16bit", "mono16.wav", wav_file(subtype="PCM_16"), PREDICTION,
          "16 kHz mono 16-bit PCM (the common case)"),
     Case("stereo", "stereo.wav", wav_file(channels=(1.0, 0.5)), PREDICTION,
@@ -255,8 +264,9 @@ CASES = [
     Case("non_ascii_name", "appel_client_é_日本語.wav", wav_file(subtype="PCM_16"), PREDICTION,
          "non-ASCII file name"),
     Case("long_30_min", "call_30min.wav", long_recording, PREDICTION,
-         "30 min 10 s at 8 kHz: read in blocks, 30 s windows, silent windows skipped; twin: "
-         "the duration-weighted mean of the voiced windows, each classified as its own file",
+         "30 min 10 s at 8 kHz: read in blocks, 30 s windows, silent windows skipped (ten of "
+         "them a held line's constant offset); twin: the duration-weighted mean of the voiced "
+         "windows, each classified as its own file",
          seconds=LONG_SECONDS, extra={"windows": 3, "silent_windows": 57}),
 ]
 assert len({case.id for case in CASES}) == len(CASES)
