@@ -37,6 +37,7 @@ from transformers.models.wav2vec2.modeling_wav2vec2 import _compute_mask_indices
 
 from .checkpoints import ResumeError, check_epoch_budget
 from .prepare.common import file_digest
+from .sampling import check_epoch_complete, steps_per_epoch
 from .settings import SettingError
 
 HOP_MS = 20  # the encoder's frame rate (conv strides multiply to 320 samples at 16 kHz)
@@ -373,11 +374,13 @@ def run_epoch(model, targets, loader, optimizer, scheduler, hparams, epoch, acce
         accelerator.clip_grad_norm_(core.parameters(), hparams.get("max_grad_norm", 5.0))
         optimizer.step()
         scheduler.step()
-        totals["loss"] += loss.item()
-        totals["accuracy"] += accuracy.item()
+        # Every process's share, averaged: the figures do not depend on the process count.
+        totals["loss"] += accelerator.reduce(loss.detach(), "mean").item()
+        totals["accuracy"] += accelerator.reduce(accuracy.detach(), "mean").item()
         batches += 1
         bar.set_postfix(loss=f"{totals['loss'] / batches:.3f}",
                         acc=f"{totals['accuracy'] / batches:.3f}")
+    check_epoch_complete(batches, loader, epoch)
     return {key: value / max(1, batches) for key, value in totals.items()} | {
         "seconds": time.time() - start}
 
@@ -475,7 +478,8 @@ def pretrain(hparams, accelerator, unlabelled=(), on_start=None) -> dict:
                                   weight_decay=hparams.get("weight_decay", 0.01))
     epoch_counter = hparams["epoch_counter"]
     schedule = hparams.get("lr_schedule", warmup_linear_decay)
-    scheduler = schedule(optimizer, total_steps=epoch_counter.limit * len(sampler),
+    steps = steps_per_epoch(len(sampler), accelerator.num_processes, 1)  # each process's
+    scheduler = schedule(optimizer, total_steps=epoch_counter.limit * steps,
                          warmup_steps=hparams.get("warmup_steps", 0))
     checkpointer = AtomicCheckpointer(save_folder, recoverables={
         "model": model, "optimizer": optimizer, "scheduler": scheduler,

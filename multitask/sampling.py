@@ -98,7 +98,9 @@ class TaskMixingBatchSampler(Sampler):
         self.durations = [float(d) for d in durations]
         self.tasks = list(tasks) if tasks is not None else ["intent"] * len(self.durations)
         self.max_batch_seconds = max_batch_seconds
-        self.batch_size = batch_size
+        # Not named batch_size: Accelerate's sharding reads that attribute as a fixed size
+        # and drops every batch of another size, which here is most of them.
+        self.max_rows = batch_size
         self.task_ratio = dict(task_ratio) if task_ratio else None
         self.epoch_size = epoch_size or len(self.durations)
         self.rows_per_class = rows_per_class
@@ -155,7 +157,7 @@ class TaskMixingBatchSampler(Sampler):
         for index in indices:
             duration = self.durations[index]
             longer = max(longest, duration)
-            full_rows = self.batch_size is not None and len(current) >= self.batch_size
+            full_rows = self.max_rows is not None and len(current) >= self.max_rows
             full_seconds = (
                 self.max_batch_seconds is not None
                 and current
@@ -236,3 +238,22 @@ def _draw(pool: list[int], wanted: int, gen: torch.Generator) -> list[int]:
 def steps_per_epoch(num_batches: int, world_size: int, accumulation: int) -> int:
     """Optimizer updates per epoch when ``num_batches`` are dealt out over processes."""
     return math.ceil(math.ceil(num_batches / world_size) / accumulation)
+
+
+def check_epoch_complete(trained: int, loader, epoch: int) -> None:
+    """Refuse an epoch in which this process went through fewer batches than its loader
+    promised: a sharded loader that silently drops batches would otherwise train on part
+    of the data, and every figure after it would look like a normal run's.
+
+    >>> check_epoch_complete(3, [[0], [1], [2]], epoch=1)
+    >>> check_epoch_complete(1, [[0], [1], [2]], epoch=1)
+    Traceback (most recent call last):
+    ...
+    RuntimeError: epoch 1: this process went through 1 of the 3 batches its data loader holds ...
+    """
+    expected = len(loader)
+    if trained != expected:
+        raise RuntimeError(
+            f"epoch {epoch}: this process went through {trained} of the {expected} batches its "
+            "data loader holds (a sampler whose batches the sharding across processes drops?); "
+            "the epoch's figures would not be the whole data's")

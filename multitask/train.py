@@ -51,7 +51,7 @@ from .manifest import TASKS, ManifestError, manifest_paths, read_manifests
 from .metrics import accuracy_by_group, classification_report, plot_confusion_matrix
 from .model import CTC_OUTPUT, MultitaskModel, build_heads, frame_mask
 from .optim import param_groups
-from .sampling import steps_per_epoch
+from .sampling import check_epoch_complete, steps_per_epoch
 from .settings import SettingError
 
 
@@ -529,6 +529,7 @@ def train_one_epoch(accelerator, model, optimizer, scheduler, loader, weights, h
         total_loss += accelerator.reduce(loss.detach(), "mean").item()
         batches += 1
         bar.set_postfix(loss=f"{total_loss / batches:.3f}")
+    check_epoch_complete(batches + skipped, loader, epoch)
     return {"loss": total_loss / max(1, batches), "skipped_steps": skipped}
 
 

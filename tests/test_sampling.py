@@ -97,3 +97,32 @@ def test_rows_per_class_needs_a_class_per_row_and_excludes_task_ratio():
     with pytest.raises(ValueError, match="not both"):
         TaskMixingBatchSampler([1.0] * 2, ["intent", "emotion"], batch_size=2, rows_per_class=2,
                                classes=["a", "b"], task_ratio={"intent": 1, "emotion": 1})
+
+
+@pytest.mark.parametrize("budget", [
+    {"max_batch_seconds": 30, "batch_size": 8},   # train.yaml, demo.yaml, pretrain.yaml
+    {"max_batch_seconds": 30},
+    {"batch_size": 8},                            # tiny.yaml, finetune.yaml
+])
+@pytest.mark.parametrize("processes", [2, 3])
+def test_accelerates_sharding_trains_every_batch_of_the_epoch(budget, processes):
+    # accelerator.prepare wraps the training sampler in this class, one per process.
+    from accelerate.data_loader import BatchSamplerShard
+
+    durations, tasks = corpus(300, 100)
+    sampler = TaskMixingBatchSampler(durations, tasks, seed=1, **budget)
+    sampler.set_epoch(3)
+    shards = [list(BatchSamplerShard(sampler, processes, rank)) for rank in range(processes)]
+    per_process = -(-len(sampler) // processes)
+    assert [len(shard) for shard in shards] == [per_process] * processes
+    dealt = [batch for shard in shards for batch in shard]
+    assert sorted(map(tuple, sampler)) == sorted({tuple(batch) for batch in dealt})
+    assert all(batch in sampler.batches() for batch in dealt)  # whole batches, none merged
+
+
+def test_an_epoch_that_skips_batches_is_refused():
+    from multitask.sampling import check_epoch_complete
+
+    check_epoch_complete(4, [[0]] * 4, epoch=2)
+    with pytest.raises(RuntimeError, match="epoch 2: this process went through 1 of the 4"):
+        check_epoch_complete(1, [[0]] * 4, epoch=2)
