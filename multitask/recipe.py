@@ -63,6 +63,7 @@ def parse_arguments(argv: list[str]) -> tuple[str, str]:
     >>> parse_arguments(["hparams/train.yaml", "--max_grad_norm=1.5"])
     ('hparams/train.yaml', 'max_grad_norm: 1.5')
     """
+    refuse_abbreviated_run_options(argv)
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     given = set(run_opts.get("overridden_args", ()))
     refused = sorted(given & set(ACCELERATE_OWNS))
@@ -77,6 +78,36 @@ def parse_arguments(argv: list[str]) -> tuple[str, str]:
     forwarded = [f"{HPARAM_RUN_OPTIONS[name]}: {run_opts[name]}"
                  for name in sorted(given & set(HPARAM_RUN_OPTIONS))]
     return hparams_file, "\n".join(line for line in [overrides, *forwarded] if line)
+
+
+def refuse_abbreviated_run_options(argv: list[str]) -> None:
+    """Refuse ``--name`` that SpeechBrain's parser would take for a longer run option.
+
+    Its argparse accepts unambiguous abbreviations and consumes them as the option they
+    abbreviate, so ``--grad_accumulation=2`` (meant for the hparams key) became
+    ``--grad_accumulation_factor``, recorded as given by nobody: neither forwarded nor
+    refused, silently without effect (and ``--prec=bf16`` slipped past the rule that
+    Accelerate owns precision).
+
+    >>> refuse_abbreviated_run_options(["train.yaml", "--seed=7", "--max_grad_norm=2"])
+    >>> refuse_abbreviated_run_options(["train.yaml", "--grad_accumulation=2"])
+    Traceback (most recent call last):
+    ...
+    SystemExit: --grad_accumulation: SpeechBrain's parser reads it as --grad_accumulation_factor ...
+    """
+    create_parser = getattr(sb.parse_arguments.__self__, "_create_parser", None)
+    if create_parser is None:  # another SpeechBrain: its parser is not inspected
+        return
+    options = {option for action in create_parser()._actions
+               for option in action.option_strings if option.startswith("--")}
+    for arg in argv:
+        name = arg.split("=", 1)[0]
+        longer = sorted(option for option in options if option.startswith(name))
+        if name.startswith("--") and name not in options and longer:
+            raise SystemExit(
+                f"{name}: SpeechBrain's parser reads it as {' or '.join(longer)} (an "
+                "abbreviation), so it would not reach the hparams file; write the option "
+                "in full")
 
 
 def overrides_mapping(overrides: str | dict) -> dict:

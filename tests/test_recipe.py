@@ -187,6 +187,21 @@ def test_the_real_recipe_trains_on_manifests_made_elsewhere(group_norm_encoder, 
     assert (out / "test_metrics.json").is_file() and (out / "export" / "hyperparams.yaml").is_file()
 
 
+@pytest.mark.parametrize("arg, read_as", [
+    ("--grad_accumulation=2", "--grad_accumulation_factor"),  # meant for the hparams key
+    ("--prec=bf16", "--precision"),                            # past Accelerate's rule
+    ("--nonfinite=9", "--nonfinite_patience"),
+])
+def test_an_abbreviated_brain_run_option_is_refused_not_swallowed(arg, read_as):
+    from multitask.recipe import parse_arguments
+
+    with pytest.raises(SystemExit, match=f"{arg.split('=')[0]}: SpeechBrain's parser reads it "
+                                         f"as {read_as} "):
+        parse_arguments(["hparams/train.yaml", arg])
+    assert parse_arguments(["hparams/train.yaml", "--grad_accumulation_factor=2"]) == (
+        "hparams/train.yaml", "grad_accumulation: 2")
+
+
 def test_a_key_an_earlier_version_read_is_refused_with_its_replacement(tmp_path):
     from multitask.recipe import load_hparams
 
