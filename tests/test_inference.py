@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from conftest import REPO
 from speechbrain.utils.fetching import FetchFrom, guess_source
 from toy_data import rewrite_label_file
 
-from conftest import REPO
 from multitask.audio import load_audio
 from multitask.cli import main
 from multitask.head_labels import read_metadata
