@@ -62,7 +62,14 @@ def parse_arguments(argv: list[str]) -> tuple[str, str]:
     ('hparams/train.yaml', 'seed: 7')
     >>> parse_arguments(["hparams/train.yaml", "--max_grad_norm=1.5"])
     ('hparams/train.yaml', 'max_grad_norm: 1.5')
+    >>> parse_arguments(["hparams/train.yaml", "--grad_accumulation=2"])
+    ('hparams/train.yaml', 'grad_accumulation: 2')
     """
+    # An hparam that a run option sets under a longer name (grad_accumulation) is given
+    # to SpeechBrain's parser by that name, which would otherwise swallow it (below).
+    by_key = {f"--{key}": f"--{option}" for option, key in HPARAM_RUN_OPTIONS.items()}
+    argv = [by_key[name] + rest if name in by_key else name + rest
+            for name, rest in (_split_option(arg) for arg in argv)]
     refuse_abbreviated_run_options(argv)
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     given = set(run_opts.get("overridden_args", ()))
@@ -80,6 +87,12 @@ def parse_arguments(argv: list[str]) -> tuple[str, str]:
     return hparams_file, "\n".join(line for line in [overrides, *forwarded] if line)
 
 
+def _split_option(arg: str) -> tuple[str, str]:
+    """``("--name", "=value")`` of ``--name=value``; ``(arg, "")`` otherwise."""
+    name, equals, value = arg.partition("=")
+    return name, equals + value
+
+
 def refuse_abbreviated_run_options(argv: list[str]) -> None:
     """Refuse ``--name`` that SpeechBrain's parser would take for a longer run option.
 
@@ -90,10 +103,10 @@ def refuse_abbreviated_run_options(argv: list[str]) -> None:
     Accelerate owns precision).
 
     >>> refuse_abbreviated_run_options(["train.yaml", "--seed=7", "--max_grad_norm=2"])
-    >>> refuse_abbreviated_run_options(["train.yaml", "--grad_accumulation=2"])
+    >>> refuse_abbreviated_run_options(["train.yaml", "--grad_acc=2"])
     Traceback (most recent call last):
     ...
-    SystemExit: --grad_accumulation: SpeechBrain's parser reads it as --grad_accumulation_factor ...
+    SystemExit: --grad_acc: SpeechBrain's parser reads it as --grad_accumulation_factor ...
     """
     create_parser = getattr(sb.parse_arguments.__self__, "_create_parser", None)
     if create_parser is None:  # another SpeechBrain: its parser is not inspected
@@ -101,7 +114,7 @@ def refuse_abbreviated_run_options(argv: list[str]) -> None:
     options = {option for action in create_parser()._actions
                for option in action.option_strings if option.startswith("--")}
     for arg in argv:
-        name = arg.split("=", 1)[0]
+        name, _ = _split_option(arg)
         longer = sorted(option for option in options if option.startswith(name))
         if name.startswith("--") and name not in options and longer:
             raise SystemExit(
