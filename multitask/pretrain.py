@@ -37,7 +37,7 @@ from transformers.models.wav2vec2.modeling_wav2vec2 import _compute_mask_indices
 
 from .checkpoints import ResumeError, check_epoch_budget
 from .prepare.common import file_digest
-from .sampling import check_epoch_complete, steps_per_epoch
+from .sampling import check_epoch_complete, seed_epoch, steps_per_epoch
 from .settings import SettingError
 
 HOP_MS = 20  # the encoder's frame rate (conv strides multiply to 320 samples at 16 kHz)
@@ -501,7 +501,7 @@ def pretrain(hparams, accelerator, unlabelled=(), on_start=None) -> dict:
         with open(history_file, encoding="utf-8") as fin:
             history = [h for h in json.load(fin) if h["epoch"] <= epoch_counter.current]
     for epoch in epoch_counter:
-        set_seed(seed + epoch, device_specific=True)
+        seed_epoch(seed, epoch, accelerator.process_index)
         loader.set_epoch(epoch)
         sampler.set_epoch(epoch)
         stats = run_epoch(model, targets, loader, optimizer, scheduler, hparams, epoch, accelerator)

@@ -240,6 +240,28 @@ def steps_per_epoch(num_batches: int, world_size: int, accumulation: int) -> int
     return math.ceil(math.ceil(num_batches / world_size) / accumulation)
 
 
+# Far apart, so that no process's epoch seed is another's (see seed_epoch).
+PROCESS_SEED_STRIDE = 1_000_003
+
+
+def seed_epoch(seed: int, epoch: int, process_index: int) -> int:
+    """Seed Python, NumPy and Torch for one process's epoch (dropout, masking,
+    augmentation), and return the seed: ``seed + epoch`` on the first process, as in a
+    run of one process, and on the others seeds that no process uses in any epoch.
+    (Accelerate's ``device_specific`` adds the process index, so process r would have
+    drawn in epoch e what process 0 drew in epoch e + r.) Reseeding each epoch keeps an
+    epoch's draws the same whether or not the run was resumed before it.
+
+    >>> seed_epoch(1234, 3, 0), seed_epoch(1234, 3, 1) - seed_epoch(1234, 4, 0) > 1000
+    (1237, True)
+    """
+    from accelerate.utils import set_seed
+
+    value = seed + epoch + PROCESS_SEED_STRIDE * process_index
+    set_seed(value)
+    return value
+
+
 def check_epoch_complete(trained: int, loader, epoch: int) -> None:
     """Refuse an epoch in which this process went through fewer batches than its loader
     promised: a sharded loader that silently drops batches would otherwise train on part

@@ -51,7 +51,7 @@ from .manifest import TASKS, ManifestError, manifest_paths, read_manifests
 from .metrics import accuracy_by_group, classification_report, plot_confusion_matrix
 from .model import CTC_OUTPUT, MultitaskModel, build_heads, frame_mask
 from .optim import param_groups
-from .sampling import check_epoch_complete, steps_per_epoch
+from .sampling import check_epoch_complete, seed_epoch, steps_per_epoch
 from .settings import SettingError
 
 
@@ -292,6 +292,7 @@ def fit(hparams, accelerator: Accelerator | None = None, on_start=None) -> dict:
     if on_start is not None:
         on_start()
 
+    sync_batch_norm(model, accelerator)
     # Evaluation loaders are sharded by the sampler, not by prepare(): see evaluate().
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
     logger = file_train_logger(os.path.join(hparams["output_folder"], "train_log.txt"))
@@ -300,9 +301,7 @@ def fit(hparams, accelerator: Accelerator | None = None, on_start=None) -> dict:
     best_metric = hparams.get("best_metric", "mean_accuracy")
     valid_stats = {}
     for epoch in epoch_counter:
-        # Reseeding per epoch makes an epoch's dropout and masking independent of
-        # whether the run was resumed before it.
-        set_seed(hparams["seed"] + epoch, device_specific=True)
+        seed_epoch(hparams["seed"], epoch, accelerator.process_index)
         # The prepared loader re-sets its sampler's epoch when iterated (one process);
         # a sharded one does not reach our sampler (several): set both, to one value.
         train_loader.set_epoch(epoch)
@@ -339,6 +338,34 @@ def fit(hparams, accelerator: Accelerator | None = None, on_start=None) -> dict:
         accelerator.wait_for_everyone()
     check_replicas_in_sync(accelerator, model)
     return valid_stats
+
+
+# Devices on which torch's SyncBatchNorm can share batch statistics between processes.
+SYNC_BATCH_NORM_DEVICES = ("cuda", "xpu", "hpu")
+
+
+def sync_batch_norm(model: torch.nn.Module, accelerator) -> bool:
+    """Make the batch norms of ``model`` (the ``stats`` pooling's) share their statistics
+    across processes, so that a run on several GPUs normalises by the whole batch, as
+    one process does, and every process keeps the same running statistics (DDP would
+    otherwise broadcast the first process's over the others'). In place; True if done.
+    Torch cannot do it on the CPU: several CPU processes keep per-process statistics.
+
+    >>> from types import SimpleNamespace
+    >>> heads = torch.nn.Sequential(torch.nn.BatchNorm1d(4, affine=False))
+    >>> gpus = SimpleNamespace(num_processes=2, device=torch.device("cuda"))
+    >>> sync_batch_norm(heads, gpus), type(heads[0]).__name__
+    (True, 'SyncBatchNorm')
+    """
+    if accelerator.num_processes < 2 or accelerator.device.type not in SYNC_BATCH_NORM_DEVICES:
+        return False
+    if not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return False
+    for name, child in model.named_children():
+        converted = torch.nn.SyncBatchNorm.convert_sync_batchnorm(child)
+        if converted is not child:
+            setattr(model, name, converted)
+    return True
 
 
 def redraw_training_curves(output_folder, checkpointer, best_metric: str, epoch: int,

@@ -140,6 +140,21 @@ def test_two_processes_train_in_sync_and_match_one_process_with_the_same_global_
     assert max_difference(final_weights(one, 4), final_weights(two, 4)) < 1e-4
 
 
+def test_two_processes_train_every_batch_of_length_bucketed_epochs(
+    layer_norm_encoder, toy_corpus, tmp_path
+):
+    """train.yaml's kind of batching (seconds and rows both capped, so batches differ in
+    size), which Accelerate's sharding used to thin out to a batch or two per epoch; each
+    epoch now checks that every process went through all of its batches."""
+    launcher = [sys.executable, "-m", "accelerate.commands.launch",
+                "--config_file", "hparams/accelerate/cpu_2proc.yaml"]
+    proc = run(recipe_command(layer_norm_encoder, toy_corpus, tmp_path / "two",
+                              "--train_batching={batch_size: 4, max_batch_seconds: 2.5}",
+                              "--number_of_epochs=2", "--head_pooling=mean"),
+               launcher=launcher, env={"ACCELERATE_USE_CPU": "true"})
+    assert "world size 2" in proc.stdout and "epoch 2: train loss" in proc.stdout
+
+
 def test_processes_that_do_not_form_a_group_are_stopped(group_norm_encoder, toy_corpus, tmp_path):
     """Without ACCELERATE_USE_CPU on a CPU machine, the launcher starts two separate
     single-process runs that would overwrite each other's files."""
@@ -188,7 +203,7 @@ def test_the_real_recipe_trains_on_manifests_made_elsewhere(group_norm_encoder, 
 
 
 @pytest.mark.parametrize("arg, read_as", [
-    ("--grad_accumulation=2", "--grad_accumulation_factor"),  # meant for the hparams key
+    ("--grad_accum=2", "--grad_accumulation_factor"),
     ("--prec=bf16", "--precision"),                            # past Accelerate's rule
     ("--nonfinite=9", "--nonfinite_patience"),
 ])
@@ -198,8 +213,9 @@ def test_an_abbreviated_brain_run_option_is_refused_not_swallowed(arg, read_as):
     with pytest.raises(SystemExit, match=f"{arg.split('=')[0]}: SpeechBrain's parser reads it "
                                          f"as {read_as} "):
         parse_arguments(["hparams/train.yaml", arg])
-    assert parse_arguments(["hparams/train.yaml", "--grad_accumulation_factor=2"]) == (
-        "hparams/train.yaml", "grad_accumulation: 2")
+    for full in ("--grad_accumulation_factor=2", "--grad_accumulation=2"):  # the hparam's name
+        assert parse_arguments(["hparams/train.yaml", full]) == (
+            "hparams/train.yaml", "grad_accumulation: 2")
 
 
 def test_a_key_an_earlier_version_read_is_refused_with_its_replacement(tmp_path):
