@@ -43,6 +43,7 @@ from speechbrain.utils.fetching import FetchConfig, FetchSource
 from speechbrain.utils.parameter_transfer import Pretrainer
 
 from .audio import LONG_FILE_SECONDS, AudioInputError, iter_windows, load_audio, probe_audio
+from .checkpoints import parameter_mismatch
 from .head_labels import encoder_labels, label_mismatch, read_metadata
 from .model import ExtendedHead, MultitaskModel, TaskHead, Wav2Vec2Encoder
 from .optimize import optimize_for_cpu
@@ -185,7 +186,13 @@ class MultitaskClassifier(Pretrained):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.tasks = tuple(self.hparams.tasks)
+        self.tasks = tuple(self.hparams.tasks or ())
+        heads, encoders = set(self.mods.heads), set(self.hparams.label_encoders)
+        unknown = [task for task in self.tasks if task not in heads or task not in encoders]
+        if not self.tasks or unknown:  # a hand-edited `tasks:`; the message names the file
+            raise BrokenModelError(
+                f"hyperparams.yaml: tasks {list(self.tasks)} must name one or more of the tasks "
+                f"with both a head and a label encoder ({', '.join(sorted(heads & encoders))})")
         # A view over the loaded modules: the training forward, shared, not copied.
         self.model = MultitaskModel(self.mods.encoder, {t: self.mods.heads[t] for t in self.tasks})
         self.model.eval()
@@ -518,6 +525,15 @@ def _folder_failure(folder: str, err: Exception) -> Exception | None:
         if problem:
             return BrokenModelError(f"{os.path.join(folder, name)}: {problem}; the model "
                                     "cannot be loaded")
+    mismatch = parameter_mismatch(err)
+    if mismatch:  # every file reads, but the weights are not those of the model built
+        module = re.search(r"loading state_dict for (\w+)", str(err))
+        weights = ("encoder.safetensors" if module and module.group(1) == "Wav2Vec2Encoder"
+                   else "heads.safetensors")
+        return BrokenModelError(
+            f"{os.path.join(folder, weights)}: does not fit the model hyperparams.yaml builds "
+            f"({mismatch}); the files come from different exports, or hyperparams.yaml was "
+            "edited")
     return None
 
 
@@ -668,6 +684,9 @@ def _refetch_if_savedir_holds_another(source: str, kind: str, revision, kwargs: 
     function that records this source once loading succeeded.
     """
     savedir = kwargs.get("savedir")
+    if savedir is not None and not os.fspath(savedir).strip():
+        # SpeechBrain would read it as the current folder, and write (and read) there.
+        raise SavedirError("savedir is an empty path: give a folder, or leave it out")
     into_itself = kind == FOLDER and os.path.isdir(savedir or "") \
         and os.path.samefile(source, savedir)
     if into_itself:  # loaded as without a savedir: no links written into the model's folder

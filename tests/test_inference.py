@@ -240,6 +240,8 @@ def test_forward_refuses_input_that_would_give_a_meaningless_label(classifier, w
     ("truncate label_encoder_emotion.txt", "BrokenModelError",
      "label_encoder_emotion.txt: cannot be read"),
     ("empty hyperparams.yaml", "BrokenModelError", "hyperparams.yaml: not an exported model's"),
+    ("swap encoder.safetensors", "BrokenModelError",
+     "encoder.safetensors: does not fit the model hyperparams.yaml builds (Missing key(s)"),
 ])
 def test_a_broken_model_folder_is_named_by_its_file(exported_model, tmp_path, damage, error,
                                                     named, capsys):
@@ -253,6 +255,11 @@ def test_a_broken_model_folder_is_named_by_its_file(exported_model, tmp_path, da
         path.unlink()
     elif action == "empty":
         path.write_text("")
+    elif action == "swap":  # the weights files of an export exchanged
+        heads = folder / "heads.safetensors"
+        path.rename(tmp_path / "held")
+        heads.rename(path)
+        (tmp_path / "held").rename(heads)
     else:
         path.write_bytes(path.read_bytes()[: len(path.read_bytes()) // 3])
     with pytest.raises((ValueError, FileNotFoundError)) as caught:
@@ -261,6 +268,32 @@ def test_a_broken_model_folder_is_named_by_its_file(exported_model, tmp_path, da
     assert named in str(caught.value) and str(folder) in str(caught.value)
     assert main(["predict", "--model", str(folder), str(path)]) == 2
     assert named in capsys.readouterr().err
+
+
+def test_an_empty_savedir_is_refused_not_read_as_the_current_folder(exported_model, tmp_path,
+                                                                    monkeypatch):
+    from multitask.source import SavedirError
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SavedirError, match="savedir is an empty path"):
+        MultitaskClassifier.from_hparams(source=exported_model, savedir="")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("tasks", ["[]", "[intent, emotion, age]"])
+def test_a_hand_edited_task_list_is_refused_on_loading(exported_model, tmp_path, tasks):
+    import shutil
+
+    folder = tmp_path / "model"
+    shutil.copytree(exported_model, folder)
+    yaml = folder / "hyperparams.yaml"
+    text = yaml.read_text()
+    edited = re.sub(r"(?m)^tasks: .*$", f"tasks: {tasks}", text)
+    assert edited.count("\ntasks: ") == 1 and edited != text
+    yaml.write_text(edited)
+    with pytest.raises(ValueError, match=r"hyperparams\.yaml: tasks .* must name one or more "
+                                         r"of the tasks with both a head and a label encoder"):
+        MultitaskClassifier.from_hparams(source=folder, savedir=tmp_path / "savedir")
 
 
 @pytest.mark.parametrize("change, named", [
