@@ -37,6 +37,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import math
 import os
 import re
 from collections.abc import Iterable
@@ -138,13 +139,18 @@ def read_manifest(path) -> list[dict]:
     try:
         if path.endswith(".json"):
             with open(path, encoding="utf-8") as fin:
-                data = json.load(fin)
-            rows = [{"id": key, **value} for key, value in data.items()]
+                rows = _json_rows(path, json.load(fin))
         else:
             # utf-8-sig: a spreadsheet's "CSV UTF-8" starts with a byte-order mark
             with open(path, newline="", encoding="utf-8-sig") as fin:
-                rows = list(csv.DictReader(fin))
-    except (json.JSONDecodeError, csv.Error, UnicodeDecodeError, AttributeError) as err:
+                reader = csv.DictReader(fin)
+                header = reader.fieldnames or []
+                twice = sorted({name for name in header if header.count(name) > 1})
+                if twice:  # DictReader would keep the last column of each name, silently
+                    raise ManifestError(f"{path}: column(s) {', '.join(map(repr, twice))} "
+                                        "appear more than once in the header")
+                rows = list(reader)
+    except (json.JSONDecodeError, csv.Error, UnicodeDecodeError) as err:
         raise ManifestError(f"{path}: not a readable manifest ({err})") from None
     if rows:
         missing = [c for c in ("id", "wav", "duration") if c not in rows[0]]
@@ -160,6 +166,8 @@ def read_manifest(path) -> list[dict]:
                                 f"{'more' if None in row else 'fewer'} fields than the header")
         for column in COLUMNS:
             row[column] = "" if row.get(column) is None else str(row.get(column, ""))
+        if not row["wav"].strip():
+            raise ManifestError(f"{path}: row {number} (id {row['id']!r}) has no wav path")
         row["wav"] = os.path.join(root, row["wav"])
         try:
             row["duration"] = float(row["duration"])
@@ -168,6 +176,10 @@ def read_manifest(path) -> list[dict]:
                 f"{path}: row {number} (id {row['id']!r}) has a non-numeric duration "
                 f"{row['duration']!r}"
             ) from None
+        if not 0 <= row["duration"] < math.inf:  # nan too
+            raise ManifestError(f"{path}: row {number} (id {row['id']!r}) has duration "
+                                f"{row['duration']}; a duration is a finite number of seconds, "
+                                "0 or more")
         if row["task"] and row["task"] not in TASK_VALUES:
             raise ManifestError(f"{path}: row {number} (id {row['id']!r}) has task "
                                 f"{row['task']!r}; the task column is one of "
@@ -177,6 +189,24 @@ def read_manifest(path) -> list[dict]:
                 raise ManifestError(f"{path}: row {number} (id {row['id']!r}) has neither an "
                                     "intent nor an emotion label")
             row["task"] = task_of(row["intent"], row["emotion"])
+    return rows
+
+
+def _json_rows(path, data) -> list[dict]:
+    """Rows of a JSON manifest, ``{id: {column: value}}``, refusing any other shape and
+    null values (a JSON manifest has no header for a short row to fall short of)."""
+    if not isinstance(data, dict):
+        raise ManifestError(f"{path}: a JSON manifest is an object of entries by id, not a "
+                            f"{type(data).__name__}")
+    rows = []
+    for key, value in data.items():
+        if not isinstance(value, dict):
+            raise ManifestError(f"{path}: entry {key!r} is not an object of columns")
+        empty = [column for column, field in value.items() if field is None]
+        if empty:
+            raise ManifestError(f"{path}: entry {key!r} has no value (null) for "
+                                f"{', '.join(empty)}")
+        rows.append({"id": key, **value})
     return rows
 
 

@@ -300,3 +300,30 @@ def test_a_manifest_row_with_an_unknown_task_or_no_label_is_named(tmp_path):
     encoders = build_label_encoders([{"intent": "low", "emotion": "dull"}], tmp_path / "save")
     assert row_problems(rows, encoders, probe=False) == [
         f"id 'r' ({tmp_path / 'a.wav'}): no label of the run's tasks (intent, emotion)"]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("id,wav,duration,intent,intent\na,a.wav,1.0,x,y\n",
+     "column(s) 'intent' appear more than once in the header"),
+    ("id,wav,duration,intent\na,a.wav,nan,x\n", "row 2 (id 'a') has duration nan"),
+    ("id,wav,duration,intent\na,a.wav,-1,x\n", "row 2 (id 'a') has duration -1.0"),
+    ("id,wav,duration,intent\na,a.wav,inf,x\n", "row 2 (id 'a') has duration inf"),
+    ("id,wav,duration,intent\na,,1.0,x\n", "row 2 (id 'a') has no wav path"),
+])
+def test_a_csv_manifest_that_would_be_read_wrongly_is_refused(tmp_path, text, message):
+    path = tmp_path / "m.csv"
+    path.write_text(text)
+    with pytest.raises(ManifestError, match=re.escape(f"{path}: {message}")):
+        read_manifest(path)
+
+
+@pytest.mark.parametrize("data, message", [
+    ([{"wav": "a.wav"}], "a JSON manifest is an object of entries by id, not a list"),
+    ({"a": 1}, "entry 'a' is not an object of columns"),
+    ({"a": {"wav": None, "duration": 1.0, "intent": "x"}}, "entry 'a' has no value (null) for wav"),
+])
+def test_a_json_manifest_of_another_shape_is_refused(tmp_path, data, message):
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ManifestError, match=re.escape(f"{path}: {message}")):
+        read_manifest(path)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -500,3 +501,17 @@ def test_a_label_csv_that_is_not_utf8_is_named_wherever_the_bad_byte_is(tmp_path
     labels.write_bytes(("path,intent\n" + "a.wav,x\n" * 3000 + "caf\xe9.wav,x\n").encode("latin-1"))
     with pytest.raises(CorpusError, match=rf"{labels}: not UTF-8 text \(byte 24015\)"):
         prepare_generic_csv(labels, tmp_path / "out")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("path,intent\n", "lists no recordings (a header, no rows)"),
+    ("path,intent,intent\na.wav,x,y\n", "column(s) 'intent' appear more than once in the header"),
+    ("path,intent,speaker\na.wav,x,s1\nb.wav,y,s1\n",
+     "a speaker-disjoint split into train/test/valid needs at least 3 speakers"),
+])
+def test_generic_csv_that_cannot_be_split_as_written_names_the_csv(tmp_path, text, message):
+    csv_path = tmp_path / "labels.csv"
+    csv_path.write_text(text)
+    with pytest.raises(CorpusError, match=re.escape(f"{csv_path}: {message}")):
+        prepare_generic_csv(csv_path, tmp_path / "out")
+    assert not (tmp_path / "out").exists()

@@ -161,8 +161,8 @@ def read_label_csv(path, required: Iterable[str]) -> tuple[list[str], list[dict]
     Raises
     ------
     CorpusError
-        When the file is missing, lacks a required column, or has a row with more
-        fields than the header.
+        When the file is missing, lacks a required column, names a column twice, or has a
+        row with more fields than the header.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
@@ -170,6 +170,10 @@ def read_label_csv(path, required: Iterable[str]) -> tuple[list[str], list[dict]
     with io.StringIO(read_csv_text(path), newline="") as fin:
         reader = csv.reader(fin)
         header = [name.strip() for name in next(reader, [])]
+        twice = sorted({name for name in header if name and header.count(name) > 1})
+        if twice:  # each row's dict would keep the last column of the name, silently
+            raise CorpusError(f"{path}: column(s) {', '.join(map(repr, twice))} appear more "
+                              "than once in the header")
         missing = [name for name in required if name not in header]
         if missing:
             raise CorpusError(

@@ -43,6 +43,8 @@ def read_rows(csv_path, id_prefix: str = "") -> tuple[list[dict], list[dict], bo
     header, table = common.read_label_csv(csv_path, ("path",))
     if "intent" not in header and "emotion" not in header:
         raise common.CorpusError(f"{csv_path}: needs an 'intent' or an 'emotion' column")
+    if not table:
+        raise common.CorpusError(f"{csv_path}: lists no recordings (a header, no rows)")
     clash = [name for name in header if name in RESERVED]
     if clash:
         raise common.CorpusError(
@@ -139,7 +141,13 @@ def prepare_generic_csv(
                 row["split"] = split_as
         elif has_speakers:
             scheme = "speaker"
-            common.assign_speaker_splits(rows, valid_fraction, test_fraction, seed)
+            try:
+                common.assign_speaker_splits(rows, valid_fraction, test_fraction, seed)
+            except common.CorpusError as err:  # say which file, and what was left out
+                left_out = rejected + duplicates
+                note = (f" ({len(left_out)} row(s) left out before the split; the first: "
+                        f"{left_out[0]['reason']})" if left_out else "")
+                raise common.CorpusError(f"{csv_path}: {err}{note}") from None
         else:
             scheme = "random"
             common.assign_random_splits(rows, valid_fraction, test_fraction, seed,
