@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -80,17 +81,35 @@ class AudioInfo:
         return self.frames / self.sample_rate if self.sample_rate else 0.0
 
 
+def _sf_path(path: str):
+    """``path`` as soundfile can open it: a name that is not valid UTF-8 (bytes a file
+    system allows) goes as bytes, which soundfile's strict encoding would refuse."""
+    try:
+        path.encode("utf-8")
+        return path
+    except UnicodeEncodeError:
+        return os.fsencode(path)
+
+
 def probe_audio(path) -> AudioInfo:
     """Read a file's header, raising :class:`AudioInputError` for anything unusable."""
     path = os.fspath(path)
-    if not os.path.exists(path):
-        raise AudioInputError(path, "file not found")
-    if os.path.isdir(path):
+    try:
+        status = os.stat(path)
+    except FileNotFoundError:
+        raise AudioInputError(path, "file not found") from None
+    except PermissionError:  # the file, or a folder on its path, may not be read
+        raise AudioInputError(path, "permission denied: it cannot be read") from None
+    except OSError as err:
+        raise AudioInputError(path, f"cannot be read ({err.strerror or err})") from None
+    if stat.S_ISDIR(status.st_mode):
         raise AudioInputError(path, "is a directory, not an audio file")
-    if os.path.getsize(path) == 0:
+    if not os.access(path, os.R_OK):
+        raise AudioInputError(path, "permission denied: it cannot be read")
+    if status.st_size == 0:  # also a FIFO or a device, which reading could block on
         raise AudioInputError(path, "file is empty (0 bytes)")
     try:
-        info = sf.info(path)
+        info = sf.info(_sf_path(path))
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
         if _is_lfs_pointer(path):
             # A clone without git-lfs leaves text stubs named .wav; say how to fix it.
@@ -116,7 +135,7 @@ def read_samples(path, start: int = 0, stop: int | None = None) -> tuple[np.ndar
     probe_audio(path)
     try:
         data, sample_rate = sf.read(
-            os.fspath(path), start=start, stop=stop, dtype="float32", always_2d=True
+            _sf_path(os.fspath(path)), start=start, stop=stop, dtype="float32", always_2d=True
         )
     except (sf.LibsndfileError, RuntimeError, ValueError, TypeError) as err:
         raise AudioInputError(path, f"audio data could not be decoded ({err})") from None
@@ -132,7 +151,7 @@ def read_blocks(path, block_seconds: float = BLOCK_SECONDS) -> Iterator[tuple[np
     check_sample_rate(path, info.sample_rate)
     block = max(1, int(block_seconds * info.sample_rate))
     try:
-        with sf.SoundFile(os.fspath(path)) as fin:
+        with sf.SoundFile(_sf_path(os.fspath(path))) as fin:
             while True:
                 data = fin.read(block, dtype="float32", always_2d=True)
                 if not len(data):

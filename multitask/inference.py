@@ -518,6 +518,10 @@ def _folder_failure(folder: str, err: Exception) -> Exception | None:
         expected = named
         if extension in (".ckpt", ".safetensors", ".txt"):
             expected = f"{stem}.txt" if stem.startswith("label_encoder_") else f"{stem}.safetensors"
+        present = os.path.join(folder, expected)
+        if os.path.exists(present):  # safetensors reports EACCES as "No such file"
+            why = "permission denied" if not os.access(present, os.R_OK) else str(err)
+            return BrokenModelError(f"{present}: cannot be opened ({why})")
         return ModelNotFoundError(f"{folder}: {expected} is missing; an exported model folder "
                                   "needs every file `multitask export` writes")
     for name in sorted(os.listdir(folder)):

@@ -25,6 +25,7 @@ import csv
 import io
 import json
 import os
+import re
 import sys
 import tempfile
 import warnings
@@ -617,3 +618,26 @@ def test_odd_but_valid_wav_headers_load_or_raise_audio_input_error(
 if __name__ == "__main__":
     write_doc()
     print(f"wrote the input catalogue table into {DOC}")
+
+
+def test_a_file_name_that_is_not_utf8_is_read(tmp_path):
+    # Linux file names are bytes; soundfile refuses a str it cannot encode as UTF-8.
+    name = os.fsdecode(b"appel\xff\xfe.wav")
+    canonical(tmp_path / "plain.wav", content(RATE))
+    (tmp_path / "plain.wav").rename(tmp_path / name)
+    canonical(tmp_path / "plain.wav", content(RATE))
+    assert np.array_equal(load_audio(tmp_path / name), load_audio(tmp_path / "plain.wav"))
+
+
+@pytest.mark.parametrize("denied", ["stat", "access"])
+def test_a_file_that_may_not_be_read_is_named_as_such(tmp_path, monkeypatch, denied):
+    path = tmp_path / "locked.wav"
+    canonical(path, content(RATE))
+    if denied == "stat":  # a folder on the path that may not be searched
+        def refuse(*args, **kwargs):
+            raise PermissionError(13, "Permission denied")
+        monkeypatch.setattr(os, "stat", refuse)
+    else:  # the file's own mode
+        monkeypatch.setattr(os, "access", lambda *args, **kwargs: False)
+    with pytest.raises(AudioInputError, match=f"{re.escape(str(path))}: permission denied"):
+        load_audio(path)
