@@ -51,6 +51,7 @@ from .settings import check_count
 from .source import (
     FOLDER,
     SAVEDIR_SOURCE_FILE,
+    URL,
     BrokenModelError,
     ModelNotFoundError,
     SavedirError,
@@ -299,6 +300,10 @@ class MultitaskClassifier(Pretrained):
         source = os.fspath(source)
         kind = check_model_source(source, kwargs.get("hparams_file", "hyperparams.yaml"),
                                   revision)
+        if kind == URL and kwargs.get("savedir") is None:  # SpeechBrain's own words are terse
+            raise SavedirError(f"{source}: a model at a web address is downloaded into a "
+                               "savedir: give savedir=FOLDER (the command line takes a folder "
+                               "or a Hub repo id)")
         remember_source = _refetch_if_savedir_holds_another(source, kind, revision, kwargs)
         try:
             if trust_remote_code:
@@ -495,7 +500,7 @@ def load_failure(source, err: Exception) -> str:
     >>> load_failure("models/x", OSError("disk full"))
     'cannot load a multitask model from models/x: OSError: disk full'
     """
-    if isinstance(err, (ModelNotFoundError, BrokenModelError)):
+    if isinstance(err, (ModelNotFoundError, BrokenModelError, SavedirError)):
         return str(err)
     return f"cannot load a multitask model from {source}: {type(err).__name__}: {err}"
 

@@ -280,6 +280,16 @@ def test_an_empty_savedir_is_refused_not_read_as_the_current_folder(exported_mod
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_web_address_without_a_savedir_is_refused_in_one_line(capsys):
+    from multitask.source import SavedirError
+
+    with pytest.raises(SavedirError, match="a model at a web address is downloaded into a "
+                                           "savedir"):
+        MultitaskClassifier.from_hparams(source="https://example.org/model")
+    assert main(["predict", "--model", "https://example.org/model", "x.wav"]) == 2
+    assert capsys.readouterr().err.startswith("error: https://example.org/model: a model at")
+
+
 @pytest.mark.parametrize("tasks", ["[]", "[intent, emotion, age]"])
 def test_a_hand_edited_task_list_is_refused_on_loading(exported_model, tmp_path, tasks):
     import shutil
