@@ -9,7 +9,7 @@ each split's rows from 0 in the Parquet files' order, so that
 :func:`~multitask.prepare.skit_s2i.prepare_skit_s2i` reads it like the zip (which it
 does by itself when given the Hub copy's folder)::
 
-    huggingface-cli download skit-ai/skit-s2i --repo-type dataset --local-dir skit-s2i-hub
+    hf download skit-ai/skit-s2i --repo-type dataset --local-dir skit-s2i-hub
     multitask prepare-skit-s2i --corpus skit-s2i-hub --out manifests/skit
 
 The ids are therefore not the zip's, and the speaker split differs from one made from
