@@ -16,6 +16,7 @@ from toy_data import write_new_domain
 
 from multitask.cli import main
 from multitask.finetune import FinetuneError, finetune, parse_overrides
+from multitask.prepare import CorpusError
 
 pytestmark = pytest.mark.slow
 pytest_plugins = ["trained_tiny"]
@@ -165,7 +166,7 @@ def test_training_rows_without_an_intent_are_counted_in_the_users_csv(exported_m
 def test_a_header_only_training_csv_names_the_users_file(exported_model, tmp_path):
     csv_path = tmp_path / "header.csv"
     csv_path.write_text("path,intent,speaker\n")
-    with pytest.raises(FinetuneError, match=rf"^{csv_path}: no rows"):
+    with pytest.raises(CorpusError, match=rf"^{csv_path}: lists no recordings"):
         finetune(str(exported_model), str(csv_path), tmp_path / "run")
 
 
