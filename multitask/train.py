@@ -281,10 +281,13 @@ def fit(hparams, accelerator: Accelerator | None = None, on_start=None) -> dict:
             "scheduler": scheduler,
             "epoch_counter": epoch_counter,
             "train_sampler": train_sampler,
+            # fp16's loss scale (GPUs only): a resumed run goes on with it, not from 2**16
+            **({"grad_scaler": accelerator.scaler} if accelerator.scaler is not None else {}),
         },
     )
     checkpointer.discard_interrupted_save()
-    checkpointer.check_resumable({"ctc_head": "ctc_weight adds the ctc_head"})
+    checkpointer.check_resumable({"ctc_head": "ctc_weight adds the ctc_head",
+                                  "grad_scaler": "fp16 mixed precision adds the grad_scaler"})
     resumed = checkpointer.recover_if_possible()
     if resumed is not None:
         check_epoch_budget(epoch_counter, resumed.path)
