@@ -223,8 +223,7 @@ def test_classify_files_refuses_one_path_for_a_list_and_skips_an_item_that_is_no
     (torch.full((1, 16000), float("nan")), None, "row 0 of the batch holds NaN"),
     (torch.zeros(1, 2, 16000), None, "must be [batch, samples]"),
     (torch.zeros(2, 16000), torch.tensor([1.0, 0.0005]), "row 1 of the batch is 8 samples long"),
-    (torch.zeros(1, 16000), None, "row 0 of the batch is not normalised (mean 0, standard "
-                                  "deviation 0)"),
+    (torch.zeros(1, 16000), None, "row 0 of the batch holds no sound (standard deviation 0)"),
     (torch.randn(2, 16000) * torch.tensor([[1.0], [1000.0]]), None,
      "row 1 of the batch is not normalised"),
 ])

@@ -212,6 +212,10 @@ CASES = [
     Case("near_silence", "hiss.wav",
          wav_file(subtype="PCM_24", transform=lambda w: 3e-5 * w / np.abs(w).max()),
          error("is silent"), "signal peaking at -90 dBFS (below the -80 dBFS floor)"),
+    Case("quiet", "quiet.wav", wav_file(transform=lambda w: 3e-4 * w / np.abs(w).max()),
+         PREDICTION, "speech peaking at -70 dBFS, above the -80 dBFS floor (normalised to "
+         "less than unit variance); twin: the same quiet waveform",
+         reference=lambda: 3e-4 * content(RATE) / np.abs(content(RATE)).max()),
     Case("constant", "dc.wav", wav_file(transform=lambda w: np.full_like(w, 0.5)),
          error("holds no sound: at most a constant offset"),
          "1.5 s of one constant value (a DC offset, no sound)"),
