@@ -287,7 +287,8 @@ def fit(hparams, accelerator: Accelerator | None = None, on_start=None) -> dict:
     )
     checkpointer.discard_interrupted_save()
     checkpointer.check_resumable({"ctc_head": "ctc_weight adds the ctc_head",
-                                  "grad_scaler": "fp16 mixed precision adds the grad_scaler"})
+                                  "grad_scaler": "fp16 mixed precision adds the grad_scaler "
+                                                 "(fp16 checkpoints of version 0.2.0 lack it)"})
     resumed = checkpointer.recover_if_possible()
     if resumed is not None:
         check_epoch_budget(epoch_counter, resumed.path)
@@ -295,7 +296,6 @@ def fit(hparams, accelerator: Accelerator | None = None, on_start=None) -> dict:
     if on_start is not None:
         on_start()
 
-    sync_batch_norm(model, accelerator)
     # Evaluation loaders are sharded by the sampler, not by prepare(): see evaluate().
     model, optimizer, train_loader = accelerator.prepare(model, optimizer, train_loader)
     logger = file_train_logger(os.path.join(hparams["output_folder"], "train_log.txt"))
@@ -341,34 +341,6 @@ def fit(hparams, accelerator: Accelerator | None = None, on_start=None) -> dict:
         accelerator.wait_for_everyone()
     check_replicas_in_sync(accelerator, model)
     return valid_stats
-
-
-# Devices on which torch's SyncBatchNorm can share batch statistics between processes.
-SYNC_BATCH_NORM_DEVICES = ("cuda", "xpu", "hpu")
-
-
-def sync_batch_norm(model: torch.nn.Module, accelerator) -> bool:
-    """Make the batch norms of ``model`` (the ``stats`` pooling's) share their statistics
-    across processes, so that a run on several GPUs normalises by the whole batch, as
-    one process does, and every process keeps the same running statistics (DDP would
-    otherwise broadcast the first process's over the others'). In place; True if done.
-    Torch cannot do it on the CPU: several CPU processes keep per-process statistics.
-
-    >>> from types import SimpleNamespace
-    >>> heads = torch.nn.Sequential(torch.nn.BatchNorm1d(4, affine=False))
-    >>> gpus = SimpleNamespace(num_processes=2, device=torch.device("cuda"))
-    >>> sync_batch_norm(heads, gpus), type(heads[0]).__name__
-    (True, 'SyncBatchNorm')
-    """
-    if accelerator.num_processes < 2 or accelerator.device.type not in SYNC_BATCH_NORM_DEVICES:
-        return False
-    if not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in model.modules()):
-        return False
-    for name, child in model.named_children():
-        converted = torch.nn.SyncBatchNorm.convert_sync_batchnorm(child)
-        if converted is not child:
-            setattr(model, name, converted)
-    return True
 
 
 def redraw_training_curves(output_folder, checkpointer, best_metric: str, epoch: int,

@@ -116,25 +116,6 @@ def test_stats_pooling_standardises_with_running_statistics_at_inference():
     assert torch.isfinite(head(rows[:, :1], torch.tensor([7]))).all()  # a batch of one trains
 
 
-def test_stats_heads_share_batch_statistics_across_gpus_and_keep_their_checkpoint_keys():
-    from types import SimpleNamespace
-
-    from multitask.train import sync_batch_norm
-
-    heads = nn.ModuleDict({
-        "intent": TaskHead(num_layers=2, input_size=3, num_classes=2, hidden_size=4,
-                           pooling="stats"),
-        "emotion": TaskHead(num_layers=2, input_size=3, num_classes=2, pooling="mean")})
-    keys = set(heads.state_dict())
-    cpus = SimpleNamespace(num_processes=2, device=torch.device("cpu"))
-    assert not sync_batch_norm(heads, cpus)  # torch cannot on the CPU
-    assert not sync_batch_norm(heads, SimpleNamespace(num_processes=1,
-                                                      device=torch.device("cuda")))
-    assert sync_batch_norm(heads, SimpleNamespace(num_processes=2, device=torch.device("cuda")))
-    assert isinstance(heads["intent"].normaliser, nn.SyncBatchNorm)
-    assert set(heads.state_dict()) == keys  # checkpoints and exports read the same
-
-
 def test_config_only_folder_gives_a_random_encoder_without_weights(tmp_path):
     from multitask.model import tiny_config
 
