@@ -62,15 +62,10 @@ def parse_arguments(argv: list[str]) -> tuple[str, str]:
     ('hparams/train.yaml', 'seed: 7')
     >>> parse_arguments(["hparams/train.yaml", "--max_grad_norm=1.5"])
     ('hparams/train.yaml', 'max_grad_norm: 1.5')
-    >>> parse_arguments(["hparams/train.yaml", "--grad_accumulation=2"])
-    ('hparams/train.yaml', 'grad_accumulation: 2')
+    >>> parse_arguments(["hparams/train.yaml", "--grad_accumulation=2", "--optimizer", "x"])
+    ('hparams/train.yaml', 'grad_accumulation: 2\\noptimizer: x')
     """
-    # An hparam that a run option sets under a longer name (grad_accumulation) is given
-    # to SpeechBrain's parser by that name, which would otherwise swallow it (below).
-    by_key = {f"--{key}": f"--{option}" for option, key in HPARAM_RUN_OPTIONS.items()}
-    argv = [by_key[name] + rest if name in by_key else name + rest
-            for name, rest in (_split_option(arg) for arg in argv)]
-    refuse_abbreviated_run_options(argv)
+    argv, held_back = hold_back_abbreviations(argv)
     hparams_file, run_opts, overrides = sb.parse_arguments(argv)
     given = set(run_opts.get("overridden_args", ()))
     refused = sorted(given & set(ACCELERATE_OWNS))
@@ -84,43 +79,38 @@ def parse_arguments(argv: list[str]) -> tuple[str, str]:
                          "not Brain); settings are given as --key=value of the hparams file")
     forwarded = [f"{HPARAM_RUN_OPTIONS[name]}: {run_opts[name]}"
                  for name in sorted(given & set(HPARAM_RUN_OPTIONS))]
-    return hparams_file, "\n".join(line for line in [overrides, *forwarded] if line)
+    return hparams_file, "\n".join(line for line in [overrides, *forwarded, *held_back] if line)
 
 
-def _split_option(arg: str) -> tuple[str, str]:
-    """``("--name", "=value")`` of ``--name=value``; ``(arg, "")`` otherwise."""
-    name, equals, value = arg.partition("=")
-    return name, equals + value
+def hold_back_abbreviations(argv: list[str]) -> tuple[list[str], list[str]]:
+    """``(argv for SpeechBrain's parser, overrides it must not see)``.
 
+    That parser accepts unambiguous abbreviations of its run options and consumes them
+    as the option, so ``--grad_accumulation=2`` and ``--optimizer=...`` (keys of the
+    hparams files) became ``--grad_accumulation_factor`` and ``--optimizer_step_limit``,
+    given by nobody: silently without effect (and ``--prec=bf16`` slipped past the rule
+    that Accelerate owns precision). Held back, each is an override of the hparams key of
+    its name, which loading refuses in one line when the file has no such key.
 
-def refuse_abbreviated_run_options(argv: list[str]) -> None:
-    """Refuse ``--name`` that SpeechBrain's parser would take for a longer run option.
-
-    Its argparse accepts unambiguous abbreviations and consumes them as the option they
-    abbreviate, so ``--grad_accumulation=2`` (meant for the hparams key) became
-    ``--grad_accumulation_factor``, recorded as given by nobody: neither forwarded nor
-    refused, silently without effect (and ``--prec=bf16`` slipped past the rule that
-    Accelerate owns precision).
-
-    >>> refuse_abbreviated_run_options(["train.yaml", "--seed=7", "--max_grad_norm=2"])
-    >>> refuse_abbreviated_run_options(["train.yaml", "--grad_acc=2"])
-    Traceback (most recent call last):
-    ...
-    SystemExit: --grad_acc: SpeechBrain's parser reads it as --grad_accumulation_factor ...
+    >>> hold_back_abbreviations(["train.yaml", "--seed=7", "--prec=bf16", "--optim", "adam"])
+    (['train.yaml', '--seed=7'], ['prec: bf16', 'optim: adam'])
     """
-    create_parser = getattr(sb.parse_arguments.__self__, "_create_parser", None)
-    if create_parser is None:  # another SpeechBrain: its parser is not inspected
-        return
+    owner = getattr(sb.parse_arguments, "__self__", None)  # SpeechBrain 1.1's RunOptions
+    create_parser = getattr(owner, "_create_parser", None)
+    if create_parser is None:  # SpeechBrain 1.0: its parser is not inspected
+        return list(argv), []
     options = {option for action in create_parser()._actions
                for option in action.option_strings if option.startswith("--")}
-    for arg in argv:
-        name, _ = _split_option(arg)
-        longer = sorted(option for option in options if option.startswith(name))
-        if name.startswith("--") and name not in options and longer:
-            raise SystemExit(
-                f"{name}: SpeechBrain's parser reads it as {' or '.join(longer)} (an "
-                "abbreviation), so it would not reach the hparams file; write the option "
-                "in full")
+    passed, held = [], []
+    args = iter(argv)
+    for arg in args:
+        name, equals, value = arg.partition("=")
+        if name.startswith("--") and name not in options and any(
+                option.startswith(name) for option in options):
+            held.append(f"{name[2:]}: {value if equals else next(args, '')}")
+        else:
+            passed.append(arg)
+    return passed, held
 
 
 def overrides_mapping(overrides: str | dict) -> dict:
