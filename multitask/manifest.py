@@ -145,7 +145,7 @@ def read_manifest(path) -> list[dict]:
             with open(path, newline="", encoding="utf-8-sig") as fin:
                 reader = csv.DictReader(fin)
                 header = reader.fieldnames or []
-                twice = sorted({name for name in header if header.count(name) > 1})
+                twice = sorted({name for name in header if name and header.count(name) > 1})
                 if twice:  # DictReader would keep the last column of each name, silently
                     raise ManifestError(f"{path}: column(s) {', '.join(map(repr, twice))} "
                                         "appear more than once in the header")

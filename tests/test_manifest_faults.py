@@ -327,3 +327,9 @@ def test_a_json_manifest_of_another_shape_is_refused(tmp_path, data, message):
     path.write_text(json.dumps(data))
     with pytest.raises(ManifestError, match=re.escape(f"{path}: {message}")):
         read_manifest(path)
+
+
+def test_a_spreadsheets_empty_trailing_columns_are_not_a_repeated_column(tmp_path):
+    path = tmp_path / "m.csv"
+    path.write_text("id,wav,duration,intent,,\na,a.wav,1.0,x,,\n")
+    assert read_manifest(path)[0]["intent"] == "x"

@@ -515,3 +515,18 @@ def test_generic_csv_that_cannot_be_split_as_written_names_the_csv(tmp_path, tex
     with pytest.raises(CorpusError, match=re.escape(f"{csv_path}: {message}")):
         prepare_generic_csv(csv_path, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_skit_hub_copy_is_never_unpacked_over_itself_or_another_folder(tmp_path):
+    corpus = make_skit_s2i(tmp_path / "zip", speakers=("1", "2", "3"), broken=())
+    out = tmp_path / "out"
+    hub = make_skit_s2i_hub(corpus.root, out / "hub_copy")  # downloaded where it would go
+    with pytest.raises(CorpusError, match="would go inside the Hub copy"):
+        prepare_skit_s2i(hub, out)
+    assert (hub / "data" / "test-00000-of-00001.parquet").is_file()
+    other = tmp_path / "other"
+    (other / "hub_copy").mkdir(parents=True)
+    (other / "hub_copy" / "notes.txt").write_text("mine")
+    with pytest.raises(CorpusError, match="is not an unpacking of the Hub copy"):
+        prepare_skit_s2i(hub, other)
+    assert (other / "hub_copy" / "notes.txt").read_text() == "mine"

@@ -121,6 +121,13 @@ def unpack_hub_copy(corpus_dir, dest) -> str:
     if not os.path.isfile(info):
         raise common.CorpusError(f"{info}: not found; the Hub copy of Skit-S2I keeps it "
                                  "beside data/")
+    inside = os.path.commonpath([corpus_dir, dest]) in (corpus_dir, dest)
+    if inside:  # replacing dest would delete the download, or unpack it into itself
+        raise common.CorpusError(f"{dest}: the unpacking would go inside the Hub copy "
+                                 f"{corpus_dir}, or hold it; give an --out outside it")
+    if os.path.exists(dest) and not os.path.isfile(os.path.join(dest, UNPACKED_RECORD)):
+        raise common.CorpusError(f"{dest}: exists, and is not an unpacking of the Hub copy "
+                                 "(no unpacked.json): it would be replaced; give another --out")
     record = {"source": corpus_dir, "files": _contents(corpus_dir)}
     try:
         with open(os.path.join(dest, UNPACKED_RECORD), encoding="utf-8") as handle:
