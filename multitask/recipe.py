@@ -102,14 +102,17 @@ def hold_back_abbreviations(argv: list[str]) -> tuple[list[str], list[str]]:
     options = {option for action in create_parser()._actions
                for option in action.option_strings if option.startswith("--")}
     passed, held = [], []
-    args = iter(argv)
-    for arg in args:
-        name, equals, value = arg.partition("=")
-        if name.startswith("--") and name not in options and any(
-                option.startswith(name) for option in options):
-            held.append(f"{name[2:]}: {value if equals else next(args, '')}")
-        else:
-            passed.append(arg)
+    index = 0
+    while index < len(argv):
+        name, equals, value = argv[index].partition("=")
+        index += 1
+        if not (name.startswith("--") and name not in options
+                and any(option.startswith(name) for option in options)):
+            passed.append(argv[index - 1])
+            continue
+        if not equals and index < len(argv) and not argv[index].startswith("--"):
+            value, index = argv[index], index + 1  # --name value
+        held.append(f"{name[2:]}: {value}")
     return passed, held
 
 
