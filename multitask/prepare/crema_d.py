@@ -12,8 +12,8 @@ missing), so only an actor-disjoint split measures anything beyond recognising t
 actor: train, valid and test share no actor.
 
 Two known faults of the release are handled by name: ``1076_MTI_SAD_XX.wav``, which the
-corpus's README lists as having no audio, is rejected whatever its level (it is not
-digital silence, so the silence check alone may let it through as "sad"); and
+corpus's README lists as having no audio, is rejected by name (it is not digital
+silence, so the silence check alone may let it through as "sad"); and
 ``1040_ITH_SAD_X.wav``, misnamed in copies made before October 2022, is read with level
 ``XX``, under the id the corrected name gives.
 

@@ -12,8 +12,7 @@ does by itself when given the Hub copy's folder)::
     hf download skit-ai/skit-s2i --repo-type dataset --local-dir skit-s2i-hub
     multitask prepare-skit-s2i --corpus skit-s2i-hub --out manifests/skit
 
-The ids are therefore not the zip's, and the speaker split differs from one made from
-the zip only if the two copies order their rows differently. A row without audio bytes
+The ids are therefore not the zip's. A row without audio bytes
 is written without its file, so the preparer rejects it as "not found" (and it is
 logged, naming the Parquet file and row).
 
