@@ -142,7 +142,11 @@ def _voices_section(pools: dict, seed: int) -> list[str]:
         "speaker-disjoint splits are timbre-disjoint. "
         "Pools are split **by variant** too, so a timbre never crosses pools in any accent. "
         "Within the train, valid and test pools each variant speaks in one corpus only, "
-        "as the real corpora share no speakers.",
+        "as the real corpora share no speakers. The pools decide the corpora's own files "
+        "(Skit-S2I's `test.csv`); the preparers' speaker-disjoint splits (the demo's) "
+        "deal the variants of the train, valid and test pools out again, so a prepared "
+        "test split's voices are not this table's test pool (the demo's `report.md` names "
+        "them, test by test). The joint pool stays out of both corpora.",
         "",
         f"Accents ({len(ACCENTS)}): " + ", ".join(f"`{a}`" for a in ACCENTS),
         "",
