@@ -40,6 +40,8 @@ def demo_metrics(test_metrics: dict, test_name: str, train_seconds: float, total
     }
     metrics.update(test_set=test_name, train_seconds=round(train_seconds, 1),
                    total_seconds=round(total_seconds, 1))
+    if _utterances(scored):
+        metrics["test_utterances"] = _utterances(scored)
     metrics["checkpoint"] = test_metrics.get("checkpoint")
     if baseline and test_name in baseline:
         metrics["baseline"] = {
@@ -47,6 +49,16 @@ def demo_metrics(test_metrics: dict, test_name: str, train_seconds: float, total
             for task, keys in CONTRACT_TASK_KEYS.items() if task in baseline[test_name]
         }
     return metrics
+
+
+def _utterances(scored: dict) -> int:
+    """The clips a test set holds: the most any of its tasks was scored on (0: unknown).
+
+    >>> _utterances({"intent": {"num_examples": 420}, "emotion": {"num_examples": 420}})
+    420
+    """
+    return max((scored[task].get("num_examples", 0) for task in CONTRACT_TASK_KEYS
+                if isinstance(scored.get(task), dict)), default=0)
 
 
 def _host_line(host: dict | None) -> list[str]:
@@ -74,18 +86,19 @@ def write_report(out_dir, test_metrics: dict, metrics: dict, train_folder, datas
              f"{metrics['train_seconds']:.0f} s, the whole demo {metrics['total_seconds']:.0f} s.",
              *_host_line(metrics.get("host")), ""]
     lines += ["## Results", "",
-              "| test set | system | intent acc | intent macro-F1 | emotion acc | emotion UA | emotion macro-F1 |",
+              "| test set (utterances) | system | intent acc | intent macro-F1 | emotion acc | emotion UA | emotion macro-F1 |",
               "| --- | --- | --- | --- | --- | --- | --- |"]
     for name, scored in test_metrics.items():
         if not isinstance(scored, dict) or not ({"intent", "emotion"} & set(scored)):
             continue
-        lines.append(_row(name, "multitask wav2vec2", scored))
+        shown = f"{name} ({_utterances(scored)})" if _utterances(scored) else name
+        lines.append(_row(shown, "multitask wav2vec2", scored))
         uncalibrated = {task: scored[task]["without_class_bias"] for task in CONTRACT_TASK_KEYS
                         if "without_class_bias" in scored.get(task, {})}
         if uncalibrated:
-            lines.append(_row(name, "the same, without class biases", uncalibrated))
+            lines.append(_row(shown, "the same, without class biases", uncalibrated))
         if baseline and name in baseline:
-            lines.append(_row(name, "feature baseline (MLP)", baseline[name]))
+            lines.append(_row(shown, "feature baseline (MLP)", baseline[name]))
     lines += ["", "`joint` is the real IVR case: banking queries spoken with emotion by voices held "
               "out of both training corpora, half of them in phrasings never seen in training. "
               "`intent` and `emotion` are the held-out splits of each corpus. The feature "

@@ -26,6 +26,9 @@ def test_the_demo_pipeline_runs_end_to_end_and_honours_the_metrics_contract(tmp_
     assert set(metrics["intent"]) == {"accuracy", "macro_f1"}
     assert set(metrics["emotion"]) == {"accuracy", "unweighted_accuracy", "macro_f1"}
     assert metrics["test_set"] == "joint"
+    joint_rows = list(csv.DictReader(open(demo / "synth" / "joint_test" / "joint_test.csv")))
+    assert metrics["test_utterances"] == len(joint_rows)
+    assert f"| joint ({len(joint_rows)}) | multitask wav2vec2 |" in (demo / "report.md").read_text()
     assert 0 < metrics["train_seconds"] <= metrics["total_seconds"]
     assert set(metrics["baseline"]) == {"intent", "emotion"}
     # The times come with the machine's measured speed, so they can be compared.
@@ -48,7 +51,7 @@ def test_the_demo_pipeline_runs_end_to_end_and_honours_the_metrics_contract(tmp_
     bias = metrics["class_bias"]["emotion"]
     assert set(bias["calls_voices"]) == calls and valid <= calls and not calls & voices
     assert set(bias["test_without"]) == {"accuracy", "unweighted_accuracy", "macro_f1"}
-    assert "| joint | the same, without class biases |" in report
+    assert f"| joint ({len(joint_rows)}) | the same, without class biases |" in report
     assert "Calibration: the emotion logits carry per-class biases" in (
         demo / "model" / "README.md").read_text()
 
