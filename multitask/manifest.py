@@ -144,11 +144,9 @@ def read_manifest(path) -> list[dict]:
             # utf-8-sig: a spreadsheet's "CSV UTF-8" starts with a byte-order mark
             with open(path, newline="", encoding="utf-8-sig") as fin:
                 reader = csv.DictReader(fin)
-                header = reader.fieldnames or []
-                twice = sorted({name for name in header if name and header.count(name) > 1})
+                twice = repeated_columns(reader.fieldnames or [])
                 if twice:  # DictReader would keep the last column of each name, silently
-                    raise ManifestError(f"{path}: column(s) {', '.join(map(repr, twice))} "
-                                        "appear more than once in the header")
+                    raise ManifestError(f"{path}: {twice}")
                 rows = list(reader)
     except (json.JSONDecodeError, csv.Error, UnicodeDecodeError) as err:
         raise ManifestError(f"{path}: not a readable manifest ({err})") from None
@@ -190,6 +188,19 @@ def read_manifest(path) -> list[dict]:
                                     "intent nor an emotion label")
             row["task"] = task_of(row["intent"], row["emotion"])
     return rows
+
+
+def repeated_columns(header) -> str:
+    """What is wrong with a CSV header that names a column twice ("" when nothing is): a
+    row read into a dict keeps only the last such column. Empty names (a spreadsheet's
+    trailing empty columns) do not count.
+
+    >>> repeated_columns(["id", "intent", "intent", "", ""])
+    "column(s) 'intent' appear more than once in the header"
+    """
+    twice = sorted({name for name in header if name and list(header).count(name) > 1})
+    return (f"column(s) {', '.join(map(repr, twice))} appear more than once in the header"
+            if twice else "")
 
 
 def _json_rows(path, data) -> list[dict]:

@@ -43,7 +43,7 @@ from collections.abc import Callable, Iterable
 from tqdm import tqdm
 
 from multitask.audio import MIN_SECONDS, AudioInfo, AudioInputError, check_file
-from multitask.manifest import PREPARATION_RECORD, SPLITS, write_manifest
+from multitask.manifest import PREPARATION_RECORD, SPLITS, repeated_columns, write_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -170,10 +170,9 @@ def read_label_csv(path, required: Iterable[str]) -> tuple[list[str], list[dict]
     with io.StringIO(read_csv_text(path), newline="") as fin:
         reader = csv.reader(fin)
         header = [name.strip() for name in next(reader, [])]
-        twice = sorted({name for name in header if name and header.count(name) > 1})
+        twice = repeated_columns(header)
         if twice:  # each row's dict would keep the last column of the name, silently
-            raise CorpusError(f"{path}: column(s) {', '.join(map(repr, twice))} appear more "
-                              "than once in the header")
+            raise CorpusError(f"{path}: {twice}")
         missing = [name for name in required if name not in header]
         if missing:
             raise CorpusError(
