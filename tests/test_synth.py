@@ -22,6 +22,7 @@ pytest.importorskip("espeakng_loader")
 
 from multitask.manifest import read_manifest  # noqa: E402
 from multitask.synth import add_parser, generate  # noqa: E402
+from multitask.synth.corpus import SIZES, plan_new_domain, speaker_pools  # noqa: E402
 from multitask.synth.prosody import EMOTIONS, f0_track, make_speaker, measure  # noqa: E402
 from multitask.synth.render import speak  # noqa: E402
 from multitask.synth.text import (  # noqa: E402
@@ -30,7 +31,15 @@ from multitask.synth.text import (  # noqa: E402
     TEMPLATES,
     split_templates,
 )
-from multitask.synth.voices import split_variants, variant_of  # noqa: E402
+from multitask.synth.voices import (  # noqa: E402
+    FEMALE_VARIANTS,
+    MALE_VARIANTS,
+    TIMBRE_FAMILIES,
+    family_of,
+    left_out,
+    split_variants,
+    variant_of,
+)
 
 SEED = 7
 SKIT_HEADER = ["id", "intent_class", "template", "audio_path", "speaker_id"]
@@ -182,6 +191,52 @@ def test_same_seed_gives_identical_bytes_for_any_number_of_jobs(corpus, corpus_a
 def test_seed_changes_the_voice_split():
     assert split_variants(1) != split_variants(2)
     assert split_variants(1) == split_variants(1)
+
+
+def _timbre_lines(variant):
+    """A variant file's formant, voicing and consonant lines (what makes its timbre)."""
+    import espeakng_loader
+
+    path = os.path.join(espeakng_loader.get_data_path(), "voices", "!v", variant)
+    with open(path, encoding="latin-1") as fin:
+        words = [line.split() for line in fin]
+    return tuple(sorted(" ".join(w) for w in words
+                        if w and w[0] in ("formant", "voicing", "consonants")))
+
+
+def test_timbre_families_are_the_variants_espeak_gives_one_timbre():
+    by_timbre = {}
+    for variant in FEMALE_VARIANTS + MALE_VARIANTS:
+        lines = _timbre_lines(variant)
+        if any(line.startswith("formant") for line in lines):  # klatt4 and others set none
+            by_timbre.setdefault(lines, set()).add(variant)
+    shared = sorted(sorted(group) for group in by_timbre.values() if len(group) > 1)
+    assert shared == sorted(sorted(family) for family in TIMBRE_FAMILIES)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7, 1234, 2024])
+def test_no_joint_voice_shares_a_timbre_with_a_corpus_voice(seed):
+    pools = split_variants(seed)
+    elsewhere = {v for pool in ("train", "valid", "test") for v in pools[pool]}
+    assert pools["joint"]
+    for variant in pools["joint"]:
+        assert family_of(variant).isdisjoint(elsewhere), variant
+    # A variant is left out only for its family, and the other pools are the draw's.
+    for variant in left_out(seed):
+        assert family_of(variant) & elsewhere
+    assert len(elsewhere) + len(pools["joint"]) + len(left_out(seed)) == len(
+        FEMALE_VARIANTS + MALE_VARIANTS)
+
+
+def test_new_domain_validation_has_no_timbre_of_its_training():
+    # Seed 1234 deals michel to the valid pool and Diogo and miguel, its timbre, to train.
+    pools = speaker_pools(1234)
+    plan = plan_new_domain("/nowhere", SIZES["small"], pools, 1234, shots=20)
+    speakers = {split: {r["speaker"] for r in plan.rows if r["split"] == split}
+                for split in ("train", "valid", "test")}
+    assert "michel" in split_variants(1234)["valid"] and "michel" not in speakers["valid"]
+    for variant in speakers["valid"] | speakers["test"]:
+        assert family_of(variant).isdisjoint(speakers["train"]), variant
 
 
 def test_pitch_tracker_recovers_a_known_f0():
@@ -437,12 +492,15 @@ def test_call_audio_refuses_missing_unknown_and_joint_voices(corpus, tmp_path):
 
     out = tmp_path / "out"
     for variants, message in ((None, "needs variants"), ([], "needs variants"),
-                              (["nobody"], "unknown voice variant"),
+                              (["nobody"], r"\['nobody'\] are in no pool of seed 7"),
                               (split_variants(SEED)["joint"][:1], "speak the joint test")):
         with pytest.raises(ValueError, match=message):
             generate(out, size="tiny", seed=SEED, domain="calls", variants=variants,
                      progress=False)
     assert not out.exists()  # refused before anything was written
+    with pytest.raises(ValueError, match=r"\['Henrique'\] are in no pool .*left out: \['Henrique'\]"):
+        generate(out, size="tiny", seed=1234, domain="calls", variants=["Henrique"],
+                 progress=False)
     manifest = tmp_path / "train.csv"
     manifest.write_text("id,wav,duration,intent,speaker\na,a.wav,1.0,block,nobody\n")
     with pytest.raises(ValueError, match="train.csv: row 'a' has speaker 'nobody'"):

@@ -63,10 +63,13 @@ from .text import (
 )
 from .voices import (
     ACCENTS,
+    TIMBRE_FAMILIES,
     corpus_of_variants,
     corpus_pools,
+    left_out,
     speaker_pools,
     split_variants,
+    unheard,
     variant_of,
     voices_of,
 )
@@ -325,12 +328,15 @@ def draw_caller_emotion(rng: np.random.Generator) -> tuple[str, str]:
 
 def plan_new_domain(root: str, size: SizeSpec, pools: dict, seed: int, shots: int) -> Plan:
     """New intents: ``shots`` training clips each (train voices); validation from valid
-    voices; test from the joint voices, which no banking corpus contains."""
+    voices whose timbre no training voice shares; test from the joint voices, which no
+    banking corpus contains."""
     rng = np.random.default_rng([seed, STREAMS["new"], 0])
     plan = Plan()
+    trained = {variant_of(v) for v in pools["train"]}
+    valid = [v for v in pools["valid"] if unheard([variant_of(v)], trained)]
     for split, voices, n in (
         ("train", pools["train"], shots),
-        ("valid", pools["valid"], size.new_valid),
+        ("valid", valid, size.new_valid),
         ("test", pools["joint"], size.new_test),
     ):
         for intent in NEW_INTENTS:
@@ -408,7 +414,8 @@ def check_call_variants(variants, seed: int) -> list[str]:
     pools = split_variants(seed)
     unknown = sorted(set(variants) - {v for pool in pools.values() for v in pool})
     if unknown:
-        raise ValueError(f"unknown voice variant(s) {unknown}")
+        raise ValueError(f"voice variant(s) {unknown} are in no pool of seed {seed} (unknown, "
+                         f"or left out: {left_out(seed)})")
     joint = sorted(set(variants) & set(pools["joint"]))
     if joint:
         raise ValueError(f"variant(s) {joint} speak the joint test (seed {seed}), which no "
@@ -534,6 +541,8 @@ def write_speakers(path: str, seed: int, pools: dict, actors: dict) -> None:
                        "not a voice: a speaker-disjoint split is then timbre-disjoint",
         "corpus_of_variant": corpus_of_variants(seed),
         "variants": split_variants(seed),
+        "timbre_families": [sorted(family) for family in TIMBRE_FAMILIES],
+        "left_out": left_out(seed),
         "voices": pools,
         "skit_s2i": {"train.csv": ["train", "valid"], "test.csv": ["test"]},
         "crema_d_actors": {

@@ -18,7 +18,7 @@ from .espeak import get_engine
 from .prosody import EMOTION_CODES, EMOTIONS, PROFILES, REFERENCE_DBFS, make_speaker, measure
 from .render import speak
 from .text import EMOTION_SENTENCES, HELD_OUT_PER_INTENT, INTENTS, TEMPLATES, split_templates
-from .voices import ACCENTS, CORPORA, corpus_of_variants, split_variants
+from .voices import ACCENTS, CORPORA, TIMBRE_FAMILIES, corpus_of_variants, split_variants
 
 
 def _table(header: list[str], rows: list[list]) -> list[str]:
@@ -132,6 +132,7 @@ def _channel_section() -> list[str]:
 
 def _voices_section(pools: dict, seed: int) -> list[str]:
     variants = split_variants(seed)
+    pool_of = {v: pool for pool, names in variants.items() for v in names}
     lines = [
         "## Voices",
         "",
@@ -147,6 +148,16 @@ def _voices_section(pools: dict, seed: int) -> list[str]:
         "deal the variants of the train, valid and test pools out again, so a prepared "
         "test split's voices are not this table's test pool (the demo's `report.md` names "
         "them, test by test). The joint pool stays out of both corpora.",
+        "",
+        "Some variants share one timbre (the same formants, voicing and consonants; only "
+        "pitch and tone differ): "
+        + "; ".join(", ".join(f"{v} ({pool_of.get(v, 'no pool')})" for v in sorted(family))
+                    for family in TIMBRE_FAMILIES)
+        + ". A joint variant whose family speaks in another pool is left out of every "
+        "pool, so the joint test sounds like no corpus voice; the new domain's validation "
+        "leaves out valid variants whose family is in training. The preparers split by "
+        "variant and know nothing of families: a family in the corpora may span their "
+        "splits.",
         "",
         f"Accents ({len(ACCENTS)}): " + ", ".join(f"`{a}`" for a in ACCENTS),
         "",
