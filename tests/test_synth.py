@@ -35,6 +35,7 @@ from multitask.synth.voices import (  # noqa: E402
     FEMALE_VARIANTS,
     MALE_VARIANTS,
     TIMBRE_FAMILIES,
+    corpus_of_variants,
     family_of,
     left_out,
     split_variants,
@@ -214,7 +215,7 @@ def test_timbre_families_are_the_variants_espeak_gives_one_timbre():
     assert shared == sorted(sorted(family) for family in TIMBRE_FAMILIES)
 
 
-@pytest.mark.parametrize("seed", [0, 1, 7, 1234, 2024])
+@pytest.mark.parametrize("seed", [0, 1, 2, 7, 23, 1234, 2024])
 def test_no_joint_voice_shares_a_timbre_with_a_corpus_voice(seed):
     pools = split_variants(seed)
     elsewhere = {v for pool in ("train", "valid", "test") for v in pools[pool]}
@@ -226,6 +227,22 @@ def test_no_joint_voice_shares_a_timbre_with_a_corpus_voice(seed):
         assert family_of(variant) & elsewhere
     assert len(elsewhere) + len(pools["joint"]) + len(left_out(seed)) == len(
         FEMALE_VARIANTS + MALE_VARIANTS)
+
+
+def test_the_shipped_encoders_corpus_keeps_its_voices():
+    # hparams/encoders/demo_ssl was pretrained on the training audio of seed 1234's corpus:
+    # were these pools or corpora dealt again, it would have heard validation or test voices.
+    pools, corpus_of = split_variants(1234), corpus_of_variants(1234)
+    assert pools["train"] == [
+        "Alex", "Andrea", "Andy", "Annie", "Diogo", "Jacky", "Lee", "Mario", "aunty", "belinda",
+        "ed", "edward", "f1", "f3", "f4", "gustave", "john", "klatt4", "linda", "m2", "m3", "m4",
+        "m5", "m8", "marcelo", "miguel", "paul", "quincy", "shelby", "travis", "victor"]
+    assert pools["valid"] == ["Alicia", "f5", "m6", "m7", "max", "michel", "norbert"]
+    assert pools["test"] == ["Gene", "Michael", "adam", "boris", "f2", "pablo", "rob", "steph"]
+    assert sorted(v for v in corpus_of if corpus_of[v] == "crema_d") == [
+        "Alex", "Andy", "Jacky", "adam", "belinda", "ed", "edward", "f2", "f3", "f4", "f5",
+        "gustave", "john", "linda", "m2", "m4", "m7", "miguel", "norbert", "pablo", "rob",
+        "victor"]
 
 
 def test_new_domain_validation_has_no_timbre_of_its_training():

@@ -538,7 +538,8 @@ def write_speakers(path: str, seed: int, pools: dict, actors: dict) -> None:
         "seed": seed,
         "split_by": "voice variant (timbre); every variant is spoken in every accent",
         "speaker_ids": "Skit-S2I speaker_id and CREMA-D actor name a variant (timbre), "
-                       "not a voice: a speaker-disjoint split is then timbre-disjoint",
+                       "not a voice: a speaker-disjoint split is then variant-disjoint "
+                       "(timbre-disjoint but for the variants of a timbre family)",
         "corpus_of_variant": corpus_of_variants(seed),
         "variants": split_variants(seed),
         "timbre_families": [sorted(family) for family in TIMBRE_FAMILIES],

@@ -6,20 +6,26 @@ the accent carries pronunciation and intonation. A *speaker*, in the corpora's s
 and actor ids, is a variant: one timbre that talks in every accent. Changing accent
 does not disguise a timbre, so a speaker id per voice would let a speaker-disjoint
 split put the same timbre on both sides. Pools are split **by variant** too, so a
-timbre heard in training never reappears in validation, test or the joint test, in
-any accent. Each split gets male and female variants. A few variants share one timbre
-(:data:`TIMBRE_FAMILIES`): the joint pool keeps none whose family speaks in another pool.
+variant heard in training never reappears in validation, test or the joint test, in
+any accent. Each split gets male and female variants.
+
+A few variants share one timbre under several names (:data:`TIMBRE_FAMILIES`). The
+joint pool keeps none whose family has a member in another pool, and the new domain's
+validation none whose family is in training. The corpora's preparers split by variant,
+so within the corpora a family may span a corpus's splits, or both corpora (seed 1234's
+three pooled members are all in the prepared training splits).
 
 The four pools:
 
 ``train``  intent corpus ``train.csv``, emotion corpus actors, new-domain training
 ``valid``  intent corpus ``train.csv`` too (Skit-S2I has no validation split), emotion
            actors, new-domain validation
-``test``   intent corpus ``test.csv``, emotion actors, new-domain test
-``joint``  only the joint IVR test set: in neither corpus
+``test``   intent corpus ``test.csv``, emotion actors
+``joint``  the joint IVR test set and the new domain's test: in neither corpus
 
 Within the train, valid and test pools, each variant speaks in **one** corpus, intent or
-emotion (:func:`corpus_of_variants`), as real Skit-S2I and CREMA-D share no speakers.
+emotion (:func:`corpus_of_variants`; the variants of one family may be dealt to both), as
+real Skit-S2I and CREMA-D share no speakers.
 Were a timbre in both, the emotion corpus's training split could hold the intent
 corpus's validation or test speakers (each corpus is split by its own preparer), and
 joint training would have heard them.
@@ -111,6 +117,9 @@ def split_variants(seed: int) -> dict[str, list[str]]:
     pools = {pool: sorted(female[pool] + male[pool]) for pool in POOLS}
     elsewhere = [v for pool in POOLS if pool != "joint" for v in pools[pool]]
     pools["joint"] = unheard(pools["joint"], elsewhere)
+    if not pools["joint"]:
+        raise ValueError(f"seed {seed} leaves the joint test no voice: every joint variant "
+                         "shares a timbre with a corpus variant (TIMBRE_FAMILIES)")
     return pools
 
 
