@@ -37,7 +37,7 @@ from multitask.recipe import (
     training_run,
 )
 from multitask.synth import generate
-from multitask.synth.corpus import manifest_timbres
+from multitask.synth.corpus import check_current, manifest_timbres
 from multitask.train import fit, make_accelerator, prepare_data, test
 
 if __name__ == "__main__":
@@ -57,6 +57,10 @@ if __name__ == "__main__":
         raise SystemExit(str(err)) from None
     if not os.path.isfile(os.path.join(hparams["synth_folder"], "DATASHEET.md")):
         generate(hparams["synth_folder"], size=hparams["synth_size"], seed=hparams["corpus_seed"])
+    try:  # a corpus found on disk is reused: refuse an older version's or another seed's
+        check_current(os.path.join(hparams["synth_folder"], "speakers.json"), hparams["corpus_seed"])
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
     accelerator = make_accelerator(hparams)
     # A rerun refused as another run (other data, seed or architecture) puts the run's
     # hyperparams.yaml and label files back as they were: they describe its checkpoints.

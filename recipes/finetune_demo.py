@@ -27,7 +27,7 @@ import os
 import sys
 
 from multitask.finetune import finetune, parse_overrides
-from multitask.synth.corpus import generate, manifest_timbres
+from multitask.synth.corpus import DEFAULT_SEED, check_current, generate, manifest_timbres
 
 DEMO = "results/demo"
 OUT = "results/finetune"
@@ -59,6 +59,11 @@ if __name__ == "__main__":
     new_domain = os.path.join(OUT, "synth", "new_domain")
     if not os.path.isfile(os.path.join(new_domain, "test.csv")):
         generate(os.path.join(OUT, "synth"), size="small", domain="new", shots=SHOTS)
+    try:  # a corpus found on disk is reused: refuse an older version's
+        check_current(os.path.join(new_domain, "speakers.json"), DEFAULT_SEED)
+        check_current(f"{DEMO}/synth/speakers.json", DEFAULT_SEED)
+    except ValueError as err:
+        sys.exit(f"error: {err}")
     data = {split: os.path.join(new_domain, f"{split}.csv") for split in ("train", "valid", "test")}
     # Held-out calls of the demo's intents by its validation timbres (in no training or
     # test split): where extend chooses the new intents' offset. The demo's own when it

@@ -22,7 +22,7 @@ from multitask.model import EncoderSourceError, check_encoder_source
 from multitask.pretrain import pretrain
 from multitask.recipe import check_output_folder, load_hparams, parse_arguments, training_run
 from multitask.synth import generate
-from multitask.synth.corpus import check_speakers, manifest_timbres
+from multitask.synth.corpus import check_current, check_speakers, manifest_timbres
 from multitask.train import earlier_data_report, make_accelerator, prepare_data
 
 if __name__ == "__main__":
@@ -37,6 +37,11 @@ if __name__ == "__main__":
     if accelerator.is_main_process and not os.path.isfile(
             os.path.join(hparams["synth_folder"], "DATASHEET.md")):
         generate(hparams["synth_folder"], size=hparams["synth_size"], seed=hparams["corpus_seed"])
+    accelerator.wait_for_everyone()
+    try:  # a corpus found on disk is reused: refuse an older version's or another seed's
+        check_current(os.path.join(hparams["synth_folder"], "speakers.json"), hparams["corpus_seed"])
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
     # A rerun refused as another run (other seed, clusters or targets) puts the run's
     # hyperparams.yaml, data report and frame targets back as they were: they describe
     # its checkpoints.

@@ -67,3 +67,24 @@ def test_the_demo_refuses_a_corpus_seed_its_encoder_was_not_pretrained_on(tmp_pa
     assert "pretraining.json" in proc.stderr and "corpus of seed 1234, not 7" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (demo / "synth").exists()
+
+
+def test_the_demo_refuses_a_corpus_on_disk_dealt_other_voice_pools(tmp_path):
+    # An older generator's corpus: the joint pool still held a voice now left out.
+    from multitask.synth.voices import split_variants
+
+    synth = tmp_path / "demo" / "synth"
+    synth.mkdir(parents=True)
+    (synth / "DATASHEET.md").write_text("# made by multitask.synth\n")
+    older = split_variants(1234)
+    older["joint"] = sorted(older["joint"] + ["Henrique"])
+    (synth / "speakers.json").write_text(json.dumps({"seed": 1234, "variants": older}))
+    proc = subprocess.run(
+        [sys.executable, "recipes/demo.py", "hparams/demo.yaml",
+         f"--demo_folder={tmp_path / 'demo'}", "--synth_size=tiny"],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode != 0
+    assert "other voice pools" in proc.stderr and f"delete {synth}" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "demo" / "data").exists()  # refused before preparing

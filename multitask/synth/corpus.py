@@ -556,6 +556,46 @@ def write_speakers(path: str, seed: int, pools: dict, actors: dict) -> None:
         json.dump(data, fout, indent=1)
 
 
+def write_pools(path: str, seed: int) -> None:
+    """The voice pools a corpus was dealt from (``speakers.json`` of the new domain)."""
+    with open(path, "w", encoding="utf-8") as fout:
+        json.dump({"seed": seed, "variants": split_variants(seed), "left_out": left_out(seed)},
+                  fout, indent=1)
+
+
+def check_current(speakers_file, seed: int) -> None:
+    """Refuse a corpus on disk whose ``speakers.json`` does not hold the voice pools this
+    version deals for ``seed`` (another seed, or an older version of the generator) or is
+    missing. The recipes reuse a corpus they find rather than render it again, so a stale
+    one would be trained on and scored as if it were this version's.
+
+    >>> import tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "speakers.json")
+    >>> write_pools(path, seed=1234)
+    >>> check_current(path, seed=1234)
+    >>> check_current(path, seed=7)
+    Traceback (most recent call last):
+    ...
+    ValueError: ...speakers.json: this corpus was dealt other voice pools than this version...
+    """
+    folder = os.path.dirname(os.path.abspath(os.fspath(speakers_file)))
+    again = f"delete {folder} to have it generated again"
+    try:
+        with open(speakers_file, encoding="utf-8") as fin:
+            recorded = json.load(fin)
+    except FileNotFoundError:
+        raise ValueError(f"{speakers_file}: missing, so the corpus in {folder} is not known "
+                         f"to be this version's; {again}") from None
+    except (UnicodeDecodeError, ValueError) as err:
+        raise ValueError(f"{speakers_file}: not a speakers.json written by multitask synth "
+                         f"({err}); {again}") from None
+    expected = {"seed": seed, "variants": split_variants(seed)}
+    if not isinstance(recorded, dict) or any(recorded.get(k) != v for k, v in expected.items()):
+        raise ValueError(f"{speakers_file}: this corpus was dealt other voice pools than this "
+                         f"version of multitask synth deals for seed {seed} (another seed, or "
+                         f"an older version); {again}")
+
+
 # Written first into each folder synth generates, so that a folder an interrupted run
 # left (before its datasheet) is still known to be synth's.
 MARKER = ".multitask-synth"
@@ -724,6 +764,8 @@ def _generate_new(out_dir, spec, size, seed, jobs, pools, shots, progress) -> di
     for split in ("train", "valid", "test"):
         paths[split] = os.path.join(root, f"{split}.csv")
         _write_csv(paths[split], NEW_DOMAIN_COLUMNS, (r for r in plan.rows if r["split"] == split))
+    paths["speakers"] = os.path.join(root, "speakers.json")
+    write_pools(paths["speakers"], seed)
     paths["datasheet"] = write_new_domain_datasheet(
         os.path.join(root, "DATASHEET.md"),
         size=size,
