@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import re
 import shutil
 from pathlib import Path
@@ -295,10 +296,19 @@ def test_edited_label_file_is_not_skipped(tmp_path):
     assert "branch_location" in {row["intent"] for row in read_manifests(list(paths.values()))}
 
 
-def test_manifests_still_resolve_after_moving_the_output_folder(skit, skit_speaker, tmp_path):
-    moved = tmp_path / "moved"
-    shutil.copytree(skit_speaker["train"].rsplit("/", 1)[0], moved)
-    for row in read_manifest(moved / "train.csv"):
+@pytest.mark.parametrize("layout", ["zip", "hub"])
+def test_manifests_still_resolve_after_moving_the_output_folder(layout, tmp_path):
+    # The Hub copy's audio is unpacked into the output folder (hub_copy/), the zip's stays
+    # where the corpus is: both must survive the output folder being moved.
+    corpus = make_skit_s2i(tmp_path / "zip", speakers=("1", "2", "3"), broken=())
+    source = make_skit_s2i_hub(corpus.root, tmp_path / "hub") if layout == "hub" else corpus.root
+    out, moved = tmp_path / "out", tmp_path / "moved"
+    prepare_skit_s2i(source, out)
+    shutil.move(out, moved)
+    rows = read_manifests([moved / f"{split}.csv" for split in ("train", "valid", "test")])
+    assert rows
+    for row in rows:
+        assert not row["wav"].startswith(str(out) + os.sep)
         assert open(row["wav"], "rb").read(4) == b"RIFF"
 
 

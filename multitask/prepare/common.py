@@ -227,6 +227,21 @@ def _take_closest(
     return taken
 
 
+def portable_wav(wav: str, out_dir) -> str:
+    """A manifest's ``wav``: relative to ``out_dir`` (the manifests' folder) for audio inside
+    it, such as a Hub copy unpacked there, so that the folder can be moved; else as given.
+
+    >>> portable_wav("/data/out/hub_copy/wav_audios/1.wav", "/data/out")
+    'hub_copy/wav_audios/1.wav'
+    >>> portable_wav("/corpora/crema/AudioWAV/1001_DFA_ANG_XX.wav", "/data/out")
+    '/corpora/crema/AudioWAV/1001_DFA_ANG_XX.wav'
+    """
+    out_dir = os.path.abspath(os.fspath(out_dir))
+    if os.path.commonpath([os.path.abspath(wav), out_dir]) == out_dir:
+        return os.path.relpath(os.path.abspath(wav), out_dir)
+    return wav
+
+
 def assign_speaker_splits(
     rows: list[dict], valid_fraction: float, test_fraction: float, seed: int
 ) -> None:
@@ -464,6 +479,8 @@ def run_preparer(
         _remove_stale_manifests(out_dir, previous.get("outputs", []), record["outputs"])
     for split, rows in by_split.items():
         rows = [{k: v for k, v in row.items() if not k.startswith("_")} for row in rows]
+        for row in rows:
+            row["wav"] = portable_wav(row["wav"], out_dir)
         write_manifest(paths[split], sorted(rows, key=lambda row: row["id"]))
     write_rejected(os.path.join(out_dir, REJECTED_NAME), rejected)
     summary = {split: len(rows) for split, rows in by_split.items()}
