@@ -256,6 +256,12 @@ def test_new_domain_validation_has_no_timbre_of_its_training():
         assert family_of(variant).isdisjoint(speakers["train"]), variant
 
 
+def test_new_domain_refuses_a_validation_left_without_voices():
+    pools = {"train": ["en+Diogo"], "valid": ["en+michel", "en-us+miguel"], "joint": ["en+m1"]}
+    with pytest.raises(ValueError, match="new domain's validation no voice"):
+        plan_new_domain("/nowhere", SIZES["tiny"], pools, 1234, shots=2)
+
+
 def test_pitch_tracker_recovers_a_known_f0():
     sr = 16000
     t = np.arange(sr) / sr

@@ -334,6 +334,9 @@ def plan_new_domain(root: str, size: SizeSpec, pools: dict, seed: int, shots: in
     plan = Plan()
     trained = {variant_of(v) for v in pools["train"]}
     valid = [v for v in pools["valid"] if unheard([variant_of(v)], trained)]
+    if not valid:
+        raise ValueError(f"seed {seed} leaves the new domain's validation no voice: every "
+                         "valid variant shares a timbre with a train variant (TIMBRE_FAMILIES)")
     for split, voices, n in (
         ("train", pools["train"], shots),
         ("valid", valid, size.new_valid),
