@@ -41,18 +41,24 @@ def test_fp32_rewrite_matches_transformers_modules(tmp_path, norm):
 
 def test_int8_path_agrees_with_fp32(tmp_path):
     model = _tiny_model(tmp_path)
-    wavs = torch.randn(4, 16000)
+    t = torch.arange(16000) / 16000
+    low, high, slow = (torch.sin(2 * torch.pi * hz * t) for hz in (220, 1500, 3))
+    wavs = torch.stack([torch.randn(16000), low, high, torch.sign(slow)])  # unlike each other
     with torch.inference_mode():
-        before = {t: torch.softmax(x, -1) for t, x in model(wavs, torch.ones(4)).items()}
+        before = model(wavs, torch.ones(4))
         quantised = optimize_for_cpu(copy.deepcopy(model), "int8")
-        after = {t: torch.softmax(x, -1) for t, x in quantised(wavs, torch.ones(4)).items()}
+        after = quantised(wavs, torch.ones(4))
+        other_audio = model(wavs.roll(1, dims=0), torch.ones(4))  # each row another's audio
     from torch.ao.nn.quantized.dynamic import Linear as DynamicInt8Linear
 
     assert isinstance(quantised.encoder.model.encoder.layers[0].feed_forward.output_dense, DynamicInt8Linear)
     front_end = quantised.encoder.model.feature_extractor  # kept fp32 (see multitask.optimize)
     assert all(type(m) is torch.nn.Linear for m in front_end.layers[0].pieces)
     for task in before:
-        assert (after[task] - before[task]).abs().max() < 0.05
+        # A random tiny model's logits move little with the input: the bound is a share of
+        # how far they move for the wrong audio, which it must stay well below.
+        wrong_audio = (other_audio[task] - before[task]).abs().max()
+        assert (after[task] - before[task]).abs().max() < 0.2 * wrong_audio
 
 
 def test_unknown_method_is_refused(tmp_path):
