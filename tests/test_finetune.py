@@ -25,6 +25,7 @@ from multitask.finetune import (
     parse_overrides,
 )
 from multitask.inference import MultitaskClassifier
+from multitask.manifest import read_manifest
 from multitask.model import DROPOUT_KEYS
 
 pytestmark = pytest.mark.slow
@@ -94,9 +95,22 @@ def test_frozen_emotion_head_is_bit_identical_after_fine_tuning(replaced, export
     assert any(not torch.equal(tuned_enc[k], parent_enc[k]) for k in parent_enc)
 
 
-def test_emotion_retention_is_measured_before_and_after(replaced):
+def accuracy_of(model_dir, manifest, task):
+    """``task`` accuracy of an exported model on a manifest, each clip scored alone."""
+    model = MultitaskClassifier.from_hparams(source=str(model_dir), run_opts={"device": "cpu"})
+    rows = [row for row in read_manifest(manifest) if row[task]]  # rows labelled for the task
+    results = model.classify_files([row["wav"] for row in rows])
+    return sum(r[task]["label"] == row[task] for r, row in zip(results, rows, strict=True)) / len(rows)
+
+
+def test_emotion_retention_is_measured_before_and_after(replaced, exported_model, toy_corpus):
     emotion = json.loads((replaced / "finetune.json").read_text())["results"]["emotion"]
     assert {"before", "accuracy", "change", "warning"} <= set(emotion)
+    # "before" is the parent's own figure, "accuracy" the fine-tuned export's.
+    assert emotion["before"] == pytest.approx(
+        accuracy_of(exported_model, toy_corpus["test"], "emotion"))
+    assert emotion["accuracy"] == pytest.approx(
+        accuracy_of(replaced / "export", toy_corpus["test"], "emotion"))
     assert emotion["change"] == pytest.approx(emotion["accuracy"] - emotion["before"])
     assert emotion["warning"] == (emotion["change"] < -0.01)
 
@@ -243,10 +257,14 @@ def test_a_run_folder_refuses_to_resume_with_another_intent_head(replaced, expor
                  overrides={"new_intent_head": None, "freeze_encoder": "none"})
 
 
-def test_extend_keeps_the_old_intents_within_two_points_and_learns_the_new(extended):
+def test_extend_keeps_the_old_intents_within_two_points_and_learns_the_new(extended,
+                                                                            exported_model,
+                                                                            toy_corpus):
     out, record = extended
     assert record["intent_labels"] == ["high", "low", *sorted(NEW_INTENTS)]  # parent's first
     old = record["results"]["old_intent"]
+    assert old["before"] == pytest.approx(accuracy_of(exported_model, toy_corpus["test"], "intent"))
+    assert old["accuracy"] == pytest.approx(accuracy_of(out / "export", toy_corpus["test"], "intent"))
     assert old["accuracy"] >= old["before"] - 0.02
     assert record["results"]["new_intent"]["accuracy"] >= 0.75
     # Encoder and emotion head frozen (the default): emotion is exactly the parent's.
