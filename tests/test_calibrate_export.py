@@ -338,7 +338,11 @@ def test_a_local_parent_without_its_hub_id_gets_no_base_model(exported_model, ca
     record = calibrate(exported_model, calls, "relative/out/", min_per_class=5)
     card = ModelCard.load(tmp_path / "relative" / "out" / "README.md")
     assert card.data.base_model is None and record["parent"]["repo_id"] is None
-    assert "`exported" in card.text or "exported" in card.text.split("calibrated to its callers")[0]
+    # The local parent is named by its last two folders, never by a path of this machine.
+    assert f"`{exported_model.parent.name}/{exported_model.name}` calibrated to its callers" in card.text
+    for name in ("README.md", "hyperparams.yaml"):
+        text = (tmp_path / "relative" / "out" / name).read_text()
+        assert str(exported_model) not in text and str(tmp_path) not in text, name
     # Calibrated without --repo-id: the card names a placeholder, which a push replaces.
     text = (tmp_path / "relative" / "out" / "README.md").read_text()
     assert "your-org/your-calibrated-model" in text
