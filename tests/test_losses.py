@@ -36,12 +36,16 @@ def test_each_task_loss_is_a_mean_over_its_labelled_rows_only():
 
 
 def test_task_weights_scale_each_task():
-    logits = {"intent": torch.tensor([[0.0, 1.0]]), "emotion": torch.tensor([[1.0, 0.0]])}
+    # Unequal losses, so that a weight applied to the other task would show.
+    logits = {"intent": torch.tensor([[0.0, 1.0]]), "emotion": torch.tensor([[3.0, 0.0]])}
     labels = {"intent": torch.tensor([0]), "emotion": torch.tensor([1])}
+    ce = {task: torch.nn.functional.cross_entropy(logits[task], labels[task]) for task in logits}
     sums, counts = task_loss_sums(logits, labels)
-    both = joint_loss(sums, counts, {"intent": 1.0, "emotion": 1.0})
     intent_only = joint_loss(sums, counts, {"intent": 1.0, "emotion": 0.0})
-    assert torch.isclose(both, 2 * intent_only)
+    emotion_only = joint_loss(sums, counts, {"intent": 0.0, "emotion": 1.0})
+    weighted = joint_loss(sums, counts, {"intent": 0.5, "emotion": 2.0})
+    assert torch.isclose(intent_only, ce["intent"]) and torch.isclose(emotion_only, ce["emotion"])
+    assert torch.isclose(weighted, 0.5 * ce["intent"] + 2.0 * ce["emotion"])
 
 
 def test_global_counts_make_two_shards_add_up_to_the_whole_batch():

@@ -404,6 +404,10 @@ def test_csv_without_speakers_gets_a_stratified_random_split(tmp_path):
     for split in ("train", "valid", "test"):
         intents = {row["intent"] for row in rows if row["split"] == split}
         assert intents == {"open_account", "close_account", "report_fraud"}, split
+    # Stratified: each intent's share of each split is its own 20 %, not the draw's luck.
+    for intent in ("open_account", "close_account", "report_fraud"):
+        mine = [row["split"] for row in rows if row["intent"] == intent]
+        assert mine.count("valid") == mine.count("test") == round(0.2 * len(mine)), intent
 
 
 def test_csv_split_as_test_writes_only_the_test_manifest(bank, tmp_path):
