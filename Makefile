@@ -24,7 +24,7 @@ venv: $(STAMP)
 ## make test: unit tests, doctests, recipe smoke tests (about 12 minutes on 2 idle cores of
 ## the faster hosts, more on slower ones, installing .venv included)
 test: $(STAMP)
-	$(RUN) -m pytest tests --doctest-modules multitask benchmarks/shift.py benchmarks/probe.py benchmarks/class_bias.py
+	$(RUN) -m pytest tests --doctest-modules multitask benchmarks
 
 ## make demo: synthetic corpus -> joint training -> evaluation -> export -> reload -> predict
 demo: $(STAMP)

@@ -12,8 +12,18 @@ report neither needs a display nor changes the backend of the calling program.
 
 Example
 -------
->>> write_data_report(["m/train.csv", "m/valid.csv", "m/test.csv"], "m/report")  # doctest: +SKIP
-'m/report/report.md'
+>>> import os, tempfile
+>>> from multitask.manifest import write_manifest
+>>> folder = tempfile.mkdtemp()
+>>> for split, n in (("train", 6), ("test", 2)):
+...     write_manifest(os.path.join(folder, f"{split}.csv"), [
+...         {"id": f"{split}{i}", "wav": f"{split}{i}.wav", "duration": 1.5 + i, "task": "intent",
+...          "intent": ["block", "lost"][i % 2], "speaker": f"{split}-caller{i % 2}"}
+...         for i in range(n)])
+>>> report = write_data_report([os.path.join(folder, "train.csv"), os.path.join(folder, "test.csv")],
+...                            os.path.join(folder, "report"))
+>>> sorted(os.listdir(os.path.dirname(report)))
+['class_distribution_intent.png', 'durations.png', 'report.md']
 """
 
 from __future__ import annotations

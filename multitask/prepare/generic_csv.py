@@ -20,8 +20,21 @@ both after ``id_prefix``.
 
 Example
 -------
->>> paths = prepare_generic_csv("calls/labels.csv", "manifests/calls")  # doctest: +SKIP
->>> paths = prepare_generic_csv("calls/new.csv", "manifests/new", split_as="test")  # doctest: +SKIP
+>>> import os, tempfile
+>>> import numpy as np, soundfile as sf
+>>> calls = tempfile.mkdtemp()
+>>> tone = np.sin(2 * np.pi * 220 * np.arange(16000) / 16000).astype("float32")
+>>> with open(os.path.join(calls, "labels.csv"), "w") as fout:
+...     _ = fout.write("path,intent\\n")
+...     for i in range(10):
+...         sf.write(os.path.join(calls, f"call{i}.wav"), (0.1 + 0.05 * i) * tone, 16000)
+...         _ = fout.write(f"call{i}.wav,{['block', 'lost'][i % 2]}\\n")
+>>> sorted(prepare_generic_csv(os.path.join(calls, "labels.csv"), os.path.join(calls, "out")))
+['test', 'train', 'valid']
+>>> held_out = os.path.join(calls, "held_out")
+>>> prepare_generic_csv(os.path.join(calls, "labels.csv"), held_out, split_as="test") == {
+...     "test": os.path.join(held_out, "test.csv")}
+True
 """
 
 from __future__ import annotations
