@@ -242,14 +242,23 @@ def test_a_checkpoint_chosen_by_name_reports_only_its_own_figures(trained_run, t
     measured = json.loads((run / "test_metrics.json").read_text())
     other = "CKPT+chosen-by-name"
     shutil.copytree(run / "save" / measured["checkpoint"], run / "save" / other)
+    # Figures and weights of its own, so that the best checkpoint's would show.
+    chosen = run / "save" / other
+    meta = yaml.safe_load((chosen / "CKPT.yaml").read_text())
+    meta.update(intent_accuracy=0.123, emotion_macro_f1=0.456)
+    (chosen / "CKPT.yaml").write_text(yaml.safe_dump(meta))
+    heads = torch.load(chosen / "heads.ckpt", map_location="cpu")
+    name = next(key for key, value in heads.items() if value.is_floating_point())
+    heads[name] = heads[name] + 1.0
+    torch.save(heads, chosen / "heads.ckpt")
     out = export_model(run, tmp_path / "other", checkpoint=other)
-    meta = yaml.safe_load((run / "save" / other / "CKPT.yaml").read_text())
+    assert torch.equal(load_file(out / "heads.safetensors")[name], heads[name])
     results = front_matter(out / "README.md")["model-index"][0]["results"]
     # test_metrics.json was measured on another checkpoint: only validation figures.
     assert {r["dataset"]["split"] for r in results} == {"validation"}
     reported = {m["name"]: m["value"] for r in results for m in r["metrics"]}
-    assert reported["intent accuracy"] == meta["intent_accuracy"]
-    assert reported["emotion macro-F1"] == meta["emotion_macro_f1"]
+    assert reported["intent accuracy"] == 0.123
+    assert reported["emotion macro-F1"] == 0.456
     assert "chosen by name" in (out / "README.md").read_text()
 
 
