@@ -66,6 +66,7 @@ def test_a_run_killed_mid_epoch_mid_checkpoint_and_mid_validation_ends_with_the_
     partial = save / STAGING / "CKPT+epoch-0003"
     assert (partial / "CKPT.yaml").is_file() and (partial / "encoder.ckpt").is_file()
     assert not (partial / "optimizer.ckpt").exists()
+    assert (partial / "heads.ckpt").stat().st_size > 0  # begun: torn, not missing
     with pytest.raises(Exception):  # noqa: B017 - torch raises several kinds for a torn file
         torch.load(partial / "heads.ckpt")
     assert "CKPT+epoch-0002" in published() and "CKPT+epoch-0003" not in published()

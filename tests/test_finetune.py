@@ -441,9 +441,11 @@ def test_a_parent_folder_that_is_not_a_multitask_model_is_refused(trained_run, n
     assert "cannot load" not in err  # refused before loading is tried, as a folder's faults are
 
 
-def test_other_commands_still_refuse_unknown_arguments():
-    with pytest.raises(SystemExit):
+def test_other_commands_still_refuse_unknown_arguments(capsys):
+    with pytest.raises(SystemExit) as exit_:
         main(["export", "--from", "x", "--out", "y", "--number_of_epochs=3"])
+    assert exit_.value.code == 2
+    assert "unrecognized arguments: --number_of_epochs=3" in capsys.readouterr().err
 
 
 def test_the_shipped_augmentation_runs_in_the_training_loop(exported_model, new_domain, tmp_path):
