@@ -497,6 +497,11 @@ def test_preparer_subcommands_parse_and_run(skit, crema, bank, tmp_path, capsys)
     assert str(tmp_path / "s" / "valid.csv") in printed
     assert str(tmp_path / "c" / "test.csv") in printed
     assert all(row["id"].startswith("bank-") for row in read_manifest(tmp_path / "b/test.csv"))
+    # The options reached the preparers, as their records say.
+    options = {name: json.loads((tmp_path / name / "prepare_options.json").read_text())
+               for name in ("s", "c")}
+    assert options["s"]["options"]["split"] == "official" and options["s"]["options"]["seed"] == 5
+    assert options["c"]["options"]["valid_fraction"] == 0.15
 
 
 @pytest.mark.parametrize("valid, test, named", [
