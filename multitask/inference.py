@@ -42,7 +42,14 @@ from speechbrain.utils.data_utils import batch_pad_right
 from speechbrain.utils.fetching import FetchConfig, FetchSource
 from speechbrain.utils.parameter_transfer import Pretrainer
 
-from .audio import LONG_FILE_SECONDS, AudioInputError, iter_windows, load_audio, probe_audio
+from .audio import (
+    LONG_FILE_SECONDS,
+    WINDOW_SECONDS,
+    AudioInputError,
+    iter_windows,
+    load_audio,
+    probe_audio,
+)
 from .checkpoints import parameter_mismatch
 from .head_labels import encoder_labels, label_mismatch, read_metadata
 from .model import ExtendedHead, MultitaskModel, TaskHead, Wav2Vec2Encoder
@@ -404,6 +411,9 @@ class MultitaskClassifier(Pretrained):
                 totals[task] = totals.get(task, 0.0) + probs[task][0].double() * window_seconds
             seconds += window_seconds
             windows += 1
+        if not windows:  # each window silent or a held line, though the whole file is not
+            raise AudioInputError(path, f"holds no sound in any of its {silent} windows of "
+                                  f"{WINDOW_SECONDS:g} s (each is silent or a constant offset)")
         result = {task: self._describe(task, (totals[task] / seconds).float(), top_k)
                   for task in self.tasks}
         return {**result, "windows": windows, "silent_windows": silent}

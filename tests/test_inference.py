@@ -20,7 +20,7 @@ from conftest import REPO
 from speechbrain.utils.fetching import FetchFrom, guess_source
 from toy_data import rewrite_label_file
 
-from multitask.audio import load_audio
+from multitask.audio import AudioInputError, load_audio
 from multitask.cli import main
 from multitask.head_labels import read_metadata
 from multitask.inference import MultitaskClassifier
@@ -535,3 +535,14 @@ def test_the_recipes_test_figures_are_what_classify_file_gives_each_clip(
             if row[f"{task}_ref"]:
                 assert result[task]["label"] == row[f"{task}_pred"], row["id"]
                 assert result[task]["prob"] == pytest.approx(float(row[f"{task}_prob"]), abs=1e-3)
+
+
+def test_a_long_file_with_no_window_of_sound_is_refused_naming_it(classifier, toy_wavs, tmp_path):
+    # 30 s of silence, then 30 s of a held line: not silent as a whole, but windowed
+    # (over 45 s) each window is refused, and no window is left to classify.
+    path = str(tmp_path / "held_line.wav")
+    sf.write(path, np.concatenate([np.zeros(30 * 8000), np.full(30 * 8000, 0.3)]), 8000)
+    with pytest.raises(AudioInputError, match=r"held_line\.wav: holds no sound in any of its 2 "):
+        classifier.classify_file(path)
+    results = classifier.classify_files([path, toy_wavs[0]])
+    assert "holds no sound" in results[0]["error"] and "intent" in results[1]
