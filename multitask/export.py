@@ -147,9 +147,11 @@ def export_model(train_output_folder, out_dir, *, checkpoint=None, repo_id=None,
             chosen_by_name=checkpoint is not None, lineage=lineage, class_bias=class_bias,
         )
         (staging / CARD_FILE).write_text(card, encoding="utf-8")
+        # Cheap, and about what a push would publish: with --no-verify too.
+        _check_no_machine_paths(staging, [run, out, Path.cwd(), Path.home()])
+        _check_interface_imports(staging / INTERFACE_FILE)
         if verify:
-            verify_export(staging, reference, encoders,
-                          machine_paths=[run, out, Path.cwd(), Path.home()])
+            verify_export(staging, reference, encoders)
     return out
 
 
@@ -496,20 +498,17 @@ def checkpoint_model(hparams: dict, encoders: dict, ckpt):
     return model.to("cpu").eval()
 
 
-def verify_export(folder: Path, reference, encoders: dict, machine_paths=()) -> float:
+def verify_export(folder: Path, reference, encoders: dict) -> float:
     """Load ``folder`` as users will and compare with ``reference``, the training-time
     model (:func:`checkpoint_model`).
 
     Returns the largest probability difference; raises :class:`ExportError` above
-    ``VERIFY_TOLERANCE``, on different labels, or if a text file of the folder holds
-    one of ``machine_paths``.
+    ``VERIFY_TOLERANCE`` or on different labels.
     """
     import torch
 
     from .inference import MultitaskClassifier
 
-    _check_no_machine_paths(folder, machine_paths)
-    _check_interface_imports(folder / INTERFACE_FILE)
     # As built (optimize=None): the check is of the exported weights, not of a CPU rewrite.
     exported = MultitaskClassifier.from_hparams(source=str(folder), run_opts={"device": "cpu"},
                                                 optimize=None)

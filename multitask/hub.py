@@ -209,7 +209,8 @@ def add_parsers(subparsers) -> None:
                         "model_license, a fine-tuning's parent's, else apache-2.0)")
     export.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     export.add_argument("--no-verify", dest="verify", action="store_false",
-                        help="skip loading the export back and comparing with the checkpoint")
+                        help="skip loading the export back and comparing with the checkpoint "
+                        "(its files are still checked for paths of this machine)")
     export.set_defaults(func=_run_export)
 
     push = subparsers.add_parser(

@@ -348,3 +348,14 @@ def test_push_refuses_an_export_file_that_is_a_symbolic_link(exported_model, tmp
     label_file.symlink_to(secret)
     with pytest.raises(HubError, match="symbolic links.*label_encoder_intent.txt"):
         upload_allow_list(folder)
+
+
+@pytest.mark.slow  # the session's trained run
+def test_an_export_naming_a_path_of_this_machine_is_refused_without_verify_too(trained_run,
+                                                                               tmp_path):
+    from multitask.export import ExportError, export_model
+
+    with pytest.raises(ExportError, match="README.md contains a path of this machine"):
+        export_model(trained_run, tmp_path / "model", model_name=f"run {trained_run}",
+                     verify=False)
+    assert not (tmp_path / "model").exists()
