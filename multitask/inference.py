@@ -53,7 +53,7 @@ from .audio import (
 from .checkpoints import parameter_mismatch
 from .head_labels import encoder_labels, label_mismatch, read_metadata
 from .model import ExtendedHead, MultitaskModel, TaskHead, Wav2Vec2Encoder
-from .optimize import optimize_for_cpu
+from .optimize import METHODS, optimize_for_cpu
 from .settings import check_count
 from .source import (
     FOLDER,
@@ -302,8 +302,9 @@ class MultitaskClassifier(Pretrained):
             kwargs["fetch_config"] = FetchConfig(
                 revision=revision, token=token or False, allow_updates=revision is not None
             )
-        if isinstance(optimize, bool):
-            raise ValueError(f"optimize must be 'fp32', 'int8' or None, not {optimize}")
+        if isinstance(optimize, bool) or optimize not in (None, *METHODS):
+            # Before loading, and on a GPU too, where the option is not used.
+            raise ValueError(f"optimize must be 'fp32', 'int8', 'none' or None, not {optimize!r}")
         source = os.fspath(source)
         kind = check_model_source(source, kwargs.get("hparams_file", "hyperparams.yaml"),
                                   revision)

@@ -274,8 +274,10 @@ def test_counts_and_options_that_are_not_one_are_named(classifier, toy_wavs, exp
             classifier.classify_file(toy_wavs[0], top_k=top_k)
     with pytest.raises(ValueError, match="batch_size must be a whole number of at least 1, not None"):
         classifier.classify_files(toy_wavs, batch_size=None)
-    with pytest.raises(ValueError, match="optimize must be 'fp32', 'int8' or None, not True"):
-        MultitaskClassifier.from_hparams(source=str(exported_model), optimize=True)
+    for optimize in (True, "fp16", "FP32"):  # refused before loading, on any device
+        with pytest.raises(ValueError, match=rf"optimize must be 'fp32', 'int8', 'none' or "
+                                             rf"None, not {optimize!r}"):
+            MultitaskClassifier.from_hparams(source="/nowhere", optimize=optimize)
 
 
 def test_the_fine_tuning_recipe_says_to_run_the_demo_first(tmp_path):
