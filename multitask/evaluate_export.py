@@ -334,7 +334,8 @@ def add_parser(subparsers) -> None:
         "evaluate", help="Score an exported model on your labelled manifests",
         description="Accuracy, macro-F1, unweighted accuracy, per-speaker accuracy and "
                     "confusion matrices of an exported model (folder or Hub repo id) on "
-                    "labelled manifests, each clip scored as classify_file scores it.")
+                    "labelled manifests, each clip scored as classify_file scores it (with "
+                    "the default --batch-size 1).")
     parser.add_argument("--model", required=True, metavar="SOURCE", help="folder or repo id")
     parser.add_argument("--revision", help="Hub branch, tag or commit")
     parser.add_argument("--test", action="append", required=True, metavar="MANIFEST",

@@ -228,7 +228,8 @@ def add_parsers(subparsers) -> None:
         "predict", help="Intent and emotion of audio files, one line per file",
         description="Classify audio files with an exported model (folder or Hub repo id). "
                     "A file that cannot be read gets an error line; the others go on. "
-                    "Exit status 1 only if every file failed.")
+                    "Exit status 1 only if every file failed, 2 if the model cannot be "
+                    "loaded.")
     predict.add_argument("files", nargs="+", metavar="FILE")
     predict.add_argument("--model", required=True, metavar="SOURCE", help="folder or repo id")
     predict.add_argument("--revision", help="Hub branch, tag or commit")

@@ -27,7 +27,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--revision", help="Hub branch, tag or commit of SOURCE")
     parser.add_argument("--train", required=True, metavar="CSV", help="new-domain training data")
     parser.add_argument("--valid", action="append", default=[], metavar="CSV",
-                        help="validation data (repeatable; default: 20%% of --train)")
+                        help="validation data (repeatable; default for a generic CSV --train: "
+                             "20%% of it; required when --train is a manifest)")
     parser.add_argument("--test", metavar="CSV", help="new-domain test data")
     parser.add_argument("--mode", choices=MODES, default="replace",
                         help="replace: the new intents only; extend: the parent's and the new")

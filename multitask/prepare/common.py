@@ -571,15 +571,16 @@ def _log_summary(preparer: str, summary: dict, rejected: list[dict], out_dir) ->
 # ------------------------------------------------------------------------------- CLI
 
 
-def add_common_arguments(parser: argparse.ArgumentParser, fractions: bool = True) -> None:
+def add_common_arguments(parser: argparse.ArgumentParser, fractions: bool = True,
+                         test_fraction_help: str = "share of utterances for test (default 0.1)",
+                         ) -> None:
     """Options every preparer shares: output folder, seed, fractions, minimum, force."""
     parser.add_argument("--out", required=True, help="folder for train/valid/test.csv")
     parser.add_argument("--seed", type=int, default=1234, help="seed of the split (default 1234)")
     if fractions:
         parser.add_argument("--valid-fraction", type=float, default=0.1,
                             help="share of utterances for validation (default 0.1)")
-        parser.add_argument("--test-fraction", type=float, default=0.1,
-                            help="share of utterances for test (default 0.1)")
+        parser.add_argument("--test-fraction", type=float, default=0.1, help=test_fraction_help)
     parser.add_argument("--min-seconds", type=float, default=MIN_SECONDS,
                         help=f"reject recordings shorter than this (default {MIN_SECONDS})")
     parser.add_argument("--force", action="store_true",

@@ -203,7 +203,8 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--split", choices=SCHEMES, default="speaker",
                         help="speaker: speaker-disjoint splits (honest); official: the "
                              "corpus's test set, whose speakers overlap train (optimistic)")
-    common.add_common_arguments(parser)
+    common.add_common_arguments(parser, test_fraction_help="share of utterances for test "
+                                "(--split speaker only; default 0.1)")
     parser.set_defaults(func=_run, test_fraction=None)  # None: 0.1, or refused by official
 
 
