@@ -55,13 +55,16 @@ if __name__ == "__main__":
         check_corpus_seed(hparams["encoder_source"], hparams["corpus_seed"])
     except ValueError as err:
         raise SystemExit(str(err)) from None
-    if not os.path.isfile(os.path.join(hparams["synth_folder"], "DATASHEET.md")):
+    accelerator = make_accelerator(hparams)
+    if accelerator.is_main_process and not os.path.isfile(
+            os.path.join(hparams["synth_folder"], "DATASHEET.md")):
         generate(hparams["synth_folder"], size=hparams["synth_size"], seed=hparams["corpus_seed"])
-    try:  # a corpus found on disk is reused: refuse an older version's or another seed's
-        check_current(os.path.join(hparams["synth_folder"], "speakers.json"), hparams["corpus_seed"])
+    accelerator.wait_for_everyone()
+    try:  # a corpus found on disk is reused: refuse another seed's, size's or version's
+        check_current(os.path.join(hparams["synth_folder"], "speakers.json"),
+                      hparams["corpus_seed"], hparams["synth_size"])
     except ValueError as err:
         raise SystemExit(str(err)) from None
-    accelerator = make_accelerator(hparams)
     # A rerun refused as another run (other data, seed or architecture) puts the run's
     # hyperparams.yaml and label files back as they were: they describe its checkpoints.
     with training_run(hparams, accelerator) as training_started:

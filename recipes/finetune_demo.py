@@ -27,7 +27,7 @@ import os
 import sys
 
 from multitask.finetune import finetune, parse_overrides
-from multitask.synth.corpus import DEFAULT_SEED, check_current, generate, manifest_timbres
+from multitask.synth.corpus import check_current, generate, manifest_timbres, recorded_seed
 
 DEMO = "results/demo"
 OUT = "results/finetune"
@@ -55,13 +55,19 @@ if __name__ == "__main__":
     except ValueError as err:
         sys.exit(f"error: {err}")
 
+    # The new domain is dealt from the demo corpus's seed, so that its test voices are
+    # the demo's joint-test voices, which no banking corpus has.
+    try:
+        seed = recorded_seed(f"{DEMO}/synth/speakers.json")
+        check_current(f"{DEMO}/synth/speakers.json", seed)
+    except ValueError as err:
+        sys.exit(f"error: {err} (by `make demo`, whose model this recipe fine-tunes)")
     # The new domain (skipped if present; deterministic from the seed).
     new_domain = os.path.join(OUT, "synth", "new_domain")
     if not os.path.isfile(os.path.join(new_domain, "test.csv")):
-        generate(os.path.join(OUT, "synth"), size="small", domain="new", shots=SHOTS)
-    try:  # a corpus found on disk is reused: refuse an older version's
-        check_current(os.path.join(new_domain, "speakers.json"), DEFAULT_SEED)
-        check_current(f"{DEMO}/synth/speakers.json", DEFAULT_SEED)
+        generate(os.path.join(OUT, "synth"), size="small", domain="new", shots=SHOTS, seed=seed)
+    try:  # a corpus found on disk is reused: refuse another seed's, size's or version's
+        check_current(os.path.join(new_domain, "speakers.json"), seed, "small")
     except ValueError as err:
         sys.exit(f"error: {err}")
     data = {split: os.path.join(new_domain, f"{split}.csv") for split in ("train", "valid", "test")}
@@ -75,7 +81,8 @@ if __name__ == "__main__":
         timbres = manifest_timbres([f"{DEMO}/data/skit_s2i/valid.csv",
                                     f"{DEMO}/data/crema_d/valid.csv"],
                                    f"{DEMO}/synth/speakers.json")
-        generate(os.path.join(OUT, "synth"), size="small", domain="calls", variants=timbres)
+        generate(os.path.join(OUT, "synth"), size="small", domain="calls", variants=timbres,
+                 seed=seed)
     common = dict(valid=[data["valid"]], test=data["test"],
                   emotion=f"{DEMO}/data/crema_d/test.csv", overrides=overrides)
 

@@ -38,8 +38,9 @@ if __name__ == "__main__":
             os.path.join(hparams["synth_folder"], "DATASHEET.md")):
         generate(hparams["synth_folder"], size=hparams["synth_size"], seed=hparams["corpus_seed"])
     accelerator.wait_for_everyone()
-    try:  # a corpus found on disk is reused: refuse an older version's or another seed's
-        check_current(os.path.join(hparams["synth_folder"], "speakers.json"), hparams["corpus_seed"])
+    try:  # a corpus found on disk is reused: refuse another seed's, size's or version's
+        check_current(os.path.join(hparams["synth_folder"], "speakers.json"),
+                      hparams["corpus_seed"], hparams["synth_size"])
     except ValueError as err:
         raise SystemExit(str(err)) from None
     # A rerun refused as another run (other seed, clusters or targets) puts the run's

@@ -78,13 +78,14 @@ def test_the_demo_refuses_a_corpus_on_disk_dealt_other_voice_pools(tmp_path):
     (synth / "DATASHEET.md").write_text("# made by multitask.synth\n")
     older = split_variants(1234)
     older["joint"] = sorted(older["joint"] + ["Henrique"])
-    (synth / "speakers.json").write_text(json.dumps({"seed": 1234, "variants": older}))
+    (synth / "speakers.json").write_text(json.dumps({"seed": 1234, "size": "tiny",
+                                                     "variants": older}))
     proc = subprocess.run(
         [sys.executable, "recipes/demo.py", "hparams/demo.yaml",
          f"--demo_folder={tmp_path / 'demo'}", "--synth_size=tiny"],
         cwd=REPO, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode != 0
-    assert "other voice pools" in proc.stderr and f"delete {synth}" in proc.stderr
+    assert "this corpus was dealt for seed 1234" in proc.stderr and f"delete {synth}" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "demo" / "data").exists()  # refused before preparing

@@ -35,6 +35,7 @@ from multitask.synth.voices import (  # noqa: E402
     FEMALE_VARIANTS,
     MALE_VARIANTS,
     TIMBRE_FAMILIES,
+    _split_one,
     corpus_of_variants,
     family_of,
     left_out,
@@ -232,6 +233,11 @@ def test_no_joint_voice_shares_a_timbre_with_a_corpus_voice(seed):
         assert family_of(variant) & elsewhere
     assert len(elsewhere) + len(pools["joint"]) + len(left_out(seed)) == len(
         FEMALE_VARIANTS + MALE_VARIANTS)
+    rng = np.random.default_rng([seed, 7001])  # the draw itself, replayed
+    female, male = _split_one(FEMALE_VARIANTS, rng), _split_one(MALE_VARIANTS, rng)
+    drawn = {pool: sorted(female[pool] + male[pool]) for pool in female}
+    assert all(pools[pool] == drawn[pool] for pool in ("train", "valid", "test"))
+    assert set(pools["joint"]) | set(left_out(seed)) == set(drawn["joint"])
 
 
 def test_the_shipped_encoders_corpus_keeps_its_voices():
@@ -259,6 +265,27 @@ def test_new_domain_validation_has_no_timbre_of_its_training():
     assert "michel" in split_variants(1234)["valid"] and "michel" not in speakers["valid"]
     for variant in speakers["valid"] | speakers["test"]:
         assert family_of(variant).isdisjoint(speakers["train"]), variant
+
+
+def test_a_corpus_on_disk_is_refused_when_it_is_not_the_one_asked_for(tmp_path):
+    from multitask.synth.corpus import check_current, recorded_seed, write_pools
+
+    path = tmp_path / "speakers.json"
+    with pytest.raises(ValueError, match=rf"{path}: missing.*delete {tmp_path} to have it"):
+        check_current(path, 1234)
+    write_pools(path, 1234, "small")
+    check_current(path, 1234, "small")
+    assert recorded_seed(path) == 1234
+    with pytest.raises(ValueError, match="dealt for seed 1234, size small, not for seed 1234, "
+                                         "size tiny"):
+        check_current(path, 1234, "tiny")
+    record = json.loads(path.read_text())
+    record["timbre_families"] = []  # a generator that knew no families
+    path.write_text(json.dumps(record))
+    with pytest.raises(ValueError, match="timbre families of this version"):
+        check_current(path, 1234)
+    with pytest.raises(ValueError, match="not a speakers.json written by multitask synth"):
+        check_current(tmp_path, 1234)  # a folder: refused by name, not a bare IsADirectoryError
 
 
 def test_new_domain_refuses_a_validation_left_without_voices():
@@ -529,6 +556,7 @@ def test_call_audio_refuses_missing_unknown_and_joint_voices(corpus, tmp_path):
     with pytest.raises(ValueError, match=r"\['Henrique'\] are in no pool .*left out: \['Henrique'\]"):
         generate(out, size="tiny", seed=1234, domain="calls", variants=["Henrique"],
                  progress=False)
+    assert not out.exists()
     manifest = tmp_path / "train.csv"
     manifest.write_text("id,wav,duration,intent,speaker\na,a.wav,1.0,block,nobody\n")
     with pytest.raises(ValueError, match="train.csv: row 'a' has speaker 'nobody'"):

@@ -417,8 +417,9 @@ def check_call_variants(variants, seed: int) -> list[str]:
     pools = split_variants(seed)
     unknown = sorted(set(variants) - {v for pool in pools.values() for v in pool})
     if unknown:
-        raise ValueError(f"voice variant(s) {unknown} are in no pool of seed {seed} (unknown, "
-                         f"or left out: {left_out(seed)})")
+        dropped = left_out(seed)
+        raise ValueError(f"voice variant(s) {unknown} are in no pool of seed {seed}"
+                         + (f" (unknown, or left out: {dropped})" if dropped else ""))
     joint = sorted(set(variants) & set(pools["joint"]))
     if joint:
         raise ValueError(f"variant(s) {joint} speak the joint test (seed {seed}), which no "
@@ -534,11 +535,12 @@ def _write_rendered_manifest(path: str, rows: list[dict], results: list[dict]) -
     return path
 
 
-def write_speakers(path: str, seed: int, pools: dict, actors: dict) -> None:
+def write_speakers(path: str, seed: int, pools: dict, actors: dict, size: str) -> None:
     """Which variants, voices and CREMA-D actors belong to which pool, for checking splits."""
     pool_of = {variant_of(voice): pool for pool, voices in pools.items() for voice in voices}
     data = {
         "seed": seed,
+        "size": size,
         "split_by": "voice variant (timbre); every variant is spoken in every accent",
         "speaker_ids": "Skit-S2I speaker_id and CREMA-D actor name a variant (timbre), "
                        "not a voice: a speaker-disjoint split is then variant-disjoint "
@@ -559,27 +561,42 @@ def write_speakers(path: str, seed: int, pools: dict, actors: dict) -> None:
         json.dump(data, fout, indent=1)
 
 
-def write_pools(path: str, seed: int) -> None:
+def write_pools(path: str, seed: int, size: str) -> None:
     """The voice pools a corpus was dealt from (``speakers.json`` of the new domain)."""
     with open(path, "w", encoding="utf-8") as fout:
-        json.dump({"seed": seed, "variants": split_variants(seed), "left_out": left_out(seed)},
-                  fout, indent=1)
+        json.dump({"seed": seed, "size": size, "variants": split_variants(seed),
+                   "timbre_families": [sorted(family) for family in TIMBRE_FAMILIES],
+                   "left_out": left_out(seed)}, fout, indent=1)
 
 
-def check_current(speakers_file, seed: int) -> None:
-    """Refuse a corpus on disk whose ``speakers.json`` does not hold the voice pools this
-    version deals for ``seed`` (another seed, or an older version of the generator) or is
-    missing. The recipes reuse a corpus they find rather than render it again, so a stale
-    one would be trained on and scored as if it were this version's.
+def recorded_seed(speakers_file) -> int:
+    """The seed a generated corpus records in its ``speakers.json``; a file that is missing
+    or records none is refused, naming it."""
+    try:
+        with open(speakers_file, encoding="utf-8") as fin:
+            seed = json.load(fin).get("seed")
+    except (OSError, UnicodeDecodeError, ValueError, AttributeError) as err:
+        raise ValueError(f"{speakers_file}: no speakers.json of multitask synth ({err})") from None
+    if not isinstance(seed, int):
+        raise ValueError(f"{speakers_file}: records no seed")
+    return seed
+
+
+def check_current(speakers_file, seed: int, size: str | None = None) -> None:
+    """Refuse a corpus on disk whose ``speakers.json`` is missing or records another seed,
+    another ``size`` (when given), or voice pools or timbre families other than those this
+    version deals for ``seed``. The recipes reuse a corpus they find rather than render it
+    again, so such a corpus would be trained on and scored as if it were the one asked for.
+    (A change of the generator that leaves all of these alone is not caught.)
 
     >>> import tempfile
     >>> path = os.path.join(tempfile.mkdtemp(), "speakers.json")
-    >>> write_pools(path, seed=1234)
-    >>> check_current(path, seed=1234)
+    >>> write_pools(path, seed=1234, size="small")
+    >>> check_current(path, seed=1234, size="small")
     >>> check_current(path, seed=7)
     Traceback (most recent call last):
     ...
-    ValueError: ...speakers.json: this corpus was dealt other voice pools than this version...
+    ValueError: ...speakers.json: this corpus was dealt for seed 1234, size small, not ...
     """
     folder = os.path.dirname(os.path.abspath(os.fspath(speakers_file)))
     again = f"delete {folder} to have it generated again"
@@ -588,15 +605,20 @@ def check_current(speakers_file, seed: int) -> None:
             recorded = json.load(fin)
     except FileNotFoundError:
         raise ValueError(f"{speakers_file}: missing, so the corpus in {folder} is not known "
-                         f"to be this version's; {again}") from None
-    except (UnicodeDecodeError, ValueError) as err:
+                         f"to be the one asked for; {again}") from None
+    except (OSError, UnicodeDecodeError, ValueError) as err:
         raise ValueError(f"{speakers_file}: not a speakers.json written by multitask synth "
                          f"({err}); {again}") from None
-    expected = {"seed": seed, "variants": split_variants(seed)}
+    expected = {"seed": seed, "variants": split_variants(seed),
+                "timbre_families": [sorted(family) for family in TIMBRE_FAMILIES]}
+    if size is not None:
+        expected["size"] = size
     if not isinstance(recorded, dict) or any(recorded.get(k) != v for k, v in expected.items()):
-        raise ValueError(f"{speakers_file}: this corpus was dealt other voice pools than this "
-                         f"version of multitask synth deals for seed {seed} (another seed, or "
-                         f"an older version); {again}")
+        was = (f"seed {recorded.get('seed')}, size {recorded.get('size')}"
+               if isinstance(recorded, dict) else "something else")
+        raise ValueError(f"{speakers_file}: this corpus was dealt for {was}, not for seed "
+                         f"{seed}{f', size {size}' if size else ''} with the voice pools and "
+                         f"timbre families of this version of multitask synth; {again}")
 
 
 # Written first into each folder synth generates, so that a folder an interrupted run
@@ -738,7 +760,7 @@ def _generate_banking(out_dir, spec, size, seed, jobs, pools, progress,
     )
     manifest = write_joint(joint, plans["joint_test"].rows, by_plan["joint_test"])
     speakers = os.path.join(out_dir, "speakers.json")
-    write_speakers(speakers, seed, pools, actors)
+    write_speakers(speakers, seed, pools, actors, size)
     datasheet = write_banking_datasheet(
         os.path.join(out_dir, "DATASHEET.md"),
         size=size,
@@ -768,7 +790,7 @@ def _generate_new(out_dir, spec, size, seed, jobs, pools, shots, progress) -> di
         paths[split] = os.path.join(root, f"{split}.csv")
         _write_csv(paths[split], NEW_DOMAIN_COLUMNS, (r for r in plan.rows if r["split"] == split))
     paths["speakers"] = os.path.join(root, "speakers.json")
-    write_pools(paths["speakers"], seed)
+    write_pools(paths["speakers"], seed, size)
     paths["datasheet"] = write_new_domain_datasheet(
         os.path.join(root, "DATASHEET.md"),
         size=size,
