@@ -26,11 +26,13 @@ Example
 >>> tone = np.sin(2 * np.pi * 220 * np.arange(16000) / 16000).astype("float32")
 >>> with open(os.path.join(calls, "labels.csv"), "w") as fout:
 ...     _ = fout.write("path,intent\\n")
-...     for i in range(10):
-...         sf.write(os.path.join(calls, f"call{i}.wav"), (0.1 + 0.05 * i) * tone, 16000)
+...     for i in range(40):
+...         sf.write(os.path.join(calls, f"call{i}.wav"), (0.1 + 0.02 * i) * tone, 16000)
 ...         _ = fout.write(f"call{i}.wav,{['block', 'lost'][i % 2]}\\n")
->>> sorted(prepare_generic_csv(os.path.join(calls, "labels.csv"), os.path.join(calls, "out")))
-['test', 'train', 'valid']
+>>> from multitask.manifest import read_manifest
+>>> paths = prepare_generic_csv(os.path.join(calls, "labels.csv"), os.path.join(calls, "out"))
+>>> {split: len(read_manifest(path)) for split, path in paths.items()}  # 10 % each, per intent
+{'train': 32, 'valid': 4, 'test': 4}
 >>> held_out = os.path.join(calls, "held_out")
 >>> prepare_generic_csv(os.path.join(calls, "labels.csv"), held_out, split_as="test") == {
 ...     "test": os.path.join(held_out, "test.csv")}
