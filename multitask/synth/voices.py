@@ -13,7 +13,7 @@ A few variants share one timbre under several names (:data:`TIMBRE_FAMILIES`). T
 joint pool keeps none whose family has a member in another pool, and the new domain's
 validation none whose family is in training. The corpora's preparers split by variant,
 so within the corpora a family may span a corpus's splits, or both corpora (seed 1234's
-three pooled members are all in the prepared training splits).
+three pooled members are all in the demo's prepared training splits).
 
 The four pools:
 
