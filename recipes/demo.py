@@ -37,7 +37,7 @@ from multitask.recipe import (
     training_run,
 )
 from multitask.synth import generate
-from multitask.synth.corpus import check_current, manifest_timbres
+from multitask.synth.corpus import ensure_banking_corpus, manifest_timbres
 from multitask.train import fit, make_accelerator, prepare_data, test
 
 if __name__ == "__main__":
@@ -56,13 +56,9 @@ if __name__ == "__main__":
     except ValueError as err:
         raise SystemExit(str(err)) from None
     accelerator = make_accelerator(hparams)
-    if accelerator.is_main_process and not os.path.isfile(
-            os.path.join(hparams["synth_folder"], "DATASHEET.md")):
-        generate(hparams["synth_folder"], size=hparams["synth_size"], seed=hparams["corpus_seed"])
-    accelerator.wait_for_everyone()
-    try:  # a corpus found on disk is reused: refuse another seed's, size's or version's
-        check_current(os.path.join(hparams["synth_folder"], "speakers.json"),
-                      hparams["corpus_seed"], hparams["synth_size"])
+    try:  # generated once; one found on disk must be this seed's, size's and version's
+        ensure_banking_corpus(hparams["synth_folder"], hparams["synth_size"], hparams["corpus_seed"],
+                              accelerator.is_main_process, accelerator.wait_for_everyone)
     except ValueError as err:
         raise SystemExit(str(err)) from None
     # A rerun refused as another run (other data, seed or architecture) puts the run's
