@@ -356,8 +356,8 @@ def references(classifier, tmp_path_factory) -> dict[str, dict]:
 def test_the_twin_comparison_tells_a_wrong_decode_from_a_right_one(classifier, tmp_path):
     """The catalogue's "prediction = twin within TOLERANCE" shows a format is read right only
     if reading it wrong would move the probabilities by more: other content, the content at
-    the wrong speed (a rate misread by half or double) and clipping all do, by 3x or more
-    (the figures at TOLERANCE)."""
+    the wrong speed (a rate misread by half or double) and clipping all do, each by more
+    than TOLERANCE (clipping, the least, by 3.4 times it)."""
     def probs(name, wav):
         canonical(tmp_path / f"{name}.wav", wav)
         result = classifier.classify_file(tmp_path / f"{name}.wav")
