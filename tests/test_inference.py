@@ -409,10 +409,23 @@ def test_a_package_error_that_is_a_bug_keeps_its_traceback(monkeypatch):
         main(["data-report", "x.csv", "--out", "r"])
 
 
-def test_sorted_batches_stay_within_the_padding_bound_of_single_files(classifier, toy_corpus):
+def test_sorted_batches_stay_within_the_padding_bound_of_single_files(classifier, toy_corpus,
+                                                                      monkeypatch):
     folder = os.path.join(os.path.dirname(toy_corpus["test"]), "wav")
     paths = sorted(os.path.join(folder, f) for f in os.listdir(folder) if f.startswith("test_"))
+    lengths, real = [], classifier.classify_batch
+
+    def recording(wavs, wav_lens=None, top_k=3):
+        lengths.append([round(float(n) * wavs.shape[1]) for n in wav_lens])
+        return real(wavs, wav_lens, top_k)
+
+    monkeypatch.setattr(classifier, "classify_batch", recording)
     batched = classifier.classify_files(paths, batch_size=8)
+    monkeypatch.undo()
+    # Length-sorted: the batches, in the order they ran, hold the files shortest first.
+    assert len(lengths) > 1 and sum(lengths, []) == sorted(sum(lengths, []))
+    # (which the files given, in name order, are not)
+    assert sorted(sum(lengths, [])) != [load_audio(p).numel() for p in paths]
     worst = max(abs(result[task]["probs"][label] - classifier.classify_file(path)[task]["probs"][label])
                 for path, result in zip(paths, batched, strict=True)
                 for task in classifier.tasks for label in classifier.labels[task])
