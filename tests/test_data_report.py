@@ -46,7 +46,7 @@ def table_row(text: str, first_cell: str) -> list[str]:
     raise AssertionError(f"no table row starts with {first_cell!r}")
 
 
-def test_report_counts_every_class_per_split(report):
+def test_report_counts_every_class_per_split(report, prepared):
     _, text = report
     assert "## Intent classes" in text and "## Emotion classes" in text
     for name in ("branch_address", "activate_card", "past_transactions", "dispatch_status",
@@ -56,6 +56,14 @@ def test_report_counts_every_class_per_split(report):
     assert table_row(text, "branch_address")[-1] == "18"
     assert table_row(text, "angry")[-1] == "24"
     assert table_row(text, "angry")[0] == "angry"
+    # Each split's cell counts that split's rows of the class in the manifests.
+    from multitask.manifest import read_manifests
+
+    rows = read_manifests(prepared["manifests"])
+    splits = [split for split in ("train", "valid", "test") if any(r["split"] == split for r in rows)]
+    for label, task in (("branch_address", "intent"), ("angry", "emotion")):
+        counts = [str(sum(r[task] == label and r["split"] == split for r in rows)) for split in splits]
+        assert table_row(text, label)[1:1 + len(splits)] == counts, label
 
 
 def test_report_lists_speakers_sample_rates_and_durations(report):
