@@ -13,11 +13,10 @@ Example
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 
-from .corpus import DEFAULT_SEED, SIZES, generate, manifest_timbres
+from .corpus import DEFAULT_SEED, SIZES, generate, manifest_timbres, recorded_seed
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -78,19 +77,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 def check_speakers_seed(speakers: str, seed: int) -> None:
     """Refuse a ``speakers.json`` of another seed's corpus: its voices are split otherwise,
     so the joint test's voices would be checked against the wrong pool."""
-    if not os.path.isfile(speakers):
-        raise ValueError(f"{speakers}: not found (the banking corpus's speakers.json)")
-    try:
-        with open(speakers, encoding="utf-8") as fin:
-            data = json.load(fin)
-    except (UnicodeDecodeError, ValueError) as err:
-        raise ValueError(f"{speakers}: not a speakers.json written by multitask synth "
-                         f"({err})") from None
-    recorded = data.get("seed") if isinstance(data, dict) else None
-    if not isinstance(data, dict) or not isinstance(recorded, (int, type(None))):
-        raise ValueError(f"{speakers}: not a speakers.json written by multitask synth (a "
-                         "mapping with an integer seed)")
-    if recorded is not None and int(recorded) != int(seed):
+    recorded = recorded_seed(speakers)
+    if recorded != seed:
         raise ValueError(f"{speakers}: the corpus of seed {recorded}, not --seed {seed}")
 
 

@@ -376,8 +376,10 @@ def manifest_timbres(manifests, speakers_file) -> list[str]:
     timbres, for held-out calls) are read off its manifests: a Skit-S2I speaker id is
     a timbre, a CREMA-D actor id is mapped to its timbre by ``speakers.json``.
     """
-    with open(speakers_file, encoding="utf-8") as fin:
-        speakers = json.load(fin)
+    try:
+        speakers = read_speakers(speakers_file)
+    except FileNotFoundError:
+        raise ValueError(f"{speakers_file}: not found (the banking corpus's speakers.json)") from None
     actors = {actor: info["variant"] for actor, info in speakers["crema_d_actors"].items()}
     known = set(speakers["corpus_of_variant"])
     timbres = set()
@@ -580,17 +582,30 @@ def ensure_banking_corpus(folder, size: str, seed: int, is_main: bool = True,
     check_current(os.path.join(folder, "speakers.json"), seed, size)
 
 
-def recorded_seed(speakers_file) -> int:
-    """The seed a generated corpus records in its ``speakers.json``; a file that is missing
-    or records none is refused, naming it."""
+def read_speakers(speakers_file) -> dict:
+    """A generated corpus's ``speakers.json``, the one reader of it: refused by name when
+    it is missing (``FileNotFoundError``), unreadable, or not a mapping with an integer
+    seed (``ValueError``)."""
     try:
         with open(speakers_file, encoding="utf-8") as fin:
-            seed = json.load(fin).get("seed")
-    except (OSError, UnicodeDecodeError, ValueError, AttributeError) as err:
-        raise ValueError(f"{speakers_file}: no speakers.json of multitask synth ({err})") from None
-    if not isinstance(seed, int):
-        raise ValueError(f"{speakers_file}: records no seed")
-    return seed
+            data = json.load(fin)
+    except FileNotFoundError:
+        raise
+    except (OSError, UnicodeDecodeError, ValueError) as err:
+        raise ValueError(f"{speakers_file}: not a speakers.json written by multitask synth "
+                         f"({err})") from None
+    if not isinstance(data, dict) or not isinstance(data.get("seed"), int):
+        raise ValueError(f"{speakers_file}: not a speakers.json written by multitask synth (a "
+                         "mapping with an integer seed)")
+    return data
+
+
+def recorded_seed(speakers_file) -> int:
+    """The seed a generated corpus records in its ``speakers.json`` (:func:`read_speakers`)."""
+    try:
+        return read_speakers(speakers_file)["seed"]
+    except FileNotFoundError:
+        raise ValueError(f"{speakers_file}: not found (a generated corpus's speakers.json)") from None
 
 
 def check_current(speakers_file, seed: int, size: str | None = None) -> None:
@@ -612,21 +627,18 @@ def check_current(speakers_file, seed: int, size: str | None = None) -> None:
     folder = os.path.dirname(os.path.abspath(os.fspath(speakers_file)))
     again = f"delete {folder} to have it generated again"
     try:
-        with open(speakers_file, encoding="utf-8") as fin:
-            recorded = json.load(fin)
+        recorded = read_speakers(speakers_file)
     except FileNotFoundError:
         raise ValueError(f"{speakers_file}: missing, so the corpus in {folder} is not known "
                          f"to be the one asked for; {again}") from None
-    except (OSError, UnicodeDecodeError, ValueError) as err:
-        raise ValueError(f"{speakers_file}: not a speakers.json written by multitask synth "
-                         f"({err}); {again}") from None
+    except ValueError as err:
+        raise ValueError(f"{err}; {again}") from None
     expected = {"seed": seed, "variants": split_variants(seed),
                 "timbre_families": [sorted(family) for family in TIMBRE_FAMILIES]}
     if size is not None:
         expected["size"] = size
-    if not isinstance(recorded, dict) or any(recorded.get(k) != v for k, v in expected.items()):
-        was = (f"seed {recorded.get('seed')}, size {recorded.get('size')}"
-               if isinstance(recorded, dict) else "something else")
+    if any(recorded.get(k) != v for k, v in expected.items()):
+        was = f"seed {recorded['seed']}, size {recorded.get('size')}"
         raise ValueError(f"{speakers_file}: this corpus was dealt for {was}, not for seed "
                          f"{seed}{f', size {size}' if size else ''} with the voice pools and "
                          f"timbre families of this version of multitask synth; {again}")
